@@ -1,0 +1,59 @@
+# The README's two commands are `make run` and `make test`. Without
+# DATABASE_URL both start the project's private PostgreSQL (scripts/db.sh).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+# Builds read the committed .sqlx/ query data, never a live database.
+export SQLX_OFFLINE := true
+DB := scripts/db.sh
+SQLX_CLI_VERSION := 0.8.6
+BIN := target/debug/billing-ledger
+
+.PHONY: run test lint fmt build db-start db-stop migrate prepare sqlx-cli openapi bench
+
+build:
+	cargo build
+
+db-start:
+	@$(DB) start >/dev/null
+
+db-stop:
+	@$(DB) stop
+
+migrate: build
+	DATABASE_URL=$$($(DB) start) $(BIN) migrate
+
+# Private database (or DATABASE_URL), migrations, a demo shop with a printed
+# key and curl line, then the server on BIND_ADDR (default 127.0.0.1:8080).
+run: build
+	@url=$$($(DB) start); \
+	DATABASE_URL=$$url $(BIN) migrate; \
+	DATABASE_URL=$$url $(BIN) shops seed-demo; \
+	DATABASE_URL=$$url exec $(BIN) serve
+
+# sqlx-cli checks that the committed .sqlx/ data matches the queries.
+sqlx-cli:
+	@command -v cargo-sqlx >/dev/null 2>&1 || cargo install sqlx-cli --version '~0.8' --locked \
+	  --no-default-features --features postgres,rustls
+
+test: sqlx-cli
+	@url=$$($(DB) start); export DATABASE_URL=$$url; \
+	cargo run -q -- migrate >/dev/null; \
+	SQLX_OFFLINE=false cargo sqlx prepare --check -- --all-targets; \
+	cargo test --all-targets
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+# Regenerate .sqlx/ after changing a query or a migration.
+prepare: sqlx-cli
+	@url=$$($(DB) start); export DATABASE_URL=$$url; \
+	cargo sqlx migrate run >/dev/null; \
+	SQLX_OFFLINE=false cargo sqlx prepare -- --all-targets
+
+# Rewrite openapi.yaml from the code.
+openapi:
+	cargo run -q -- openapi > openapi.yaml

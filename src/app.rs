@@ -1,0 +1,153 @@
+//! Router, state, start-up and graceful shutdown.
+
+use std::{future::Future, net::SocketAddr, time::Duration};
+
+use anyhow::Context;
+use axum::{Router, middleware, routing::get};
+use sha2::{Digest, Sha256};
+use sqlx::{PgPool, postgres::PgPoolOptions};
+use tokio::{net::TcpListener, sync::watch};
+use utoipa::OpenApi;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    config::{DatabaseConfig, ServeConfig},
+    http::{self, AppState, health, request_id},
+    idempotency, jobs,
+    openapi::ApiDoc,
+    telemetry, tenants, wallets,
+};
+
+/// Every documented route; the OpenAPI document is derived from it.
+pub fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(wallets::routes::router())
+        .merge(tenants::routes::router())
+        .merge(idempotency::routes::router())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+}
+
+/// The whole HTTP application over `state`.
+pub fn router(state: AppState, request_timeout: Duration) -> Router {
+    let (api, _) = api_router().split_for_parts();
+    api.route("/metrics", get(health::metrics))
+        .route("/openapi.yaml", get(health::openapi_yaml))
+        .route_layer(middleware::from_fn(request_id::record_route))
+        .fallback(http::not_found)
+        .method_not_allowed_fallback(http::method_not_allowed)
+        .layer(middleware::from_fn(move |req, next| {
+            http::timeout(request_timeout, req, next)
+        }))
+        .layer(middleware::from_fn(request_id::track))
+        .with_state(state)
+}
+
+/// A pool whose connections bound every lock wait by `lock_timeout`, so a
+/// duplicate request never waits forever on the first one's key.
+pub fn pool(db: &DatabaseConfig) -> PgPool {
+    let options = db
+        .connect_options
+        .clone()
+        .options([("lock_timeout", format!("{}ms", db.lock_timeout.as_millis()))]);
+    PgPoolOptions::new()
+        .max_connections(db.pool_size)
+        .acquire_timeout(db.acquire_timeout)
+        .connect_lazy_with(options)
+}
+
+pub fn state(pool: PgPool, config: &ServeConfig) -> AppState {
+    AppState {
+        pool,
+        admin_key_hash: config
+            .admin_api_key
+            .as_ref()
+            .map(|k| Sha256::digest(k.expose().as_bytes()).to_vec()),
+        idempotency: config.idempotency.clone(),
+        metrics: telemetry::metrics_handle(),
+    }
+}
+
+pub struct Application {
+    listener: TcpListener,
+    pool: PgPool,
+    config: ServeConfig,
+}
+
+impl Application {
+    /// Binds the listener (port 0 picks a free port) without serving yet.
+    pub async fn build(config: ServeConfig, db: &DatabaseConfig) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(config.bind_addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.bind_addr))?;
+        Ok(Application {
+            listener,
+            pool: pool(db),
+            config,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight
+    /// requests finish within the grace period, stops the background jobs
+    /// and closes the pool.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Application {
+            listener,
+            pool,
+            config,
+        } = self;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let cleanup = tokio::spawn(jobs::idempotency_cleanup_loop(
+            pool.clone(),
+            config.idempotency.cleanup_interval,
+            config.idempotency.cleanup_batch,
+            stop_rx.clone(),
+        ));
+        let app = router(state(pool.clone(), &config), config.request_timeout);
+        let mut server_stop = stop_rx.clone();
+        let server = tokio::spawn(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = server_stop.changed().await;
+                })
+                .into_future(),
+        );
+        tracing::info!(addr = %config.bind_addr, "serving");
+        shutdown.await;
+        tracing::info!(grace = ?config.shutdown_grace, "shutdown requested; finishing in-flight requests");
+        let _ = stop_tx.send(true);
+        match tokio::time::timeout(config.shutdown_grace, server).await {
+            Ok(joined) => joined.context("server task failed")?.context("server failed")?,
+            Err(_) => tracing::warn!("grace period over; abandoning in-flight requests"),
+        }
+        let _ = cleanup.await;
+        pool.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

@@ -1,0 +1,122 @@
+//! One typed configuration, read from flags and environment variables.
+
+use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
+
+use clap::{Args, ValueEnum};
+use sqlx::postgres::PgConnectOptions;
+
+/// A secret that never prints.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() < 16 {
+            return Err("must be at least 16 characters".into());
+        }
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 30s, 1h)"))
+}
+
+fn parse_database_url(s: &str) -> Result<PgConnectOptions, String> {
+    PgConnectOptions::from_str(s).map_err(|e| format!("not a PostgreSQL URL: {e}"))
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseConfig {
+    /// PostgreSQL connection URL (postgres://user:password@host:port/db).
+    #[arg(long = "database-url", value_name = "DATABASE_URL", env = "DATABASE_URL", value_parser = parse_database_url, hide_env_values = true)]
+    pub connect_options: PgConnectOptions,
+
+    /// Maximum connections in the pool.
+    #[arg(long, env = "DB_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub pool_size: u32,
+
+    /// How long a request waits for a free pool connection before 503.
+    #[arg(long, env = "DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub acquire_timeout: Duration,
+
+    /// How long a statement waits for a row lock before giving up. Bounds
+    /// how long a duplicate request waits for the first one with the same
+    /// Idempotency-Key before it is answered 409 idempotency_key_in_use.
+    #[arg(long, env = "LOCK_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub lock_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1:8080")]
+    pub bind_addr: SocketAddr,
+
+    /// Platform admin key for /v1/admin (16+ characters); admin routes are
+    /// disabled when unset.
+    #[arg(long, env = "ADMIN_API_KEY", hide_env_values = true)]
+    pub admin_api_key: Option<Secret>,
+
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+
+    /// A request still running after this long is answered 503 and rolled back.
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    #[command(flatten)]
+    pub idempotency: IdempotencyConfig,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct IdempotencyConfig {
+    /// How long a stored Idempotency-Key outcome is replayed.
+    #[arg(long = "idempotency-ttl-hours", env = "IDEMPOTENCY_TTL_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..=8760))]
+    pub ttl_hours: u32,
+
+    /// How often expired idempotency records are deleted (also once at start).
+    #[arg(long = "idempotency-cleanup-interval", env = "IDEMPOTENCY_CLEANUP_INTERVAL", default_value = "1h", value_parser = parse_duration)]
+    pub cleanup_interval: Duration,
+
+    /// Rows deleted per cleanup batch (one short transaction each).
+    #[arg(long = "idempotency-cleanup-batch", env = "IDEMPOTENCY_CLEANUP_BATCH", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub cleanup_batch: u32,
+}
+
+impl Default for IdempotencyConfig {
+    fn default() -> Self {
+        IdempotencyConfig {
+            ttl_hours: 24,
+            cleanup_interval: Duration::from_secs(3600),
+            cleanup_batch: 1000,
+        }
+    }
+}

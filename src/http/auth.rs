@@ -1,0 +1,57 @@
+//! `Authorization: Bearer <key>` to a [`Tenant`], or to the platform admin.
+
+use axum::{
+    extract::FromRequestParts,
+    http::{Method, header, request::Parts},
+};
+use sha2::{Digest, Sha256};
+
+use super::{AppState, error::ApiError};
+use crate::tenants::{self, Role, Tenant};
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn is_mutation(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Resolves the caller's shop. Also the role gate: a `finance` key is
+/// read-only, so it gets 403 on any mutating route.
+impl FromRequestParts<AppState> for Tenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts).ok_or(ApiError::Unauthorized)?;
+        let mut conn = state.pool.acquire().await?;
+        let tenant = tenants::authenticate(&mut conn, token)
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
+        tracing::Span::current().record("shop_id", tracing::field::display(tenant.shop_id));
+        if tenant.role == Role::Finance && is_mutation(&parts.method) {
+            return Err(ApiError::Forbidden);
+        }
+        Ok(tenant)
+    }
+}
+
+/// The platform admin, authenticated by `ADMIN_API_KEY`. With no admin key
+/// configured the admin routes answer 404, as if absent.
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let expected = state.admin_key_hash.as_ref().ok_or(ApiError::NotFound)?;
+        let token = bearer(parts).ok_or(ApiError::Unauthorized)?;
+        // Comparing digests keeps the comparison independent of the secret.
+        if Sha256::digest(token.as_bytes()).as_slice() != expected.as_slice() {
+            return Err(ApiError::Unauthorized);
+        }
+        Ok(Admin)
+    }
+}

@@ -1,0 +1,213 @@
+//! Every error the API answers with, mapped in one place to RFC 9457
+//! `application/problem+json` with a stable `code`.
+
+use std::collections::BTreeMap;
+
+use axum::{
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::{http::request_id, money::MoneyError, tenants::TenantError, wallets::WalletError};
+
+/// Per-field messages of a 422 `validation_failed`.
+pub type FieldErrors = BTreeMap<String, Vec<String>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("a valid API key is required")]
+    Unauthorized,
+    #[error("this API key may not perform this action")]
+    Forbidden,
+    #[error("no such resource")]
+    NotFound,
+    #[error("method not allowed for this resource")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("one or more fields are invalid")]
+    Validation(FieldErrors),
+    #[error("the Idempotency-Key header is required on this request")]
+    IdempotencyKeyMissing,
+    #[error("{0}")]
+    IdempotencyKeyInvalid(&'static str),
+    #[error("this Idempotency-Key was already used with a different request")]
+    IdempotencyKeyReused,
+    #[error("a request with this Idempotency-Key is still in progress; retry later")]
+    IdempotencyKeyInUse,
+    #[error("the wallet's available balance is insufficient")]
+    InsufficientFunds,
+    #[error("{0}")]
+    CurrencyMismatch(String),
+    #[error("{0}")]
+    InvalidState(String),
+    #[error("the service is temporarily unavailable; retry later")]
+    Unavailable(#[source] anyhow::Error),
+    #[error("an unexpected error occurred")]
+    Internal(#[source] anyhow::Error),
+}
+
+/// The RFC 9457 body. `errors` only on 422 `validation_failed`.
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Stable machine-readable code, e.g. `insufficient_funds`.
+    pub code: String,
+    pub request_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<FieldErrors>,
+}
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+impl ApiError {
+    pub fn validation(field: &str, message: impl Into<String>) -> Self {
+        ApiError::Validation(BTreeMap::from([(field.to_owned(), vec![message.into()])]))
+    }
+
+    pub fn money(field: &str, e: MoneyError) -> Self {
+        ApiError::validation(field, e.to_string())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        use ApiError::*;
+        match self {
+            Unauthorized => StatusCode::UNAUTHORIZED,
+            Forbidden => StatusCode::FORBIDDEN,
+            NotFound => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            BadRequest(_) | IdempotencyKeyMissing | IdempotencyKeyInvalid(_) => StatusCode::BAD_REQUEST,
+            Validation(_) | IdempotencyKeyReused | InsufficientFunds | CurrencyMismatch(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            IdempotencyKeyInUse | InvalidState(_) => StatusCode::CONFLICT,
+            Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        use ApiError::*;
+        match self {
+            Unauthorized => "unauthorized",
+            Forbidden => "forbidden",
+            NotFound => "not_found",
+            MethodNotAllowed => "method_not_allowed",
+            BadRequest(_) => "bad_request",
+            Validation(_) => "validation_failed",
+            IdempotencyKeyMissing => "idempotency_key_missing",
+            IdempotencyKeyInvalid(_) => "idempotency_key_invalid",
+            IdempotencyKeyReused => "idempotency_key_reused",
+            IdempotencyKeyInUse => "idempotency_key_in_use",
+            InsufficientFunds => "insufficient_funds",
+            CurrencyMismatch(_) => "currency_mismatch",
+            InvalidState(_) => "invalid_state",
+            Unavailable(_) => "unavailable",
+            Internal(_) => "internal_error",
+        }
+    }
+
+    fn retry_after(&self) -> Option<&'static str> {
+        match self {
+            ApiError::IdempotencyKeyInUse => Some("1"),
+            ApiError::Unavailable(_) => Some("2"),
+            _ => None,
+        }
+    }
+
+    pub fn problem(&self) -> Problem {
+        let status = self.status();
+        Problem {
+            type_: format!("urn:problem:billing-ledger:{}", self.code()),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: self.to_string(),
+            code: self.code().to_owned(),
+            request_id: request_id::current(),
+            errors: match self {
+                ApiError::Validation(errors) => Some(errors.clone()),
+                _ => None,
+            },
+        }
+    }
+
+    /// The body bytes, as sent and as stored for idempotent replay.
+    pub fn body(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.problem()).expect("a problem always serialises")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            ApiError::Internal(e) => tracing::error!(error = format!("{e:#}"), "unexpected error"),
+            ApiError::Unavailable(e) => tracing::warn!(error = format!("{e:#}"), "unavailable"),
+            _ => {}
+        }
+        let mut response = (self.status(), self.body()).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let Some(secs) = self.retry_after() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static(secs));
+        }
+        response
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        if is_transient(&e) {
+            ApiError::Unavailable(e.into())
+        } else {
+            ApiError::Internal(e.into())
+        }
+    }
+}
+
+/// Errors after which the whole transaction was rolled back and the same
+/// request may simply be retried: lock/statement timeouts, deadlocks,
+/// serialization failures, a lost connection or an exhausted pool.
+pub fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => matches!(
+            db.code().as_deref(),
+            Some("55P03" | "57014" | "40P01" | "40001" | "57P01" | "57P02" | "57P03" | "53300")
+        ),
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
+        _ => false,
+    }
+}
+
+impl From<TenantError> for ApiError {
+    fn from(e: TenantError) -> Self {
+        match e {
+            TenantError::ShopNotFound => ApiError::NotFound,
+            TenantError::Db(e) => e.into(),
+        }
+    }
+}
+
+impl From<WalletError> for ApiError {
+    fn from(e: WalletError) -> Self {
+        match e {
+            WalletError::NotFound => ApiError::NotFound,
+            WalletError::InsufficientFunds => ApiError::InsufficientFunds,
+            WalletError::CurrencyMismatch { from, to } => {
+                ApiError::CurrencyMismatch(format!("the wallets hold different currencies ({from} and {to})"))
+            }
+            WalletError::SameWallet => {
+                ApiError::validation("to_wallet_id", "must differ from from_wallet_id")
+            }
+            WalletError::InvalidAmount(field, e) => ApiError::money(field, e),
+            WalletError::KeyReused => ApiError::IdempotencyKeyReused,
+            WalletError::Db(e) => e.into(),
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! Extractors whose rejections are problem+json: JSON bodies (400 when
+//! malformed, 422 with per-field errors when invalid), query strings and ids
+//! in paths.
+
+use axum::{
+    extract::{FromRequestParts, Path, Query},
+    http::request::Parts,
+};
+use serde::de::DeserializeOwned;
+use serde_json::error::Category;
+use uuid::Uuid;
+use validator::{Validate, ValidationErrors, ValidationErrorsKind};
+
+use super::error::{ApiError, FieldErrors};
+
+/// Parses and validates a JSON body in one pass. An empty body reads as `{}`.
+pub fn parse_json<T: DeserializeOwned + Validate>(body: &[u8]) -> Result<T, ApiError> {
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let malformed =
+        |e: &serde_json::Error| ApiError::BadRequest(format!("the request body is not valid JSON: {e}"));
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            Category::Syntax | Category::Eof | Category::Io => malformed(&inner),
+            Category::Data => data_error(&path, &inner.to_string()),
+        }
+    })?;
+    de.end().map_err(|e| malformed(&e))?;
+    value
+        .validate()
+        .map_err(|e| ApiError::Validation(field_errors(&e)))?;
+    Ok(value)
+}
+
+/// serde names the field in the message for missing/unknown fields; type
+/// errors carry it in the path.
+fn data_error(path: &str, message: &str) -> ApiError {
+    let message = message.split(" at line ").next().unwrap_or(message);
+    let quoted = message.split('`').nth(1);
+    let field = if path != "." && !path.is_empty() {
+        path.to_owned()
+    } else if message.starts_with("missing field") || message.starts_with("unknown field") {
+        quoted.unwrap_or("body").to_owned()
+    } else {
+        "body".to_owned()
+    };
+    ApiError::validation(&field, message)
+}
+
+pub fn field_errors(errors: &ValidationErrors) -> FieldErrors {
+    let mut out = FieldErrors::new();
+    collect(errors, "", &mut out);
+    out
+}
+
+fn collect(errors: &ValidationErrors, prefix: &str, out: &mut FieldErrors) {
+    for (field, kind) in errors.errors() {
+        let name = if prefix.is_empty() {
+            field.to_string()
+        } else {
+            format!("{prefix}.{field}")
+        };
+        match kind {
+            ValidationErrorsKind::Field(list) => out.entry(name).or_default().extend(list.iter().map(|e| {
+                e.message
+                    .as_ref()
+                    .map_or_else(|| format!("is invalid ({})", e.code), |m| m.to_string())
+            })),
+            ValidationErrorsKind::Struct(inner) => collect(inner, &name, out),
+            ValidationErrorsKind::List(items) => {
+                for (i, inner) in items {
+                    collect(inner, &format!("{name}[{i}]"), out)
+                }
+            }
+        }
+    }
+}
+
+/// A query string, validated; bad parameters are 422 `validation_failed`.
+pub struct ValidQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ValidQuery<T>
+where
+    T: DeserializeOwned + Validate,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Query(value) = Query::<T>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::validation("query", e.body_text()))?;
+        value
+            .validate()
+            .map_err(|e| ApiError::Validation(field_errors(&e)))?;
+        Ok(ValidQuery(value))
+    }
+}
+
+/// The resource id in the path. An id that isn't a UUID names no resource:
+/// 404, exactly like a missing one.
+pub struct PathId(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::NotFound)?;
+        Uuid::parse_str(&raw).map(PathId).map_err(|_| ApiError::NotFound)
+    }
+}

@@ -1,0 +1,45 @@
+//! Cross-cutting HTTP: state, auth, idempotency, errors, request ids,
+//! extractors, pagination, health and metrics.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod idempotency;
+pub mod pagination;
+pub mod request_id;
+
+use std::time::Duration;
+
+use axum::{extract::Request, middleware::Next, response::IntoResponse, response::Response};
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::PgPool;
+
+use crate::config::IdempotencyConfig;
+pub use error::ApiError;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    /// SHA-256 of `ADMIN_API_KEY`; `None` disables the admin routes.
+    pub admin_key_hash: Option<Vec<u8>>,
+    pub idempotency: IdempotencyConfig,
+    pub metrics: PrometheusHandle,
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// Bounds a request's time. The handler future is dropped on timeout, which
+/// rolls back its transaction, so the request may be retried as is.
+pub async fn timeout(limit: Duration, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Unavailable(anyhow::anyhow!("request timed out after {limit:?}")).into_response(),
+    }
+}

@@ -1,0 +1,140 @@
+//! The double-entry journal. Every money movement posts one journal
+//! transaction whose signed entries sum to zero per currency: checked here
+//! before writing, and again by the database at commit (`journal_balanced`).
+//!
+//! Sign convention: a positive amount credits the account (raises a wallet's
+//! balance), a negative one debits it.
+
+use rust_decimal::Decimal;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::money::Currency;
+
+/// An account: one per wallet, and per shop and currency the system accounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Account {
+    Wallet(Uuid),
+    /// Money received from outside (card payments, bank transfers).
+    ExternalPayments,
+    Receivables,
+    Revenue,
+    /// Value the shop gave away: promotions, refunds as credit.
+    CreditGrants,
+}
+
+impl Account {
+    fn name(self) -> &'static str {
+        match self {
+            Account::Wallet(_) => "wallet",
+            Account::ExternalPayments => "external_payments",
+            Account::Receivables => "receivables",
+            Account::Revenue => "revenue",
+            Account::CreditGrants => "credit_grants",
+        }
+    }
+
+    fn wallet(self) -> Option<Uuid> {
+        match self {
+            Account::Wallet(id) => Some(id),
+            _ => None,
+        }
+    }
+}
+
+/// A balanced set of entries, built only through [`Posting::transfer`]:
+/// each call adds a debit and the matching credit, so a posting is balanced
+/// by construction.
+#[derive(Debug, Clone)]
+pub struct Posting {
+    kind: &'static str,
+    currency: Currency,
+    entries: Vec<(Account, Decimal)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("journal posting is unbalanced or empty")]
+    Unbalanced,
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+impl Posting {
+    pub fn new(kind: &'static str, currency: Currency) -> Self {
+        Posting {
+            kind,
+            currency,
+            entries: Vec::with_capacity(2),
+        }
+    }
+
+    /// Moves `amount` (> 0) from `debit` to `credit`.
+    pub fn transfer(mut self, debit: Account, credit: Account, amount: Decimal) -> Self {
+        self.entries.push((debit, -amount));
+        self.entries.push((credit, amount));
+        self
+    }
+
+    fn is_balanced(&self) -> bool {
+        !self.entries.is_empty()
+            && self.entries.iter().all(|(_, a)| !a.is_zero())
+            && self.entries.iter().map(|(_, a)| *a).sum::<Decimal>().is_zero()
+    }
+}
+
+/// Writes `posting` as journal transaction `id` in the caller's transaction.
+pub async fn post(
+    conn: &mut PgConnection,
+    shop_id: Uuid,
+    id: Uuid,
+    posting: &Posting,
+) -> Result<(), LedgerError> {
+    if !posting.is_balanced() {
+        return Err(LedgerError::Unbalanced);
+    }
+    let lines: Vec<i16> = (1..=posting.entries.len() as i16).collect();
+    let accounts: Vec<&str> = posting.entries.iter().map(|(a, _)| a.name()).collect();
+    let wallets: Vec<Option<Uuid>> = posting.entries.iter().map(|(a, _)| a.wallet()).collect();
+    let amounts: Vec<Decimal> = posting.entries.iter().map(|(_, a)| *a).collect();
+    sqlx::query!(
+        "WITH jt AS (INSERT INTO journal_transactions (shop_id, id, kind) VALUES ($1, $2, $3))
+         INSERT INTO journal_entries (shop_id, journal_transaction_id, line, account, wallet_id, currency, amount)
+         SELECT $1, $2, e.line, e.account, e.wallet_id, $4, e.amount
+           FROM UNNEST($5::smallint[], $6::text[], $7::uuid[], $8::numeric[])
+                AS e(line, account, wallet_id, amount)",
+        shop_id,
+        id,
+        posting.kind,
+        posting.currency.code(),
+        &lines,
+        &accounts as &[&str],
+        &wallets as &[Option<Uuid>],
+        &amounts,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postings_balance_by_construction() {
+        let usd = Currency::parse("USD").unwrap();
+        let p = Posting::new("t", usd).transfer(
+            Account::Wallet(Uuid::nil()),
+            Account::Revenue,
+            Decimal::new(5, 0),
+        );
+        assert!(p.is_balanced());
+        assert!(
+            !Posting::new("t", usd).is_balanced(),
+            "an empty posting moves nothing"
+        );
+        let zero = Posting::new("t", usd).transfer(Account::Revenue, Account::CreditGrants, Decimal::ZERO);
+        assert!(!zero.is_balanced(), "zero entries are refused");
+    }
+}

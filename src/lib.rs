@@ -1,0 +1,18 @@
+//! billing-ledger: prepaid credit wallets on a double-entry ledger, where
+//! every money movement happens exactly once.
+
+pub mod app;
+pub mod audit;
+pub mod config;
+pub mod http;
+pub mod idempotency;
+pub mod jobs;
+pub mod ledger;
+pub mod money;
+pub mod openapi;
+pub mod telemetry;
+pub mod tenants;
+pub mod wallets;
+
+/// The schema migrations, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();

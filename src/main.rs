@@ -1,0 +1,200 @@
+//! The `billing-ledger` command line: serve | migrate | cleanup | shops | keys | openapi.
+
+use std::{net::SocketAddr, process::ExitCode};
+
+use anyhow::Context;
+use billing_ledger::{
+    MIGRATOR, app,
+    config::{DatabaseConfig, ServeConfig},
+    jobs, telemetry,
+    tenants::{self, NewKey, Role},
+};
+use clap::{Parser, Subcommand, error::ErrorKind};
+use uuid::Uuid;
+
+#[derive(Parser)]
+#[command(
+    name = "billing-ledger",
+    version,
+    about = "Prepaid credit wallets on a double-entry ledger, exactly once."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API (and run the background jobs).
+    Serve {
+        #[command(flatten)]
+        serve: ServeConfig,
+        #[command(flatten)]
+        db: DatabaseConfig,
+    },
+    /// Apply pending database migrations.
+    Migrate {
+        #[command(flatten)]
+        db: DatabaseConfig,
+    },
+    /// Delete expired idempotency records once.
+    Cleanup {
+        #[arg(long, env = "IDEMPOTENCY_CLEANUP_BATCH", default_value_t = 1000)]
+        batch: u32,
+        #[command(flatten)]
+        db: DatabaseConfig,
+    },
+    /// Manage shops.
+    Shops {
+        #[command(subcommand)]
+        command: ShopsCommand,
+        #[command(flatten)]
+        db: DatabaseConfig,
+    },
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+        #[command(flatten)]
+        db: DatabaseConfig,
+    },
+    /// Print the OpenAPI document (YAML).
+    Openapi,
+}
+
+#[derive(Subcommand)]
+enum ShopsCommand {
+    /// Create a shop; prints its id and a new owner API key (shown once).
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+    /// Create the demo shop if missing and print a fresh owner key with a
+    /// ready-to-paste curl line (older demo keys are revoked).
+    SeedDemo {
+        #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1:8080")]
+        bind_addr: SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create an API key for a shop (shown once).
+    Create {
+        #[arg(long)]
+        shop: Uuid,
+        #[arg(long, value_enum)]
+        role: Role,
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// Revoke the key with this public prefix.
+    Revoke {
+        #[arg(long)]
+        prefix: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => e.exit(),
+        Err(e) => {
+            // One clear line, not a usage dump.
+            let text = e.render().to_string();
+            let line: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            eprintln!("{}", line.join(" "));
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn connect(db: &DatabaseConfig) -> anyhow::Result<sqlx::PgConnection> {
+    use sqlx::Connection;
+    sqlx::PgConnection::connect_with(&db.connect_options)
+        .await
+        .context("cannot connect to the database (DATABASE_URL)")
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { serve, db } => {
+            telemetry::init_logging(serve.log_format, std::io::stdout);
+            let application = app::Application::build(serve, &db).await?;
+            application.run_until(app::shutdown_signal()).await
+        }
+        Command::Migrate { db } => {
+            let mut conn = connect(&db).await?;
+            MIGRATOR.run(&mut conn).await.context("migration failed")?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Cleanup { batch, db } => {
+            let pool = app::pool(&db);
+            let n = jobs::cleanup_idempotency(&pool, batch)
+                .await
+                .context("cleanup failed")?;
+            println!("deleted {n} expired idempotency records");
+            Ok(())
+        }
+        Command::Shops { command, db } => {
+            let mut conn = connect(&db).await?;
+            match command {
+                ShopsCommand::Create { name } => {
+                    let shop = tenants::create_shop(&mut conn, &name).await?;
+                    println!("shop id:  {}", shop.id);
+                    println!(
+                        "api key:  {}  (owner; shown once)",
+                        shop.api_key.secret.unwrap_or_default()
+                    );
+                }
+                ShopsCommand::SeedDemo { bind_addr } => {
+                    let key = tenants::seed_demo(&mut conn).await?;
+                    let secret = key.secret.unwrap_or_default();
+                    println!("demo shop: {}", key.shop_id);
+                    println!("owner key: {secret}");
+                    println!("try it:");
+                    println!("curl -s http://{bind_addr}/v1/wallets -H 'Authorization: Bearer {secret}'");
+                }
+            }
+            Ok(())
+        }
+        Command::Keys { command, db } => {
+            let mut conn = connect(&db).await?;
+            match command {
+                KeysCommand::Create { shop, role, label } => {
+                    let key = tenants::create_key(&mut conn, shop, NewKey { role, label }).await?;
+                    println!("prefix:  {}", key.prefix);
+                    println!(
+                        "api key: {}  ({}; shown once)",
+                        key.secret.unwrap_or_default(),
+                        role.as_str()
+                    );
+                }
+                KeysCommand::Revoke { prefix } => {
+                    if !tenants::revoke_key(&mut conn, &prefix).await? {
+                        anyhow::bail!("no live key with prefix {prefix}");
+                    }
+                    println!("revoked {prefix}");
+                }
+            }
+            Ok(())
+        }
+        Command::Openapi => {
+            print!("{}", billing_ledger::openapi::yaml());
+            Ok(())
+        }
+    }
+}

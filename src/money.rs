@@ -1,0 +1,290 @@
+//! Money: currencies with their ISO 4217 exponents, and strictly parsed
+//! positive amounts. Amounts are `rust_decimal`, never floats, and travel as
+//! plain decimal strings.
+
+use std::fmt;
+
+use rust_decimal::Decimal;
+
+/// Minor-unit exponents. ISO 4217 where it applies; `CREDIT` is the service's
+/// own unit for prepaid credits.
+const CURRENCIES: &[(&str, u32)] = &[
+    ("CREDIT", 4),
+    ("AED", 2),
+    ("ARS", 2),
+    ("AUD", 2),
+    ("BDT", 2),
+    ("BGN", 2),
+    ("BHD", 3),
+    ("BRL", 2),
+    ("CAD", 2),
+    ("CHF", 2),
+    ("CLP", 0),
+    ("CNY", 2),
+    ("COP", 2),
+    ("CZK", 2),
+    ("DKK", 2),
+    ("EGP", 2),
+    ("EUR", 2),
+    ("GBP", 2),
+    ("HKD", 2),
+    ("HUF", 2),
+    ("IDR", 2),
+    ("ILS", 2),
+    ("INR", 2),
+    ("IQD", 3),
+    ("ISK", 0),
+    ("JOD", 3),
+    ("JPY", 0),
+    ("KES", 2),
+    ("KRW", 0),
+    ("KWD", 3),
+    ("LYD", 3),
+    ("MAD", 2),
+    ("MXN", 2),
+    ("MYR", 2),
+    ("NGN", 2),
+    ("NOK", 2),
+    ("NZD", 2),
+    ("OMR", 3),
+    ("PEN", 2),
+    ("PHP", 2),
+    ("PKR", 2),
+    ("PLN", 2),
+    ("RON", 2),
+    ("SAR", 2),
+    ("SEK", 2),
+    ("SGD", 2),
+    ("THB", 2),
+    ("TND", 3),
+    ("TRY", 2),
+    ("TWD", 2),
+    ("UAH", 2),
+    ("UGX", 0),
+    ("USD", 2),
+    ("VND", 0),
+    ("XAF", 0),
+    ("XOF", 0),
+    ("ZAR", 2),
+];
+
+/// Largest number of integer digits an amount may have.
+pub const MAX_INTEGER_DIGITS: usize = 15;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Currency {
+    code: &'static str,
+    exponent: u32,
+}
+
+impl Currency {
+    pub fn parse(code: &str) -> Result<Self, MoneyError> {
+        CURRENCIES
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map(|&(code, exponent)| Currency { code, exponent })
+            .ok_or(MoneyError::UnknownCurrency)
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    pub fn exponent(&self) -> u32 {
+        self.exponent
+    }
+
+    /// Renders an amount of this currency with exactly its number of decimals.
+    pub fn format(&self, value: Decimal) -> String {
+        let mut v = value.round_dp(self.exponent);
+        v.rescale(self.exponent);
+        v.to_string()
+    }
+}
+
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MoneyError {
+    #[error("must be a plain decimal string such as \"12.50\"")]
+    Syntax,
+    #[error("must be greater than zero")]
+    NotPositive,
+    #[error("must have at most {MAX_INTEGER_DIGITS} integer digits")]
+    TooLarge,
+    #[error("has more decimal places than {currency} allows ({exponent})")]
+    TooManyDecimals { currency: &'static str, exponent: u32 },
+    #[error("is not a supported currency code")]
+    UnknownCurrency,
+}
+
+/// A decimal string checked for syntax and size, not yet tied to a currency:
+/// the currency often comes from the wallet, known only inside the use case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decimalish {
+    value: Decimal,
+    decimals: u32,
+}
+
+impl Decimalish {
+    /// Accepts `0`, `12`, `12.5`, `0.0001`; rejects signs, exponents, spaces,
+    /// separators, leading zeros (`007`), a bare or trailing dot.
+    pub fn parse(s: &str) -> Result<Self, MoneyError> {
+        let (int, frac) = match s.split_once('.') {
+            Some((i, f)) => (i, Some(f)),
+            None => (s, None),
+        };
+        let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+        if !digits(int) || frac.is_some_and(|f| !digits(f)) {
+            return Err(MoneyError::Syntax);
+        }
+        if int.len() > 1 && int.starts_with('0') {
+            return Err(MoneyError::Syntax);
+        }
+        if int.len() > MAX_INTEGER_DIGITS {
+            return Err(MoneyError::TooLarge);
+        }
+        let decimals = frac.map_or(0, |f| f.len() as u32);
+        // More fractional digits than any currency allows: refuse before
+        // Decimal has to hold them (it keeps at most 28).
+        if decimals > 18 {
+            return Err(MoneyError::TooManyDecimals {
+                currency: "any currency",
+                exponent: 4,
+            });
+        }
+        let value: Decimal = s.parse().map_err(|_| MoneyError::Syntax)?;
+        Ok(Decimalish { value, decimals })
+    }
+
+    pub fn value(&self) -> Decimal {
+        self.value
+    }
+
+    /// A non-negative amount in `currency` (e.g. an overdraft limit).
+    pub fn in_currency(self, currency: Currency) -> Result<Decimal, MoneyError> {
+        if self.decimals > currency.exponent {
+            return Err(MoneyError::TooManyDecimals {
+                currency: currency.code,
+                exponent: currency.exponent,
+            });
+        }
+        Ok(self.value)
+    }
+}
+
+/// A strictly positive amount of a known currency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Money {
+    amount: Decimal,
+    currency: Currency,
+}
+
+impl Money {
+    pub fn new(amount: Decimalish, currency: Currency) -> Result<Self, MoneyError> {
+        let amount = amount.in_currency(currency)?;
+        if amount <= Decimal::ZERO {
+            return Err(MoneyError::NotPositive);
+        }
+        Ok(Money { amount, currency })
+    }
+
+    pub fn amount(&self) -> Decimal {
+        self.amount
+    }
+
+    pub fn currency(&self) -> Currency {
+        self.currency
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usd() -> Currency {
+        Currency::parse("USD").unwrap()
+    }
+
+    #[test]
+    fn exponents() {
+        assert_eq!(Currency::parse("JPY").unwrap().exponent(), 0);
+        assert_eq!(Currency::parse("BHD").unwrap().exponent(), 3);
+        assert_eq!(Currency::parse("CREDIT").unwrap().exponent(), 4);
+        assert_eq!(Currency::parse("usd"), Err(MoneyError::UnknownCurrency));
+        assert_eq!(Currency::parse("XYZ"), Err(MoneyError::UnknownCurrency));
+    }
+
+    #[test]
+    fn parses_plain_decimals_only() {
+        for ok in ["0", "1", "12.5", "12.50", "0.01", "999999999999999.99"] {
+            assert!(Decimalish::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "", ".", "1.", ".5", "-1", "+1", "1e3", "1E3", " 1", "1 ", "1,000", "1_000", "007", "0x10",
+            "NaN", "inf", "1.2.3", "١",
+        ] {
+            assert_eq!(Decimalish::parse(bad), Err(MoneyError::Syntax), "{bad:?}");
+        }
+        assert_eq!(Decimalish::parse("1000000000000000"), Err(MoneyError::TooLarge));
+    }
+
+    #[test]
+    fn decimals_are_checked_against_the_currency_never_rounded() {
+        let m = |s: &str, c: &str| Money::new(Decimalish::parse(s).unwrap(), Currency::parse(c).unwrap());
+        assert!(m("1.23", "USD").is_ok());
+        assert!(matches!(
+            m("1.234", "USD"),
+            Err(MoneyError::TooManyDecimals { .. })
+        ));
+        assert!(matches!(m("1.0", "JPY"), Err(MoneyError::TooManyDecimals { .. })));
+        assert!(m("1.234", "BHD").is_ok());
+        assert!(m("0.0001", "CREDIT").is_ok());
+        assert!(matches!(
+            m("0.00001", "CREDIT"),
+            Err(MoneyError::TooManyDecimals { .. })
+        ));
+        assert_eq!(m("0", "USD"), Err(MoneyError::NotPositive));
+        assert_eq!(m("0.00", "USD"), Err(MoneyError::NotPositive));
+    }
+
+    #[test]
+    fn formats_with_the_currency_exponent() {
+        assert_eq!(usd().format(Decimal::new(5, 0)), "5.00");
+        assert_eq!(usd().format(Decimal::new(-1250, 3)), "-1.25");
+        assert_eq!(
+            Currency::parse("JPY").unwrap().format(Decimal::new(500, 0)),
+            "500"
+        );
+        assert_eq!(
+            Currency::parse("CREDIT").unwrap().format(Decimal::new(15, 1)),
+            "1.5000"
+        );
+    }
+
+    #[test]
+    fn round_trips_every_valid_amount_shape() {
+        // Exhaustive over a grid of shapes rather than random: every digit count.
+        for int_digits in 1..=MAX_INTEGER_DIGITS {
+            for dec in 0..=4u32 {
+                let s = format!(
+                    "{}{}",
+                    "9".repeat(int_digits),
+                    if dec == 0 {
+                        String::new()
+                    } else {
+                        format!(".{}", "7".repeat(dec as usize))
+                    }
+                );
+                let d = Decimalish::parse(&s).unwrap();
+                let c = Currency::parse("CREDIT").unwrap();
+                let money = Money::new(d, c).unwrap();
+                assert_eq!(money.amount().to_string(), s);
+            }
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! Shop and API key use cases. A key reads `blk_<prefix>_<secret>`: the
+//! prefix is public and indexed, only the SHA-256 of the whole key is stored.
+
+use rand::{Rng, distributions::Alphanumeric};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::PgConnection;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything on the shop's data.
+    Owner,
+    /// Read-only: reports and lookups.
+    Finance,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Finance => "finance",
+        }
+    }
+    fn parse(s: &str) -> Option<Role> {
+        match s {
+            "owner" => Some(Role::Owner),
+            "finance" => Some(Role::Finance),
+            _ => None,
+        }
+    }
+}
+
+/// The authenticated caller: every tenant query filters by `shop_id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tenant {
+    pub shop_id: Uuid,
+    pub key_id: Uuid,
+    pub role: Role,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TenantError {
+    #[error("shop not found")]
+    ShopNotFound,
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ShopCreated {
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// The shop's first owner key.
+    pub api_key: ApiKeyCreated,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ApiKeyCreated {
+    pub id: Uuid,
+    pub shop_id: Uuid,
+    pub role: Role,
+    /// Public part of the key, used to revoke it.
+    pub prefix: String,
+    /// The full key. Shown once: only its hash is stored, and an idempotent
+    /// replay of the creating request answers `null` here.
+    pub secret: Option<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+pub struct NewKey {
+    pub role: Role,
+    pub label: Option<String>,
+}
+
+fn hash(key: &str) -> Vec<u8> {
+    Sha256::digest(key.as_bytes()).to_vec()
+}
+
+fn random(len: usize) -> String {
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+pub async fn create_shop(conn: &mut PgConnection, name: &str) -> Result<ShopCreated, TenantError> {
+    let id = Uuid::now_v7();
+    let created_at = sqlx::query_scalar!(
+        "INSERT INTO shops (id, name) VALUES ($1, $2) RETURNING created_at",
+        id,
+        name
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let api_key = create_key(
+        conn,
+        id,
+        NewKey {
+            role: Role::Owner,
+            label: None,
+        },
+    )
+    .await?;
+    Ok(ShopCreated {
+        id,
+        name: name.to_owned(),
+        created_at,
+        api_key,
+    })
+}
+
+pub async fn create_key(
+    conn: &mut PgConnection,
+    shop_id: Uuid,
+    new: NewKey,
+) -> Result<ApiKeyCreated, TenantError> {
+    let exists = sqlx::query_scalar!("SELECT 1 AS one FROM shops WHERE id = $1", shop_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if exists.is_none() {
+        return Err(TenantError::ShopNotFound);
+    }
+    let id = Uuid::now_v7();
+    let prefix = random(12);
+    let secret = format!("blk_{prefix}_{}", random(40));
+    let created_at = sqlx::query_scalar!(
+        "INSERT INTO api_keys (shop_id, id, prefix, secret_hash, role, label)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING created_at",
+        shop_id,
+        id,
+        prefix,
+        hash(&secret),
+        new.role.as_str(),
+        new.label,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(ApiKeyCreated {
+        id,
+        shop_id,
+        role: new.role,
+        prefix,
+        secret: Some(secret),
+        created_at,
+    })
+}
+
+/// Revokes by public prefix; `false` when no live key has it.
+pub async fn revoke_key(conn: &mut PgConnection, prefix: &str) -> Result<bool, TenantError> {
+    let done = sqlx::query!(
+        "UPDATE api_keys SET revoked_at = now() WHERE prefix = $1 AND revoked_at IS NULL",
+        prefix
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Resolves a presented key to its tenant; `None` for unknown, malformed or
+/// revoked keys alike.
+pub async fn authenticate(conn: &mut PgConnection, presented: &str) -> Result<Option<Tenant>, sqlx::Error> {
+    let Some(prefix) = presented
+        .strip_prefix("blk_")
+        .and_then(|rest| rest.split_once('_'))
+        .map(|(p, _)| p)
+    else {
+        return Ok(None);
+    };
+    let row = sqlx::query!(
+        "SELECT shop_id, id, role, secret_hash FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL",
+        prefix
+    )
+    .fetch_optional(conn)
+    .await?;
+    // Comparing hashes: equal-time comparison of the secret itself is moot.
+    Ok(row.filter(|r| r.secret_hash == hash(presented)).and_then(|r| {
+        Some(Tenant {
+            shop_id: r.shop_id,
+            key_id: r.id,
+            role: Role::parse(&r.role)?,
+        })
+    }))
+}
+
+/// The demo shop for `make run`: created once (fixed id), with a fresh owner
+/// key on every call, older demo keys revoked.
+pub async fn seed_demo(conn: &mut PgConnection) -> Result<ApiKeyCreated, TenantError> {
+    let id = Uuid::from_u128(0x0000_0000_0000_7000_8000_0000_0000_de30);
+    sqlx::query!(
+        "INSERT INTO shops (id, name) VALUES ($1, 'Demo Shop') ON CONFLICT (id) DO NOTHING",
+        id
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "UPDATE api_keys SET revoked_at = now() WHERE shop_id = $1 AND label = 'demo' AND revoked_at IS NULL",
+        id
+    )
+    .execute(&mut *conn)
+    .await?;
+    create_key(
+        conn,
+        id,
+        NewKey {
+            role: Role::Owner,
+            label: Some("demo".into()),
+        },
+    )
+    .await
+}

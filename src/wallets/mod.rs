@@ -1,0 +1,52 @@
+//! Prepaid credit wallets: balances, credits, debits, transfers and their
+//! append-only history, every movement posted to the journal.
+
+pub mod routes;
+mod service;
+mod types;
+
+pub use service::*;
+pub use types::*;
+
+use crate::money::MoneyError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WalletError {
+    #[error("wallet not found")]
+    NotFound,
+    #[error("insufficient funds")]
+    InsufficientFunds,
+    #[error("currency mismatch")]
+    CurrencyMismatch { from: String, to: String },
+    #[error("a transfer needs two different wallets")]
+    SameWallet,
+    #[error("{0}: {1}")]
+    InvalidAmount(&'static str, MoneyError),
+    /// The wallet-transaction key was used before for a different movement.
+    #[error("idempotency key reused")]
+    KeyReused,
+    #[error(transparent)]
+    Db(sqlx::Error),
+}
+
+impl From<sqlx::Error> for WalletError {
+    fn from(e: sqlx::Error) -> Self {
+        // The CHECK constraint is the last line: no path may overdraw.
+        match &e {
+            sqlx::Error::Database(db) if db.constraint() == Some("wallets_not_overdrawn") => {
+                WalletError::InsufficientFunds
+            }
+            _ => WalletError::Db(e),
+        }
+    }
+}
+
+impl From<crate::ledger::LedgerError> for WalletError {
+    fn from(e: crate::ledger::LedgerError) -> Self {
+        match e {
+            crate::ledger::LedgerError::Db(e) => WalletError::Db(e),
+            // A bug, never user input: surface it as an unexpected failure.
+            unbalanced => WalletError::Db(sqlx::Error::Protocol(unbalanced.to_string())),
+        }
+    }
+}

@@ -1,0 +1,676 @@
+//! Wallet use cases and their SQL. Each takes the caller's transaction and
+//! the tenant; every query filters by the tenant's shop.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde_json::{Map, Value};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{
+    CreateWallet, CreditCategory, CreditRequest, DebitCategory, DebitRequest, TransactionType, Transfer,
+    TransferRequest, Wallet, WalletError, WalletTransaction,
+};
+use crate::{
+    http::pagination::{Page, PageParams},
+    ledger::{self, Account, Posting},
+    money::{Currency, Decimalish, Money},
+    tenants::Tenant,
+};
+
+fn currency_of(code: &str) -> Result<Currency, WalletError> {
+    // Stored codes were validated on the way in; a miss is a data bug.
+    Currency::parse(code)
+        .map_err(|_| WalletError::Db(sqlx::Error::Protocol(format!("unknown currency {code}"))))
+}
+
+fn money(field: &'static str, raw: &str, currency: Currency) -> Result<Money, WalletError> {
+    Decimalish::parse(raw)
+        .and_then(|d| Money::new(d, currency))
+        .map_err(|e| WalletError::InvalidAmount(field, e))
+}
+
+fn object(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn wallet_view(
+    id: Uuid,
+    customer_ref: String,
+    currency: Currency,
+    balance: Decimal,
+    reserved: Decimal,
+    overdraft_limit: Decimal,
+    version: i64,
+    metadata: Value,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+) -> Wallet {
+    Wallet {
+        id,
+        customer_ref,
+        currency: currency.code().to_owned(),
+        balance: currency.format(balance),
+        reserved: currency.format(reserved),
+        available: currency.format(balance - reserved),
+        overdraft_limit: currency.format(overdraft_limit),
+        version,
+        metadata: object(metadata),
+        created_at,
+        updated_at,
+    }
+}
+
+pub async fn create(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    req: CreateWallet,
+) -> Result<Wallet, WalletError> {
+    let currency = Currency::parse(&req.currency).map_err(|e| WalletError::InvalidAmount("currency", e))?;
+    let overdraft_limit = match &req.overdraft_limit {
+        None => Decimal::ZERO,
+        Some(raw) => Decimalish::parse(raw)
+            .and_then(|d| d.in_currency(currency))
+            .map_err(|e| WalletError::InvalidAmount("overdraft_limit", e))?,
+    };
+    let id = Uuid::now_v7();
+    let metadata = Value::Object(req.metadata.unwrap_or_default());
+    let r = sqlx::query!(
+        "INSERT INTO wallets (shop_id, id, customer_ref, currency, overdraft_limit, metadata)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         RETURNING balance, reserved, version, created_at, updated_at",
+        tenant.shop_id,
+        id,
+        req.customer_ref,
+        currency.code(),
+        overdraft_limit,
+        metadata,
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(wallet_view(
+        id,
+        req.customer_ref,
+        currency,
+        r.balance,
+        r.reserved,
+        overdraft_limit,
+        r.version,
+        metadata,
+        r.created_at,
+        r.updated_at,
+    ))
+}
+
+pub async fn get(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> Result<Wallet, WalletError> {
+    let r = sqlx::query!(
+        "SELECT id, customer_ref, currency, balance, reserved, overdraft_limit, version, metadata,
+                created_at, updated_at
+           FROM wallets WHERE shop_id = $1 AND id = $2",
+        tenant.shop_id,
+        id
+    )
+    .fetch_optional(conn)
+    .await?
+    .ok_or(WalletError::NotFound)?;
+    Ok(wallet_view(
+        r.id,
+        r.customer_ref,
+        currency_of(&r.currency)?,
+        r.balance,
+        r.reserved,
+        r.overdraft_limit,
+        r.version,
+        r.metadata,
+        r.created_at,
+        r.updated_at,
+    ))
+}
+
+/// Newest first.
+pub async fn list(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    customer_ref: Option<&str>,
+    page: &PageParams,
+) -> Result<Page<Wallet>, WalletError> {
+    let rows = sqlx::query!(
+        "SELECT id, customer_ref, currency, balance, reserved, overdraft_limit, version, metadata,
+                created_at, updated_at
+           FROM wallets
+          WHERE shop_id = $1
+            AND ($2::text IS NULL OR customer_ref = $2)
+            AND ($3::uuid IS NULL OR id < $3)
+          ORDER BY id DESC
+          LIMIT $4",
+        tenant.shop_id,
+        customer_ref,
+        page.starting_after,
+        page.limit() + 1
+    )
+    .fetch_all(conn)
+    .await?;
+    let wallets = rows
+        .into_iter()
+        .map(|r| {
+            Ok(wallet_view(
+                r.id,
+                r.customer_ref,
+                currency_of(&r.currency)?,
+                r.balance,
+                r.reserved,
+                r.overdraft_limit,
+                r.version,
+                r.metadata,
+                r.created_at,
+                r.updated_at,
+            ))
+        })
+        .collect::<Result<Vec<_>, WalletError>>()?;
+    Ok(Page::from_rows(wallets, page.limit()))
+}
+
+/// A wallet row locked for the rest of the transaction.
+struct Locked {
+    id: Uuid,
+    currency: Currency,
+    available: Decimal,
+    overdraft_limit: Decimal,
+}
+
+impl Locked {
+    fn ensure_can_spend(&self, amount: Decimal) -> Result<(), WalletError> {
+        if self.available - amount < -self.overdraft_limit {
+            return Err(WalletError::InsufficientFunds);
+        }
+        Ok(())
+    }
+}
+
+/// Locks one wallet and reports an earlier movement under `key`, if any.
+async fn lock_one(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    wallet_id: Uuid,
+    key: &str,
+) -> Result<(Locked, Option<Uuid>), WalletError> {
+    let r = sqlx::query!(
+        "SELECT w.currency, w.balance - w.reserved AS \"available!\", w.overdraft_limit, t.id AS \"earlier?\"
+           FROM wallets w
+           LEFT JOIN wallet_transactions t ON t.shop_id = w.shop_id AND t.idempotency_key = $3
+          WHERE w.shop_id = $1 AND w.id = $2
+            FOR UPDATE OF w",
+        tenant.shop_id,
+        wallet_id,
+        key
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(WalletError::NotFound)?;
+    let locked = Locked {
+        id: wallet_id,
+        currency: currency_of(&r.currency)?,
+        available: r.available,
+        overdraft_limit: r.overdraft_limit,
+    };
+    Ok((locked, r.earlier))
+}
+
+/// One leg of a movement: the wallet row's new balance and its history row.
+struct Leg<'a> {
+    wallet: &'a Locked,
+    type_: TransactionType,
+    category: &'a str,
+    amount: Decimal,
+    description: Option<&'a str>,
+    metadata: &'a Value,
+    key: Option<&'a str>,
+    transfer_id: Option<Uuid>,
+    journal_id: Uuid,
+}
+
+async fn apply(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    leg: Leg<'_>,
+) -> Result<WalletTransaction, WalletError> {
+    let id = Uuid::now_v7();
+    let (type_, delta) = match leg.type_ {
+        TransactionType::Credit => ("credit", leg.amount),
+        TransactionType::Debit => ("debit", -leg.amount),
+    };
+    let r = sqlx::query!(
+        "WITH w AS (
+             UPDATE wallets SET balance = balance + $3, version = version + 1, updated_at = now()
+              WHERE shop_id = $1 AND id = $2
+             RETURNING balance, version
+         )
+         INSERT INTO wallet_transactions
+             (shop_id, id, wallet_id, wallet_version, type, category, amount, balance_after,
+              description, metadata, idempotency_key, transfer_id, journal_transaction_id)
+         SELECT $1, $4, $2, w.version, $5, $6, $7, w.balance, $8, $9, $10, $11, $12 FROM w
+         RETURNING balance_after, created_at",
+        tenant.shop_id,
+        leg.wallet.id,
+        delta,
+        id,
+        type_,
+        leg.category,
+        leg.amount,
+        leg.description,
+        leg.metadata,
+        leg.key,
+        leg.transfer_id,
+        leg.journal_id,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let currency = leg.wallet.currency;
+    Ok(WalletTransaction {
+        id,
+        wallet_id: leg.wallet.id,
+        type_: leg.type_,
+        category: leg.category.to_owned(),
+        amount: currency.format(leg.amount),
+        currency: currency.code().to_owned(),
+        balance_after: currency.format(r.balance_after),
+        description: leg.description.map(str::to_owned),
+        metadata: object(leg.metadata.clone()),
+        transfer_id: leg.transfer_id,
+        journal_transaction_id: leg.journal_id,
+        created_at: r.created_at,
+    })
+}
+
+/// The same key moved money before (its idempotency record has expired):
+/// answer with that movement when it is the same one, refuse otherwise, so a
+/// wallet is never charged twice under one key.
+async fn earlier_movement(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    id: Uuid,
+    wallet_id: Uuid,
+    type_: TransactionType,
+    category: &str,
+    amount: Decimal,
+) -> Result<WalletTransaction, WalletError> {
+    let tx = transaction(conn, tenant, id).await?;
+    let same = tx.wallet_id == wallet_id
+        && tx.type_ == type_
+        && tx.category == category
+        && tx.amount.parse::<Decimal>().ok() == Some(amount);
+    if same { Ok(tx) } else { Err(WalletError::KeyReused) }
+}
+
+async fn movement(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    wallet_id: Uuid,
+    type_: TransactionType,
+    category: &'static str,
+    req: Movement,
+    key: &str,
+) -> Result<WalletTransaction, WalletError> {
+    let (wallet, earlier) = lock_one(conn, tenant, wallet_id, key).await?;
+    let amount = money("amount", &req.amount, wallet.currency)?.amount();
+    if let Some(earlier) = earlier {
+        return earlier_movement(conn, tenant, earlier, wallet_id, type_, category, amount).await;
+    }
+    let posting = Posting::new(category_kind(type_), wallet.currency);
+    let posting = match type_ {
+        TransactionType::Credit => {
+            posting.transfer(counter_account(category), Account::Wallet(wallet_id), amount)
+        }
+        TransactionType::Debit => {
+            wallet.ensure_can_spend(amount)?;
+            posting.transfer(Account::Wallet(wallet_id), Account::Revenue, amount)
+        }
+    };
+    let journal_id = Uuid::now_v7();
+    ledger::post(conn, tenant.shop_id, journal_id, &posting).await?;
+    let metadata = Value::Object(req.metadata.unwrap_or_default());
+    apply(
+        conn,
+        tenant,
+        Leg {
+            wallet: &wallet,
+            type_,
+            category,
+            amount,
+            description: req.description.as_deref(),
+            metadata: &metadata,
+            key: Some(key),
+            transfer_id: None,
+            journal_id,
+        },
+    )
+    .await
+}
+
+fn category_kind(type_: TransactionType) -> &'static str {
+    match type_ {
+        TransactionType::Credit => "wallet.credit",
+        TransactionType::Debit => "wallet.debit",
+    }
+}
+
+/// Where a credit's money comes from (DESIGN §5).
+fn counter_account(category: &str) -> Account {
+    match category {
+        "top_up" => Account::ExternalPayments,
+        _ => Account::CreditGrants,
+    }
+}
+
+/// The category-independent part of a credit or debit request.
+struct Movement {
+    amount: String,
+    description: Option<String>,
+    metadata: Option<Map<String, Value>>,
+}
+
+fn credit_category(c: CreditCategory) -> &'static str {
+    match c {
+        CreditCategory::TopUp => "top_up",
+        CreditCategory::Grant => "grant",
+        CreditCategory::Refund => "refund",
+        CreditCategory::Adjustment => "adjustment",
+    }
+}
+
+fn debit_category(c: DebitCategory) -> &'static str {
+    match c {
+        DebitCategory::Usage => "usage",
+        DebitCategory::Purchase => "purchase",
+        DebitCategory::Fee => "fee",
+        DebitCategory::Adjustment => "adjustment",
+    }
+}
+
+pub async fn credit(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    wallet_id: Uuid,
+    req: CreditRequest,
+    key: String,
+) -> Result<WalletTransaction, WalletError> {
+    let category = credit_category(req.category);
+    let m = Movement {
+        amount: req.amount,
+        description: req.description,
+        metadata: req.metadata,
+    };
+    movement(
+        conn,
+        tenant,
+        wallet_id,
+        TransactionType::Credit,
+        category,
+        m,
+        &key,
+    )
+    .await
+}
+
+pub async fn debit(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    wallet_id: Uuid,
+    req: DebitRequest,
+    key: String,
+) -> Result<WalletTransaction, WalletError> {
+    let category = debit_category(req.category);
+    let m = Movement {
+        amount: req.amount,
+        description: req.description,
+        metadata: req.metadata,
+    };
+    movement(conn, tenant, wallet_id, TransactionType::Debit, category, m, &key).await
+}
+
+/// Moves money between two wallets of the shop. Both rows are locked in id
+/// order, so opposite transfers queue instead of deadlocking.
+pub async fn transfer(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    req: TransferRequest,
+    key: String,
+) -> Result<Transfer, WalletError> {
+    if req.from_wallet_id == req.to_wallet_id {
+        return Err(WalletError::SameWallet);
+    }
+    let rows = sqlx::query!(
+        "SELECT w.id, w.currency, w.balance - w.reserved AS \"available!\", w.overdraft_limit,
+                (SELECT t.id FROM wallet_transactions t
+                  WHERE t.shop_id = w.shop_id AND t.idempotency_key = $3) AS earlier
+           FROM wallets w
+          WHERE w.shop_id = $1 AND w.id = ANY($2)
+          ORDER BY w.id
+            FOR UPDATE OF w",
+        tenant.shop_id,
+        &[req.from_wallet_id, req.to_wallet_id] as &[Uuid],
+        key
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    if rows.len() != 2 {
+        return Err(WalletError::NotFound);
+    }
+    let earlier = rows[0].earlier;
+    let mut locked = rows
+        .into_iter()
+        .map(|r| {
+            Ok(Locked {
+                id: r.id,
+                currency: currency_of(&r.currency)?,
+                available: r.available,
+                overdraft_limit: r.overdraft_limit,
+            })
+        })
+        .collect::<Result<Vec<_>, WalletError>>()?;
+    if locked[0].id != req.from_wallet_id {
+        locked.swap(0, 1);
+    }
+    let (from, to) = (&locked[0], &locked[1]);
+    if from.currency != to.currency {
+        return Err(WalletError::CurrencyMismatch {
+            from: from.currency.code().into(),
+            to: to.currency.code().into(),
+        });
+    }
+    let amount = money("amount", &req.amount, from.currency)?.amount();
+    if let Some(earlier) = earlier {
+        return earlier_transfer(conn, tenant, earlier, &req, amount).await;
+    }
+    from.ensure_can_spend(amount)?;
+
+    let transfer_id = Uuid::now_v7();
+    let journal_id = Uuid::now_v7();
+    let posting = Posting::new("wallet.transfer", from.currency).transfer(
+        Account::Wallet(from.id),
+        Account::Wallet(to.id),
+        amount,
+    );
+    ledger::post(conn, tenant.shop_id, journal_id, &posting).await?;
+    let metadata = Value::Object(req.metadata.clone().unwrap_or_default());
+    let leg = |wallet, type_, category, key| Leg {
+        wallet,
+        type_,
+        category,
+        amount,
+        description: req.description.as_deref(),
+        metadata: &metadata,
+        key,
+        transfer_id: Some(transfer_id),
+        journal_id,
+    };
+    // Only the debit leg carries the key: the key is unique per shop.
+    let debit = apply(
+        conn,
+        tenant,
+        leg(from, TransactionType::Debit, "transfer_out", Some(&key)),
+    )
+    .await?;
+    let credit = apply(
+        conn,
+        tenant,
+        leg(to, TransactionType::Credit, "transfer_in", None),
+    )
+    .await?;
+    Ok(transfer_view(transfer_id, req.description, debit, credit))
+}
+
+fn transfer_view(
+    id: Uuid,
+    description: Option<String>,
+    debit: WalletTransaction,
+    credit: WalletTransaction,
+) -> Transfer {
+    Transfer {
+        id,
+        from_wallet_id: debit.wallet_id,
+        to_wallet_id: credit.wallet_id,
+        amount: debit.amount.clone(),
+        currency: debit.currency.clone(),
+        description,
+        created_at: debit.created_at,
+        debit,
+        credit,
+    }
+}
+
+async fn earlier_transfer(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    earlier: Uuid,
+    req: &TransferRequest,
+    amount: Decimal,
+) -> Result<Transfer, WalletError> {
+    let Some(transfer_id) = transaction(conn, tenant, earlier).await?.transfer_id else {
+        return Err(WalletError::KeyReused);
+    };
+    let legs = sqlx::query_scalar!(
+        "SELECT id FROM wallet_transactions WHERE shop_id = $1 AND transfer_id = $2 ORDER BY type DESC",
+        tenant.shop_id,
+        transfer_id
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let [debit_id, credit_id] = legs[..] else {
+        return Err(WalletError::KeyReused);
+    };
+    let debit = transaction(conn, tenant, debit_id).await?;
+    let credit = transaction(conn, tenant, credit_id).await?;
+    let same = debit.wallet_id == req.from_wallet_id
+        && credit.wallet_id == req.to_wallet_id
+        && debit.amount.parse::<Decimal>().ok() == Some(amount);
+    if !same {
+        return Err(WalletError::KeyReused);
+    }
+    Ok(transfer_view(
+        transfer_id,
+        debit.description.clone(),
+        debit,
+        credit,
+    ))
+}
+
+async fn transaction(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    id: Uuid,
+) -> Result<WalletTransaction, WalletError> {
+    let r = sqlx::query!(
+        "SELECT t.id, t.wallet_id, t.type, t.category, t.amount, w.currency, t.balance_after,
+                t.description, t.metadata, t.transfer_id, t.journal_transaction_id, t.created_at
+           FROM wallet_transactions t
+           JOIN wallets w ON w.shop_id = t.shop_id AND w.id = t.wallet_id
+          WHERE t.shop_id = $1 AND t.id = $2",
+        tenant.shop_id,
+        id
+    )
+    .fetch_optional(conn)
+    .await?
+    .ok_or(WalletError::NotFound)?;
+    let currency = currency_of(&r.currency)?;
+    Ok(WalletTransaction {
+        id: r.id,
+        wallet_id: r.wallet_id,
+        type_: if r.r#type == "credit" {
+            TransactionType::Credit
+        } else {
+            TransactionType::Debit
+        },
+        category: r.category,
+        amount: currency.format(r.amount),
+        currency: currency.code().to_owned(),
+        balance_after: currency.format(r.balance_after),
+        description: r.description,
+        metadata: object(r.metadata),
+        transfer_id: r.transfer_id,
+        journal_transaction_id: r.journal_transaction_id,
+        created_at: r.created_at,
+    })
+}
+
+/// A wallet's history, newest first (by the wallet version each movement
+/// produced, which is the order the row lock imposed).
+pub async fn transactions(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    wallet_id: Uuid,
+    page: &PageParams,
+) -> Result<Page<WalletTransaction>, WalletError> {
+    let wallet = sqlx::query_scalar!(
+        "SELECT currency FROM wallets WHERE shop_id = $1 AND id = $2",
+        tenant.shop_id,
+        wallet_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(WalletError::NotFound)?;
+    let currency = currency_of(&wallet)?;
+    let rows = sqlx::query!(
+        "SELECT t.id, t.type, t.category, t.amount, t.balance_after, t.description, t.metadata,
+                t.transfer_id, t.journal_transaction_id, t.created_at
+           FROM wallet_transactions t
+          WHERE t.shop_id = $1 AND t.wallet_id = $2
+            AND ($3::uuid IS NULL OR t.wallet_version <
+                 (SELECT c.wallet_version FROM wallet_transactions c
+                   WHERE c.shop_id = $1 AND c.wallet_id = $2 AND c.id = $3))
+          ORDER BY t.wallet_version DESC
+          LIMIT $4",
+        tenant.shop_id,
+        wallet_id,
+        page.starting_after,
+        page.limit() + 1
+    )
+    .fetch_all(conn)
+    .await?;
+    let items = rows
+        .into_iter()
+        .map(|r| WalletTransaction {
+            id: r.id,
+            wallet_id,
+            type_: if r.r#type == "credit" {
+                TransactionType::Credit
+            } else {
+                TransactionType::Debit
+            },
+            category: r.category,
+            amount: currency.format(r.amount),
+            currency: currency.code().to_owned(),
+            balance_after: currency.format(r.balance_after),
+            description: r.description,
+            metadata: object(r.metadata),
+            transfer_id: r.transfer_id,
+            journal_transaction_id: r.journal_transaction_id,
+            created_at: r.created_at,
+        })
+        .collect();
+    Ok(Page::from_rows(items, page.limit()))
+}

@@ -1,0 +1,202 @@
+//! Wallet requests (validated DTOs) and responses. Amounts are decimal
+//! strings with exactly the currency's number of decimals.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+use uuid::Uuid;
+use validator::{Validate, ValidationError};
+
+use crate::{http::idempotency::Outcome, money::Decimalish};
+
+fn amount_syntax(s: &str) -> Result<(), ValidationError> {
+    let d = Decimalish::parse(s)
+        .map_err(|e| ValidationError::new("amount").with_message(e.to_string().into()))?;
+    if d.value().is_zero() {
+        return Err(ValidationError::new("amount").with_message("must be greater than zero".into()));
+    }
+    Ok(())
+}
+
+fn limit_syntax(s: &str) -> Result<(), ValidationError> {
+    Decimalish::parse(s)
+        .map(|_| ())
+        .map_err(|e| ValidationError::new("amount").with_message(e.to_string().into()))
+}
+
+fn currency_code(s: &str) -> Result<(), ValidationError> {
+    crate::money::Currency::parse(s)
+        .map(|_| ())
+        .map_err(|e| ValidationError::new("currency").with_message(e.to_string().into()))
+}
+
+fn small_metadata(m: &Map<String, Value>) -> Result<(), ValidationError> {
+    if m.len() > 50 || m.keys().any(|k| k.is_empty() || k.len() > 40) {
+        return Err(
+            ValidationError::new("metadata").with_message("at most 50 keys, each 1 to 40 characters".into())
+        );
+    }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWallet {
+    /// The shop's own reference for the customer.
+    #[validate(length(min = 1, max = 255, message = "must be 1 to 255 characters"))]
+    pub customer_ref: String,
+    /// ISO 4217 code (USD, EUR, JPY, BHD, …) or `CREDIT` (4 decimals).
+    #[validate(custom(function = "currency_code"))]
+    #[schema(example = "USD")]
+    pub currency: String,
+    /// How far below zero `available` may go. Default "0".
+    #[validate(custom(function = "limit_syntax"))]
+    #[schema(example = "0")]
+    pub overdraft_limit: Option<String>,
+    #[validate(custom(function = "small_metadata"))]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CreditCategory {
+    /// Paid for by the customer (journal: external_payments → wallet).
+    TopUp,
+    /// Promotional credit (credit_grants → wallet).
+    Grant,
+    /// A refund given as credit (credit_grants → wallet).
+    Refund,
+    /// A manual correction (credit_grants → wallet).
+    Adjustment,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DebitCategory {
+    /// Consumption of the service (wallet → revenue).
+    Usage,
+    /// A one-off purchase (wallet → revenue).
+    Purchase,
+    /// A fee (wallet → revenue).
+    Fee,
+    /// A manual correction (wallet → revenue).
+    Adjustment,
+}
+
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Movement<C> {
+    /// Positive decimal string, at most the currency's decimals.
+    #[validate(custom(function = "amount_syntax"))]
+    #[schema(example = "12.50")]
+    pub amount: String,
+    pub category: C,
+    #[validate(length(max = 500, message = "must be at most 500 characters"))]
+    pub description: Option<String>,
+    #[validate(custom(function = "small_metadata"))]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+pub type CreditRequest = Movement<CreditCategory>;
+pub type DebitRequest = Movement<DebitCategory>;
+
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransferRequest {
+    pub from_wallet_id: Uuid,
+    pub to_wallet_id: Uuid,
+    #[validate(custom(function = "amount_syntax"))]
+    #[schema(example = "5.00")]
+    pub amount: String,
+    #[validate(length(max = 500, message = "must be at most 500 characters"))]
+    pub description: Option<String>,
+    #[validate(custom(function = "small_metadata"))]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Wallet {
+    pub id: Uuid,
+    pub customer_ref: String,
+    pub currency: String,
+    /// Money in the wallet, holds included.
+    #[schema(example = "20.00")]
+    pub balance: String,
+    /// Held by active reservations.
+    pub reserved: String,
+    /// `balance - reserved`: what may be spent (down to `-overdraft_limit`).
+    pub available: String,
+    pub overdraft_limit: String,
+    /// Increases with every change to the wallet.
+    pub version: i64,
+    pub metadata: Map<String, Value>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TransactionType {
+    Credit,
+    Debit,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WalletTransaction {
+    pub id: Uuid,
+    pub wallet_id: Uuid,
+    #[serde(rename = "type")]
+    pub type_: TransactionType,
+    /// The credit or debit category, or `transfer_in` / `transfer_out`.
+    pub category: String,
+    #[schema(example = "1.00")]
+    pub amount: String,
+    pub currency: String,
+    /// The wallet's balance right after this movement.
+    pub balance_after: String,
+    pub description: Option<String>,
+    pub metadata: Map<String, Value>,
+    pub transfer_id: Option<Uuid>,
+    pub journal_transaction_id: Uuid,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Transfer {
+    pub id: Uuid,
+    pub from_wallet_id: Uuid,
+    pub to_wallet_id: Uuid,
+    pub amount: String,
+    pub currency: String,
+    pub description: Option<String>,
+    /// The debit on the source wallet.
+    pub debit: WalletTransaction,
+    /// The credit on the destination wallet.
+    pub credit: WalletTransaction,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Outcome for Wallet {
+    const ENTITY: &'static str = "wallet";
+    fn entity_id(&self) -> Uuid {
+        self.id
+    }
+    fn location(&self) -> Option<String> {
+        Some(format!("/v1/wallets/{}", self.id))
+    }
+}
+
+impl Outcome for WalletTransaction {
+    const ENTITY: &'static str = "wallet_transaction";
+    fn entity_id(&self) -> Uuid {
+        self.id
+    }
+}
+
+impl Outcome for Transfer {
+    const ENTITY: &'static str = "transfer";
+    fn entity_id(&self) -> Uuid {
+        self.id
+    }
+}
