@@ -1,0 +1,217 @@
+use std::time::Duration;
+
+use billing_ledger::{
+    app,
+    config::{IdempotencyConfig, LogFormat, Secret, ServeConfig},
+    tenants::{self, NewKey, Role},
+};
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use sqlx::{
+    PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+use uuid::Uuid;
+
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub pool: PgPool,
+}
+
+pub struct Shop {
+    pub id: Uuid,
+    pub key: String,
+}
+
+pub fn serve_config() -> ServeConfig {
+    ServeConfig {
+        bind_addr: "127.0.0.1:0".parse().unwrap(),
+        admin_api_key: Some(Secret::new(ADMIN_KEY)),
+        log_format: LogFormat::Json,
+        request_timeout: Duration::from_secs(30),
+        shutdown_grace: Duration::from_secs(5),
+        idempotency: IdempotencyConfig::default(),
+    }
+}
+
+/// The app on a free port over the test's database, configured like
+/// production: every pooled connection bounds lock waits.
+pub async fn spawn_app(connect: PgConnectOptions) -> TestApp {
+    spawn_app_with(connect, serve_config(), Duration::from_secs(5)).await
+}
+
+pub async fn spawn_app_with(
+    connect: PgConnectOptions,
+    config: ServeConfig,
+    lock_timeout: Duration,
+) -> TestApp {
+    let options = connect
+        .clone()
+        .options([("lock_timeout", format!("{}ms", lock_timeout.as_millis()))]);
+    let pool = PgPoolOptions::new()
+        .max_connections(20)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(options)
+        .await
+        .expect("test database reachable");
+    serve(pool, config).await
+}
+
+pub async fn serve(pool: PgPool, config: ServeConfig) -> TestApp {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = app::router(app::state(pool.clone(), &config), config.request_timeout);
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    TestApp {
+        base: format!("http://{addr}"),
+        client: reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .build()
+            .unwrap(),
+        pool,
+    }
+}
+
+impl TestApp {
+    pub async fn shop(&self) -> Shop {
+        let mut conn = self.pool.acquire().await.unwrap();
+        let shop = tenants::create_shop(&mut conn, "Test shop").await.unwrap();
+        Shop {
+            id: shop.id,
+            key: shop.api_key.secret.unwrap(),
+        }
+    }
+
+    pub async fn key(&self, shop: &Shop, role: Role) -> String {
+        let mut conn = self.pool.acquire().await.unwrap();
+        tenants::create_key(&mut conn, shop.id, NewKey { role, label: None })
+            .await
+            .unwrap()
+            .secret
+            .unwrap()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn get(&self, key: &str, path: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post(&self, key: &str, path: &str, idem: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(key)
+            .header("Idempotency-Key", idem)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A wallet holding `funds` (topped up), in `currency`.
+    pub async fn wallet(&self, key: &str, currency: &str, funds: &str) -> Uuid {
+        let r = self
+            .post(
+                key,
+                "/v1/wallets",
+                &fresh(),
+                &json!({"customer_ref": "cust", "currency": currency}),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let id: Uuid = r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        if funds != "0" {
+            let r = self
+                .post(
+                    key,
+                    &format!("/v1/wallets/{id}/credit"),
+                    &fresh(),
+                    &json!({"amount": funds, "category": "top_up"}),
+                )
+                .await;
+            assert_eq!(r.status(), StatusCode::CREATED);
+        }
+        id
+    }
+
+    pub async fn balance(&self, key: &str, wallet: Uuid) -> String {
+        let w: Value = self
+            .get(key, &format!("/v1/wallets/{wallet}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        w["balance"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// The ledger invariants reconciliation proves (DESIGN §5).
+    pub async fn assert_ledger_consistent(&self) {
+        let unbalanced = self
+            .count(
+                "SELECT count(*) FROM (SELECT 1 FROM journal_entries
+                  GROUP BY shop_id, journal_transaction_id, currency HAVING sum(amount) <> 0) x",
+            )
+            .await;
+        assert_eq!(unbalanced, 0, "every journal transaction sums to zero");
+        let trial = self
+            .count(
+                "SELECT count(*) FROM (SELECT 1 FROM journal_entries
+                  GROUP BY shop_id, currency HAVING sum(amount) <> 0) x",
+            )
+            .await;
+        assert_eq!(trial, 0, "all accounts of a shop and currency sum to zero");
+        let drift = self
+            .count(
+                "SELECT count(*) FROM wallets w
+                  WHERE w.balance <> COALESCE((SELECT sum(e.amount) FROM journal_entries e
+                                               WHERE e.shop_id = w.shop_id AND e.wallet_id = w.id), 0)
+                     OR w.balance <> COALESCE((SELECT t.balance_after FROM wallet_transactions t
+                                               WHERE t.shop_id = w.shop_id AND t.wallet_id = w.id
+                                               ORDER BY t.wallet_version DESC LIMIT 1), 0)
+                     OR w.version <> 1 + (SELECT count(*) FROM wallet_transactions t
+                                           WHERE t.shop_id = w.shop_id AND t.wallet_id = w.id)",
+            )
+            .await;
+        assert_eq!(
+            drift, 0,
+            "each wallet's balance equals its entries and its last balance_after"
+        );
+    }
+}
+
+pub fn fresh() -> String {
+    Uuid::now_v7().to_string()
+}
+
+pub async fn problem(r: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(r.status(), status);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status.as_u16());
+    for field in ["type", "title", "detail", "request_id"] {
+        assert!(body[field].is_string(), "problem has {field}: {body}");
+    }
+    body
+}

@@ -1,0 +1,9 @@
+//! Integration tests: real PostgreSQL (one database per test, created by
+//! `#[sqlx::test]`), real HTTP through a bound port. One binary, one build.
+
+mod concurrency;
+mod foundation;
+mod helpers;
+mod idempotency;
+mod process;
+mod wallets;

@@ -1,0 +1,223 @@
+//! The real binary: logs (request ids in, secrets out) and graceful shutdown.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use reqwest::StatusCode;
+use serde_json::json;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::helpers::*;
+
+struct Server {
+    child: Child,
+    base: String,
+    output: Arc<Mutex<String>>,
+}
+
+/// DATABASE_URL pointed at this test's own database.
+fn database_url(connect: &PgConnectOptions) -> String {
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set for the tests");
+    let (server, _) = base.rsplit_once('/').unwrap();
+    format!("{server}/{}", connect.get_database().unwrap())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start(connect: &PgConnectOptions) -> Server {
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_billing-ledger"))
+        .arg("serve")
+        .env("DATABASE_URL", database_url(connect))
+        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+        .env("ADMIN_API_KEY", ADMIN_KEY)
+        .env("LOG_FORMAT", "json")
+        .env("SHUTDOWN_GRACE", "10s")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let output = Arc::new(Mutex::new(String::new()));
+    for stream in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let output = output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let mut out = output.lock().unwrap();
+                out.push_str(&line);
+                out.push('\n');
+            }
+        });
+    }
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..200 {
+        if reqwest::get(format!("{base}/healthz"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return Server { child, base, output };
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server did not start: {}", output.lock().unwrap());
+}
+
+impl Server {
+    fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn wait(mut self) -> (std::process::ExitStatus, String) {
+        for _ in 0..300 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(100));
+                return (status, self.output.lock().unwrap().clone());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        panic!("server did not exit: {}", self.output.lock().unwrap());
+    }
+}
+
+#[sqlx::test]
+async fn logs_carry_request_ids_and_never_secrets(pool_opts: PgPoolOptions, connect: PgConnectOptions) {
+    let app = spawn_app_with(connect.clone(), serve_config(), Duration::from_secs(5)).await;
+    let shop = app.shop().await;
+    drop(pool_opts);
+    let server = start(&connect).await;
+    let client = reqwest::Client::new();
+
+    let r = client
+        .post(format!("{}/v1/wallets", server.base))
+        .bearer_auth(&shop.key)
+        .header("X-Request-Id", "trace-me-42")
+        .header("Idempotency-Key", "log-test")
+        .json(&json!({"customer_ref": "c", "currency": "USD"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = client
+        .post(format!("{}/v1/admin/shops", server.base))
+        .bearer_auth(ADMIN_KEY)
+        .header("Idempotency-Key", "log-test")
+        .json(&json!({"name": "Logged"}))
+        .send()
+        .await
+        .unwrap();
+    let created: serde_json::Value = r.json().await.unwrap();
+    let new_secret = created["api_key"]["secret"].as_str().unwrap().to_owned();
+    let r = client
+        .get(format!("{}/v1/wallets", server.base))
+        .bearer_auth("blk_wrong_guess")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    server.terminate();
+    let (status, logs) = server.wait();
+    assert!(status.success());
+    let line = logs
+        .lines()
+        .find(|l| l.contains("trace-me-42") && l.contains("request finished"))
+        .expect("the request id is logged");
+    let entry: serde_json::Value = serde_json::from_str(line).expect("logs are JSON");
+    assert_eq!(entry["span"]["route"], "/v1/wallets");
+    assert_eq!(entry["span"]["status"], 201);
+    assert_eq!(entry["span"]["shop_id"], shop.id.to_string());
+    assert!(entry["span"]["latency_ms"].is_number());
+    let secret_part = shop.key.rsplit('_').next().unwrap();
+    for secret in [
+        shop.key.as_str(),
+        secret_part,
+        ADMIN_KEY,
+        &new_secret,
+        "blk_wrong_guess",
+        "Bearer",
+    ] {
+        assert!(!logs.contains(secret), "{secret} leaked into the logs");
+    }
+    assert!(
+        !logs.to_lowercase().contains("authorization"),
+        "no header dump in the logs"
+    );
+}
+
+#[sqlx::test]
+async fn sigterm_lets_in_flight_requests_finish(pool_opts: PgPoolOptions, connect: PgConnectOptions) {
+    let app = spawn_app_with(connect.clone(), serve_config(), Duration::from_secs(5)).await;
+    let shop = app.shop().await;
+    drop(pool_opts);
+    let server = start(&connect).await;
+
+    // Hold the API key table so an authenticated request is in flight.
+    let mut blocker = app.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let in_flight = tokio::spawn({
+        let (url, key) = (format!("{}/v1/wallets", server.base), shop.key.clone());
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+        }
+    });
+    let mut waiting = false;
+    for _ in 0..100 {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%FROM api_keys%'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        if n > 0 {
+            waiting = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(waiting, "the request is in flight");
+
+    server.terminate();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let refused = reqwest::Client::new()
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .await;
+    assert!(refused.is_err(), "no new connections once shutdown began");
+    blocker.commit().await.unwrap();
+
+    let r = in_flight.await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "the in-flight request finished");
+    let (status, logs) = server.wait();
+    assert!(status.success(), "exit 0 after a graceful stop: {logs}");
+    assert!(
+        logs.contains("shutdown requested") && logs.contains("stopped"),
+        "{logs}"
+    );
+}
