@@ -72,6 +72,8 @@ async fn start(connect: &PgConnectOptions) -> Server {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("server did not start: {}", output.lock().unwrap());
 }
 
