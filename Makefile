@@ -57,3 +57,11 @@ prepare: sqlx-cli
 # Rewrite openapi.yaml from the code.
 openapi:
 	cargo run -q -- openapi > openapi.yaml
+
+# The idempotent debit path against pgbench on the same database (a few
+# minutes; loopback only). Results in target/bench/results.json.
+bench:
+	@command -v wrk >/dev/null 2>&1 || { DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
+	@command -v pgbench >/dev/null 2>&1 || { echo "pgbench missing (Debian package postgresql)"; exit 1; }
+	python3 scripts/bench/run.py

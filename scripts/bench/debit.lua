@@ -1,0 +1,50 @@
+-- wrk script for `make bench`: POST /v1/wallets/{id}/debit.
+--   wrk ... -s debit.lua URL -- MODE WALLETS_FILE RUN_ID
+-- MODE new:    a fresh Idempotency-Key per request, wallets spread over the file
+--      hot:    a fresh key per request, all on the file's first wallet
+--      replay: keys "replay-<i>" already used on wallet i: every answer a replay
+-- WALLETS_FILE: lines "<api key> <wallet id>".
+
+local threads = {}
+
+function setup(thread)
+  thread:set("tid", #threads + 1)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  mode, file, run = args[1], args[2], args[3]
+  wallets = {}
+  for line in io.lines(file) do
+    local key, wallet = line:match("(%S+) (%S+)")
+    table.insert(wallets, { path = "/v1/wallets/" .. wallet .. "/debit", auth = "Bearer " .. key })
+  end
+  counter = 0
+  body = '{"amount":"0.01","category":"usage"}'
+end
+
+function request()
+  counter = counter + 1
+  local w, key
+  if mode == "replay" then
+    local i = (counter + tid * 499) % #wallets + 1
+    w, key = wallets[i], "replay-" .. i
+  elseif mode == "hot" then
+    w, key = wallets[1], run .. "-" .. tid .. "-" .. counter
+  else
+    w, key = wallets[(counter * 7919 + tid * 104729) % #wallets + 1], run .. "-" .. tid .. "-" .. counter
+  end
+  return wrk.format("POST", w.path, {
+    ["Authorization"] = w.auth,
+    ["Idempotency-Key"] = key,
+    ["Content-Type"] = "application/json",
+  }, body)
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH_JSON {"requests":%d,"duration_us":%d,"non_2xx":%d,"socket_errors":%d,"p50_us":%d,"p99_us":%d,"mean_us":%.1f}\n',
+    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(99), latency.mean))
+end

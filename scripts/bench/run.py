@@ -1,0 +1,269 @@
+#!/usr/bin/env python3
+"""`make bench`: the idempotent debit path against the database's own limit.
+
+Everything runs in one go on loopback, on the project's private PostgreSQL
+(fsync and synchronous_commit on, as PostgreSQL ships): pgbench with the
+service's exact debit statements (sql/bench/debit.sql) and with tpcb-like,
+then the release service under wrk. Prints a table and writes
+target/bench/results.json. Stops what it started.
+"""
+
+import concurrent.futures
+import http.client
+import json
+import os
+import platform
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+OUT = os.path.join(ROOT, "target", "bench")
+BIN = os.path.join(ROOT, "target", "release", "billing-ledger")
+DURATION = int(os.environ.get("BENCH_SECONDS", "15"))
+POOL = os.environ.get("BENCH_POOL_SIZE", "16")
+WALLETS = 1000
+SHOPS = 4
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw).stdout
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def with_db(url, name):
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
+def psql(url, sql):
+    return sh(["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", url, "-c", sql])
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Api:
+    """A keep-alive HTTP client per thread."""
+
+    def __init__(self, port):
+        self.port = port
+        self.local = threading.local()
+
+    def call(self, method, path, key, idem=None, body=None):
+        conn = getattr(self.local, "conn", None)
+        if conn is None:
+            conn = self.local.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        if idem:
+            headers["Idempotency-Key"] = idem
+        conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+        r = conn.getresponse()
+        data = r.read()
+        if r.status >= 300:
+            raise RuntimeError(f"{method} {path}: {r.status} {data[:200]}")
+        return json.loads(data)
+
+
+def cpu_seconds(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def status_kib(pid, field):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def pgbench(url, args):
+    out = sh(["pgbench", "-n", "-c", "16", "-j", "2", "-T", str(DURATION), "-M", "prepared", *args, url])
+    tps = float(re.search(r"tps = ([\d.]+) \(without initial connection time\)", out).group(1))
+    lat = float(re.search(r"latency average = ([\d.]+) ms", out).group(1))
+    failed = re.search(r"number of failed transactions: (\d+)", out)
+    return {"tps": tps, "latency_avg_ms": lat, "failed": int(failed.group(1)) if failed else 0}
+
+
+def wrk(port, conns, mode, wallets_file, run_id, pid, sample_rss=False):
+    cpu0 = cpu_seconds(pid)
+    peak = [status_kib(pid, "VmRSS")]
+    stop = threading.Event()
+
+    def sampler():
+        while not stop.wait(0.1):
+            peak[0] = max(peak[0], status_kib(pid, "VmRSS"))
+
+    t = threading.Thread(target=sampler)
+    t.start()
+    out = sh(["wrk", "-t", "2", "-c", str(conns), "-d", f"{DURATION}s", "--timeout", "10s",
+              "-s", os.path.join(ROOT, "scripts", "bench", "debit.lua"),
+              f"http://127.0.0.1:{port}", "--", mode, wallets_file, run_id])
+    stop.set()
+    t.join()
+    cpu = cpu_seconds(pid) - cpu0
+    r = json.loads(out.split("BENCH_JSON ", 1)[1].splitlines()[0])
+    secs = r["duration_us"] / 1e6
+    return {
+        "connections": conns,
+        "requests": r["requests"],
+        "rps": r["requests"] / secs,
+        "p50_ms": r["p50_us"] / 1000,
+        "p99_ms": r["p99_us"] / 1000,
+        "non_2xx": r["non_2xx"] + r["socket_errors"],
+        "cpu_seconds_per_1000": 1000 * cpu / max(r["requests"], 1),
+        "peak_rss_mib": peak[0] / 1024 if sample_rss else None,
+    }
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    started_db = subprocess.run([os.path.join(ROOT, "scripts", "db.sh"), "url"],
+                                capture_output=True).returncode != 0 and not os.environ.get("DATABASE_URL")
+    base_url = sh([os.path.join(ROOT, "scripts", "db.sh"), "start"]).strip()
+    bench_url = with_db(base_url, "billing_bench")
+    tpcb_url = with_db(base_url, "billing_bench_tpcb")
+    server = None
+    try:
+        log("building the release binary")
+        subprocess.run(["cargo", "build", "--release", "-q"], cwd=ROOT, check=True,
+                       env={**os.environ, "SQLX_OFFLINE": "true"})
+        for db in ("billing_bench", "billing_bench_tpcb"):
+            psql(base_url, f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+            psql(base_url, f"CREATE DATABASE {db}")
+        settings = psql(bench_url, "SELECT string_agg(name || '=' || setting, ', ') FROM pg_settings "
+                                   "WHERE name IN ('fsync', 'synchronous_commit', 'shared_buffers', 'max_connections')")
+        env = {**os.environ, "DATABASE_URL": bench_url}
+        sh([BIN, "migrate"], env=env)
+
+        log(f"creating {SHOPS} shops and {WALLETS} funded wallets")
+        keys = []
+        for i in range(SHOPS):
+            out = sh([BIN, "shops", "create", "--name", f"bench-{i}"], env=env)
+            keys.append(re.search(r"(blk_\S+)", out).group(1))
+        port = free_port()
+        service_log = open(os.path.join(OUT, "service.log"), "w")
+        server = subprocess.Popen([BIN, "serve"], env={**env, "BIND_ADDR": f"127.0.0.1:{port}", "DB_POOL_SIZE": POOL},
+                                  stdout=service_log, stderr=subprocess.STDOUT)
+        api = Api(port)
+        for _ in range(100):
+            try:
+                http.client.HTTPConnection("127.0.0.1", port, timeout=1).request("GET", "/healthz")
+                break
+            except OSError:
+                time.sleep(0.1)
+
+        def make_wallet(i):
+            key = keys[i % SHOPS]
+            w = api.call("POST", "/v1/wallets", key, str(uuid.uuid4()), {"customer_ref": f"c{i}", "currency": "USD"})
+            api.call("POST", f"/v1/wallets/{w['id']}/credit", key, str(uuid.uuid4()),
+                     {"amount": "1000000000.00", "category": "top_up"})
+            return key, w["id"]
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            wallets = list(pool.map(make_wallet, range(WALLETS + 1)))
+        hot, wallets = wallets[-1], wallets[:-1]
+        files = {}
+        for name, rows in (("wallets", wallets), ("hot", [hot])):
+            files[name] = os.path.join(OUT, f"{name}.txt")
+            with open(files[name], "w") as f:
+                f.writelines(f"{k} {w}\n" for k, w in rows)
+
+        log("priming the replay keys")
+
+        def prime(i):
+            key, w = wallets[i - 1]
+            api.call("POST", f"/v1/wallets/{w}/debit", key, f"replay-{i}", {"amount": "0.01", "category": "usage"})
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(prime, range(1, WALLETS + 1)))
+
+        psql(bench_url, "CREATE TABLE bench_wallets (n int PRIMARY KEY, prefix text NOT NULL, wallet_id uuid NOT NULL)")
+        rows = ",".join(f"({n}, '{k.split('_')[1]}', '{w}')" for n, (k, w) in enumerate(wallets, 1))
+        psql(bench_url, f"INSERT INTO bench_wallets VALUES {rows}; ANALYZE")
+
+        results = {"machine": {"cpus": os.cpu_count(), "kernel": platform.release(), "postgres": settings,
+                               "pool_size": int(POOL), "seconds_per_run": DURATION,
+                               "postgres_version": psql(bench_url, "SHOW server_version").strip()}}
+        log("1a pgbench: the service's debit statements, 16 clients")
+        results["pgbench_debit_16"] = pgbench(bench_url, ["-f", os.path.join(ROOT, "sql", "bench", "debit.sql")])
+        log("1b pgbench: tpcb-like, 16 clients")
+        sh(["pgbench", "-i", "-q", "-s", "16", tpcb_url])
+        results["pgbench_tpcb_16"] = pgbench(tpcb_url, [])
+
+        pid = server.pid
+        log("2 new idempotent debits over HTTP, 16 connections")
+        results["http_new_16"] = wrk(port, 16, "new", files["wallets"], "n16", pid)
+        log("3 new idempotent debits over HTTP, 64 connections")
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")  # reset the peak-RSS watermark for this run
+        results["http_new_64"] = wrk(port, 64, "new", files["wallets"], "n64", pid, sample_rss=True)
+        results["http_new_64"]["peak_rss_mib"] = max(results["http_new_64"]["peak_rss_mib"],
+                                                     status_kib(pid, "VmHWM") / 1024)
+        log("4 hot wallet, 16 connections")
+        results["http_hot_16"] = wrk(port, 16, "hot", files["hot"], "h16", pid)
+        log("5 replays, 16 connections")
+        results["http_replay_16"] = wrk(port, 16, "replay", files["wallets"], "r16", pid)
+
+        new16 = results["http_new_16"]["rps"]
+        ratios = {
+            "new_vs_pgbench_debit": new16 / results["pgbench_debit_16"]["tps"],
+            "replay_vs_new": results["http_replay_16"]["rps"] / new16,
+            "hot_vs_new": results["http_hot_16"]["rps"] / new16,
+        }
+        targets = {
+            "new_vs_pgbench_debit >= 0.6": ratios["new_vs_pgbench_debit"] >= 0.6,
+            "replay_vs_new >= 2": ratios["replay_vs_new"] >= 2,
+            "hot_vs_new >= 0.25": ratios["hot_vs_new"] >= 0.25,
+            "peak_rss_64 <= 100 MiB": results["http_new_64"]["peak_rss_mib"] <= 100,
+            "zero non-2xx": all(results[k]["non_2xx"] == 0 for k in results if k.startswith("http_"))
+            and results["pgbench_debit_16"]["failed"] == 0,
+        }
+        results["ratios"] = ratios
+        results["targets_met"] = targets
+        with open(os.path.join(OUT, "results.json"), "w") as f:
+            json.dump(results, f, indent=2)
+
+        print()
+        print(f"{'run':<34}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'cpu s/1k':>10}")
+        for k, label in (("pgbench_debit_16", "1a pgbench debit.sql (16 cl)"),
+                         ("pgbench_tpcb_16", "1b pgbench tpcb-like (16 cl)")):
+            r = results[k]
+            print(f"{label:<34}{r['tps']:>10.0f}{r['latency_avg_ms']:>9.2f}{'(avg)':>9}{r['failed']:>9}{'':>10}")
+        for k, label in (("http_new_16", "2  HTTP new debits (16 conn)"), ("http_new_64", "3  HTTP new debits (64 conn)"),
+                         ("http_hot_16", "4  HTTP hot wallet (16 conn)"), ("http_replay_16", "5  HTTP replays (16 conn)")):
+            r = results[k]
+            print(f"{label:<34}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['non_2xx']:>9}"
+                  f"{r['cpu_seconds_per_1000']:>10.3f}")
+        print(f"\npeak RSS during the 64-connection run: {results['http_new_64']['peak_rss_mib']:.1f} MiB")
+        for k, v in ratios.items():
+            print(f"ratio {k:<24} {v:.2f}")
+        for k, ok in targets.items():
+            print(f"target {k:<26} {'met' if ok else 'NOT met'}")
+        print(f"\nresults: {os.path.relpath(os.path.join(OUT, 'results.json'), ROOT)}")
+    finally:
+        if server is not None:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        if started_db:
+            subprocess.run([os.path.join(ROOT, "scripts", "db.sh"), "stop"], check=False)
+
+
+if __name__ == "__main__":
+    main()
