@@ -70,7 +70,9 @@ class Api:
         headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
         if idem:
             headers["Idempotency-Key"] = idem
-        conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+        # Compact JSON: the replay keys must carry the very bytes wrk sends.
+        payload = json.dumps(body, separators=(",", ":")) if body is not None else None
+        conn.request(method, path, body=payload, headers=headers)
         r = conn.getresponse()
         data = r.read()
         if r.status >= 300:
