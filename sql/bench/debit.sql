@@ -16,7 +16,7 @@ INSERT INTO idempotency_keys (scope, key, fingerprint, expires_at)
 VALUES (:shop_id::uuid, gen_random_uuid()::text, '\x8f434346648f6b96df89dda901c5176b10a6d83961dd3c1ac88b59b2dc327aa4'::bytea,
         now() + make_interval(hours => 24))
 ON CONFLICT (scope, key) DO NOTHING
-RETURNING key AS idem_key \gset
+RETURNING key AS idem_key, gen_random_uuid() AS journal_id \gset
 SAVEPOINT _sqlx_savepoint_1;
 -- 3. lock the wallet, look for an earlier movement under the key
 SELECT w.currency, w.balance - w.reserved AS available, w.overdraft_limit, t.id AS earlier
@@ -24,21 +24,18 @@ SELECT w.currency, w.balance - w.reserved AS available, w.overdraft_limit, t.id 
   LEFT JOIN wallet_transactions t ON t.shop_id = w.shop_id AND t.idempotency_key = :idem_key::text
  WHERE w.shop_id = :shop_id::uuid AND w.id = :wallet_id::uuid
    FOR UPDATE OF w;
--- 4. the journal transaction and its two entries
+-- 4. one statement: the journal transaction, its two entries, the wallet's
+--    new balance and its history row
 WITH jt AS (INSERT INTO journal_transactions (shop_id, id, kind)
-            VALUES (:shop_id::uuid, gen_random_uuid(), 'wallet.debit') RETURNING id),
+            VALUES (:shop_id::uuid, :journal_id::uuid, 'wallet.debit')),
      je AS (INSERT INTO journal_entries (shop_id, journal_transaction_id, line, account, wallet_id, currency, amount)
-            SELECT :shop_id::uuid, jt.id, e.line, e.account, e.wallet_id, 'USD', e.amount
-              FROM jt, UNNEST('{1,2}'::smallint[], '{wallet,revenue}'::text[],
-                              ARRAY[:wallet_id::uuid, NULL], '{-0.01,0.01}'::numeric[])
-                   AS e(line, account, wallet_id, amount))
-SELECT id AS journal_id FROM jt \gset
--- 5. the wallet's new balance and its history row
-WITH w AS (
-    UPDATE wallets SET balance = balance + -0.01, version = version + 1, updated_at = now()
-     WHERE shop_id = :shop_id::uuid AND id = :wallet_id::uuid
-    RETURNING balance, version
-)
+            SELECT :shop_id::uuid, :journal_id::uuid, e.line, e.account, e.wallet_id, 'USD', e.amount
+              FROM UNNEST('{1,2}'::smallint[], '{wallet,revenue}'::text[],
+                          ARRAY[:wallet_id::uuid, NULL], '{-0.01,0.01}'::numeric[])
+                   AS e(line, account, wallet_id, amount)),
+     w AS (UPDATE wallets SET balance = balance + -0.01, version = version + 1, updated_at = now()
+            WHERE shop_id = :shop_id::uuid AND id = :wallet_id::uuid
+           RETURNING balance, version)
 INSERT INTO wallet_transactions
     (shop_id, id, wallet_id, wallet_version, type, category, amount, balance_after,
      description, metadata, idempotency_key, transfer_id, journal_transaction_id)
@@ -46,7 +43,7 @@ SELECT :shop_id::uuid, gen_random_uuid(), :wallet_id::uuid, w.version, 'debit', 
        NULL, '{}', :idem_key::text, NULL, :journal_id::uuid FROM w
 RETURNING balance_after, created_at;
 RELEASE SAVEPOINT _sqlx_savepoint_1;
--- 6. the stored response (a typical 350-byte body, hex: pgbench would read
+-- 5. the stored response (a typical 350-byte body, hex: pgbench would read
 --    the colons of JSON as variables) and the audit row
 WITH audit AS (
     INSERT INTO audit_log (id, shop_id, api_key_id, action, entity, entity_id, request_id)

@@ -6,7 +6,6 @@
 //! balance), a negative one debits it.
 
 use rust_decimal::Decimal;
-use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::money::Currency;
@@ -56,8 +55,6 @@ pub struct Posting {
 pub enum LedgerError {
     #[error("journal posting is unbalanced or empty")]
     Unbalanced,
-    #[error(transparent)]
-    Db(#[from] sqlx::Error),
 }
 
 impl Posting {
@@ -83,38 +80,33 @@ impl Posting {
     }
 }
 
-/// Writes `posting` as journal transaction `id` in the caller's transaction.
-pub async fn post(
-    conn: &mut PgConnection,
-    shop_id: Uuid,
-    id: Uuid,
-    posting: &Posting,
-) -> Result<(), LedgerError> {
-    if !posting.is_balanced() {
-        return Err(LedgerError::Unbalanced);
+/// A balanced posting as the column arrays `journal_entries` is written
+/// from (`UNNEST`). The statement that writes them belongs to the use case,
+/// so the journal goes in the same round trip as the rows it explains.
+pub struct Rows {
+    pub kind: &'static str,
+    pub currency: &'static str,
+    pub lines: Vec<i16>,
+    pub accounts: Vec<&'static str>,
+    pub wallets: Vec<Option<Uuid>>,
+    pub amounts: Vec<Decimal>,
+}
+
+impl Posting {
+    /// The rows to write; refuses an unbalanced posting.
+    pub fn rows(&self) -> Result<Rows, LedgerError> {
+        if !self.is_balanced() {
+            return Err(LedgerError::Unbalanced);
+        }
+        Ok(Rows {
+            kind: self.kind,
+            currency: self.currency.code(),
+            lines: (1..=self.entries.len() as i16).collect(),
+            accounts: self.entries.iter().map(|(a, _)| a.name()).collect(),
+            wallets: self.entries.iter().map(|(a, _)| a.wallet()).collect(),
+            amounts: self.entries.iter().map(|(_, a)| *a).collect(),
+        })
     }
-    let lines: Vec<i16> = (1..=posting.entries.len() as i16).collect();
-    let accounts: Vec<&str> = posting.entries.iter().map(|(a, _)| a.name()).collect();
-    let wallets: Vec<Option<Uuid>> = posting.entries.iter().map(|(a, _)| a.wallet()).collect();
-    let amounts: Vec<Decimal> = posting.entries.iter().map(|(_, a)| *a).collect();
-    sqlx::query!(
-        "WITH jt AS (INSERT INTO journal_transactions (shop_id, id, kind) VALUES ($1, $2, $3))
-         INSERT INTO journal_entries (shop_id, journal_transaction_id, line, account, wallet_id, currency, amount)
-         SELECT $1, $2, e.line, e.account, e.wallet_id, $4, e.amount
-           FROM UNNEST($5::smallint[], $6::text[], $7::uuid[], $8::numeric[])
-                AS e(line, account, wallet_id, amount)",
-        shop_id,
-        id,
-        posting.kind,
-        posting.currency.code(),
-        &lines,
-        &accounts as &[&str],
-        &wallets as &[Option<Uuid>],
-        &amounts,
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -136,5 +128,12 @@ mod tests {
         );
         let zero = Posting::new("t", usd).transfer(Account::Revenue, Account::CreditGrants, Decimal::ZERO);
         assert!(!zero.is_balanced(), "zero entries are refused");
+        assert!(
+            zero.rows().is_err(),
+            "an unbalanced posting yields no rows to write"
+        );
+        let rows = p.rows().unwrap();
+        assert_eq!(rows.accounts, ["wallet", "revenue"]);
+        assert_eq!(rows.amounts.iter().sum::<Decimal>(), Decimal::ZERO);
     }
 }

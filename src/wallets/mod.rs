@@ -43,10 +43,7 @@ impl From<sqlx::Error> for WalletError {
 
 impl From<crate::ledger::LedgerError> for WalletError {
     fn from(e: crate::ledger::LedgerError) -> Self {
-        match e {
-            crate::ledger::LedgerError::Db(e) => WalletError::Db(e),
-            // A bug, never user input: surface it as an unexpected failure.
-            unbalanced => WalletError::Db(sqlx::Error::Protocol(unbalanced.to_string())),
-        }
+        // A bug, never user input: surface it as an unexpected failure.
+        WalletError::Db(sqlx::Error::Protocol(e.to_string()))
     }
 }

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     http::pagination::{Page, PageParams},
-    ledger::{self, Account, Posting},
+    ledger::{Account, Posting},
     money::{Currency, Decimalish, Money},
     tenants::Tenant,
 };
@@ -233,18 +233,68 @@ struct Leg<'a> {
     journal_id: Uuid,
 }
 
+/// Writes one leg. With `posting`, the journal transaction is written in the
+/// same statement: one round trip for the whole movement.
 async fn apply(
     conn: &mut PgConnection,
     tenant: Tenant,
     leg: Leg<'_>,
+    posting: Option<&Posting>,
 ) -> Result<WalletTransaction, WalletError> {
     let id = Uuid::now_v7();
     let (type_, delta) = match leg.type_ {
         TransactionType::Credit => ("credit", leg.amount),
         TransactionType::Debit => ("debit", -leg.amount),
     };
-    let r = sqlx::query!(
-        "WITH w AS (
+    let r = match posting {
+        Some(posting) => {
+            let j = posting.rows()?;
+            sqlx::query!(
+                "WITH jt AS (
+                     INSERT INTO journal_transactions (shop_id, id, kind) VALUES ($1, $12, $13)
+                 ),
+                 je AS (
+                     INSERT INTO journal_entries
+                         (shop_id, journal_transaction_id, line, account, wallet_id, currency, amount)
+                     SELECT $1, $12, e.line, e.account, e.wallet_id, $14, e.amount
+                       FROM UNNEST($15::smallint[], $16::text[], $17::uuid[], $18::numeric[])
+                            AS e(line, account, wallet_id, amount)
+                 ),
+                 w AS (
+                     UPDATE wallets SET balance = balance + $3, version = version + 1, updated_at = now()
+                      WHERE shop_id = $1 AND id = $2
+                     RETURNING balance, version
+                 )
+                 INSERT INTO wallet_transactions
+                     (shop_id, id, wallet_id, wallet_version, type, category, amount, balance_after,
+                      description, metadata, idempotency_key, transfer_id, journal_transaction_id)
+                 SELECT $1, $4, $2, w.version, $5, $6, $7, w.balance, $8, $9, $10, $11, $12 FROM w
+                 RETURNING balance_after, created_at",
+                tenant.shop_id,
+                leg.wallet.id,
+                delta,
+                id,
+                type_,
+                leg.category,
+                leg.amount,
+                leg.description,
+                leg.metadata,
+                leg.key,
+                leg.transfer_id,
+                leg.journal_id,
+                j.kind,
+                j.currency,
+                &j.lines,
+                &j.accounts as &[&str],
+                &j.wallets as &[Option<Uuid>],
+                &j.amounts,
+            )
+            .fetch_one(&mut *conn)
+            .await
+            .map(|r| (r.balance_after, r.created_at))?
+        }
+        None => sqlx::query!(
+            "WITH w AS (
              UPDATE wallets SET balance = balance + $3, version = version + 1, updated_at = now()
               WHERE shop_id = $1 AND id = $2
              RETURNING balance, version
@@ -254,21 +304,24 @@ async fn apply(
               description, metadata, idempotency_key, transfer_id, journal_transaction_id)
          SELECT $1, $4, $2, w.version, $5, $6, $7, w.balance, $8, $9, $10, $11, $12 FROM w
          RETURNING balance_after, created_at",
-        tenant.shop_id,
-        leg.wallet.id,
-        delta,
-        id,
-        type_,
-        leg.category,
-        leg.amount,
-        leg.description,
-        leg.metadata,
-        leg.key,
-        leg.transfer_id,
-        leg.journal_id,
-    )
-    .fetch_one(&mut *conn)
-    .await?;
+            tenant.shop_id,
+            leg.wallet.id,
+            delta,
+            id,
+            type_,
+            leg.category,
+            leg.amount,
+            leg.description,
+            leg.metadata,
+            leg.key,
+            leg.transfer_id,
+            leg.journal_id,
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .map(|r| (r.balance_after, r.created_at))?,
+    };
+    let (balance_after, created_at) = r;
     let currency = leg.wallet.currency;
     Ok(WalletTransaction {
         id,
@@ -277,12 +330,12 @@ async fn apply(
         category: leg.category.to_owned(),
         amount: currency.format(leg.amount),
         currency: currency.code().to_owned(),
-        balance_after: currency.format(r.balance_after),
+        balance_after: currency.format(balance_after),
         description: leg.description.map(str::to_owned),
         metadata: object(leg.metadata.clone()),
         transfer_id: leg.transfer_id,
         journal_transaction_id: leg.journal_id,
-        created_at: r.created_at,
+        created_at,
     })
 }
 
@@ -331,7 +384,6 @@ async fn movement(
         }
     };
     let journal_id = Uuid::now_v7();
-    ledger::post(conn, tenant.shop_id, journal_id, &posting).await?;
     let metadata = Value::Object(req.metadata.unwrap_or_default());
     apply(
         conn,
@@ -347,6 +399,7 @@ async fn movement(
             transfer_id: None,
             journal_id,
         },
+        Some(&posting),
     )
     .await
 }
@@ -495,7 +548,6 @@ pub async fn transfer(
         Account::Wallet(to.id),
         amount,
     );
-    ledger::post(conn, tenant.shop_id, journal_id, &posting).await?;
     let metadata = Value::Object(req.metadata.clone().unwrap_or_default());
     let leg = |wallet, type_, category, key| Leg {
         wallet,
@@ -513,12 +565,14 @@ pub async fn transfer(
         conn,
         tenant,
         leg(from, TransactionType::Debit, "transfer_out", Some(&key)),
+        Some(&posting),
     )
     .await?;
     let credit = apply(
         conn,
         tenant,
         leg(to, TransactionType::Credit, "transfer_in", None),
+        None,
     )
     .await?;
     Ok(transfer_view(transfer_id, req.description, debit, credit))
