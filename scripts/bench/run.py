@@ -25,7 +25,7 @@ import uuid
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 OUT = os.path.join(ROOT, "target", "bench")
 BIN = os.path.join(ROOT, "target", "release", "billing-ledger")
-DURATION = int(os.environ.get("BENCH_SECONDS", "15"))
+DURATION = int(os.environ.get("BENCH_SECONDS", "20"))
 POOL = os.environ.get("BENCH_POOL_SIZE", "16")
 WALLETS = 1000
 SHOPS = 4
@@ -200,23 +200,35 @@ def main():
         results = {"machine": {"cpus": os.cpu_count(), "kernel": platform.release(), "postgres": settings,
                                "pool_size": int(POOL), "seconds_per_run": DURATION,
                                "postgres_version": psql(bench_url, "SHOW server_version").strip()}}
+        sh(["pgbench", "-i", "-q", "-s", "16", tpcb_url])
+
+        def checkpoint():
+            # Each run starts from a clean checkpoint, so none inherits the
+            # previous run's dirty pages.
+            psql(bench_url, "CHECKPOINT")
+
+        checkpoint()
         log("1a pgbench: the service's debit statements, 16 clients")
         results["pgbench_debit_16"] = pgbench(bench_url, ["-f", os.path.join(ROOT, "sql", "bench", "debit.sql")])
+        checkpoint()
         log("1b pgbench: tpcb-like, 16 clients")
-        sh(["pgbench", "-i", "-q", "-s", "16", tpcb_url])
         results["pgbench_tpcb_16"] = pgbench(tpcb_url, [])
 
         pid = server.pid
+        checkpoint()
         log("2 new idempotent debits over HTTP, 16 connections")
         results["http_new_16"] = wrk(port, 16, "new", files["wallets"], "n16", pid)
+        checkpoint()
         log("3 new idempotent debits over HTTP, 64 connections")
         with open(f"/proc/{pid}/clear_refs", "w") as f:
             f.write("5")  # reset the peak-RSS watermark for this run
         results["http_new_64"] = wrk(port, 64, "new", files["wallets"], "n64", pid, sample_rss=True)
         results["http_new_64"]["peak_rss_mib"] = max(results["http_new_64"]["peak_rss_mib"],
                                                      status_kib(pid, "VmHWM") / 1024)
+        checkpoint()
         log("4 hot wallet, 16 connections")
         results["http_hot_16"] = wrk(port, 16, "hot", files["hot"], "h16", pid)
+        checkpoint()
         log("5 replays, 16 connections")
         results["http_replay_16"] = wrk(port, 16, "replay", files["wallets"], "r16", pid)
 
