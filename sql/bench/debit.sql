@@ -17,7 +17,6 @@ VALUES (:shop_id::uuid, gen_random_uuid()::text, '\x8f434346648f6b96df89dda901c5
         now() + make_interval(hours => 24))
 ON CONFLICT (scope, key) DO NOTHING
 RETURNING key AS idem_key, gen_random_uuid() AS journal_id \gset
-SAVEPOINT _sqlx_savepoint_1;
 -- 3. lock the wallet, look for an earlier movement under the key
 SELECT w.currency, w.balance - w.reserved AS available, w.overdraft_limit, t.id AS earlier
   FROM wallets w
@@ -42,8 +41,7 @@ INSERT INTO wallet_transactions
 SELECT :shop_id::uuid, gen_random_uuid(), :wallet_id::uuid, w.version, 'debit', 'usage', 0.01, w.balance,
        NULL, '{}', :idem_key::text, NULL, :journal_id::uuid FROM w
 RETURNING balance_after, created_at;
-RELEASE SAVEPOINT _sqlx_savepoint_1;
--- 5. the stored response (a typical 350-byte body, hex: pgbench would read
+RELEASE -- 5. the stored response (a typical 350-byte body, hex: pgbench would read
 --    the colons of JSON as variables) and the audit row
 WITH audit AS (
     INSERT INTO audit_log (id, shop_id, api_key_id, action, entity, entity_id, request_id)

@@ -30,7 +30,7 @@ impl FromRequestParts<AppState> for Tenant {
         let tenant = tenants::authenticate(&mut conn, token)
             .await?
             .ok_or(ApiError::Unauthorized)?;
-        tracing::Span::current().record("shop_id", tracing::field::display(tenant.shop_id));
+        super::request_id::set_shop(tenant.shop_id);
         if tenant.role == Role::Finance && is_mutation(&parts.method) {
             return Err(ApiError::Forbidden);
         }

@@ -1,6 +1,6 @@
 //! The idempotent executor: the only way a mutating route reaches a use
-//! case. In one transaction it claims the Idempotency-Key, runs the use case
-//! behind a savepoint, stores the response with the audit entry and commits.
+//! case. In one transaction it claims the Idempotency-Key, runs the use case,
+//! stores the response with the audit entry and commits.
 
 use axum::{
     body::Bytes,
@@ -10,7 +10,7 @@ use axum::{
 };
 use futures_util::future::BoxFuture;
 use serde::{Serialize, de::DeserializeOwned};
-use sqlx::{Connection, PgConnection};
+use sqlx::PgConnection;
 use uuid::Uuid;
 use validator::Validate;
 
@@ -142,35 +142,14 @@ impl AppState {
         F: for<'c> FnOnce(&'c mut PgConnection) -> UseCase<'c, T, E>,
     {
         let actor = actor.into();
-        let (key, fingerprint) = (&request.key, request.fingerprint.as_slice());
         let mut tx = self.pool.begin().await?;
-
-        let claimed =
-            idempotency::claim(&mut tx, actor.scope, key, fingerprint, self.idempotency.ttl_hours).await;
-        match claimed {
-            Ok(Claim::New) => outcome_metric("new"),
-            Ok(Claim::Replay(stored)) => {
-                outcome_metric("replayed");
-                tx.rollback().await?;
-                return Ok(replay(stored));
-            }
-            Ok(Claim::Mismatch) => {
-                outcome_metric("reused_mismatch");
-                return Err(ApiError::IdempotencyKeyReused);
-            }
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => {
-                outcome_metric("in_use");
-                return Err(ApiError::IdempotencyKeyInUse);
-            }
-            Err(e) => return Err(e.into()),
+        if let Some(answer) = self.claim(&mut tx, actor, request).await? {
+            tx.rollback().await?;
+            return Ok(answer);
         }
-
-        // A business rejection rolls back to here and is stored; anything
-        // else rolls back the whole transaction, key included.
-        let mut op = tx.begin().await?;
-        let (stored, audit) = match use_case(&mut op).await {
+        outcome_metric("new");
+        let error = match use_case(&mut tx).await {
             Ok(value) => {
-                op.commit().await?;
                 let body = serde_json::to_vec(&value).map_err(|e| ApiError::Internal(e.into()))?;
                 let audit = audit::Entry {
                     shop_id: actor.shop_id,
@@ -180,35 +159,67 @@ impl AppState {
                     entity_id: value.entity_id(),
                     request_id: request_id::current(),
                 };
-                let location = value.location();
                 let stored = Stored {
                     status: success.as_u16(),
                     body: value.for_storage().unwrap_or_else(|| body.clone()),
-                    location: location.clone(),
+                    location: value.location(),
                 };
-                idempotency::complete(&mut tx, actor.scope, key, &stored, Some(&audit)).await?;
-                (Stored { body, ..stored }, Some(audit))
+                idempotency::complete(&mut tx, actor.scope, &request.key, &stored, Some(&audit)).await?;
+                tx.commit().await?;
+                return Ok(respond(Stored { body, ..stored }, false));
             }
-            Err(e) => {
-                let error: ApiError = e.into();
-                if error.status().is_server_error() {
-                    return Err(error);
-                }
-                op.rollback().await?;
-                let stored = Stored {
-                    status: error.status().as_u16(),
-                    body: error.body(),
-                    location: None,
-                };
-                idempotency::complete(&mut tx, actor.scope, key, &stored, None).await?;
-                (stored, None)
-            }
+            Err(e) => e.into(),
         };
-        tx.commit().await?;
-        if let Some(a) = audit {
-            tracing::info!(action = a.action, entity_id = %a.entity_id, "mutation committed");
+        // Any failure undoes the whole transaction, key included: a 5xx may
+        // simply be retried. A business rejection (4xx) is the key's outcome,
+        // stored in a second transaction. Rolling back instead of guarding the
+        // use case with a savepoint keeps two round trips off every success.
+        tx.rollback().await?;
+        if error.status().is_server_error() {
+            return Err(error);
         }
+        let mut tx = self.pool.begin().await?;
+        // In between, a duplicate may have claimed the key and committed its
+        // own outcome: then that one is the key's outcome.
+        if let Some(answer) = self.claim(&mut tx, actor, request).await? {
+            tx.rollback().await?;
+            return Ok(answer);
+        }
+        let stored = Stored {
+            status: error.status().as_u16(),
+            body: error.body(),
+            location: None,
+        };
+        idempotency::complete(&mut tx, actor.scope, &request.key, &stored, None).await?;
+        tx.commit().await?;
         Ok(respond(stored, false))
+    }
+
+    /// Claims the key in `tx`. `Some` is the answer when it isn't ours: the
+    /// replay of a committed outcome.
+    async fn claim(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+        actor: Actor,
+        request: &RequestKey,
+    ) -> Result<Option<Response>, ApiError> {
+        let ttl = self.idempotency.ttl_hours;
+        match idempotency::claim(tx, actor.scope, &request.key, &request.fingerprint, ttl).await {
+            Ok(Claim::New) => Ok(None),
+            Ok(Claim::Replay(stored)) => {
+                outcome_metric("replayed");
+                Ok(Some(replay(stored)))
+            }
+            Ok(Claim::Mismatch) => {
+                outcome_metric("reused_mismatch");
+                Err(ApiError::IdempotencyKeyReused)
+            }
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => {
+                outcome_metric("in_use");
+                Err(ApiError::IdempotencyKeyInUse)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

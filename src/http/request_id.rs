@@ -2,7 +2,7 @@
 //! request metrics, all in one middleware so every response (errors and
 //! fallbacks included) carries `X-Request-Id`.
 
-use std::time::Instant;
+use std::{cell::Cell, time::Instant};
 
 use axum::{
     extract::{MatchedPath, Request},
@@ -11,18 +11,31 @@ use axum::{
     response::Response,
 };
 use tracing::Instrument;
+use uuid::Uuid;
 
 pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
+/// What the request's own task knows about it.
+struct Context {
+    id: String,
+    shop: Cell<Option<Uuid>>,
+}
+
 tokio::task_local! {
-    static REQUEST_ID: String;
+    static CONTEXT: Context;
 }
 
 /// The id of the request being served, or `-` outside of one.
 pub fn current() -> String {
-    REQUEST_ID
-        .try_with(Clone::clone)
+    CONTEXT
+        .try_with(|c| c.id.clone())
         .unwrap_or_else(|_| "-".to_owned())
+}
+
+/// Names the authenticated shop in the request's span and access log.
+pub fn set_shop(shop_id: Uuid) {
+    let _ = CONTEXT.try_with(|c| c.shop.set(Some(shop_id)));
+    tracing::Span::current().record("shop_id", tracing::field::display(shop_id));
 }
 
 /// A client-supplied id is kept when it is short, visible ASCII; otherwise a
@@ -32,24 +45,31 @@ fn accept(value: Option<&HeaderValue>) -> String {
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+        .unwrap_or_else(|| Uuid::now_v7().to_string())
 }
 
 pub async fn track(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = accept(request.headers().get(&HEADER));
     let method = request.method().clone();
-    let span = tracing::info_span!(
-        "request",
-        request_id = %id,
-        method = %method,
-        route = tracing::field::Empty,
-        shop_id = tracing::field::Empty,
-        status = tracing::field::Empty,
-        latency_ms = tracing::field::Empty,
-    );
-    let mut response = REQUEST_ID
-        .scope(id.clone(), next.run(request).instrument(span.clone()))
+    // Events logged while handling carry the request id through this span;
+    // the access line below is one flat event, cheap to format.
+    let span = tracing::info_span!("request", request_id = %id, shop_id = tracing::field::Empty);
+    let context = Context {
+        id,
+        shop: Cell::new(None),
+    };
+    let (context, mut response) = CONTEXT
+        .scope(context, async move {
+            let response = next.run(request).instrument(span).await;
+            (
+                CONTEXT.with(|c| Context {
+                    id: c.id.clone(),
+                    shop: Cell::new(c.shop.get()),
+                }),
+                response,
+            )
+        })
         .await;
     let route = response
         .extensions()
@@ -58,16 +78,22 @@ pub async fn track(request: Request, next: Next) -> Response {
         .to_owned();
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
-    span.record("status", status);
-    span.record("latency_ms", elapsed.as_secs_f64() * 1000.0);
-    span.in_scope(|| tracing::info!("request finished"));
+    tracing::info!(
+        request_id = %context.id,
+        method = %method,
+        route = %route,
+        status,
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        shop_id = context.shop.get().map(tracing::field::display),
+        "request finished"
+    );
 
     metrics::counter!("http_requests_total",
         "method" => method.to_string(), "route" => route.clone(), "status" => status.to_string())
     .increment(1);
     metrics::histogram!("http_request_duration_seconds", "route" => route).record(elapsed.as_secs_f64());
 
-    if let Ok(v) = HeaderValue::from_str(&id) {
+    if let Ok(v) = HeaderValue::from_str(&context.id) {
         response.headers_mut().insert(HEADER, v);
     }
     response
@@ -78,9 +104,8 @@ pub async fn track(request: Request, next: Next) -> Response {
 #[derive(Clone)]
 struct MatchedRoute(String);
 
-/// Route-level layer: names the matched route in the span and the metrics.
+/// Route-level layer: names the matched route for the access log and metrics.
 pub async fn record_route(path: MatchedPath, request: Request, next: Next) -> Response {
-    tracing::Span::current().record("route", path.as_str());
     let mut response = next.run(request).await;
     response
         .extensions_mut()
