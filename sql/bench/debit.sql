@@ -41,7 +41,7 @@ INSERT INTO wallet_transactions
 SELECT :shop_id::uuid, gen_random_uuid(), :wallet_id::uuid, w.version, 'debit', 'usage', 0.01, w.balance,
        NULL, '{}', :idem_key::text, NULL, :journal_id::uuid FROM w
 RETURNING balance_after, created_at;
-RELEASE -- 5. the stored response (a typical 350-byte body, hex: pgbench would read
+-- 5. the stored response (a typical 350-byte body, hex: pgbench would read
 --    the colons of JSON as variables) and the audit row
 WITH audit AS (
     INSERT INTO audit_log (id, shop_id, api_key_id, action, entity, entity_id, request_id)
