@@ -111,7 +111,7 @@ impl Application {
         ));
         let app = router(state(pool.clone(), &config), config.request_timeout);
         let mut server_stop = stop_rx.clone();
-        let server = tokio::spawn(
+        let mut server = tokio::spawn(
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     let _ = server_stop.changed().await;
@@ -122,12 +122,18 @@ impl Application {
         shutdown.await;
         tracing::info!(grace = ?config.shutdown_grace, "shutdown requested; finishing in-flight requests");
         let _ = stop_tx.send(true);
-        match tokio::time::timeout(config.shutdown_grace, server).await {
-            Ok(joined) => joined.context("server task failed")?.context("server failed")?,
+        let finished = tokio::time::timeout(config.shutdown_grace, &mut server).await;
+        let _ = cleanup.await;
+        match finished {
+            Ok(joined) => {
+                joined.context("server task failed")?.context("server failed")?;
+                pool.close().await;
+            }
+            // Not waiting for the pool: the abandoned requests still hold
+            // connections. Exiting drops them, and PostgreSQL rolls their
+            // transactions back.
             Err(_) => tracing::warn!("grace period over; abandoning in-flight requests"),
         }
-        let _ = cleanup.await;
-        pool.close().await;
         tracing::info!("stopped");
         Ok(())
     }

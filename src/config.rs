@@ -34,12 +34,28 @@ impl FromStr for Secret {
     }
 }
 
+/// A duration of at least 1 ms (zero would disable a timeout or spin a loop).
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 30s, 1h)"))
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 30s, 1h)"))?;
+    if d < Duration::from_millis(1) {
+        return Err("must be at least 1ms".into());
+    }
+    Ok(d)
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(1) {
+        return Err("must be at least 1s".into());
+    }
+    Ok(d)
 }
 
 fn parse_database_url(s: &str) -> Result<PgConnectOptions, String> {
-    PgConnectOptions::from_str(s).map_err(|e| format!("not a PostgreSQL URL: {e}"))
+    if !(s.starts_with("postgres://") || s.starts_with("postgresql://")) {
+        return Err("must start with postgres:// or postgresql://".into());
+    }
+    PgConnectOptions::from_str(s).map_err(|_| "not a valid PostgreSQL URL".into())
 }
 
 #[derive(Debug, Clone, Args)]
@@ -103,7 +119,7 @@ pub struct IdempotencyConfig {
     pub ttl_hours: u32,
 
     /// How often expired idempotency records are deleted (also once at start).
-    #[arg(long = "idempotency-cleanup-interval", env = "IDEMPOTENCY_CLEANUP_INTERVAL", default_value = "1h", value_parser = parse_duration)]
+    #[arg(long = "idempotency-cleanup-interval", env = "IDEMPOTENCY_CLEANUP_INTERVAL", default_value = "1h", value_parser = parse_interval)]
     pub cleanup_interval: Duration,
 
     /// Rows deleted per cleanup batch (one short transaction each).

@@ -100,14 +100,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => e.exit(),
         Err(e) => {
-            // One clear line, not a usage dump.
-            let text = e.render().to_string();
-            let line: Vec<&str> = text
-                .lines()
-                .take_while(|l| !l.trim().is_empty())
-                .map(str::trim)
-                .collect();
-            eprintln!("{}", line.join(" "));
+            eprintln!("{}", one_line(&e));
             return ExitCode::from(2);
         }
     };
@@ -119,6 +112,30 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// clap's error as one line, with the rejected value hidden when it belongs
+/// to a secret setting (a database URL carries a password).
+fn one_line(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    let text = e.render().to_string();
+    let mut line = text
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let arg = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(a)) => a.as_str(),
+        _ => "",
+    };
+    if (arg.contains("database-url") || arg.contains("admin-api-key"))
+        && let Some(ContextValue::String(value)) = e.get(ContextKind::InvalidValue)
+        && !value.is_empty()
+    {
+        line = line.replace(value.as_str(), "***");
+    }
+    line
 }
 
 async fn connect(db: &DatabaseConfig) -> anyhow::Result<sqlx::PgConnection> {

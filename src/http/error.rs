@@ -27,6 +27,8 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("{0}")]
     BadRequest(String),
+    #[error("the request body is too large")]
+    PayloadTooLarge,
     #[error("one or more fields are invalid")]
     Validation(FieldErrors),
     #[error("the Idempotency-Key header is required on this request")]
@@ -83,6 +85,7 @@ impl ApiError {
             NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             BadRequest(_) | IdempotencyKeyMissing | IdempotencyKeyInvalid(_) => StatusCode::BAD_REQUEST,
+            PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Validation(_) | IdempotencyKeyReused | InsufficientFunds | CurrencyMismatch(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -100,6 +103,7 @@ impl ApiError {
             NotFound => "not_found",
             MethodNotAllowed => "method_not_allowed",
             BadRequest(_) => "bad_request",
+            PayloadTooLarge => "payload_too_large",
             Validation(_) => "validation_failed",
             IdempotencyKeyMissing => "idempotency_key_missing",
             IdempotencyKeyInvalid(_) => "idempotency_key_invalid",
@@ -162,6 +166,13 @@ impl IntoResponse for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
+        // Text PostgreSQL cannot store (e.g. a NUL character in a query
+        // parameter) is the caller's input, not our failure.
+        if let sqlx::Error::Database(db) = &e
+            && matches!(db.code().as_deref(), Some("22021" | "22P05"))
+        {
+            return ApiError::validation("body", "contains characters that cannot be stored (NUL)");
+        }
         if is_transient(&e) {
             ApiError::Unavailable(e.into())
         } else {
@@ -180,7 +191,6 @@ pub fn is_transient(e: &sqlx::Error) -> bool {
             Some("55P03" | "57014" | "40P01" | "40001" | "57P01" | "57P02" | "57P03" | "53300")
         ),
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
-        sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
         _ => false,
     }
 }
@@ -207,6 +217,10 @@ impl From<WalletError> for ApiError {
             }
             WalletError::InvalidAmount(field, e) => ApiError::money(field, e),
             WalletError::KeyReused => ApiError::IdempotencyKeyReused,
+            WalletError::BalanceOverflow => ApiError::validation(
+                "amount",
+                "would take the balance beyond the largest supported value",
+            ),
             WalletError::Db(e) => e.into(),
         }
     }

@@ -32,10 +32,25 @@ pub fn parse_json<T: DeserializeOwned + Validate>(body: &[u8]) -> Result<T, ApiE
         }
     })?;
     de.end().map_err(|e| malformed(&e))?;
+    if has_nul_escape(body) {
+        return Err(ApiError::validation(
+            "body",
+            "strings must not contain NUL characters",
+        ));
+    }
     value
         .validate()
         .map_err(|e| ApiError::Validation(field_errors(&e)))?;
     Ok(value)
+}
+
+/// A JSON `\u0000` escape (not an escaped backslash followed by `u0000`):
+/// PostgreSQL text can't hold NUL, so it is refused up front.
+fn has_nul_escape(body: &[u8]) -> bool {
+    body.windows(6).enumerate().any(|(i, w)| {
+        w.eq_ignore_ascii_case(b"\\u0000")
+            && body[..i].iter().rev().take_while(|b| **b == b'\\').count() % 2 == 0
+    })
 }
 
 /// serde names the field in the message for missing/unknown fields; type

@@ -62,9 +62,13 @@ where
             .extensions()
             .get::<OriginalUri>()
             .map_or_else(|| req.uri().to_string(), |u| u.0.to_string());
-        let body = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::BadRequest(format!("could not read the request body: {e}")))?;
+        let body = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::BadRequest(format!("could not read the request body: {e}"))
+            }
+        })?;
         let fingerprint = idempotency::fingerprint(&method, &path, &body);
         let input: T = parse_json(&body)?;
         Ok(Command {

@@ -22,6 +22,8 @@ pub enum WalletError {
     SameWallet,
     #[error("{0}: {1}")]
     InvalidAmount(&'static str, MoneyError),
+    #[error("the resulting balance would be out of range")]
+    BalanceOverflow,
     /// The wallet-transaction key was used before for a different movement.
     #[error("idempotency key reused")]
     KeyReused,
@@ -35,6 +37,10 @@ impl From<sqlx::Error> for WalletError {
         match &e {
             sqlx::Error::Database(db) if db.constraint() == Some("wallets_not_overdrawn") => {
                 WalletError::InsufficientFunds
+            }
+            // numeric_value_out_of_range: a balance beyond NUMERIC(24,4).
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("22003") => {
+                WalletError::BalanceOverflow
             }
             _ => WalletError::Db(e),
         }

@@ -177,3 +177,46 @@ async fn two_hundred_crossing_transfers_conserve_money_without_deadlocks(
     );
     app.assert_ledger_consistent().await;
 }
+
+#[sqlx::test]
+async fn concurrent_duplicates_of_a_rejected_request_agree(_: PgPoolOptions, connect: PgConnectOptions) {
+    let app = spawn_app(connect).await;
+    let shop = app.shop().await;
+    let w = app.wallet(&shop.key, "USD", "1").await;
+    let path = format!("/v1/wallets/{w}/debit");
+    let body = json!({"amount": "5", "category": "usage"});
+
+    let answers = join_all((0..25).map(|_| {
+        let (app, key, path, body) = (&app, &shop.key, &path, &body);
+        async move {
+            let r = app.post(key, path, "too-much", body).await;
+            (r.status(), r.bytes().await.unwrap())
+        }
+    }))
+    .await;
+    let rejected: Vec<_> = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::UNPROCESSABLE_ENTITY)
+        .collect();
+    let in_use = answers.iter().filter(|(s, _)| *s == StatusCode::CONFLICT).count();
+    assert_eq!(rejected.len() + in_use, 25, "{answers:?}");
+    assert!(!rejected.is_empty());
+    assert!(
+        rejected.iter().all(|(_, b)| *b == rejected[0].1),
+        "one stored rejection, replayed byte for byte"
+    );
+    let first: Value = serde_json::from_slice(&rejected[0].1).unwrap();
+    assert_eq!(first["code"], "insufficient_funds");
+    assert_eq!(
+        app.count("SELECT count(*) FROM idempotency_keys WHERE key = 'too-much'")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM wallet_transactions WHERE type = 'debit'")
+            .await,
+        0
+    );
+    assert_eq!(app.balance(&shop.key, w).await, "1.00");
+    app.assert_ledger_consistent().await;
+}

@@ -331,6 +331,32 @@ async fn openapi_and_metrics_are_served(_: PgPoolOptions, connect: PgConnectOpti
     let app = spawn_app(connect).await;
     let shop = app.shop().await;
     app.get(&shop.key, "/v1/wallets").await;
+    // The recorder is process-wide: compare counters before and after.
+    let counter = |text: &str, outcome: &str| -> u64 {
+        let prefix = format!("idempotency_requests_total{{outcome=\"{outcome}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map_or(0, |v| v.trim().parse().unwrap())
+    };
+    let before = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let create = json!({"customer_ref": "c", "currency": "USD"});
+    app.post(&shop.key, "/v1/wallets", "m1", &create).await;
+    app.post(&shop.key, "/v1/wallets", "m1", &create).await;
+    app.post(
+        &shop.key,
+        "/v1/wallets",
+        "m1",
+        &json!({"customer_ref": "d", "currency": "USD"}),
+    )
+    .await;
     let r = app.client.get(app.url("/openapi.yaml")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.text().await.unwrap(), billing_ledger::openapi::yaml());
@@ -353,4 +379,10 @@ async fn openapi_and_metrics_are_served(_: PgPoolOptions, connect: PgConnectOpti
         "{metrics}"
     );
     assert!(metrics.contains("db_pool_connections"), "{metrics}");
+    for outcome in ["new", "replayed", "reused_mismatch"] {
+        assert!(
+            counter(&metrics, outcome) > counter(&before, outcome),
+            "{outcome} counted: {metrics}"
+        );
+    }
 }

@@ -225,3 +225,96 @@ async fn sigterm_lets_in_flight_requests_finish(pool_opts: PgPoolOptions, connec
         "{logs}"
     );
 }
+
+#[tokio::test]
+async fn a_malformed_setting_stops_start_up_with_one_line() {
+    let out = Command::new(env!("CARGO_BIN_EXE_billing-ledger"))
+        .arg("serve")
+        .env("DATABASE_URL", "postgres://u:hunter2hunter2@127.0.0.1:1/db")
+        .env("BIND_ADDR", "not-an-address")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("--bind-addr") && stderr.contains("not-an-address"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_billing-ledger"))
+        .arg("serve")
+        .env("DATABASE_URL", "mysql://u:hunter2hunter2@host/db")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        (out.status.code(), stderr.trim().lines().count()),
+        (Some(2), 1),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("--database-url") && !stderr.contains("hunter2"),
+        "the URL's secret is not echoed: {stderr}"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_billing-ledger"))
+        .arg("migrate")
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        (out.status.code(), stderr.trim().lines().count()),
+        (Some(2), 1),
+        "{stderr}"
+    );
+    assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+}
+
+#[sqlx::test]
+async fn expired_records_go_at_start_up_and_on_demand(pool_opts: PgPoolOptions, connect: PgConnectOptions) {
+    let pool = pool_opts.connect_with(connect.clone()).await.unwrap();
+    let expire = |key: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query(
+                "INSERT INTO idempotency_keys (scope, key, fingerprint, response_status, expires_at)
+                 VALUES (gen_random_uuid(), $1, '\\x00', 201, now() - interval '1 minute')",
+            )
+            .bind(key)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    };
+    expire("stale-1").await;
+    let count = || sqlx::query_scalar::<_, i64>("SELECT count(*) FROM idempotency_keys").fetch_one(&pool);
+
+    // `serve` runs the cleanup job once at start.
+    let server = start(&connect).await;
+    let mut gone = false;
+    for _ in 0..100 {
+        if count().await.unwrap() == 0 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.terminate();
+    server.wait();
+    assert!(gone, "the start-up cleanup deleted the expired record");
+
+    // `billing-ledger cleanup` runs it once.
+    expire("stale-2").await;
+    expire("stale-3").await;
+    let out = Command::new(env!("CARGO_BIN_EXE_billing-ledger"))
+        .args(["cleanup", "--batch", "1"])
+        .env("DATABASE_URL", database_url(&connect))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("deleted 2 expired"));
+    assert_eq!(count().await.unwrap(), 0);
+}

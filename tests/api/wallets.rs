@@ -418,3 +418,80 @@ async fn the_database_refuses_an_overdrawn_wallet_whatever_the_code_does(
         .unwrap_err();
     assert!(err.to_string().contains("append-only"), "{err}");
 }
+
+#[sqlx::test]
+async fn a_balance_out_of_range_is_a_422_not_a_500(_: PgPoolOptions, connect: PgConnectOptions) {
+    let app = spawn_app(connect).await;
+    let shop = app.shop().await;
+    let w = app.wallet(&shop.key, "USD", "0").await;
+    // Balances hold 20 integer digits; only many maximal credits get there.
+    sqlx::query("UPDATE wallets SET balance = 99999999999999999999 WHERE id = $1")
+        .bind(w)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let r = app
+        .post(
+            &shop.key,
+            &format!("/v1/wallets/{w}/credit"),
+            "big",
+            &json!({"amount": "1", "category": "grant"}),
+        )
+        .await;
+    let body = problem(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert!(body["errors"]["amount"].is_array(), "{body}");
+    assert_eq!(app.count("SELECT count(*) FROM wallet_transactions").await, 0);
+}
+
+#[sqlx::test]
+async fn text_postgres_cannot_store_is_refused_up_front(_: PgPoolOptions, connect: PgConnectOptions) {
+    let app = spawn_app(connect).await;
+    let shop = app.shop().await;
+    let w = app.wallet(&shop.key, "USD", "5").await;
+    let path = format!("/v1/wallets/{w}/debit");
+    let nul = |body: &'static str| {
+        let (app, key, path) = (&app, &shop.key, &path);
+        async move {
+            app.client
+                .post(app.url(path))
+                .bearer_auth(key)
+                .header("Idempotency-Key", fresh())
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for body in [
+        r#"{"amount":"1","category":"usage","description":"a\u0000b"}"#,
+        r#"{"amount":"1","category":"usage","metadata":{"k\u0000":"v"}}"#,
+        r#"{"amount":"1","category":"usage","metadata":{"k":["\u0000"]}}"#,
+    ] {
+        problem(
+            nul(body).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+        .await;
+    }
+    // An escaped backslash followed by "u0000" is ordinary text.
+    let r = nul(r#"{"amount":"1","category":"usage","description":"a\\u0000b"}"#).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = app.get(&shop.key, "/v1/wallets?customer_ref=%00").await;
+    problem(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    let big = format!(
+        r#"{{"amount":"1","category":"usage","description":"{}"}}"#,
+        "x".repeat(3 << 20)
+    );
+    let r = app
+        .client
+        .post(app.url(&path))
+        .bearer_auth(&shop.key)
+        .header("Idempotency-Key", fresh())
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    problem(r, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+    assert_eq!(app.balance(&shop.key, w).await, "4.00");
+}
