@@ -26,7 +26,8 @@ SELECT w.currency, w.balance - w.reserved AS available, w.overdraft_limit, t.id 
 -- 4. one statement: the journal transaction, its two entries, the wallet's
 --    new balance and its history row
 WITH jt AS (INSERT INTO journal_transactions (shop_id, id, kind)
-            VALUES (:shop_id::uuid, :journal_id::uuid, 'wallet.debit')),
+            SELECT :shop_id::uuid, :journal_id::uuid, 'wallet.debit'
+             WHERE cardinality('{1,2}'::smallint[]) > 0),
      je AS (INSERT INTO journal_entries (shop_id, journal_transaction_id, line, account, wallet_id, currency, amount)
             SELECT :shop_id::uuid, :journal_id::uuid, e.line, e.account, e.wallet_id, 'USD', e.amount
               FROM UNNEST('{1,2}'::smallint[], '{wallet,revenue}'::text[],

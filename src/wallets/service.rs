@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     http::pagination::{Page, PageParams},
-    ledger::{Account, Posting},
+    ledger::{Account, Posting, Rows},
     money::{Currency, Decimalish, Money},
     tenants::Tenant,
 };
@@ -246,55 +246,21 @@ async fn apply(
         TransactionType::Credit => ("credit", leg.amount),
         TransactionType::Debit => ("debit", -leg.amount),
     };
-    let r = match posting {
-        Some(posting) => {
-            let j = posting.rows()?;
-            sqlx::query!(
-                "WITH jt AS (
-                     INSERT INTO journal_transactions (shop_id, id, kind) VALUES ($1, $12, $13)
-                 ),
-                 je AS (
-                     INSERT INTO journal_entries
-                         (shop_id, journal_transaction_id, line, account, wallet_id, currency, amount)
-                     SELECT $1, $12, e.line, e.account, e.wallet_id, $14, e.amount
-                       FROM UNNEST($15::smallint[], $16::text[], $17::uuid[], $18::numeric[])
-                            AS e(line, account, wallet_id, amount)
-                 ),
-                 w AS (
-                     UPDATE wallets SET balance = balance + $3, version = version + 1, updated_at = now()
-                      WHERE shop_id = $1 AND id = $2
-                     RETURNING balance, version
-                 )
-                 INSERT INTO wallet_transactions
-                     (shop_id, id, wallet_id, wallet_version, type, category, amount, balance_after,
-                      description, metadata, idempotency_key, transfer_id, journal_transaction_id)
-                 SELECT $1, $4, $2, w.version, $5, $6, $7, w.balance, $8, $9, $10, $11, $12 FROM w
-                 RETURNING balance_after, created_at",
-                tenant.shop_id,
-                leg.wallet.id,
-                delta,
-                id,
-                type_,
-                leg.category,
-                leg.amount,
-                leg.description,
-                leg.metadata,
-                leg.key,
-                leg.transfer_id,
-                leg.journal_id,
-                j.kind,
-                j.currency,
-                &j.lines,
-                &j.accounts as &[&str],
-                &j.wallets as &[Option<Uuid>],
-                &j.amounts,
-            )
-            .fetch_one(&mut *conn)
-            .await
-            .map(|r| (r.balance_after, r.created_at))?
-        }
-        None => sqlx::query!(
-            "WITH w AS (
+    // Without a posting the arrays are empty and the journal CTEs write nothing.
+    let j = posting.map_or_else(|| Ok(Rows::empty()), Posting::rows)?;
+    let r = sqlx::query!(
+        "WITH jt AS (
+             INSERT INTO journal_transactions (shop_id, id, kind)
+             SELECT $1, $12, $13 WHERE cardinality($15::smallint[]) > 0
+         ),
+         je AS (
+             INSERT INTO journal_entries
+                 (shop_id, journal_transaction_id, line, account, wallet_id, currency, amount)
+             SELECT $1, $12, e.line, e.account, e.wallet_id, $14, e.amount
+               FROM UNNEST($15::smallint[], $16::text[], $17::uuid[], $18::numeric[])
+                    AS e(line, account, wallet_id, amount)
+         ),
+         w AS (
              UPDATE wallets SET balance = balance + $3, version = version + 1, updated_at = now()
               WHERE shop_id = $1 AND id = $2
              RETURNING balance, version
@@ -304,24 +270,28 @@ async fn apply(
               description, metadata, idempotency_key, transfer_id, journal_transaction_id)
          SELECT $1, $4, $2, w.version, $5, $6, $7, w.balance, $8, $9, $10, $11, $12 FROM w
          RETURNING balance_after, created_at",
-            tenant.shop_id,
-            leg.wallet.id,
-            delta,
-            id,
-            type_,
-            leg.category,
-            leg.amount,
-            leg.description,
-            leg.metadata,
-            leg.key,
-            leg.transfer_id,
-            leg.journal_id,
-        )
-        .fetch_one(&mut *conn)
-        .await
-        .map(|r| (r.balance_after, r.created_at))?,
-    };
-    let (balance_after, created_at) = r;
+        tenant.shop_id,
+        leg.wallet.id,
+        delta,
+        id,
+        type_,
+        leg.category,
+        leg.amount,
+        leg.description,
+        leg.metadata,
+        leg.key,
+        leg.transfer_id,
+        leg.journal_id,
+        j.kind,
+        j.currency,
+        &j.lines,
+        &j.accounts as &[&str],
+        &j.wallets as &[Option<Uuid>],
+        &j.amounts,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let (balance_after, created_at) = (r.balance_after, r.created_at);
     let currency = leg.wallet.currency;
     Ok(WalletTransaction {
         id,
@@ -633,12 +603,53 @@ async fn earlier_transfer(
     ))
 }
 
+/// A `wallet_transactions` row with its wallet's currency.
+struct TxRow {
+    id: Uuid,
+    wallet_id: Uuid,
+    r#type: String,
+    category: String,
+    amount: Decimal,
+    currency: String,
+    balance_after: Decimal,
+    description: Option<String>,
+    metadata: Value,
+    transfer_id: Option<Uuid>,
+    journal_transaction_id: Uuid,
+    created_at: DateTime<Utc>,
+}
+
+impl TxRow {
+    fn view(self) -> Result<WalletTransaction, WalletError> {
+        let currency = currency_of(&self.currency)?;
+        Ok(WalletTransaction {
+            id: self.id,
+            wallet_id: self.wallet_id,
+            type_: if self.r#type == "credit" {
+                TransactionType::Credit
+            } else {
+                TransactionType::Debit
+            },
+            category: self.category,
+            amount: currency.format(self.amount),
+            currency: currency.code().to_owned(),
+            balance_after: currency.format(self.balance_after),
+            description: self.description,
+            metadata: object(self.metadata),
+            transfer_id: self.transfer_id,
+            journal_transaction_id: self.journal_transaction_id,
+            created_at: self.created_at,
+        })
+    }
+}
+
 async fn transaction(
     conn: &mut PgConnection,
     tenant: Tenant,
     id: Uuid,
 ) -> Result<WalletTransaction, WalletError> {
-    let r = sqlx::query!(
+    sqlx::query_as!(
+        TxRow,
         "SELECT t.id, t.wallet_id, t.type, t.category, t.amount, w.currency, t.balance_after,
                 t.description, t.metadata, t.transfer_id, t.journal_transaction_id, t.created_at
            FROM wallet_transactions t
@@ -649,26 +660,8 @@ async fn transaction(
     )
     .fetch_optional(conn)
     .await?
-    .ok_or(WalletError::NotFound)?;
-    let currency = currency_of(&r.currency)?;
-    Ok(WalletTransaction {
-        id: r.id,
-        wallet_id: r.wallet_id,
-        type_: if r.r#type == "credit" {
-            TransactionType::Credit
-        } else {
-            TransactionType::Debit
-        },
-        category: r.category,
-        amount: currency.format(r.amount),
-        currency: currency.code().to_owned(),
-        balance_after: currency.format(r.balance_after),
-        description: r.description,
-        metadata: object(r.metadata),
-        transfer_id: r.transfer_id,
-        journal_transaction_id: r.journal_transaction_id,
-        created_at: r.created_at,
-    })
+    .ok_or(WalletError::NotFound)?
+    .view()
 }
 
 /// A wallet's history, newest first (by the wallet version each movement
@@ -679,19 +672,22 @@ pub async fn transactions(
     wallet_id: Uuid,
     page: &PageParams,
 ) -> Result<Page<WalletTransaction>, WalletError> {
-    let wallet = sqlx::query_scalar!(
-        "SELECT currency FROM wallets WHERE shop_id = $1 AND id = $2",
+    let exists = sqlx::query_scalar!(
+        "SELECT 1 AS \"one!\" FROM wallets WHERE shop_id = $1 AND id = $2",
         tenant.shop_id,
         wallet_id
     )
     .fetch_optional(&mut *conn)
-    .await?
-    .ok_or(WalletError::NotFound)?;
-    let currency = currency_of(&wallet)?;
-    let rows = sqlx::query!(
-        "SELECT t.id, t.type, t.category, t.amount, t.balance_after, t.description, t.metadata,
-                t.transfer_id, t.journal_transaction_id, t.created_at
+    .await?;
+    if exists.is_none() {
+        return Err(WalletError::NotFound);
+    }
+    let rows = sqlx::query_as!(
+        TxRow,
+        "SELECT t.id, t.wallet_id, t.type, t.category, t.amount, w.currency, t.balance_after,
+                t.description, t.metadata, t.transfer_id, t.journal_transaction_id, t.created_at
            FROM wallet_transactions t
+           JOIN wallets w ON w.shop_id = t.shop_id AND w.id = t.wallet_id
           WHERE t.shop_id = $1 AND t.wallet_id = $2
             AND ($3::uuid IS NULL OR t.wallet_version <
                  (SELECT c.wallet_version FROM wallet_transactions c
@@ -705,26 +701,6 @@ pub async fn transactions(
     )
     .fetch_all(conn)
     .await?;
-    let items = rows
-        .into_iter()
-        .map(|r| WalletTransaction {
-            id: r.id,
-            wallet_id,
-            type_: if r.r#type == "credit" {
-                TransactionType::Credit
-            } else {
-                TransactionType::Debit
-            },
-            category: r.category,
-            amount: currency.format(r.amount),
-            currency: currency.code().to_owned(),
-            balance_after: currency.format(r.balance_after),
-            description: r.description,
-            metadata: object(r.metadata),
-            transfer_id: r.transfer_id,
-            journal_transaction_id: r.journal_transaction_id,
-            created_at: r.created_at,
-        })
-        .collect();
+    let items = rows.into_iter().map(TxRow::view).collect::<Result<Vec<_>, _>>()?;
     Ok(Page::from_rows(items, page.limit()))
 }
