@@ -12,6 +12,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     config::{DatabaseConfig, ServeConfig},
+    executor::Executor,
     http::{self, AppState, health, request_id},
     idempotency, jobs,
     openapi::ApiDoc,
@@ -43,21 +44,31 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .with_state(state)
 }
 
-/// A pool whose connections bound every lock wait by `lock_timeout`, so a
-/// duplicate request never waits forever on the first one's key.
+/// A pool whose sessions bound every lock wait, statement and idle
+/// transaction, so abandoned work (a vanished client, a timed-out request)
+/// never keeps rows locked.
 pub fn pool(db: &DatabaseConfig) -> PgPool {
-    let options = db
-        .connect_options
-        .clone()
-        .options([("lock_timeout", format!("{}ms", db.lock_timeout.as_millis()))]);
+    let ms = |d: Duration| format!("{}ms", d.as_millis());
+    let options = db.connect_options.clone().options([
+        ("lock_timeout", ms(db.lock_timeout)),
+        ("statement_timeout", ms(db.statement_timeout)),
+        (
+            "idle_in_transaction_session_timeout",
+            ms(db.idle_in_transaction_timeout),
+        ),
+    ]);
     PgPoolOptions::new()
         .max_connections(db.pool_size)
         .acquire_timeout(db.acquire_timeout)
         .connect_lazy_with(options)
 }
 
-pub fn state(pool: PgPool, config: &ServeConfig) -> AppState {
+/// `key_wait` bounds how long a duplicate waits for its key's running
+/// request (LOCK_TIMEOUT, like the wait on the key's row in PostgreSQL).
+pub fn state(pool: PgPool, config: &ServeConfig, key_wait: Duration) -> AppState {
+    let idem = &config.idempotency;
     AppState {
+        executor: Executor::new(pool.clone(), idem.ttl_hours, key_wait, idem.max_waiters as usize),
         pool,
         admin_key_hash: config
             .admin_api_key
@@ -72,11 +83,14 @@ pub struct Application {
     listener: TcpListener,
     pool: PgPool,
     config: ServeConfig,
+    key_wait: Duration,
 }
 
 impl Application {
     /// Binds the listener (port 0 picks a free port) without serving yet.
     pub async fn build(config: ServeConfig, db: &DatabaseConfig) -> anyhow::Result<Self> {
+        db.check_against(config.request_timeout)
+            .map_err(anyhow::Error::msg)?;
         let listener = TcpListener::bind(config.bind_addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.bind_addr))?;
@@ -84,6 +98,7 @@ impl Application {
             listener,
             pool: pool(db),
             config,
+            key_wait: db.lock_timeout,
         })
     }
 
@@ -101,6 +116,7 @@ impl Application {
             listener,
             pool,
             config,
+            key_wait,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let cleanup = tokio::spawn(jobs::idempotency_cleanup_loop(
@@ -109,7 +125,7 @@ impl Application {
             config.idempotency.cleanup_batch,
             stop_rx.clone(),
         ));
-        let app = router(state(pool.clone(), &config), config.request_timeout);
+        let app = router(state(pool.clone(), &config, key_wait), config.request_timeout);
         let mut server_stop = stop_rx.clone();
         let mut server = tokio::spawn(
             axum::serve(listener, app)

@@ -1,16 +1,16 @@
 //! The audit trail: one row per mutation, written by the idempotent executor
-//! in the same statement that stores the response, so it commits or rolls
+//! in the same statement that stores the outcome, so it commits or rolls
 //! back with the change it records.
 
 use uuid::Uuid;
 
 #[derive(Debug, Clone)]
-pub struct Entry {
-    /// `None` for platform (admin) actions.
-    pub shop_id: Option<Uuid>,
+pub struct Entry<'a> {
+    /// The nil id for platform (admin) actions.
+    pub shop_id: Uuid,
     pub api_key_id: Option<Uuid>,
     pub action: &'static str,
     pub entity: &'static str,
     pub entity_id: Uuid,
-    pub request_id: String,
+    pub request_id: &'a str,
 }

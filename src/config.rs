@@ -77,6 +77,36 @@ pub struct DatabaseConfig {
     /// Idempotency-Key before it is answered 409 idempotency_key_in_use.
     #[arg(long, env = "LOCK_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub lock_timeout: Duration,
+
+    /// PostgreSQL cancels a statement running longer than this, so abandoned
+    /// work cannot keep rows locked. Must be below REQUEST_TIMEOUT.
+    #[arg(long, env = "STATEMENT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub statement_timeout: Duration,
+
+    /// PostgreSQL ends a session that sits idle inside a transaction for
+    /// this long (a request whose client vanished), releasing its locks.
+    /// Must be below REQUEST_TIMEOUT.
+    #[arg(long, env = "IDLE_IN_TRANSACTION_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub idle_in_transaction_timeout: Duration,
+}
+
+impl DatabaseConfig {
+    /// The service's limits must end a request's database work before the
+    /// request itself times out.
+    pub fn check_against(&self, request_timeout: Duration) -> Result<(), String> {
+        for (name, value) in [
+            ("STATEMENT_TIMEOUT", self.statement_timeout),
+            ("IDLE_IN_TRANSACTION_TIMEOUT", self.idle_in_transaction_timeout),
+            ("LOCK_TIMEOUT", self.lock_timeout),
+        ] {
+            if value >= request_timeout {
+                return Err(format!(
+                    "{name} ({value:?}) must be below REQUEST_TIMEOUT ({request_timeout:?})"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -125,6 +155,12 @@ pub struct IdempotencyConfig {
     /// Rows deleted per cleanup batch (one short transaction each).
     #[arg(long = "idempotency-cleanup-batch", env = "IDEMPOTENCY_CLEANUP_BATCH", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub cleanup_batch: u32,
+
+    /// Requests of one instance that may wait for the same running key; more
+    /// are answered 409 idempotency_key_in_use at once. Waiting requests
+    /// hold no database connection.
+    #[arg(long = "idempotency-max-waiters", env = "IDEMPOTENCY_MAX_WAITERS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub max_waiters: u32,
 }
 
 impl Default for IdempotencyConfig {
@@ -133,6 +169,7 @@ impl Default for IdempotencyConfig {
             ttl_hours: 24,
             cleanup_interval: Duration::from_secs(3600),
             cleanup_batch: 1000,
+            max_waiters: 8,
         }
     }
 }

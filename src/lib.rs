@@ -4,12 +4,15 @@
 pub mod app;
 pub mod audit;
 pub mod config;
+pub mod executor;
 pub mod http;
 pub mod idempotency;
 pub mod jobs;
 pub mod ledger;
+pub mod metadata;
 pub mod money;
 pub mod openapi;
+pub mod pagination;
 pub mod telemetry;
 pub mod tenants;
 pub mod wallets;

@@ -94,11 +94,27 @@ impl Currency {
         self.exponent
     }
 
-    /// Renders an amount of this currency with exactly its number of decimals.
-    pub fn format(&self, value: Decimal) -> String {
-        let mut v = value.round_dp(self.exponent);
+    /// Every supported currency.
+    pub fn all() -> impl Iterator<Item = Currency> {
+        CURRENCIES
+            .iter()
+            .map(|&(code, exponent)| Currency { code, exponent })
+    }
+
+    /// Renders an amount of this currency with exactly its number of
+    /// decimals. A value with more significant decimals than the currency
+    /// has is an error, never rounded.
+    pub fn format(&self, value: Decimal) -> Result<String, MoneyError> {
+        if value.normalize().scale() > self.exponent {
+            return Err(MoneyError::TooManyDecimals {
+                currency: self.code,
+                exponent: self.exponent,
+            });
+        }
+        let mut v = value;
+        // Only adds or drops trailing zeros: the check above makes it exact.
         v.rescale(self.exponent);
-        v.to_string()
+        Ok(v.to_string())
     }
 }
 
@@ -254,16 +270,29 @@ mod tests {
 
     #[test]
     fn formats_with_the_currency_exponent() {
-        assert_eq!(usd().format(Decimal::new(5, 0)), "5.00");
-        assert_eq!(usd().format(Decimal::new(-1250, 3)), "-1.25");
+        assert_eq!(usd().format(Decimal::new(5, 0)).unwrap(), "5.00");
+        assert_eq!(usd().format(Decimal::new(-1250, 3)).unwrap(), "-1.25");
+        assert_eq!(usd().format(Decimal::new(12_0000, 4)).unwrap(), "12.00");
+        let jpy = Currency::parse("JPY").unwrap();
+        assert_eq!(jpy.format(Decimal::new(500, 0)).unwrap(), "500");
         assert_eq!(
-            Currency::parse("JPY").unwrap().format(Decimal::new(500, 0)),
-            "500"
-        );
-        assert_eq!(
-            Currency::parse("CREDIT").unwrap().format(Decimal::new(15, 1)),
+            Currency::parse("CREDIT")
+                .unwrap()
+                .format(Decimal::new(15, 1))
+                .unwrap(),
             "1.5000"
         );
+    }
+
+    #[test]
+    fn formatting_never_rounds() {
+        for (value, currency) in [(Decimal::new(1005, 3), "USD"), (Decimal::new(5, 1), "JPY")] {
+            let c = Currency::parse(currency).unwrap();
+            assert!(
+                matches!(c.format(value), Err(MoneyError::TooManyDecimals { .. })),
+                "{value} {currency}"
+            );
+        }
     }
 
     #[test]

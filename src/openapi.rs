@@ -1,19 +1,48 @@
-//! The OpenAPI document, derived from the handlers' annotations.
+//! The OpenAPI document, derived from the handlers' annotations. The answers
+//! every operation can give (auth, bad input, conflicts, overload) are added
+//! here once, from the operation's method, path and security, so a new route
+//! documents them without repeating them.
 
 use std::sync::OnceLock;
 
 use utoipa::{
-    Modify, OpenApi,
-    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    IntoParams, Modify, OpenApi,
+    openapi::{
+        ContentBuilder, HttpMethod, Ref, RefOr, ResponseBuilder,
+        header::HeaderBuilder,
+        path::Operation,
+        schema::{ObjectBuilder, Type},
+        security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    },
 };
+
+use crate::http::error::Problem;
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "billing-ledger", description = "Prepaid credit wallets on a double-entry ledger, exactly once."),
+    components(schemas(Problem)),
     modifiers(&Security),
     tags((name = "wallets"), (name = "admin"), (name = "operations"))
 )]
 pub struct ApiDoc;
+
+/// The `Idempotency-Key` header every mutation requires.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyKeyHeader {
+    /// One key per user intent, kept until an answer arrives and sent again
+    /// with every retry: 1–255 visible ASCII characters, scoped to the shop,
+    /// remembered for IDEMPOTENCY_TTL_HOURS (default 24).
+    #[param(
+        rename = "Idempotency-Key",
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[!-~]+$"
+    )]
+    #[allow(dead_code)]
+    idempotency_key: String,
+}
 
 struct Security;
 
@@ -33,8 +62,110 @@ impl Modify for Security {
     }
 }
 
+/// Adds the problem+json answers an operation can give and has not
+/// documented itself.
+struct StandardAnswers;
+
+fn answers(path: &str, method: &HttpMethod, op: &Operation) -> Vec<(&'static str, &'static str)> {
+    let mutation = !matches!(method, HttpMethod::Get | HttpMethod::Head | HttpMethod::Options);
+    let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+    let shop_key = secured && path.starts_with("/v1/") && !path.starts_with("/v1/admin/");
+    let admin = path.starts_with("/v1/admin/");
+    let has_query = op.parameters.as_ref().is_some_and(|ps| {
+        ps.iter()
+            .any(|p| matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Query))
+    });
+    let mut out = Vec::new();
+    if mutation {
+        out.push((
+            "400",
+            "Malformed JSON (`bad_request`), or a missing or malformed Idempotency-Key \
+             (`idempotency_key_missing`, `idempotency_key_invalid`)",
+        ));
+    }
+    if secured {
+        out.push(("401", "Missing, unknown or revoked key (`unauthorized`)"));
+    }
+    if shop_key && mutation {
+        out.push(("403", "A read-only (finance) key tried a mutation (`forbidden`)"));
+    }
+    if path.contains('{') || admin {
+        out.push((
+            "404",
+            "No such object in this shop (`not_found`); admin routes answer 404 when ADMIN_API_KEY is unset",
+        ));
+    }
+    if mutation {
+        out.push((
+            "409",
+            "A request with this Idempotency-Key is still running (`idempotency_key_in_use`): retry after Retry-After",
+        ));
+        out.push(("413", "The body is larger than allowed (`payload_too_large`)"));
+    }
+    if mutation || has_query {
+        out.push((
+            "422",
+            "Invalid fields (`validation_failed`, with per-field `errors`), a key reused with another \
+             request (`idempotency_key_reused`), or a business rule (`insufficient_funds`, `currency_mismatch`)",
+        ));
+    }
+    if secured {
+        out.push((
+            "503",
+            "The database is unavailable or the request timed out (`unavailable`): retry after Retry-After",
+        ));
+    }
+    out
+}
+
+impl Modify for StandardAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let problem = || {
+            ContentBuilder::new()
+                .schema(Some(RefOr::Ref(Ref::from_schema_name("Problem"))))
+                .build()
+        };
+        let retry_after = || {
+            HeaderBuilder::new()
+                .schema(ObjectBuilder::new().schema_type(Type::Integer))
+                .description(Some("Seconds to wait before retrying"))
+                .build()
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let ops = [
+                (HttpMethod::Get, &mut item.get),
+                (HttpMethod::Post, &mut item.post),
+                (HttpMethod::Put, &mut item.put),
+                (HttpMethod::Patch, &mut item.patch),
+                (HttpMethod::Delete, &mut item.delete),
+            ];
+            for (method, op) in ops {
+                let Some(op) = op.as_mut() else { continue };
+                for (status, description) in answers(path, &method, op) {
+                    if op.responses.responses.contains_key(status) {
+                        continue;
+                    }
+                    let mut response = ResponseBuilder::new()
+                        .description(description)
+                        .content("application/problem+json", problem());
+                    if matches!(status, "409" | "503") {
+                        response = response.header("Retry-After", retry_after());
+                    }
+                    op.responses
+                        .responses
+                        .insert(status.to_owned(), RefOr::T(response.build()));
+                }
+            }
+        }
+    }
+}
+
+/// The document of every routed operation; the standard answers are added
+/// once the routes are merged in.
 pub fn spec() -> utoipa::openapi::OpenApi {
-    crate::app::api_router().split_for_parts().1
+    let mut doc = crate::app::api_router().split_for_parts().1;
+    StandardAnswers.modify(&mut doc);
+    doc
 }
 
 /// The committed `openapi.yaml` is exactly this.

@@ -10,7 +10,14 @@ use axum::{
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::{http::request_id, money::MoneyError, tenants::TenantError, wallets::WalletError};
+use crate::{
+    executor::{ExecError, Rejection},
+    http::request_id,
+    idempotency::Stored,
+    money::MoneyError,
+    tenants::TenantError,
+    wallets::WalletError,
+};
 
 /// Per-field messages of a 422 `validation_failed`.
 pub type FieldErrors = BTreeMap<String, Vec<String>>;
@@ -62,7 +69,9 @@ pub struct Problem {
     /// Stable machine-readable code, e.g. `insufficient_funds`.
     pub code: String,
     pub request_id: String,
+    /// Messages per invalid field, e.g. `{"amount": ["must be greater than zero"]}`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<std::collections::HashMap<String, Vec<String>>>)]
     pub errors: Option<FieldErrors>,
 }
 
@@ -192,6 +201,37 @@ pub fn is_transient(e: &sqlx::Error) -> bool {
         ),
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
         _ => false,
+    }
+}
+
+impl From<ExecError> for ApiError {
+    fn from(e: ExecError) -> Self {
+        match e {
+            ExecError::KeyReused => ApiError::IdempotencyKeyReused,
+            ExecError::KeyInUse => ApiError::IdempotencyKeyInUse,
+            ExecError::Db(e) => e.into(),
+            ExecError::Encode(e) => ApiError::Internal(e.into()),
+        }
+    }
+}
+
+impl Rejection for ApiError {
+    /// Only outcomes of execution are the key's outcome. Invalid input (also
+    /// when found during execution, e.g. too many decimals for the wallet's
+    /// currency), key conflicts, auth failures and 5xx are not stored, so
+    /// the corrected or later retry runs afresh.
+    fn recorded(&self) -> Option<Stored> {
+        use ApiError::*;
+        match self {
+            NotFound | InsufficientFunds | CurrencyMismatch(_) | InvalidState(_) => Some(Stored {
+                status: self.status().as_u16(),
+                content_type: PROBLEM_JSON.into(),
+                location: None,
+                etag: None,
+                body: self.body(),
+            }),
+            _ => None,
+        }
     }
 }
 

@@ -1,12 +1,11 @@
-//! Cross-cutting HTTP: state, auth, idempotency, errors, request ids,
-//! extractors, pagination, health and metrics.
+//! Cross-cutting HTTP: state, auth, the executor's adapter, errors, request
+//! ids, extractors, health and metrics.
 
 pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod idempotency;
-pub mod pagination;
 pub mod request_id;
 
 use std::time::Duration;
@@ -15,7 +14,7 @@ use axum::{extract::Request, middleware::Next, response::IntoResponse, response:
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 
-use crate::config::IdempotencyConfig;
+use crate::{config::IdempotencyConfig, executor::Executor};
 pub use error::ApiError;
 
 #[derive(Clone)]
@@ -24,6 +23,8 @@ pub struct AppState {
     /// SHA-256 of `ADMIN_API_KEY`; `None` disables the admin routes.
     pub admin_key_hash: Option<Vec<u8>>,
     pub idempotency: IdempotencyConfig,
+    /// The only way a route reaches a mutating use case.
+    pub executor: Executor,
     pub metrics: PrometheusHandle,
 }
 

@@ -1,15 +1,13 @@
 //! Idempotency records: the key type, the request fingerprint, and the SQL
-//! that claims, completes, replays and expires them. The HTTP executor that
-//! wraps a use case in one transaction with its record is `http::idempotency`.
+//! that claims, completes, replays and expires them. The executor that wraps
+//! a command in one transaction with its record is `crate::executor`.
 
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
-
-pub mod routes;
 use uuid::Uuid;
 
-/// Scope of platform admin requests; shops use their own id.
-pub const ADMIN_SCOPE: Uuid = Uuid::nil();
+pub mod routes;
 
 /// 1–255 visible ASCII characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,23 +29,46 @@ impl IdempotencyKey {
     }
 }
 
-/// SHA-256 over method, path and body: what "the same request" means.
-pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> Vec<u8> {
-    let mut h = Sha256::new();
-    h.update(method.as_bytes());
-    h.update(b"\n");
-    h.update(path.as_bytes());
-    h.update(b"\n");
-    h.update(body);
-    h.finalize().to_vec()
+/// SHA-256 of what "the same request" means.
+pub type Fingerprint = [u8; 32];
+
+/// Method, path, `If-Match` when present (another precondition is another
+/// request) and a canonical form of the parsed JSON body: object keys sorted,
+/// no whitespace, values exactly as sent (`"10"` and `"10.00"` differ).
+pub fn fingerprint(method: &str, path: &str, if_match: Option<&[u8]>, body: &Value) -> Fingerprint {
+    struct Hasher(Sha256);
+    impl std::io::Write for Hasher {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut h = Hasher(Sha256::new());
+    for part in [method.as_bytes(), b"\n", path.as_bytes(), b"\n"] {
+        h.0.update(part);
+    }
+    if let Some(tag) = if_match {
+        h.0.update(b"if-match:");
+        h.0.update(tag);
+    }
+    h.0.update(b"\n");
+    // serde_json's map is ordered by key (no `preserve_order`), and writing
+    // into a hasher cannot fail.
+    serde_json::to_writer(&mut h, body).expect("hashing a JSON value cannot fail");
+    h.0.finalize().into()
 }
 
-/// A response saved for replay.
+/// An outcome saved for replay: status, the headers a replay repeats, body.
 #[derive(Debug, Clone)]
 pub struct Stored {
     pub status: u16,
-    pub body: Vec<u8>,
+    pub content_type: String,
     pub location: Option<String>,
+    pub etag: Option<String>,
+    pub body: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -65,20 +86,20 @@ pub enum Claim {
 /// then sees our committed outcome.
 pub async fn claim(
     conn: &mut PgConnection,
-    scope: Uuid,
+    shop_id: Uuid,
     key: &IdempotencyKey,
-    fingerprint: &[u8],
+    fingerprint: &Fingerprint,
     ttl_hours: u32,
 ) -> Result<Claim, sqlx::Error> {
     let ttl = ttl_hours as i32;
     let inserted = sqlx::query_scalar!(
-        "INSERT INTO idempotency_keys (scope, key, fingerprint, expires_at)
+        "INSERT INTO idempotency_keys (shop_id, key, fingerprint, expires_at)
          VALUES ($1, $2, $3, now() + make_interval(hours => $4))
-         ON CONFLICT (scope, key) DO NOTHING
+         ON CONFLICT (shop_id, key) DO NOTHING
          RETURNING true AS \"inserted!\"",
-        scope,
+        shop_id,
         key.as_str(),
-        fingerprint,
+        fingerprint.as_slice(),
         ttl
     )
     .fetch_optional(&mut *conn)
@@ -91,28 +112,28 @@ pub async fn claim(
     // by someone else between our read and our update.
     for _ in 0..2 {
         let row = sqlx::query!(
-            "SELECT fingerprint, response_status, response_body, response_location,
-                    expires_at <= now() AS \"expired!\"
-               FROM idempotency_keys WHERE scope = $1 AND key = $2",
-            scope,
+            "SELECT fingerprint, response_status, response_content_type, response_location,
+                    response_etag, response_body, expires_at <= now() AS \"expired!\"
+               FROM idempotency_keys WHERE shop_id = $1 AND key = $2",
+            shop_id,
             key.as_str()
         )
         .fetch_optional(&mut *conn)
         .await?;
         let Some(row) = row else {
             // Deleted by cleanup after expiring: claim it afresh.
-            return Box::pin(claim(conn, scope, key, fingerprint, ttl_hours)).await;
+            return Box::pin(claim(conn, shop_id, key, fingerprint, ttl_hours)).await;
         };
         if row.expired {
             let taken = sqlx::query!(
                 "UPDATE idempotency_keys
-                    SET fingerprint = $3, response_status = 0, response_body = '',
-                        response_location = NULL, created_at = now(),
-                        expires_at = now() + make_interval(hours => $4)
-                  WHERE scope = $1 AND key = $2 AND expires_at <= now()",
-                scope,
+                    SET fingerprint = $3, response_status = 0, response_content_type = '',
+                        response_location = NULL, response_etag = NULL, response_body = '',
+                        created_at = now(), expires_at = now() + make_interval(hours => $4)
+                  WHERE shop_id = $1 AND key = $2 AND expires_at <= now()",
+                shop_id,
                 key.as_str(),
-                fingerprint,
+                fingerprint.as_slice(),
                 ttl
             )
             .execute(&mut *conn)
@@ -122,13 +143,15 @@ pub async fn claim(
             }
             continue;
         }
-        if row.fingerprint != fingerprint {
+        if row.fingerprint != fingerprint.as_slice() {
             return Ok(Claim::Mismatch);
         }
         return Ok(Claim::Replay(Stored {
             status: row.response_status as u16,
-            body: row.response_body,
+            content_type: row.response_content_type,
             location: row.response_location,
+            etag: row.response_etag,
+            body: row.response_body,
         }));
     }
     Err(sqlx::Error::Protocol(
@@ -136,75 +159,63 @@ pub async fn claim(
     ))
 }
 
-/// Saves the outcome into the claimed row, optionally with the audit entry
-/// of the change, in one statement.
+/// Saves the outcome into the claimed row, with the audit entry of the
+/// change when there is one, in one statement.
 pub async fn complete(
     conn: &mut PgConnection,
-    scope: Uuid,
+    shop_id: Uuid,
     key: &IdempotencyKey,
     response: &Stored,
-    audit: Option<&crate::audit::Entry>,
+    audit: Option<&crate::audit::Entry<'_>>,
 ) -> Result<(), sqlx::Error> {
     let status = response.status as i16;
-    match audit {
-        Some(a) => {
-            sqlx::query!(
-                "WITH audit AS (
-                     INSERT INTO audit_log (id, shop_id, api_key_id, action, entity, entity_id, request_id)
-                     VALUES ($6, $7, $8, $9, $10, $11, $12)
-                 )
-                 UPDATE idempotency_keys
-                    SET response_status = $3, response_body = $4, response_location = $5
-                  WHERE scope = $1 AND key = $2",
-                scope,
-                key.as_str(),
-                status,
-                response.body,
-                response.location,
-                Uuid::now_v7(),
-                a.shop_id,
-                a.api_key_id,
-                a.action,
-                a.entity,
-                a.entity_id,
-                a.request_id,
-            )
-            .execute(conn)
-            .await?;
-        }
-        None => {
-            sqlx::query!(
-                "UPDATE idempotency_keys
-                    SET response_status = $3, response_body = $4, response_location = $5
-                  WHERE scope = $1 AND key = $2",
-                scope,
-                key.as_str(),
-                status,
-                response.body,
-                response.location,
-            )
-            .execute(conn)
-            .await?;
-        }
-    }
+    let audit_id = audit.map(|_| Uuid::now_v7());
+    // Without an entry the audit CTE inserts nothing ($8 is NULL).
+    sqlx::query!(
+        "WITH audit AS (
+             INSERT INTO audit_log (shop_id, id, api_key_id, action, entity, entity_id, request_id)
+             SELECT $1, $8, $9, $10, $11, $12, $13 WHERE $8::uuid IS NOT NULL
+         )
+         UPDATE idempotency_keys
+            SET response_status = $3, response_content_type = $4, response_location = $5,
+                response_etag = $6, response_body = $7
+          WHERE shop_id = $1 AND key = $2",
+        shop_id,
+        key.as_str(),
+        status,
+        response.content_type,
+        response.location,
+        response.etag,
+        response.body,
+        audit_id,
+        audit.and_then(|a| a.api_key_id),
+        audit.map(|a| a.action),
+        audit.map(|a| a.entity),
+        audit.map(|a| a.entity_id),
+        audit.map(|a| a.request_id),
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
-/// Deletes expired records in batches of `batch` (each its own short
-/// transaction unless the caller holds one); `SKIP LOCKED` lets several
+/// Deletes expired records, oldest first, in batches of `batch`. Each batch
+/// is its own statement on the pool and commits by itself, so a run holds no
+/// row locked for longer than one batch; `SKIP LOCKED` lets several
 /// instances run it at once. Returns the number of rows deleted.
-pub async fn cleanup(conn: &mut PgConnection, batch: u32) -> Result<u64, sqlx::Error> {
+pub async fn cleanup(pool: &PgPool, batch: u32) -> Result<u64, sqlx::Error> {
     let mut total = 0u64;
     loop {
         let deleted = sqlx::query!(
             "DELETE FROM idempotency_keys k
-              USING (SELECT scope, key FROM idempotency_keys
+              USING (SELECT shop_id, key FROM idempotency_keys
                       WHERE expires_at <= now()
+                      ORDER BY expires_at
                       LIMIT $1 FOR UPDATE SKIP LOCKED) doomed
-              WHERE k.scope = doomed.scope AND k.key = doomed.key",
+              WHERE k.shop_id = doomed.shop_id AND k.key = doomed.key",
             batch as i64
         )
-        .execute(&mut *conn)
+        .execute(pool)
         .await?
         .rows_affected();
         total += deleted;
@@ -216,7 +227,7 @@ pub async fn cleanup(conn: &mut PgConnection, batch: u32) -> Result<u64, sqlx::E
         "INSERT INTO idempotency_cleanup_runs (rows_deleted) VALUES ($1)",
         total as i64
     )
-    .execute(conn)
+    .execute(pool)
     .await?;
     Ok(total)
 }

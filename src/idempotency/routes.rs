@@ -1,18 +1,17 @@
 //! Platform admin routes for idempotency records.
 
-use axum::{Json, extract::State, http::StatusCode, response::Response};
+use axum::{Json, extract::State, response::Response};
 use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, PgPool};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 use validator::Validate;
 
-use super::Stats;
-use crate::http::{
-    AppState,
-    auth::Admin,
-    error::{ApiError, Problem},
-    idempotency::{Actor, Command, Outcome},
+use super::{IdempotencyKey, Stats};
+use crate::{
+    executor::{Actor, Command, Outcome, Run},
+    http::{AppState, auth::Admin, error::ApiError, idempotency::Idempotent},
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -23,8 +22,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// Counts of stored idempotency records and the last cleanup.
 #[utoipa::path(get, path = "/v1/admin/idempotency/stats", tag = "admin",
-    responses((status = 200, body = Stats),
-              (status = 401, body = Problem, content_type = "application/problem+json")),
+    operation_id = "getIdempotencyStats",
+    responses((status = 200, body = Stats)),
     security(("admin_key" = [])))]
 async fn stats(State(state): State<AppState>, _: Admin) -> Result<Json<Stats>, ApiError> {
     Ok(Json(super::stats(&state.pool).await?))
@@ -47,34 +46,44 @@ impl Outcome for CleanupResult {
     }
 }
 
-/// Delete expired idempotency records now.
+/// Delete expired idempotency records now. Each batch commits by itself,
+/// outside this request's transaction.
 #[utoipa::path(post, path = "/v1/admin/idempotency/cleanup", tag = "admin",
-    params(("Idempotency-Key" = String, Header)),
-    responses((status = 200, body = CleanupResult),
-              (status = 401, body = Problem, content_type = "application/problem+json")),
+    operation_id = "cleanupIdempotencyKeys",
+    params(crate::openapi::IdempotencyKeyHeader),
+    request_body(content = CleanupRequest, description = "An empty object"),
+    responses((status = 200, body = CleanupResult)),
     security(("admin_key" = [])))]
 async fn cleanup(
     State(state): State<AppState>,
     _: Admin,
-    cmd: Command<CleanupRequest>,
+    Idempotent(request, _): Idempotent<CleanupRequest>,
 ) -> Result<Response, ApiError> {
-    let (key, _) = cmd.into_parts();
-    let batch = state.idempotency.cleanup_batch;
-    state
-        .execute(
-            Actor::admin(),
-            &key,
-            "idempotency.cleanup",
-            StatusCode::OK,
-            move |conn| {
-                Box::pin(async move {
-                    let rows_deleted = super::cleanup(conn, batch).await?;
-                    Ok::<_, sqlx::Error>(CleanupResult {
-                        id: Uuid::now_v7(),
-                        rows_deleted,
-                    })
-                })
-            },
-        )
-        .await
+    let command = Cleanup {
+        pool: state.pool.clone(),
+        batch: state.idempotency.cleanup_batch,
+    };
+    state.execute(Actor::PLATFORM, request, command).await
+}
+
+/// Runs the batches on the pool, each committing by itself: holding the
+/// deleted rows until the request commits would block every retry of those
+/// keys for the whole run. Only the result is recorded under the key.
+struct Cleanup {
+    pool: PgPool,
+    batch: u32,
+}
+
+impl Command for Cleanup {
+    const ACTION: &'static str = "idempotency.cleanup";
+    const STATUS: u16 = 200;
+    type Output = CleanupResult;
+    type Error = sqlx::Error;
+    async fn run(self, _: &mut PgConnection, _: &IdempotencyKey) -> Result<Run<CleanupResult>, sqlx::Error> {
+        let rows_deleted = super::cleanup(&self.pool, self.batch).await?;
+        Ok(Run::New(CleanupResult {
+            id: Uuid::now_v7(),
+            rows_deleted,
+        }))
+    }
 }

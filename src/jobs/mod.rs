@@ -10,11 +10,7 @@ use crate::idempotency;
 
 /// One cleanup pass with its metrics.
 pub async fn cleanup_idempotency(pool: &PgPool, batch: u32) -> Result<u64, sqlx::Error> {
-    let result = async {
-        let mut conn = pool.acquire().await?;
-        idempotency::cleanup(&mut conn, batch).await
-    }
-    .await;
+    let result = idempotency::cleanup(pool, batch).await;
     match &result {
         Ok(n) => {
             metrics::counter!("idempotency_cleanup_rows_deleted_total").increment(*n);

@@ -171,20 +171,25 @@ pub async fn authenticate(conn: &mut PgConnection, presented: &str) -> Result<Op
     else {
         return Ok(None);
     };
-    let row = sqlx::query!(
+    // Prefixes are random, not unique across shops: compare every holder.
+    let rows = sqlx::query!(
         "SELECT shop_id, id, role, secret_hash FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL",
         prefix
     )
-    .fetch_optional(conn)
+    .fetch_all(conn)
     .await?;
     // Comparing hashes: equal-time comparison of the secret itself is moot.
-    Ok(row.filter(|r| r.secret_hash == hash(presented)).and_then(|r| {
-        Some(Tenant {
-            shop_id: r.shop_id,
-            key_id: r.id,
-            role: Role::parse(&r.role)?,
-        })
-    }))
+    let presented = hash(presented);
+    Ok(rows
+        .into_iter()
+        .find(|r| r.secret_hash == presented)
+        .and_then(|r| {
+            Some(Tenant {
+                shop_id: r.shop_id,
+                key_id: r.id,
+                role: Role::parse(&r.role)?,
+            })
+        }))
 }
 
 /// The demo shop for `make run`: created once (fixed id), with a fresh owner

@@ -1,19 +1,18 @@
 //! Platform admin routes for shops and API keys (`ADMIN_API_KEY`).
 
-use axum::{extract::State, http::StatusCode, response::Response};
+use axum::{extract::State, response::Response};
 use serde::Deserialize;
+use sqlx::PgConnection;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 use validator::Validate;
 
-use super::{ApiKeyCreated, NewKey, Role, ShopCreated};
-use crate::http::{
-    AppState,
-    auth::Admin,
-    error::{ApiError, Problem},
-    extract::PathId,
-    idempotency::{Actor, Command, Outcome},
+use super::{ApiKeyCreated, NewKey, Role, ShopCreated, TenantError};
+use crate::{
+    executor::{Actor, Command, Outcome, Run},
+    http::{AppState, auth::Admin, error::ApiError, extract::PathId, idempotency::Idempotent},
+    idempotency::IdempotencyKey,
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -70,60 +69,57 @@ impl Outcome for ApiKeyCreated {
 }
 
 /// Create a shop with its first owner API key (the secret is shown once).
-#[utoipa::path(post, path = "/v1/admin/shops", tag = "admin",
-    params(("Idempotency-Key" = String, Header)),
+#[utoipa::path(post, path = "/v1/admin/shops", tag = "admin", operation_id = "createShop",
+    params(crate::openapi::IdempotencyKeyHeader),
     request_body = CreateShop,
-    responses((status = 201, body = ShopCreated),
-              (status = 401, body = Problem, content_type = "application/problem+json"),
-              (status = 422, body = Problem, content_type = "application/problem+json")),
+    responses((status = 201, body = ShopCreated)),
     security(("admin_key" = [])))]
 async fn create_shop(
     State(state): State<AppState>,
     _: Admin,
-    cmd: Command<CreateShop>,
+    Idempotent(request, input): Idempotent<CreateShop>,
 ) -> Result<Response, ApiError> {
-    let (key, input) = cmd.into_parts();
-    state
-        .execute(
-            Actor::admin(),
-            &key,
-            "shop.create",
-            StatusCode::CREATED,
-            move |conn| Box::pin(async move { super::create_shop(conn, &input.name).await }),
-        )
-        .await
+    state.execute(Actor::PLATFORM, request, input).await
 }
 
 /// Create an API key for a shop (the secret is shown once).
-#[utoipa::path(post, path = "/v1/admin/shops/{id}/api-keys", tag = "admin",
-    params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)),
+#[utoipa::path(post, path = "/v1/admin/shops/{id}/api-keys", tag = "admin", operation_id = "createApiKey",
+    params(("id" = Uuid, Path), crate::openapi::IdempotencyKeyHeader),
     request_body = CreateApiKey,
-    responses((status = 201, body = ApiKeyCreated),
-              (status = 404, body = Problem, content_type = "application/problem+json")),
+    responses((status = 201, body = ApiKeyCreated)),
     security(("admin_key" = [])))]
 async fn create_api_key(
     State(state): State<AppState>,
     _: Admin,
     PathId(shop_id): PathId,
-    cmd: Command<CreateApiKey>,
+    Idempotent(request, input): Idempotent<CreateApiKey>,
 ) -> Result<Response, ApiError> {
-    let (key, input) = cmd.into_parts();
-    state
-        .execute(
-            Actor::admin(),
-            &key,
-            "api_key.create",
-            StatusCode::CREATED,
-            move |conn| {
-                Box::pin(super::create_key(
-                    conn,
-                    shop_id,
-                    NewKey {
-                        role: input.role,
-                        label: input.label,
-                    },
-                ))
-            },
-        )
-        .await
+    state.execute(Actor::PLATFORM, request, (shop_id, input)).await
+}
+
+impl Command for CreateShop {
+    const ACTION: &'static str = "shop.create";
+    type Output = ShopCreated;
+    type Error = TenantError;
+    async fn run(self, conn: &mut PgConnection, _: &IdempotencyKey) -> Result<Run<ShopCreated>, TenantError> {
+        super::create_shop(conn, &self.name).await.map(Run::New)
+    }
+}
+
+impl Command for (Uuid, CreateApiKey) {
+    const ACTION: &'static str = "api_key.create";
+    type Output = ApiKeyCreated;
+    type Error = TenantError;
+    async fn run(
+        self,
+        conn: &mut PgConnection,
+        _: &IdempotencyKey,
+    ) -> Result<Run<ApiKeyCreated>, TenantError> {
+        let (shop_id, input) = self;
+        let new = NewKey {
+            role: input.role,
+            label: input.label,
+        };
+        super::create_key(conn, shop_id, new).await.map(Run::New)
+    }
 }

@@ -1,6 +1,7 @@
 //! Prepaid credit wallets: balances, credits, debits, transfers and their
 //! append-only history, every movement posted to the journal.
 
+pub mod commands;
 pub mod routes;
 mod service;
 mod types;

@@ -1,6 +1,6 @@
-//! Wallet HTTP routes: extract, call one use case, answer.
+//! Wallet HTTP routes: extract, run one command or query, answer.
 
-use axum::{Json, extract::State, http::StatusCode, response::Response};
+use axum::{Json, extract::State, response::Response};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -9,15 +9,16 @@ use validator::Validate;
 
 use super::{
     CreateWallet, CreditRequest, DebitRequest, Transfer, TransferRequest, Wallet, WalletTransaction,
+    commands::{Create, Credit, Debit, MakeTransfer},
 };
 use crate::{
     http::{
         AppState,
-        error::{ApiError, Problem},
+        error::ApiError,
         extract::{PathId, ValidQuery},
-        idempotency::Command,
-        pagination::{Page, PageParams},
+        idempotency::Idempotent,
     },
+    pagination::{Page, PageParams},
     tenants::Tenant,
     wallets,
 };
@@ -26,9 +27,9 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_wallet, list_wallets))
         .routes(routes!(get_wallet))
-        .routes(routes!(credit))
-        .routes(routes!(debit))
-        .routes(routes!(list_transactions))
+        .routes(routes!(credit_wallet))
+        .routes(routes!(debit_wallet))
+        .routes(routes!(list_wallet_transactions))
         .routes(routes!(create_transfer))
 }
 
@@ -46,31 +47,23 @@ pub struct WalletListParams {
 }
 
 /// Create a wallet.
-#[utoipa::path(post, path = "/v1/wallets", tag = "wallets",
-    params(("Idempotency-Key" = String, Header, description = "1–255 visible ASCII characters")),
+#[utoipa::path(post, path = "/v1/wallets", tag = "wallets", operation_id = "createWallet",
+    params(crate::openapi::IdempotencyKeyHeader),
     request_body = CreateWallet,
-    responses(
-        (status = 201, body = Wallet, headers(("Location" = String))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json")),
+    responses((status = 201, body = Wallet, headers(("Location" = String)))),
     security(("api_key" = [])))]
 async fn create_wallet(
     State(state): State<AppState>,
     tenant: Tenant,
-    cmd: Command<CreateWallet>,
+    Idempotent(request, input): Idempotent<CreateWallet>,
 ) -> Result<Response, ApiError> {
-    let (key, input) = cmd.into_parts();
-    state
-        .execute(tenant, &key, "wallet.create", StatusCode::CREATED, move |conn| {
-            Box::pin(wallets::create(conn, tenant, input))
-        })
-        .await
+    state.execute(tenant, request, Create(tenant, input)).await
 }
 
 /// List wallets, newest first.
-#[utoipa::path(get, path = "/v1/wallets", tag = "wallets", params(WalletListParams),
-    responses((status = 200, body = Page<Wallet>),
-              (status = 422, body = Problem, content_type = "application/problem+json")),
+#[utoipa::path(get, path = "/v1/wallets", tag = "wallets", operation_id = "listWallets",
+    params(WalletListParams),
+    responses((status = 200, body = Page<Wallet>)),
     security(("api_key" = [])))]
 async fn list_wallets(
     State(state): State<AppState>,
@@ -88,9 +81,9 @@ async fn list_wallets(
 }
 
 /// Retrieve a wallet.
-#[utoipa::path(get, path = "/v1/wallets/{id}", tag = "wallets", params(("id" = Uuid, Path)),
-    responses((status = 200, body = Wallet),
-              (status = 404, body = Problem, content_type = "application/problem+json")),
+#[utoipa::path(get, path = "/v1/wallets/{id}", tag = "wallets", operation_id = "getWallet",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = Wallet)),
     security(("api_key" = [])))]
 async fn get_wallet(
     State(state): State<AppState>,
@@ -102,59 +95,43 @@ async fn get_wallet(
 }
 
 /// Add money to a wallet.
-#[utoipa::path(post, path = "/v1/wallets/{id}/credit", tag = "wallets",
-    params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)),
+#[utoipa::path(post, path = "/v1/wallets/{id}/credit", tag = "wallets", operation_id = "creditWallet",
+    params(("id" = Uuid, Path), crate::openapi::IdempotencyKeyHeader),
     request_body = CreditRequest,
-    responses((status = 201, body = WalletTransaction),
-              (status = 404, body = Problem, content_type = "application/problem+json"),
-              (status = 422, body = Problem, content_type = "application/problem+json")),
+    responses((status = 201, body = WalletTransaction)),
     security(("api_key" = [])))]
-async fn credit(
+async fn credit_wallet(
     State(state): State<AppState>,
     tenant: Tenant,
     PathId(id): PathId,
-    cmd: Command<CreditRequest>,
+    Idempotent(request, input): Idempotent<CreditRequest>,
 ) -> Result<Response, ApiError> {
-    let (key, input) = cmd.into_parts();
-    let k = key.as_str().to_owned();
-    state
-        .execute(tenant, &key, "wallet.credit", StatusCode::CREATED, move |conn| {
-            Box::pin(wallets::credit(conn, tenant, id, input, k))
-        })
-        .await
+    state.execute(tenant, request, Credit(tenant, id, input)).await
 }
 
 /// Take money from a wallet. Fails with 422 `insufficient_funds` when
 /// `available` would drop below `-overdraft_limit`.
-#[utoipa::path(post, path = "/v1/wallets/{id}/debit", tag = "wallets",
-    params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)),
+#[utoipa::path(post, path = "/v1/wallets/{id}/debit", tag = "wallets", operation_id = "debitWallet",
+    params(("id" = Uuid, Path), crate::openapi::IdempotencyKeyHeader),
     request_body = DebitRequest,
-    responses((status = 201, body = WalletTransaction),
-              (status = 404, body = Problem, content_type = "application/problem+json"),
-              (status = 422, body = Problem, content_type = "application/problem+json")),
+    responses((status = 201, body = WalletTransaction)),
     security(("api_key" = [])))]
-async fn debit(
+async fn debit_wallet(
     State(state): State<AppState>,
     tenant: Tenant,
     PathId(id): PathId,
-    cmd: Command<DebitRequest>,
+    Idempotent(request, input): Idempotent<DebitRequest>,
 ) -> Result<Response, ApiError> {
-    let (key, input) = cmd.into_parts();
-    let k = key.as_str().to_owned();
-    state
-        .execute(tenant, &key, "wallet.debit", StatusCode::CREATED, move |conn| {
-            Box::pin(wallets::debit(conn, tenant, id, input, k))
-        })
-        .await
+    state.execute(tenant, request, Debit(tenant, id, input)).await
 }
 
 /// A wallet's movements, newest first.
 #[utoipa::path(get, path = "/v1/wallets/{id}/transactions", tag = "wallets",
+    operation_id = "listWalletTransactions",
     params(("id" = Uuid, Path), PageParams),
-    responses((status = 200, body = Page<WalletTransaction>),
-              (status = 404, body = Problem, content_type = "application/problem+json")),
+    responses((status = 200, body = Page<WalletTransaction>)),
     security(("api_key" = [])))]
-async fn list_transactions(
+async fn list_wallet_transactions(
     State(state): State<AppState>,
     tenant: Tenant,
     PathId(id): PathId,
@@ -165,27 +142,15 @@ async fn list_transactions(
 }
 
 /// Move money between two wallets of the same shop and currency.
-#[utoipa::path(post, path = "/v1/transfers", tag = "wallets",
-    params(("Idempotency-Key" = String, Header)),
+#[utoipa::path(post, path = "/v1/transfers", tag = "wallets", operation_id = "createTransfer",
+    params(crate::openapi::IdempotencyKeyHeader),
     request_body = TransferRequest,
-    responses((status = 201, body = Transfer),
-              (status = 404, body = Problem, content_type = "application/problem+json"),
-              (status = 422, body = Problem, content_type = "application/problem+json")),
+    responses((status = 201, body = Transfer)),
     security(("api_key" = [])))]
 async fn create_transfer(
     State(state): State<AppState>,
     tenant: Tenant,
-    cmd: Command<TransferRequest>,
+    Idempotent(request, input): Idempotent<TransferRequest>,
 ) -> Result<Response, ApiError> {
-    let (key, input) = cmd.into_parts();
-    let k = key.as_str().to_owned();
-    state
-        .execute(
-            tenant,
-            &key,
-            "wallet.transfer",
-            StatusCode::CREATED,
-            move |conn| Box::pin(wallets::transfer(conn, tenant, input, k)),
-        )
-        .await
+    state.execute(tenant, request, MakeTransfer(tenant, input)).await
 }

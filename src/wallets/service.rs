@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -12,9 +12,11 @@ use super::{
     TransferRequest, Wallet, WalletError, WalletTransaction,
 };
 use crate::{
-    http::pagination::{Page, PageParams},
+    executor::Run,
     ledger::{Account, Posting, Rows},
+    metadata::{self, Metadata},
     money::{Currency, Decimalish, Money},
+    pagination::{Page, PageParams},
     tenants::Tenant,
 };
 
@@ -30,11 +32,17 @@ fn money(field: &'static str, raw: &str, currency: Currency) -> Result<Money, Wa
         .map_err(|e| WalletError::InvalidAmount(field, e))
 }
 
-fn object(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    }
+fn json(m: Metadata) -> Result<Value, WalletError> {
+    serde_json::to_value(m).map_err(|e| WalletError::Db(sqlx::Error::Encode(e.into())))
+}
+
+/// A stored amount as text. Stored amounts were checked against their
+/// currency on the way in, so an error here is a data bug: answered as a
+/// failure, never rounded.
+fn text(currency: Currency, value: Decimal) -> Result<String, WalletError> {
+    currency
+        .format(value)
+        .map_err(|e| WalletError::Db(sqlx::Error::Protocol(format!("stored amount {value}: {e}"))))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -49,20 +57,20 @@ fn wallet_view(
     metadata: Value,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
-) -> Wallet {
-    Wallet {
+) -> Result<Wallet, WalletError> {
+    Ok(Wallet {
         id,
         customer_ref,
         currency: currency.code().to_owned(),
-        balance: currency.format(balance),
-        reserved: currency.format(reserved),
-        available: currency.format(balance - reserved),
-        overdraft_limit: currency.format(overdraft_limit),
+        balance: text(currency, balance)?,
+        reserved: text(currency, reserved)?,
+        available: text(currency, balance - reserved)?,
+        overdraft_limit: text(currency, overdraft_limit)?,
         version,
-        metadata: object(metadata),
+        metadata: metadata::from_json(metadata)?,
         created_at,
         updated_at,
-    }
+    })
 }
 
 pub async fn create(
@@ -78,7 +86,7 @@ pub async fn create(
             .map_err(|e| WalletError::InvalidAmount("overdraft_limit", e))?,
     };
     let id = Uuid::now_v7();
-    let metadata = Value::Object(req.metadata.unwrap_or_default());
+    let metadata = json(req.metadata.unwrap_or_default())?;
     let r = sqlx::query!(
         "INSERT INTO wallets (shop_id, id, customer_ref, currency, overdraft_limit, metadata)
          VALUES ($1, $2, $3, $4, $5, $6)
@@ -92,7 +100,7 @@ pub async fn create(
     )
     .fetch_one(conn)
     .await?;
-    Ok(wallet_view(
+    wallet_view(
         id,
         req.customer_ref,
         currency,
@@ -103,7 +111,7 @@ pub async fn create(
         metadata,
         r.created_at,
         r.updated_at,
-    ))
+    )
 }
 
 pub async fn get(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> Result<Wallet, WalletError> {
@@ -117,7 +125,7 @@ pub async fn get(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> Result<Wa
     .fetch_optional(conn)
     .await?
     .ok_or(WalletError::NotFound)?;
-    Ok(wallet_view(
+    wallet_view(
         r.id,
         r.customer_ref,
         currency_of(&r.currency)?,
@@ -128,7 +136,7 @@ pub async fn get(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> Result<Wa
         r.metadata,
         r.created_at,
         r.updated_at,
-    ))
+    )
 }
 
 /// Newest first.
@@ -157,7 +165,7 @@ pub async fn list(
     let wallets = rows
         .into_iter()
         .map(|r| {
-            Ok(wallet_view(
+            wallet_view(
                 r.id,
                 r.customer_ref,
                 currency_of(&r.currency)?,
@@ -168,7 +176,7 @@ pub async fn list(
                 r.metadata,
                 r.created_at,
                 r.updated_at,
-            ))
+            )
         })
         .collect::<Result<Vec<_>, WalletError>>()?;
     Ok(Page::from_rows(wallets, page.limit()))
@@ -298,11 +306,11 @@ async fn apply(
         wallet_id: leg.wallet.id,
         type_: leg.type_,
         category: leg.category.to_owned(),
-        amount: currency.format(leg.amount),
+        amount: text(currency, leg.amount)?,
         currency: currency.code().to_owned(),
-        balance_after: currency.format(balance_after),
+        balance_after: text(currency, balance_after)?,
         description: leg.description.map(str::to_owned),
-        metadata: object(leg.metadata.clone()),
+        metadata: metadata::from_json(leg.metadata.clone())?,
         transfer_id: leg.transfer_id,
         journal_transaction_id: leg.journal_id,
         created_at,
@@ -337,11 +345,13 @@ async fn movement(
     category: &'static str,
     req: Movement,
     key: &str,
-) -> Result<WalletTransaction, WalletError> {
+) -> Result<Run<WalletTransaction>, WalletError> {
     let (wallet, earlier) = lock_one(conn, tenant, wallet_id, key).await?;
     let amount = money("amount", &req.amount, wallet.currency)?.amount();
     if let Some(earlier) = earlier {
-        return earlier_movement(conn, tenant, earlier, wallet_id, type_, category, amount).await;
+        return earlier_movement(conn, tenant, earlier, wallet_id, type_, category, amount)
+            .await
+            .map(Run::Earlier);
     }
     let posting = Posting::new(category_kind(type_), wallet.currency);
     let posting = match type_ {
@@ -354,7 +364,7 @@ async fn movement(
         }
     };
     let journal_id = Uuid::now_v7();
-    let metadata = Value::Object(req.metadata.unwrap_or_default());
+    let metadata = json(req.metadata.unwrap_or_default())?;
     apply(
         conn,
         tenant,
@@ -372,6 +382,7 @@ async fn movement(
         Some(&posting),
     )
     .await
+    .map(Run::New)
 }
 
 fn category_kind(type_: TransactionType) -> &'static str {
@@ -393,7 +404,7 @@ fn counter_account(category: &str) -> Account {
 struct Movement {
     amount: String,
     description: Option<String>,
-    metadata: Option<Map<String, Value>>,
+    metadata: Option<Metadata>,
 }
 
 fn credit_category(c: CreditCategory) -> &'static str {
@@ -419,24 +430,15 @@ pub async fn credit(
     tenant: Tenant,
     wallet_id: Uuid,
     req: CreditRequest,
-    key: String,
-) -> Result<WalletTransaction, WalletError> {
+    key: &str,
+) -> Result<Run<WalletTransaction>, WalletError> {
     let category = credit_category(req.category);
     let m = Movement {
         amount: req.amount,
         description: req.description,
         metadata: req.metadata,
     };
-    movement(
-        conn,
-        tenant,
-        wallet_id,
-        TransactionType::Credit,
-        category,
-        m,
-        &key,
-    )
-    .await
+    movement(conn, tenant, wallet_id, TransactionType::Credit, category, m, key).await
 }
 
 pub async fn debit(
@@ -444,15 +446,15 @@ pub async fn debit(
     tenant: Tenant,
     wallet_id: Uuid,
     req: DebitRequest,
-    key: String,
-) -> Result<WalletTransaction, WalletError> {
+    key: &str,
+) -> Result<Run<WalletTransaction>, WalletError> {
     let category = debit_category(req.category);
     let m = Movement {
         amount: req.amount,
         description: req.description,
         metadata: req.metadata,
     };
-    movement(conn, tenant, wallet_id, TransactionType::Debit, category, m, &key).await
+    movement(conn, tenant, wallet_id, TransactionType::Debit, category, m, key).await
 }
 
 /// Moves money between two wallets of the shop. Both rows are locked in id
@@ -461,8 +463,8 @@ pub async fn transfer(
     conn: &mut PgConnection,
     tenant: Tenant,
     req: TransferRequest,
-    key: String,
-) -> Result<Transfer, WalletError> {
+    key: &str,
+) -> Result<Run<Transfer>, WalletError> {
     if req.from_wallet_id == req.to_wallet_id {
         return Err(WalletError::SameWallet);
     }
@@ -507,7 +509,9 @@ pub async fn transfer(
     }
     let amount = money("amount", &req.amount, from.currency)?.amount();
     if let Some(earlier) = earlier {
-        return earlier_transfer(conn, tenant, earlier, &req, amount).await;
+        return earlier_transfer(conn, tenant, earlier, &req, amount)
+            .await
+            .map(Run::Earlier);
     }
     from.ensure_can_spend(amount)?;
 
@@ -518,7 +522,7 @@ pub async fn transfer(
         Account::Wallet(to.id),
         amount,
     );
-    let metadata = Value::Object(req.metadata.clone().unwrap_or_default());
+    let metadata = json(req.metadata.clone().unwrap_or_default())?;
     let leg = |wallet, type_, category, key| Leg {
         wallet,
         type_,
@@ -534,7 +538,7 @@ pub async fn transfer(
     let debit = apply(
         conn,
         tenant,
-        leg(from, TransactionType::Debit, "transfer_out", Some(&key)),
+        leg(from, TransactionType::Debit, "transfer_out", Some(key)),
         Some(&posting),
     )
     .await?;
@@ -545,7 +549,12 @@ pub async fn transfer(
         None,
     )
     .await?;
-    Ok(transfer_view(transfer_id, req.description, debit, credit))
+    Ok(Run::New(transfer_view(
+        transfer_id,
+        req.description,
+        debit,
+        credit,
+    )))
 }
 
 fn transfer_view(
@@ -631,11 +640,11 @@ impl TxRow {
                 TransactionType::Debit
             },
             category: self.category,
-            amount: currency.format(self.amount),
+            amount: text(currency, self.amount)?,
             currency: currency.code().to_owned(),
-            balance_after: currency.format(self.balance_after),
+            balance_after: text(currency, self.balance_after)?,
             description: self.description,
-            metadata: object(self.metadata),
+            metadata: metadata::from_json(self.metadata)?,
             transfer_id: self.transfer_id,
             journal_transaction_id: self.journal_transaction_id,
             created_at: self.created_at,

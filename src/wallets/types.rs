@@ -3,12 +3,11 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 use utoipa::ToSchema;
 use uuid::Uuid;
 use validator::{Validate, ValidationError};
 
-use crate::{http::idempotency::Outcome, money::Decimalish};
+use crate::{executor::Outcome, metadata::Metadata, money::Decimalish};
 
 fn amount_syntax(s: &str) -> Result<(), ValidationError> {
     let d = Decimalish::parse(s)
@@ -31,15 +30,6 @@ fn currency_code(s: &str) -> Result<(), ValidationError> {
         .map_err(|e| ValidationError::new("currency").with_message(e.to_string().into()))
 }
 
-fn small_metadata(m: &Map<String, Value>) -> Result<(), ValidationError> {
-    if m.len() > 50 || m.keys().any(|k| k.is_empty() || k.len() > 40) {
-        return Err(
-            ValidationError::new("metadata").with_message("at most 50 keys, each 1 to 40 characters".into())
-        );
-    }
-    Ok(())
-}
-
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWallet {
@@ -54,8 +44,8 @@ pub struct CreateWallet {
     #[validate(custom(function = "limit_syntax"))]
     #[schema(example = "0")]
     pub overdraft_limit: Option<String>,
-    #[validate(custom(function = "small_metadata"))]
-    pub metadata: Option<Map<String, Value>>,
+    #[validate(custom(function = "crate::metadata::bounded"))]
+    pub metadata: Option<Metadata>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -84,22 +74,35 @@ pub enum DebitCategory {
     Adjustment,
 }
 
+/// Money into a wallet.
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Movement<C> {
+pub struct CreditRequest {
     /// Positive decimal string, at most the currency's decimals.
     #[validate(custom(function = "amount_syntax"))]
     #[schema(example = "12.50")]
     pub amount: String,
-    pub category: C,
+    pub category: CreditCategory,
     #[validate(length(max = 500, message = "must be at most 500 characters"))]
     pub description: Option<String>,
-    #[validate(custom(function = "small_metadata"))]
-    pub metadata: Option<Map<String, Value>>,
+    #[validate(custom(function = "crate::metadata::bounded"))]
+    pub metadata: Option<Metadata>,
 }
 
-pub type CreditRequest = Movement<CreditCategory>;
-pub type DebitRequest = Movement<DebitCategory>;
+/// Money out of a wallet.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DebitRequest {
+    /// Positive decimal string, at most the currency's decimals.
+    #[validate(custom(function = "amount_syntax"))]
+    #[schema(example = "12.50")]
+    pub amount: String,
+    pub category: DebitCategory,
+    #[validate(length(max = 500, message = "must be at most 500 characters"))]
+    pub description: Option<String>,
+    #[validate(custom(function = "crate::metadata::bounded"))]
+    pub metadata: Option<Metadata>,
+}
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -111,8 +114,8 @@ pub struct TransferRequest {
     pub amount: String,
     #[validate(length(max = 500, message = "must be at most 500 characters"))]
     pub description: Option<String>,
-    #[validate(custom(function = "small_metadata"))]
-    pub metadata: Option<Map<String, Value>>,
+    #[validate(custom(function = "crate::metadata::bounded"))]
+    pub metadata: Option<Metadata>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -130,7 +133,7 @@ pub struct Wallet {
     pub overdraft_limit: String,
     /// Increases with every change to the wallet.
     pub version: i64,
-    pub metadata: Map<String, Value>,
+    pub metadata: Metadata,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -156,7 +159,7 @@ pub struct WalletTransaction {
     /// The wallet's balance right after this movement.
     pub balance_after: String,
     pub description: Option<String>,
-    pub metadata: Map<String, Value>,
+    pub metadata: Metadata,
     pub transfer_id: Option<Uuid>,
     pub journal_transaction_id: Uuid,
     pub created_at: DateTime<Utc>,

@@ -2,15 +2,12 @@ use std::time::Duration;
 
 use billing_ledger::{
     app,
-    config::{IdempotencyConfig, LogFormat, Secret, ServeConfig},
+    config::{DatabaseConfig, IdempotencyConfig, LogFormat, Secret, ServeConfig},
     tenants::{self, NewKey, Role},
 };
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
-use sqlx::{
-    PgPool,
-    postgres::{PgConnectOptions, PgPoolOptions},
-};
+use sqlx::{PgPool, postgres::PgConnectOptions};
 use uuid::Uuid;
 
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
@@ -37,8 +34,21 @@ pub fn serve_config() -> ServeConfig {
     }
 }
 
-/// The app on a free port over the test's database, configured like
-/// production: every pooled connection bounds lock waits.
+/// The database settings of a test app: production's defaults, with the
+/// given lock timeout and a pool of 20.
+pub fn db_config(connect: PgConnectOptions, lock_timeout: Duration) -> DatabaseConfig {
+    DatabaseConfig {
+        connect_options: connect,
+        pool_size: 20,
+        acquire_timeout: Duration::from_secs(30),
+        lock_timeout,
+        statement_timeout: Duration::from_secs(20),
+        idle_in_transaction_timeout: Duration::from_secs(20),
+    }
+}
+
+/// The app on a free port over the test's database, with production's pool
+/// (every session bounds lock waits, statements and idle transactions).
 pub async fn spawn_app(connect: PgConnectOptions) -> TestApp {
     spawn_app_with(connect, serve_config(), Duration::from_secs(5)).await
 }
@@ -48,22 +58,22 @@ pub async fn spawn_app_with(
     config: ServeConfig,
     lock_timeout: Duration,
 ) -> TestApp {
-    let options = connect
-        .clone()
-        .options([("lock_timeout", format!("{}ms", lock_timeout.as_millis()))]);
-    let pool = PgPoolOptions::new()
-        .max_connections(20)
-        .acquire_timeout(Duration::from_secs(30))
-        .connect_with(options)
-        .await
-        .expect("test database reachable");
-    serve(pool, config).await
+    spawn_app_db(config, db_config(connect, lock_timeout)).await
+}
+
+pub async fn spawn_app_db(config: ServeConfig, db: DatabaseConfig) -> TestApp {
+    serve_waiting(app::pool(&db), config, db.lock_timeout).await
 }
 
 pub async fn serve(pool: PgPool, config: ServeConfig) -> TestApp {
+    serve_waiting(pool, config, Duration::from_secs(5)).await
+}
+
+async fn serve_waiting(pool: PgPool, config: ServeConfig, key_wait: Duration) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let router = app::router(app::state(pool.clone(), &config), config.request_timeout);
+    let state = app::state(pool.clone(), &config, key_wait);
+    let router = app::router(state, config.request_timeout);
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     TestApp {
         base: format!("http://{addr}"),

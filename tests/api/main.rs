@@ -2,8 +2,10 @@
 //! `#[sqlx::test]`), real HTTP through a bound port. One binary, one build.
 
 mod concurrency;
+mod executor;
 mod foundation;
 mod helpers;
 mod idempotency;
 mod process;
+mod spec;
 mod wallets;

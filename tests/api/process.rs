@@ -280,7 +280,7 @@ async fn expired_records_go_at_start_up_and_on_demand(pool_opts: PgPoolOptions, 
         let pool = pool.clone();
         async move {
             sqlx::query(
-                "INSERT INTO idempotency_keys (scope, key, fingerprint, response_status, expires_at)
+                "INSERT INTO idempotency_keys (shop_id, key, fingerprint, response_status, expires_at)
                  VALUES (gen_random_uuid(), $1, '\\x00', 201, now() - interval '1 minute')",
             )
             .bind(key)

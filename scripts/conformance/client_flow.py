@@ -1,0 +1,202 @@
+"""A money flow through the Python client that openapi-python-client generates
+from the committed openapi.yaml, used as generated (no edits).
+
+run.sh generates the package `billing_ledger_client` into .local/ and puts it
+on PYTHONPATH, then runs:
+
+    CONFORMANCE_BASE_URL=http://127.0.0.1:PORT CONFORMANCE_SHOP_KEY=blk_... \
+        python client_flow.py
+
+Every step asserts its result; the exit status is 1 on any failed check.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from typing import Any
+
+from billing_ledger_client import AuthenticatedClient
+from billing_ledger_client.api.wallets import (
+    create_transfer,
+    create_wallet,
+    credit_wallet,
+    debit_wallet,
+    get_wallet,
+    list_wallet_transactions,
+    list_wallets,
+)
+from billing_ledger_client.models import (
+    CreateWallet,
+    CreditCategory,
+    CreditRequest,
+    DebitCategory,
+    DebitRequest,
+    PageWallet,
+    PageWalletTransaction,
+    Problem,
+    Transfer,
+    TransferRequest,
+    TransactionType,
+    Wallet,
+    WalletTransaction,
+)
+from billing_ledger_client.types import Response
+
+failures: list[str] = []
+
+
+def check(ok: bool, what: str, detail: Any = "") -> bool:
+    print(f"  {'ok  ' if ok else 'FAIL'} {what}" + (f"  [{detail}]" if not ok and detail != "" else ""))
+    if not ok:
+        failures.append(what)
+    return ok
+
+
+def expect(resp: Response[Any], status: int, model: type, what: str) -> Any:
+    """The response has `status` and parsed into `model`; returns the parsed body."""
+    ok = check(
+        resp.status_code == status and isinstance(resp.parsed, model),
+        f"{what}: {status} {model.__name__}",
+        f"got {int(resp.status_code)} {type(resp.parsed).__name__}: {resp.content[:300]!r}",
+    )
+    if not ok:
+        raise SystemExit(report())
+    return resp.parsed
+
+
+def header(resp: Response[Any], name: str) -> str | None:
+    return resp.headers.get(name)
+
+
+def key() -> str:
+    return str(uuid.uuid4())
+
+
+def report() -> int:
+    if failures:
+        print(f"client_flow.py: {len(failures)} check(s) failed:")
+        for f in failures:
+            print(f"  - {f}")
+        return 1
+    print("client_flow.py: all checks passed")
+    return 0
+
+
+def main() -> int:
+    base_url = os.environ["CONFORMANCE_BASE_URL"]
+    shop_key = os.environ["CONFORMANCE_SHOP_KEY"]
+    client = AuthenticatedClient(base_url=base_url, token=shop_key, raise_on_unexpected_status=False)
+    run = uuid.uuid4().hex[:12]
+
+    with client:
+        print("create two USD wallets")
+        ref_a = f"py-flow-{run}-a"
+        resp = create_wallet.sync_detailed(
+            client=client,
+            idempotency_key=key(),
+            body=CreateWallet.from_dict({"customer_ref": ref_a, "currency": "USD", "metadata": {"flow": "python"}}),
+        )
+        a = expect(resp, 201, Wallet, "createWallet A")
+        check(header(resp, "Location") == f"/v1/wallets/{a.id}", "createWallet A: Location header", header(resp, "Location"))
+        check(header(resp, "Idempotent-Replayed") is None, "createWallet A: not a replay")
+        check((a.currency, a.balance, a.available) == ("USD", "0.00", "0.00"), "wallet A starts at 0.00 USD",
+              (a.currency, a.balance, a.available))
+        check(a.metadata.to_dict() == {"flow": "python"}, "wallet A metadata round-trips", a.metadata.to_dict())
+        b = expect(
+            create_wallet.sync_detailed(
+                client=client, idempotency_key=key(), body=CreateWallet(customer_ref=f"py-flow-{run}-b", currency="USD")
+            ),
+            201, Wallet, "createWallet B",
+        )
+
+        print("credit A 100.00")
+        tx = expect(
+            credit_wallet.sync_detailed(
+                a.id, client=client, idempotency_key=key(),
+                body=CreditRequest(amount="100.00", category=CreditCategory.TOP_UP, description="top-up"),
+            ),
+            201, WalletTransaction, "creditWallet",
+        )
+        check((tx.type_, tx.category, tx.amount, tx.balance_after, tx.wallet_id)
+              == (TransactionType.CREDIT, "top_up", "100.00", "100.00", a.id),
+              "credit: type, category, amount, balance_after, wallet_id",
+              (tx.type_, tx.category, tx.amount, tx.balance_after, tx.wallet_id))
+
+        print("debit A 30.00 twice with one Idempotency-Key")
+        debit_key = key()
+        debit_body = DebitRequest(amount="30.00", category=DebitCategory.USAGE)
+        first = debit_wallet.sync_detailed(a.id, client=client, idempotency_key=debit_key, body=debit_body)
+        d1 = expect(first, 201, WalletTransaction, "debitWallet (first)")
+        check(header(first, "Idempotent-Replayed") is None, "first debit is not a replay", header(first, "Idempotent-Replayed"))
+        check((d1.type_, d1.amount, d1.balance_after) == (TransactionType.DEBIT, "30.00", "70.00"),
+              "debit: type, amount, balance_after", (d1.type_, d1.amount, d1.balance_after))
+        second = debit_wallet.sync_detailed(a.id, client=client, idempotency_key=debit_key, body=debit_body)
+        d2 = expect(second, 201, WalletTransaction, "debitWallet (same key again)")
+        check(header(second, "Idempotent-Replayed") == "true", "second answer has Idempotent-Replayed: true",
+              header(second, "Idempotent-Replayed"))
+        check(d2.id == d1.id and d2.balance_after == "70.00", "the replay is the same transaction", (d1.id, d2.id))
+        w = expect(get_wallet.sync_detailed(a.id, client=client), 200, Wallet, "getWallet A")
+        check((w.balance, w.available) == ("70.00", "70.00"), "A was debited once: 70.00", (w.balance, w.available))
+
+        reused = debit_wallet.sync_detailed(
+            a.id, client=client, idempotency_key=debit_key, body=DebitRequest(amount="31.00", category=DebitCategory.USAGE)
+        )
+        p = reused.parsed
+        check(isinstance(p, Problem) and p.code == "idempotency_key_reused" and reused.status_code in (409, 422),
+              "same key, other body: idempotency_key_reused problem",
+              f"{int(reused.status_code)} {reused.content[:200]!r}")
+
+        print("transfer 20.00 from A to B")
+        t = expect(
+            create_transfer.sync_detailed(
+                client=client, idempotency_key=key(),
+                body=TransferRequest(from_wallet_id=a.id, to_wallet_id=b.id, amount="20.00", description="py flow"),
+            ),
+            201, Transfer, "createTransfer",
+        )
+        check((t.from_wallet_id, t.to_wallet_id, t.amount, t.currency) == (a.id, b.id, "20.00", "USD"),
+              "transfer: wallets, amount, currency")
+        check((t.debit.wallet_id, t.debit.type_, t.debit.balance_after) == (a.id, TransactionType.DEBIT, "50.00"),
+              "transfer debit leg on A, balance 50.00", (t.debit.wallet_id, t.debit.balance_after))
+        check((t.credit.wallet_id, t.credit.type_, t.credit.balance_after) == (b.id, TransactionType.CREDIT, "20.00"),
+              "transfer credit leg on B, balance 20.00", (t.credit.wallet_id, t.credit.balance_after))
+        check(t.debit.transfer_id == t.id and t.credit.transfer_id == t.id, "both legs name the transfer")
+
+        print("list A's transactions two at a time")
+        page1 = expect(list_wallet_transactions.sync_detailed(a.id, client=client, limit=2), 200,
+                       PageWalletTransaction, "listWalletTransactions page 1")
+        check(len(page1.data) == 2 and page1.has_more is True, "page 1: 2 items, has_more", (len(page1.data), page1.has_more))
+        page2 = expect(
+            list_wallet_transactions.sync_detailed(a.id, client=client, limit=2, starting_after=page1.data[-1].id),
+            200, PageWalletTransaction, "listWalletTransactions page 2",
+        )
+        check(len(page2.data) == 1 and page2.has_more is False, "page 2: 1 item, no more", (len(page2.data), page2.has_more))
+        ids = [x.id for x in page1.data + page2.data]
+        check(ids == [t.debit.id, d1.id, tx.id], "newest first: transfer, debit, credit", ids)
+        check(all(x.wallet_id == a.id for x in page1.data + page2.data), "every item belongs to A")
+
+        wallets = expect(list_wallets.sync_detailed(client=client, customer_ref=ref_a), 200, PageWallet, "listWallets by customer_ref")
+        check([x.id for x in wallets.data] == [a.id] and wallets.has_more is False, "listWallets finds exactly A")
+
+        print("debit more than A holds")
+        resp = debit_wallet.sync_detailed(
+            a.id, client=client, idempotency_key=key(), body=DebitRequest(amount="1000.00", category=DebitCategory.PURCHASE)
+        )
+        p = expect(resp, 422, Problem, "debitWallet beyond available")
+        check(p.code == "insufficient_funds" and p.status == 422, "problem code insufficient_funds", (p.code, p.status))
+        check((resp.headers.get("content-type") or "").startswith("application/problem+json"),
+              "problem content type", resp.headers.get("content-type"))
+        w = expect(get_wallet.sync_detailed(a.id, client=client), 200, Wallet, "getWallet A after refusal")
+        check(w.balance == "50.00", "a refused debit leaves the balance alone", w.balance)
+
+        missing = get_wallet.sync_detailed(uuid.uuid4(), client=client)
+        check(isinstance(missing.parsed, Problem) and missing.status_code == 404 and missing.parsed.code == "not_found",
+              "unknown wallet: 404 not_found problem", int(missing.status_code))
+
+    return report()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,467 @@
+//! The executor as every later module will use it: what "the same request"
+//! means, what is stored, what a replay repeats, and how waiting requests
+//! and cleanup share the database with everyone else.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::{
+    Connection, PgConnection,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+impl TestApp {
+    pub async fn post_raw(&self, key: &str, path: &str, idem: &str, body: &str) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(key)
+            .header("Idempotency-Key", idem)
+            .header("Content-Type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// Polls `sql` (a count) until it is at least `n`; panics after a minute.
+async fn wait_for(conn: &mut PgConnection, sql: &str, n: i64) {
+    for _ in 0..1200 {
+        let got: i64 = sqlx::query_scalar(sql).fetch_one(&mut *conn).await.unwrap();
+        if got >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never reached {n}: {sql}");
+}
+
+const LOCK_WAITERS: &str = "SELECT count(*) FROM pg_stat_activity
+    WHERE datname = current_database() AND wait_event_type = 'Lock'";
+
+#[sqlx::test]
+async fn whitespace_and_key_order_do_not_change_the_request_but_values_do(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let app = spawn_app(connect).await;
+    let shop = app.shop().await;
+    let w = app.wallet(&shop.key, "USD", "10").await;
+    let path = format!("/v1/wallets/{w}/debit");
+
+    let first = app
+        .post_raw(&shop.key, &path, "k", r#"{"amount": "1", "category": "usage"}"#)
+        .await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first = first.bytes().await.unwrap();
+    for same in [
+        r#"{"amount":"1","category":"usage"}"#,
+        "{\n  \"category\" : \"usage\",\n  \"amount\" : \"1\"\n}",
+    ] {
+        let r = app.post_raw(&shop.key, &path, "k", same).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "{same}");
+        assert_eq!(r.headers()["idempotent-replayed"], "true");
+        assert_eq!(r.bytes().await.unwrap(), first, "replayed byte for byte");
+    }
+    for different in [
+        r#"{"amount":"1.00","category":"usage"}"#,
+        r#"{"amount":"1","category":"fee"}"#,
+        r#"{"amount":"1","category":"usage","description":"x"}"#,
+    ] {
+        let r = app.post_raw(&shop.key, &path, "k", different).await;
+        problem(r, StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused").await;
+    }
+    // A conditional request is another request.
+    let r = app
+        .client
+        .post(app.url(&path))
+        .bearer_auth(&shop.key)
+        .header("Idempotency-Key", "k")
+        .header("If-Match", "\"1\"")
+        .json(&json!({"amount": "1", "category": "usage"}))
+        .send()
+        .await
+        .unwrap();
+    problem(r, StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused").await;
+    assert_eq!(app.balance(&shop.key, w).await, "9.00");
+}
+
+#[sqlx::test]
+async fn a_validation_failure_found_while_executing_is_not_stored(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let app = spawn_app(connect).await;
+    let shop = app.shop().await;
+    let w = app.wallet(&shop.key, "USD", "10").await;
+    let path = format!("/v1/wallets/{w}/debit");
+
+    // Only the wallet knows its currency has two decimals.
+    let r = app
+        .post(
+            &shop.key,
+            &path,
+            "fix-me",
+            &json!({"amount": "1.234", "category": "usage"}),
+        )
+        .await;
+    let body = problem(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert!(body["errors"]["amount"].is_array(), "{body}");
+    assert_eq!(
+        app.count("SELECT count(*) FROM idempotency_keys WHERE key = 'fix-me'")
+            .await,
+        0,
+        "nothing stored under the key"
+    );
+
+    let corrected = json!({"amount": "1.23", "category": "usage"});
+    let r = app.post(&shop.key, &path, "fix-me", &corrected).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert!(r.headers().get("idempotent-replayed").is_none());
+    let r = app.post(&shop.key, &path, "fix-me", &corrected).await;
+    assert_eq!(r.headers()["idempotent-replayed"], "true");
+    assert_eq!(app.balance(&shop.key, w).await, "8.77", "debited once");
+    assert_eq!(
+        app.count("SELECT count(*) FROM audit_log WHERE action = 'wallet.debit'")
+            .await,
+        1
+    );
+    app.assert_ledger_consistent().await;
+}
+
+#[sqlx::test]
+async fn an_expired_keys_earlier_movement_is_a_replay_audited_once(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let app = spawn_app(connect).await;
+    let shop = app.shop().await;
+    let w = app.wallet(&shop.key, "USD", "10").await;
+    let path = format!("/v1/wallets/{w}/debit");
+    let body = json!({"amount": "2", "category": "usage"});
+    let first = app.post(&shop.key, &path, "monthly", &body).await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first = first.bytes().await.unwrap();
+
+    for _ in 0..2 {
+        sqlx::query(
+            "UPDATE idempotency_keys SET expires_at = now() - interval '1 second' WHERE key = 'monthly'",
+        )
+        .execute(&app.pool)
+        .await
+        .unwrap();
+        let r = app.post(&shop.key, &path, "monthly", &body).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        assert_eq!(r.headers()["idempotent-replayed"], "true");
+        assert_eq!(r.bytes().await.unwrap(), first);
+    }
+    assert_eq!(
+        app.count("SELECT count(*) FROM audit_log WHERE action = 'wallet.debit'")
+            .await,
+        1,
+        "one audit row for one movement"
+    );
+    assert_eq!(app.balance(&shop.key, w).await, "8.00");
+}
+
+#[sqlx::test]
+async fn a_replay_repeats_status_headers_and_body(_: PgPoolOptions, connect: PgConnectOptions) {
+    let app = spawn_app(connect).await;
+    let shop = app.shop().await;
+    let body = json!({"customer_ref": "c", "currency": "EUR"});
+    let first = app.post(&shop.key, "/v1/wallets", "new-wallet", &body).await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let location = first.headers()["location"].clone();
+    let created: Value = first.json().await.unwrap();
+    assert_eq!(
+        location,
+        format!("/v1/wallets/{}", created["id"].as_str().unwrap()).as_str()
+    );
+
+    let replay = app.post(&shop.key, "/v1/wallets", "new-wallet", &body).await;
+    assert_eq!(replay.status(), StatusCode::CREATED);
+    assert_eq!(replay.headers()["location"], location);
+    assert_eq!(replay.headers()["content-type"], "application/json");
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(replay.json::<Value>().await.unwrap(), created);
+
+    // A stored rejection replays as problem+json.
+    let missing = format!("/v1/wallets/{}/debit", Uuid::now_v7());
+    let debit = json!({"amount": "1", "category": "usage"});
+    problem(
+        app.post(&shop.key, &missing, "nowhere", &debit).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    let r = app.post(&shop.key, &missing, "nowhere", &debit).await;
+    assert_eq!(r.headers()["idempotent-replayed"], "true");
+    problem(r, StatusCode::NOT_FOUND, "not_found").await;
+}
+
+#[sqlx::test]
+async fn admin_cleanup_commits_batch_by_batch(_: PgPoolOptions, connect: PgConnectOptions) {
+    let mut config = serve_config();
+    config.idempotency.cleanup_batch = 10;
+    let app = spawn_app_with(connect.clone(), config, Duration::from_secs(30)).await;
+    let shop = app.shop().await;
+    // A backlog of 55 expired keys, oldest first, and one more that stalls
+    // the run in its last batch until this test lets it go.
+    sqlx::query(
+        "INSERT INTO idempotency_keys (shop_id, key, fingerprint, response_status, expires_at)
+         SELECT $1, 'old-' || i, '\\x00', 201, now() - interval '1 hour' + i * interval '1 second'
+           FROM generate_series(0, 54) i",
+    )
+    .bind(shop.id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    sqlx::raw_sql(
+        "INSERT INTO idempotency_keys (shop_id, key, fingerprint, response_status, expires_at)
+         VALUES (gen_random_uuid(), 'stall', '\\x00', 201, now() - interval '1 second');
+         CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN PERFORM pg_advisory_xact_lock(4242); RETURN OLD; END $$;
+         CREATE TRIGGER stall BEFORE DELETE ON idempotency_keys FOR EACH ROW
+             WHEN (OLD.key = 'stall') EXECUTE FUNCTION stall();",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let mut gate = PgConnection::connect_with(&connect).await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock(4242)")
+        .execute(&mut gate)
+        .await
+        .unwrap();
+
+    let cleanup = async {
+        app.client
+            .post(app.url("/v1/admin/idempotency/cleanup"))
+            .bearer_auth(ADMIN_KEY)
+            .header("Idempotency-Key", "sweep")
+            .send()
+            .await
+            .unwrap()
+    };
+    let meanwhile = async {
+        let mut watcher = PgConnection::connect_with(&connect).await.unwrap();
+        wait_for(&mut watcher, LOCK_WAITERS, 1).await;
+        // The run is stalled in its last batch; the first batches are
+        // committed, so a request reusing one of their keys runs at once.
+        let r = app
+            .post(
+                &shop.key,
+                "/v1/wallets",
+                "old-0",
+                &json!({"customer_ref": "c", "currency": "USD"}),
+            )
+            .await;
+        let status = r.status();
+        sqlx::query("SELECT pg_advisory_unlock(4242)")
+            .execute(&mut gate)
+            .await
+            .unwrap();
+        status
+    };
+    let (swept, reused) = tokio::join!(cleanup, meanwhile);
+    assert_eq!(reused, StatusCode::CREATED, "not blocked by the running cleanup");
+    assert_eq!(swept.status(), StatusCode::OK);
+    let swept: Value = swept.json().await.unwrap();
+    assert_eq!(swept["rows_deleted"], 56);
+    assert_eq!(
+        app.count("SELECT count(*) FROM idempotency_keys WHERE expires_at <= now()")
+            .await,
+        0
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM audit_log WHERE action = 'idempotency.cleanup' AND shop_id = '00000000-0000-0000-0000-000000000000'")
+            .await,
+        1,
+        "platform actions are audited under the nil shop id"
+    );
+}
+
+#[sqlx::test]
+async fn identical_requests_waiting_on_a_key_do_not_starve_the_pool(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let mut db = db_config(connect.clone(), Duration::from_secs(20));
+    db.pool_size = 16;
+    db.statement_timeout = Duration::from_secs(25);
+    db.idle_in_transaction_timeout = Duration::from_secs(25);
+    let app = spawn_app_db(serve_config(), db).await;
+    let shop = app.shop().await;
+    let held = app.wallet(&shop.key, "USD", "100").await;
+    let other = app.wallet(&shop.key, "USD", "100").await;
+
+    // Hold the wallet row, so the first debit on it stays in flight.
+    let mut holder = PgConnection::connect_with(&connect).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query("SELECT 1 FROM wallets WHERE id = $1 FOR UPDATE")
+        .bind(held)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+
+    let path = format!("/v1/wallets/{held}/debit");
+    let body = json!({"amount": "1", "category": "usage"});
+    let burst = join_all((0..64).map(|_| {
+        let (app, key, path, body) = (&app, &shop.key, &path, &body);
+        async move {
+            let r = app.post(key, path, "same-intent", body).await;
+            let replayed = r.headers().contains_key("idempotent-replayed");
+            (r.status(), replayed)
+        }
+    }));
+    let unrelated = async {
+        let mut watcher = PgConnection::connect_with(&connect).await.unwrap();
+        wait_for(&mut watcher, LOCK_WAITERS, 1).await;
+        let r = app
+            .post(
+                &shop.key,
+                &format!("/v1/wallets/{other}/debit"),
+                "unrelated",
+                &body,
+            )
+            .await;
+        let status = r.status();
+        // Only now is the held debit let go.
+        sqlx::query("COMMIT").execute(&mut holder).await.unwrap();
+        status
+    };
+    let (answers, unrelated) = tokio::join!(burst, unrelated);
+    assert_eq!(unrelated, StatusCode::CREATED, "served while the burst waits");
+    let fresh = answers
+        .iter()
+        .filter(|a| **a == (StatusCode::CREATED, false))
+        .count();
+    let replays = answers
+        .iter()
+        .filter(|a| **a == (StatusCode::CREATED, true))
+        .count();
+    let in_use = answers.iter().filter(|(s, _)| *s == StatusCode::CONFLICT).count();
+    assert_eq!(fresh, 1, "one run: {answers:?}");
+    assert_eq!(
+        fresh + replays + in_use,
+        64,
+        "only the run, its replays and 409 in_use, never a 503: {answers:?}"
+    );
+    assert_eq!(app.balance(&shop.key, held).await, "99.00");
+    assert_eq!(app.balance(&shop.key, other).await, "99.00");
+    app.assert_ledger_consistent().await;
+}
+
+#[sqlx::test]
+async fn metadata_is_bounded_and_flat(_: PgPoolOptions, connect: PgConnectOptions) {
+    let app = spawn_app(connect).await;
+    let shop = app.shop().await;
+    let w = app.wallet(&shop.key, "USD", "10").await;
+    let path = format!("/v1/wallets/{w}/credit");
+    let credit = |metadata: Value| json!({"amount": "1", "category": "grant", "metadata": metadata});
+    for (metadata, field) in [
+        (json!({"tier": {"level": "gold"}}), "metadata.tier"),
+        (json!({"tags": ["a", "b"]}), "metadata.tags"),
+        (json!({"count": 3}), "metadata.count"),
+        (json!({"k": "v".repeat(501)}), "metadata"),
+        (json!({"k".repeat(41): "v"}), "metadata"),
+        (json!({"": "v"}), "metadata"),
+        (
+            Value::Object((0..51).map(|i| (format!("k{i}"), json!("v"))).collect()),
+            "metadata",
+        ),
+    ] {
+        let r = app
+            .post(&shop.key, &path, &fresh(), &credit(metadata.clone()))
+            .await;
+        let body = problem(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+        assert!(body["errors"][field].is_array(), "{metadata} -> {body}");
+    }
+    let long_value = "v".repeat(500);
+    let ok = json!({"order": "A-1", "k".repeat(40): long_value});
+    let r = app.post(&shop.key, &path, &fresh(), &credit(ok.clone())).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(r.json::<Value>().await.unwrap()["metadata"], ok);
+    let r = app
+        .post(
+            &shop.key,
+            &path,
+            &fresh(),
+            &json!({"amount": "1", "category": "grant", "description": "d".repeat(501)}),
+        )
+        .await;
+    problem(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert_eq!(app.balance(&shop.key, w).await, "11.00");
+}
+
+#[sqlx::test]
+async fn every_tenant_key_starts_with_shop_id(pool_opts: PgPoolOptions, connect: PgConnectOptions) {
+    let pool = pool_opts.connect_with(connect).await.unwrap();
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT attrelid) FROM pg_attribute a
+           JOIN pg_class c ON c.oid = a.attrelid AND c.relkind = 'r'
+           JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
+          WHERE a.attname = 'shop_id' AND NOT a.attisdropped",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(tables >= 7, "the check covers the tenant tables ({tables})");
+    // Primary, unique and foreign keys (and unique indexes) of every table
+    // with a shop_id column, whose first column is not shop_id.
+    let offenders: Vec<String> = sqlx::query_scalar(
+        "WITH tenant AS (
+             SELECT a.attrelid AS rel, a.attnum AS shop_col
+               FROM pg_attribute a
+               JOIN pg_class c ON c.oid = a.attrelid AND c.relkind = 'r'
+               JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
+              WHERE a.attname = 'shop_id' AND NOT a.attisdropped)
+         SELECT con.conrelid::regclass || '.' || con.conname
+           FROM pg_constraint con JOIN tenant t ON t.rel = con.conrelid
+          WHERE con.contype IN ('p', 'u', 'f') AND con.conkey[1] <> t.shop_col
+         UNION ALL
+         SELECT i.indexrelid::regclass::text
+           FROM pg_index i JOIN tenant t ON t.rel = i.indrelid
+          WHERE i.indisunique AND i.indkey[0] <> t.shop_col",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(
+        offenders.is_empty(),
+        "keys without a leading shop_id: {offenders:?}"
+    );
+}
+
+#[sqlx::test]
+async fn every_currency_fits_the_money_columns(pool_opts: PgPoolOptions, connect: PgConnectOptions) {
+    let pool = pool_opts.connect_with(connect).await.unwrap();
+    let columns: Vec<(String, String, i32, i32)> = sqlx::query_as(
+        "SELECT table_name::text, column_name::text, numeric_precision, numeric_scale
+           FROM information_schema.columns
+          WHERE table_schema = 'public' AND data_type = 'numeric'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(columns.len() >= 6, "{columns:?}");
+    let widest = billing_ledger::money::Currency::all()
+        .map(|c| c.exponent())
+        .max()
+        .unwrap();
+    let digits = billing_ledger::money::MAX_INTEGER_DIGITS as i32;
+    for (table, column, precision, scale) in columns {
+        assert!(
+            scale >= widest as i32,
+            "{table}.{column} keeps {scale} decimals; a currency has {widest}"
+        );
+        assert!(
+            precision - scale > digits,
+            "{table}.{column} has room for sums of {digits}-digit amounts"
+        );
+    }
+}
