@@ -1,30 +1,52 @@
 """Schemathesis hooks for scripts/conformance/run.sh (loaded via SCHEMATHESIS_HOOKS).
 
-Hypothesis keeps drawing the same small strings ("0", "!", ...) for the
-Idempotency-Key header, so most generated mutations would reuse a key with a
-different body and be refused (422 idempotency_key_reused) before the body
-is ever looked at. A valid key is therefore replaced by a fresh one for every
-request; missing or invalid keys (the negative cases) are left untouched.
-Replays are exercised by client_flow.py and ts/flow.ts instead.
+1. Fresh Idempotency-Keys. Hypothesis keeps drawing the same small strings
+   ("0", "!", ...) for the Idempotency-Key header, so most generated mutations
+   would reuse a key with another body and be refused (422
+   idempotency_key_reused) before their body is looked at. Every valid key is
+   replaced by a fresh one; missing or invalid keys (negative cases) are kept.
+   Replays are exercised by client_flow.py and ts/flow.ts instead.
+
+2. Real wallets for transfers. Nothing in one response names two wallets of
+   the shop, so links cannot feed POST /v1/transfers and random ids only ever
+   reach 404. Two of every three transfers whose generated wallet ids are
+   well-formed UUIDs get the two wallets run.sh seeded
+   (CONFORMANCE_TRANSFER_WALLETS="from,to", the first one funded); the third
+   keeps its random ids so the 404 answer stays covered.
 """
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
 import uuid
 
 import schemathesis
 
 VALID_KEY = re.compile(r"[!-~]{1,255}")
+UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+TRANSFER_WALLETS = [w for w in os.environ.get("CONFORMANCE_TRANSFER_WALLETS", "").split(",") if w]
+_transfers = itertools.count()
 
 
 @schemathesis.hook
 def before_call(ctx, case, kwargs):
     headers = case.headers
-    if not headers:
-        return
-    for name in list(headers):
-        if name.lower() == "idempotency-key":
-            value = headers[name]
-            if isinstance(value, str) and VALID_KEY.fullmatch(value):
-                headers[name] = f"st-{uuid.uuid4()}"
+    if headers:
+        for name in list(headers):
+            if name.lower() == "idempotency-key":
+                value = headers[name]
+                if isinstance(value, str) and VALID_KEY.fullmatch(value):
+                    headers[name] = f"st-{uuid.uuid4()}"
+
+    operation = case.operation
+    if (
+        len(TRANSFER_WALLETS) == 2
+        and operation.method.upper() == "POST"
+        and operation.path == "/v1/transfers"
+        and isinstance(case.body, dict)
+        and all(isinstance(case.body.get(k), str) and UUID.fullmatch(case.body[k]) for k in ("from_wallet_id", "to_wallet_id"))
+        and next(_transfers) % 3 != 2
+    ):
+        case.body["from_wallet_id"], case.body["to_wallet_id"] = TRANSFER_WALLETS

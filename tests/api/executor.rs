@@ -465,3 +465,41 @@ async fn every_currency_fits_the_money_columns(pool_opts: PgPoolOptions, connect
         );
     }
 }
+
+#[sqlx::test]
+async fn abandoned_work_cannot_keep_rows_locked(_: PgPoolOptions, connect: PgConnectOptions) {
+    let mut db = db_config(connect.clone(), Duration::from_secs(5));
+    db.statement_timeout = Duration::from_secs(2);
+    db.idle_in_transaction_timeout = Duration::from_secs(1);
+    let pool = billing_ledger::app::pool(&db);
+    let app = spawn_app_db(serve_config(), db).await;
+    let shop = app.shop().await;
+    let w = app.wallet(&shop.key, "USD", "10").await;
+
+    // A request whose client vanished mid-transaction: its session sits idle
+    // holding the wallet row until PostgreSQL ends it.
+    let mut abandoned = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM wallets WHERE id = $1 FOR UPDATE")
+        .bind(w)
+        .execute(&mut *abandoned)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = app
+        .post(
+            &shop.key,
+            &format!("/v1/wallets/{w}/debit"),
+            &fresh(),
+            &json!({"amount": "1", "category": "usage"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED, "the row was released");
+    assert!(abandoned.commit().await.is_err(), "the idle session was ended");
+
+    // A runaway statement is cancelled.
+    let err = sqlx::query("SELECT pg_sleep(5)")
+        .execute(&pool)
+        .await
+        .unwrap_err();
+    assert_eq!(err.as_database_error().unwrap().code().as_deref(), Some("57014"));
+}

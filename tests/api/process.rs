@@ -318,3 +318,19 @@ async fn expired_records_go_at_start_up_and_on_demand(pool_opts: PgPoolOptions, 
     assert!(String::from_utf8_lossy(&out.stdout).contains("deleted 2 expired"));
     assert_eq!(count().await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn database_limits_must_end_before_the_request_does() {
+    let out = Command::new(env!("CARGO_BIN_EXE_billing-ledger"))
+        .args(["serve", "--request-timeout", "5s", "--statement-timeout", "5s"])
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .env("BIND_ADDR", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("STATEMENT_TIMEOUT") && stderr.contains("REQUEST_TIMEOUT"),
+        "{stderr}"
+    );
+}
