@@ -1,6 +1,6 @@
 //! Router, state, start-up and graceful shutdown.
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::{Router, middleware, routing::get};
@@ -16,7 +16,9 @@ use crate::{
     http::{self, AppState, health, request_id},
     idempotency, jobs,
     openapi::ApiDoc,
-    telemetry, tenants, wallets,
+    telemetry,
+    tenants::{self, AuthCache},
+    wallets,
 };
 
 /// Every documented route; the OpenAPI document is derived from it.
@@ -69,6 +71,7 @@ pub fn state(pool: PgPool, config: &ServeConfig, key_wait: Duration) -> AppState
     let idem = &config.idempotency;
     AppState {
         executor: Executor::new(pool.clone(), idem.ttl_hours, key_wait, idem.max_waiters as usize),
+        auth_cache: Arc::new(AuthCache::new(config.auth_cache_ttl)),
         pool,
         admin_key_hash: config
             .admin_api_key

@@ -51,6 +51,14 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+fn parse_auth_ttl(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 0s, 500ms, 2s)"))?;
+    if d > crate::tenants::auth_cache::MAX_TTL {
+        return Err("must be at most 2s (the bound on how long a revoked key may work)".into());
+    }
+    Ok(d)
+}
+
 fn parse_database_url(s: &str) -> Result<PgConnectOptions, String> {
     if !(s.starts_with("postgres://") || s.starts_with("postgresql://")) {
         return Err("must start with postgres:// or postgresql://".into());
@@ -133,6 +141,12 @@ pub struct ServeConfig {
     /// A request still running after this long is answered 503 and rolled back.
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+
+    /// How long an authenticated API key is remembered in process, so most
+    /// requests skip the key lookup: a revoked key keeps working on an
+    /// instance for at most this long. 0s disables; at most 2s.
+    #[arg(long, env = "AUTH_CACHE_TTL", default_value = "1s", value_parser = parse_auth_ttl)]
+    pub auth_cache_ttl: Duration,
 
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]

@@ -163,6 +163,13 @@ def main() -> int:
         check((t.credit.wallet_id, t.credit.type_, t.credit.balance_after) == (b.id, TransactionType.CREDIT, "20.00"),
               "transfer credit leg on B, balance 20.00", (t.credit.wallet_id, t.credit.balance_after))
         check(t.debit.transfer_id == t.id and t.credit.transfer_id == t.id, "both legs name the transfer")
+        resp = create_transfer.sync_detailed(
+            client=client, idempotency_key=key(),
+            body=TransferRequest(from_wallet_id=a.id, to_wallet_id=uuid.uuid4(), amount="1.00"),
+        )
+        check(resp.status_code == 404 and isinstance(resp.parsed, Problem) and resp.parsed.code == "not_found",
+              "createTransfer to an unknown wallet: documented 404 not_found problem",
+              f"{int(resp.status_code)} parsed as {type(resp.parsed).__name__}")
 
         print("list A's transactions two at a time")
         page1 = expect(list_wallet_transactions.sync_detailed(a.id, client=client, limit=2), 200,

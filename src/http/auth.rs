@@ -26,10 +26,19 @@ impl FromRequestParts<AppState> for Tenant {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let token = bearer(parts).ok_or(ApiError::Unauthorized)?;
-        let mut conn = state.pool.acquire().await?;
-        let tenant = tenants::authenticate(&mut conn, token)
-            .await?
-            .ok_or(ApiError::Unauthorized)?;
+        let digest = tenants::digest(token);
+        let tenant = match state.auth_cache.get(&digest) {
+            Some(tenant) => tenant,
+            None => {
+                let read_at = std::time::Instant::now();
+                let mut conn = state.pool.acquire().await?;
+                let tenant = tenants::authenticate_digest(&mut conn, token, &digest)
+                    .await?
+                    .ok_or(ApiError::Unauthorized)?;
+                state.auth_cache.put(digest, tenant, read_at);
+                tenant
+            }
+        };
         super::request_id::set_shop(tenant.shop_id);
         if tenant.role == Role::Finance && is_mutation(&parts.method) {
             return Err(ApiError::Forbidden);

@@ -8,13 +8,13 @@ pub mod health;
 pub mod idempotency;
 pub mod request_id;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use axum::{extract::Request, middleware::Next, response::IntoResponse, response::Response};
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 
-use crate::{config::IdempotencyConfig, executor::Executor};
+use crate::{config::IdempotencyConfig, executor::Executor, tenants::AuthCache};
 pub use error::ApiError;
 
 #[derive(Clone)]
@@ -25,6 +25,8 @@ pub struct AppState {
     pub idempotency: IdempotencyConfig,
     /// The only way a route reaches a mutating use case.
     pub executor: Executor,
+    /// Keys authenticated in the last AUTH_CACHE_TTL (at most 2 s).
+    pub auth_cache: Arc<AuthCache>,
     pub metrics: PrometheusHandle,
 }
 

@@ -77,7 +77,12 @@ pub struct NewKey {
 }
 
 fn hash(key: &str) -> Vec<u8> {
-    Sha256::digest(key.as_bytes()).to_vec()
+    digest(key).to_vec()
+}
+
+/// SHA-256 of a whole key, as stored.
+pub fn digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
 }
 
 fn random(len: usize) -> String {
@@ -164,6 +169,15 @@ pub async fn revoke_key(conn: &mut PgConnection, prefix: &str) -> Result<bool, T
 /// Resolves a presented key to its tenant; `None` for unknown, malformed or
 /// revoked keys alike.
 pub async fn authenticate(conn: &mut PgConnection, presented: &str) -> Result<Option<Tenant>, sqlx::Error> {
+    authenticate_digest(conn, presented, &digest(presented)).await
+}
+
+/// [`authenticate`] with the key's digest already computed.
+pub async fn authenticate_digest(
+    conn: &mut PgConnection,
+    presented: &str,
+    digest: &[u8; 32],
+) -> Result<Option<Tenant>, sqlx::Error> {
     let Some(prefix) = presented
         .strip_prefix("blk_")
         .and_then(|rest| rest.split_once('_'))
@@ -179,10 +193,9 @@ pub async fn authenticate(conn: &mut PgConnection, presented: &str) -> Result<Op
     .fetch_all(conn)
     .await?;
     // Comparing hashes: equal-time comparison of the secret itself is moot.
-    let presented = hash(presented);
     Ok(rows
         .into_iter()
-        .find(|r| r.secret_hash == presented)
+        .find(|r| r.secret_hash == digest.as_slice())
         .and_then(|r| {
             Some(Tenant {
                 shop_id: r.shop_id,

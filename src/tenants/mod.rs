@@ -1,9 +1,12 @@
 //! Shops (tenants) and their API keys.
 
+pub mod auth_cache;
 mod keys;
 pub mod routes;
 
+pub use auth_cache::AuthCache;
+
 pub use keys::{
-    ApiKeyCreated, NewKey, Role, ShopCreated, Tenant, TenantError, authenticate, create_key, create_shop,
-    revoke_key, seed_demo,
+    ApiKeyCreated, NewKey, Role, ShopCreated, Tenant, TenantError, authenticate, authenticate_digest,
+    create_key, create_shop, digest, revoke_key, seed_demo,
 };

@@ -386,3 +386,35 @@ async fn openapi_and_metrics_are_served(_: PgPoolOptions, connect: PgConnectOpti
         );
     }
 }
+
+#[sqlx::test]
+async fn a_revoked_key_stops_working_within_the_auth_cache_ttl(_: PgPoolOptions, connect: PgConnectOptions) {
+    let ttl = Duration::from_secs(2);
+    let config = ServeConfig {
+        auth_cache_ttl: ttl,
+        ..serve_config()
+    };
+    let app = spawn_app_with(connect, config, Duration::from_secs(5)).await;
+    let shop = app.shop().await;
+    assert_eq!(app.get(&shop.key, "/v1/wallets").await.status(), StatusCode::OK);
+
+    let prefix = shop.key.split('_').nth(1).unwrap().to_owned();
+    let mut conn = app.pool.acquire().await.unwrap();
+    assert!(tenants::revoke_key(&mut conn, &prefix).await.unwrap());
+    let revoked_at = std::time::Instant::now();
+    // Whatever the cache still answered before, once the TTL has passed
+    // since the revocation the key is refused, reads and writes alike.
+    tokio::time::sleep(ttl.saturating_sub(revoked_at.elapsed()) + Duration::from_millis(50)).await;
+    let r = app.get(&shop.key, "/v1/wallets").await;
+    problem(r, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    let r = app
+        .post(
+            &shop.key,
+            "/v1/wallets",
+            "late",
+            &json!({"customer_ref": "c", "currency": "USD"}),
+        )
+        .await;
+    problem(r, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    assert_eq!(app.count("SELECT count(*) FROM wallets").await, 0);
+}

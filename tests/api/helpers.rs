@@ -30,6 +30,8 @@ pub fn serve_config() -> ServeConfig {
         log_format: LogFormat::Json,
         request_timeout: Duration::from_secs(30),
         shutdown_grace: Duration::from_secs(5),
+        // Off, so a test sees a revocation at once; `auth_cache` tests it.
+        auth_cache_ttl: Duration::ZERO,
         idempotency: IdempotencyConfig::default(),
     }
 }

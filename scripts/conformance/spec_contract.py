@@ -1,0 +1,108 @@
+"""Project rules for openapi.yaml that no generic validator knows:
+
+* the operationIds clients are generated from (renaming one breaks them);
+* every POST takes a required `Idempotency-Key` header;
+* success bodies are application/json, errors application/problem+json
+  with the `Problem` schema;
+* the OpenAPI links schemathesis follows in its stateful phase:
+  createWallet -> getWallet / creditWallet / debitWallet /
+  listWalletTransactions, and creditWallet / debitWallet -> getWallet.
+
+    python spec_contract.py openapi.yaml     # exit 1 and a list on violations
+"""
+
+from __future__ import annotations
+
+import sys
+
+import yaml
+
+OPERATIONS = {
+    ("get", "/healthz"): "healthz",
+    ("get", "/readyz"): "readyz",
+    ("post", "/v1/admin/idempotency/cleanup"): "cleanupIdempotencyKeys",
+    ("get", "/v1/admin/idempotency/stats"): "getIdempotencyStats",
+    ("post", "/v1/admin/shops"): "createShop",
+    ("post", "/v1/admin/shops/{id}/api-keys"): "createApiKey",
+    ("post", "/v1/transfers"): "createTransfer",
+    ("get", "/v1/wallets"): "listWallets",
+    ("post", "/v1/wallets"): "createWallet",
+    ("get", "/v1/wallets/{id}"): "getWallet",
+    ("post", "/v1/wallets/{id}/credit"): "creditWallet",
+    ("post", "/v1/wallets/{id}/debit"): "debitWallet",
+    ("get", "/v1/wallets/{id}/transactions"): "listWalletTransactions",
+}
+
+# (source operationId, status) -> operationIds its links must reach with `id`.
+LINKS = {
+    ("createWallet", "201"): {"getWallet", "creditWallet", "debitWallet", "listWalletTransactions"},
+    ("creditWallet", "201"): {"getWallet"},
+    ("debitWallet", "201"): {"getWallet"},
+}
+
+PROBLEM = "#/components/schemas/Problem"
+METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
+
+
+def main(path: str) -> int:
+    doc = yaml.safe_load(open(path, encoding="utf-8"))
+    errors: list[str] = []
+    seen: dict[tuple[str, str], dict] = {}
+    for p, item in (doc.get("paths") or {}).items():
+        for method, op in item.items():
+            if method in METHODS:
+                seen[(method, p)] = op
+
+    for key, want in OPERATIONS.items():
+        op = seen.get(key)
+        if op is None:
+            errors.append(f"{key[0].upper()} {key[1]}: missing")
+        elif op.get("operationId") != want:
+            errors.append(f"{key[0].upper()} {key[1]}: operationId {op.get('operationId')!r}, expected {want!r}")
+    for key in sorted(set(seen) - set(OPERATIONS)):
+        errors.append(f"{key[0].upper()} {key[1]}: not known to scripts/conformance/spec_contract.py (add it there)")
+
+    by_id = {op.get("operationId"): op for op in seen.values()}
+    for (method, p), op in sorted(seen.items()):
+        label = f"{method.upper()} {p}"
+        if method == "post":
+            keys = [x for x in op.get("parameters", []) if x.get("in") == "header" and x.get("name", "").lower() == "idempotency-key"]
+            if not keys or not keys[0].get("required"):
+                errors.append(f"{label}: no required Idempotency-Key header parameter")
+        for status, resp in (op.get("responses") or {}).items():
+            content = resp.get("content") or {}
+            if str(status).startswith("2"):
+                bad = [t for t in content if t != "application/json"]
+                if bad:
+                    errors.append(f"{label} {status}: success content types {bad}, expected application/json")
+            elif str(status)[0] in "45" or status == "default":
+                schema = (content.get("application/problem+json") or {}).get("schema") or {}
+                if set(content) != {"application/problem+json"} or schema.get("$ref") != PROBLEM:
+                    errors.append(f"{label} {status}: expected only application/problem+json with $ref {PROBLEM}")
+
+    for (source, status), targets in LINKS.items():
+        op = by_id.get(source)
+        if op is None:
+            continue
+        links = ((op.get("responses") or {}).get(status) or {}).get("links") or {}
+        reached = {}
+        for name, link in links.items():
+            target = link.get("operationId")
+            if target not in by_id:
+                errors.append(f"{source} {status} link {name}: unknown operationId {target!r}")
+            reached[target] = link
+        for target in sorted(targets):
+            link = reached.get(target)
+            if link is None:
+                errors.append(f"{source} {status}: no link to {target}")
+            elif "id" not in (link.get("parameters") or {}) and "path.id" not in (link.get("parameters") or {}):
+                errors.append(f"{source} {status} link to {target}: no `id` parameter")
+
+    for e in errors:
+        print(f"  {e}")
+    print(f"spec contract: {'OK' if not errors else f'{len(errors)} violation(s)'} ({path})")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
