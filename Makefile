@@ -8,7 +8,7 @@ DB := scripts/db.sh
 SQLX_CLI_VERSION := 0.8.6
 BIN := target/debug/billing-ledger
 
-.PHONY: run test lint fmt build db-start db-stop migrate prepare sqlx-cli openapi bench
+.PHONY: run test lint fmt build db-start db-stop migrate prepare sqlx-cli openapi bench conformance
 
 build:
 	cargo build
@@ -53,6 +53,13 @@ prepare: sqlx-cli
 	@url=$$($(DB) start); export DATABASE_URL=$$url; \
 	cargo sqlx migrate run >/dev/null; \
 	SQLX_OFFLINE=false cargo sqlx prepare -- --all-targets
+
+# Real clients against the committed spec and a live server (a few minutes,
+# loopback only): spec lint, schemathesis, the generated Python client and
+# the TypeScript types. Tools install on first use into .local/venv and
+# scripts/conformance/ts/node_modules (both git-ignored).
+conformance: build
+	scripts/conformance/run.sh
 
 # Rewrite openapi.yaml from the code.
 openapi:

@@ -1,6 +1,6 @@
 //! The OpenAPI document, derived from the handlers' annotations. The answers
-//! every operation can give (auth, bad input, conflicts, overload) are added
-//! here once, from the operation's method, path and security, so a new route
+//! every operation can give (auth, bad input, conflicts, overload) and the
+//! `Idempotent-Replayed` header of mutations are added here once, from the operation's method, path and security, so a new route
 //! documents them without repeating them.
 
 use std::sync::OnceLock;
@@ -9,7 +9,9 @@ use utoipa::{
     IntoParams, Modify, OpenApi,
     openapi::{
         ContentBuilder, HttpMethod, Ref, RefOr, ResponseBuilder,
+        extensions::Extensions,
         header::HeaderBuilder,
+        link::Link,
         path::Operation,
         schema::{ObjectBuilder, Type},
         security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
@@ -89,7 +91,8 @@ fn answers(path: &str, method: &HttpMethod, op: &Operation) -> Vec<(&'static str
     if shop_key && mutation {
         out.push(("403", "A read-only (finance) key tried a mutation (`forbidden`)"));
     }
-    if path.contains('{') || admin {
+    // Ids in the path or the body may name nothing in this shop.
+    if path.contains('{') || admin || (shop_key && mutation) {
         out.push((
             "404",
             "No such object in this shop (`not_found`); admin routes answer 404 when ADMIN_API_KEY is unset",
@@ -131,6 +134,18 @@ impl Modify for StandardAnswers {
                 .description(Some("Seconds to wait before retrying"))
                 .build()
         };
+        let replayed = || {
+            HeaderBuilder::new()
+                .schema(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some(["true"])),
+                )
+                .description(Some(
+                    "`true` when this is the stored answer of an earlier request with the same Idempotency-Key",
+                ))
+                .build()
+        };
         for (path, item) in openapi.paths.paths.iter_mut() {
             let ops = [
                 (HttpMethod::Get, &mut item.get),
@@ -141,6 +156,18 @@ impl Modify for StandardAnswers {
             ];
             for (method, op) in ops {
                 let Some(op) = op.as_mut() else { continue };
+                for response in op.responses.responses.values_mut() {
+                    if let RefOr::T(response) = response {
+                        response.links.values_mut().for_each(camel_case_operation_id);
+                    }
+                }
+                if !matches!(method, HttpMethod::Get) && path.starts_with("/v1/") {
+                    for (status, response) in op.responses.responses.iter_mut() {
+                        if let (true, RefOr::T(response)) = (status.starts_with('2'), response) {
+                            response.headers.insert("Idempotent-Replayed".into(), replayed());
+                        }
+                    }
+                }
                 for (status, description) in answers(path, &method, op) {
                     if op.responses.responses.contains_key(status) {
                         continue;
@@ -162,6 +189,18 @@ impl Modify for StandardAnswers {
 
 /// The document of every routed operation; the standard answers are added
 /// once the routes are merged in.
+/// utoipa 5.5 writes a link's `operationId` as `operation_id`, which no
+/// client understands; the right name goes in through the extensions map
+/// (written as is when built from pairs).
+fn camel_case_operation_id(link: &mut RefOr<Link>) {
+    if let RefOr::T(link) = link
+        && !link.operation_id.is_empty()
+    {
+        let id = std::mem::take(&mut link.operation_id);
+        link.extensions = Some(Extensions::from_iter([("operationId", id)]));
+    }
+}
+
 pub fn spec() -> utoipa::openapi::OpenApi {
     let mut doc = crate::app::api_router().split_for_parts().1;
     StandardAnswers.modify(&mut doc);

@@ -1,21 +1,21 @@
 -- pgbench script: exactly the statements of one idempotent debit of the
--- service (POST /v1/wallets/{id}/debit, see src/http/idempotency.rs,
+-- service (POST /v1/wallets/{id}/debit, see src/executor/mod.rs,
 -- src/idempotency/mod.rs, src/wallets/service.rs, src/ledger/mod.rs), with no
 -- service in between. When the debit path changes, this script changes too.
 -- `make bench` runs it with -M prepared (sqlx prepares every statement) over
 -- the wallets it created; bench_wallets maps n -> (key prefix, wallet).
 \set n random(1, 1000)
--- 1. authentication (its own pool connection in the service; the join with
+-- 1. authentication (in the service, only when its auth cache misses; the join with
 --    bench_wallets only picks the wallet for this transaction)
 SELECT k.shop_id, k.id AS key_id, k.role, k.secret_hash, b.wallet_id
   FROM bench_wallets b JOIN api_keys k ON k.prefix = b.prefix AND k.revoked_at IS NULL
  WHERE b.n = :n \gset
 BEGIN;
 -- 2. claim the Idempotency-Key
-INSERT INTO idempotency_keys (scope, key, fingerprint, expires_at)
+INSERT INTO idempotency_keys (shop_id, key, fingerprint, expires_at)
 VALUES (:shop_id::uuid, gen_random_uuid()::text, '\x8f434346648f6b96df89dda901c5176b10a6d83961dd3c1ac88b59b2dc327aa4'::bytea,
         now() + make_interval(hours => 24))
-ON CONFLICT (scope, key) DO NOTHING
+ON CONFLICT (shop_id, key) DO NOTHING
 RETURNING key AS idem_key, gen_random_uuid() AS journal_id \gset
 -- 3. lock the wallet, look for an earlier movement under the key
 SELECT w.currency, w.balance - w.reserved AS available, w.overdraft_limit, t.id AS earlier
@@ -45,13 +45,14 @@ RETURNING balance_after, created_at;
 -- 5. the stored response (a typical 350-byte body, hex: pgbench would read
 --    the colons of JSON as variables) and the audit row
 WITH audit AS (
-    INSERT INTO audit_log (id, shop_id, api_key_id, action, entity, entity_id, request_id)
-    VALUES (gen_random_uuid(), :shop_id::uuid, :key_id::uuid, 'wallet.debit', 'wallet_transaction', gen_random_uuid(),
-            '01a207a9-2872-779e-88a9-a9a728e67f59')
+    INSERT INTO audit_log (shop_id, id, api_key_id, action, entity, entity_id, request_id)
+    SELECT :shop_id::uuid, gen_random_uuid(), :key_id::uuid, 'wallet.debit', 'wallet_transaction', gen_random_uuid(),
+            '01a207a9-2872-779e-88a9-a9a728e67f59'
+     WHERE gen_random_uuid() IS NOT NULL
 )
 UPDATE idempotency_keys
-   SET response_status = 201,
-       response_body = '\x7b226964223a2230316132303761392d323837372d373763612d626362652d336233386330333261376163222c2277616c6c65745f6964223a2230316132303761392d323830362d373739612d393933332d363138333535663831633134222c2274797065223a226465626974222c2263617465676f7279223a227573616765222c22616d6f756e74223a22302e3031222c2263757272656e6379223a22555344222c2262616c616e63655f6166746572223a223939393939392e3939222c226465736372697074696f6e223a6e756c6c2c226d65746164617461223a7b7d2c227472616e736665725f6964223a6e756c6c2c226a6f75726e616c5f7472616e73616374696f6e5f6964223a2230316132303761392d323837352d373533382d613738632d616632663365313632373136222c22637265617465645f6174223a22323032362d31312d32335430393a30373a33362e3137393733365a227d'::bytea,
-       response_location = NULL
- WHERE scope = :shop_id::uuid AND key = :idem_key::text;
+   SET response_status = 201, response_content_type = 'application/json',
+       response_location = NULL, response_etag = NULL,
+       response_body = '\x7b226964223a2230316132303761392d323837372d373763612d626362652d336233386330333261376163222c2277616c6c65745f6964223a2230316132303761392d323830362d373739612d393933332d363138333535663831633134222c2274797065223a226465626974222c2263617465676f7279223a227573616765222c22616d6f756e74223a22302e3031222c2263757272656e6379223a22555344222c2262616c616e63655f6166746572223a223939393939392e3939222c226465736372697074696f6e223a6e756c6c2c226d65746164617461223a7b7d2c227472616e736665725f6964223a6e756c6c2c226a6f75726e616c5f7472616e73616374696f6e5f6964223a2230316132303761392d323837352d373533382d613738632d616632663365313632373136222c22637265617465645f6174223a22323032362d31312d32335430393a30373a33362e3137393733365a227d'::bytea
+ WHERE shop_id = :shop_id::uuid AND key = :idem_key::text;
 COMMIT;

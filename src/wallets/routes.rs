@@ -50,7 +50,8 @@ pub struct WalletListParams {
 #[utoipa::path(post, path = "/v1/wallets", tag = "wallets", operation_id = "createWallet",
     params(crate::openapi::IdempotencyKeyHeader),
     request_body = CreateWallet,
-    responses((status = 201, body = Wallet, headers(("Location" = String)))),
+    responses((status = 201, body = Wallet, headers(("Location" = String)),
+        links(("GetWallet" = (operation_id = "getWallet", parameters(("id" = "$response.body#/id")))), ("CreditWallet" = (operation_id = "creditWallet", parameters(("id" = "$response.body#/id")))), ("DebitWallet" = (operation_id = "debitWallet", parameters(("id" = "$response.body#/id")))), ("ListWalletTransactions" = (operation_id = "listWalletTransactions", parameters(("id" = "$response.body#/id"))))))),
     security(("api_key" = [])))]
 async fn create_wallet(
     State(state): State<AppState>,
@@ -98,7 +99,8 @@ async fn get_wallet(
 #[utoipa::path(post, path = "/v1/wallets/{id}/credit", tag = "wallets", operation_id = "creditWallet",
     params(("id" = Uuid, Path), crate::openapi::IdempotencyKeyHeader),
     request_body = CreditRequest,
-    responses((status = 201, body = WalletTransaction)),
+    responses((status = 201, body = WalletTransaction,
+        links(("GetWallet" = (operation_id = "getWallet", parameters(("id" = "$response.body#/wallet_id")))), ("DebitWallet" = (operation_id = "debitWallet", parameters(("id" = "$response.body#/wallet_id")))), ("ListWalletTransactions" = (operation_id = "listWalletTransactions", parameters(("id" = "$response.body#/wallet_id"))))))),
     security(("api_key" = [])))]
 async fn credit_wallet(
     State(state): State<AppState>,
@@ -114,7 +116,8 @@ async fn credit_wallet(
 #[utoipa::path(post, path = "/v1/wallets/{id}/debit", tag = "wallets", operation_id = "debitWallet",
     params(("id" = Uuid, Path), crate::openapi::IdempotencyKeyHeader),
     request_body = DebitRequest,
-    responses((status = 201, body = WalletTransaction)),
+    responses((status = 201, body = WalletTransaction,
+        links(("GetWallet" = (operation_id = "getWallet", parameters(("id" = "$response.body#/wallet_id")))), ("DebitWallet" = (operation_id = "debitWallet", parameters(("id" = "$response.body#/wallet_id")))), ("ListWalletTransactions" = (operation_id = "listWalletTransactions", parameters(("id" = "$response.body#/wallet_id"))))))),
     security(("api_key" = [])))]
 async fn debit_wallet(
     State(state): State<AppState>,
@@ -145,7 +148,8 @@ async fn list_wallet_transactions(
 #[utoipa::path(post, path = "/v1/transfers", tag = "wallets", operation_id = "createTransfer",
     params(crate::openapi::IdempotencyKeyHeader),
     request_body = TransferRequest,
-    responses((status = 201, body = Transfer)),
+    responses((status = 201, body = Transfer,
+        links(("GetWallet" = (operation_id = "getWallet", parameters(("id" = "$response.body#/from_wallet_id")))), ("ListWalletTransactions" = (operation_id = "listWalletTransactions", parameters(("id" = "$response.body#/from_wallet_id"))))))),
     security(("api_key" = [])))]
 async fn create_transfer(
     State(state): State<AppState>,

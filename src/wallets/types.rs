@@ -35,6 +35,7 @@ fn currency_code(s: &str) -> Result<(), ValidationError> {
 pub struct CreateWallet {
     /// The shop's own reference for the customer.
     #[validate(length(min = 1, max = 255, message = "must be 1 to 255 characters"))]
+    #[schema(min_length = 1, max_length = 255)]
     pub customer_ref: String,
     /// ISO 4217 code (USD, EUR, JPY, BHD, …) or `CREDIT` (4 decimals).
     #[validate(custom(function = "currency_code"))]
@@ -42,7 +43,7 @@ pub struct CreateWallet {
     pub currency: String,
     /// How far below zero `available` may go. Default "0".
     #[validate(custom(function = "limit_syntax"))]
-    #[schema(example = "0")]
+    #[schema(example = "0", pattern = "^(0|[1-9][0-9]{0,14})(\\.[0-9]{1,18})?$")]
     pub overdraft_limit: Option<String>,
     #[validate(custom(function = "crate::metadata::bounded"))]
     pub metadata: Option<Metadata>,
@@ -80,10 +81,11 @@ pub enum DebitCategory {
 pub struct CreditRequest {
     /// Positive decimal string, at most the currency's decimals.
     #[validate(custom(function = "amount_syntax"))]
-    #[schema(example = "12.50")]
+    #[schema(example = "12.50", pattern = "^(0|[1-9][0-9]{0,14})(\\.[0-9]{1,18})?$")]
     pub amount: String,
     pub category: CreditCategory,
     #[validate(length(max = 500, message = "must be at most 500 characters"))]
+    #[schema(max_length = 500)]
     pub description: Option<String>,
     #[validate(custom(function = "crate::metadata::bounded"))]
     pub metadata: Option<Metadata>,
@@ -95,10 +97,11 @@ pub struct CreditRequest {
 pub struct DebitRequest {
     /// Positive decimal string, at most the currency's decimals.
     #[validate(custom(function = "amount_syntax"))]
-    #[schema(example = "12.50")]
+    #[schema(example = "12.50", pattern = "^(0|[1-9][0-9]{0,14})(\\.[0-9]{1,18})?$")]
     pub amount: String,
     pub category: DebitCategory,
     #[validate(length(max = 500, message = "must be at most 500 characters"))]
+    #[schema(max_length = 500)]
     pub description: Option<String>,
     #[validate(custom(function = "crate::metadata::bounded"))]
     pub metadata: Option<Metadata>,
@@ -110,9 +113,10 @@ pub struct TransferRequest {
     pub from_wallet_id: Uuid,
     pub to_wallet_id: Uuid,
     #[validate(custom(function = "amount_syntax"))]
-    #[schema(example = "5.00")]
+    #[schema(example = "5.00", pattern = "^(0|[1-9][0-9]{0,14})(\\.[0-9]{1,18})?$")]
     pub amount: String,
     #[validate(length(max = 500, message = "must be at most 500 characters"))]
+    #[schema(max_length = 500)]
     pub description: Option<String>,
     #[validate(custom(function = "crate::metadata::bounded"))]
     pub metadata: Option<Metadata>,
