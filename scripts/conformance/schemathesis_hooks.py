@@ -14,6 +14,11 @@
    (CONFORMANCE_TRANSFER_WALLETS="from,to", the first one funded); the others
    (the first one included) keep their random ids so the 404 answer stays
    covered.
+
+3. Unknown ids. Ids in paths mostly come from earlier answers (links), so
+   every fourth call of an operation with an `{id}` gets a fresh UUID
+   instead: what the service answers for an object that does not exist (or
+   is another shop's) must be documented too.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ VALID_KEY = re.compile(r"[!-~]{1,255}")
 UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 TRANSFER_WALLETS = [w for w in os.environ.get("CONFORMANCE_TRANSFER_WALLETS", "").split(",") if w]
 _transfers = itertools.count()
+_unknown_ids = itertools.count()
 
 
 @schemathesis.hook
@@ -51,3 +57,6 @@ def before_call(ctx, case, kwargs):
         and next(_transfers) % 3 != 0
     ):
         case.body["from_wallet_id"], case.body["to_wallet_id"] = TRANSFER_WALLETS
+
+    if "{id}" in operation.path and case.path_parameters and next(_unknown_ids) % 4 == 0:
+        case.path_parameters["id"] = str(uuid.uuid4())
