@@ -211,6 +211,9 @@ def main():
         log("1a pgbench: the service's debit statements, 16 clients")
         results["pgbench_debit_16"] = pgbench(bench_url, ["-f", os.path.join(ROOT, "sql", "bench", "debit.sql")])
         checkpoint()
+        log("1c pgbench: the fixed yardstick (the rows of one debit, a statement each), 16 clients")
+        results["pgbench_yardstick_16"] = pgbench(bench_url, ["-f", os.path.join(ROOT, "sql", "bench", "yardstick.sql")])
+        checkpoint()
         log("1b pgbench: tpcb-like, 16 clients")
         results["pgbench_tpcb_16"] = pgbench(tpcb_url, [])
 
@@ -235,6 +238,7 @@ def main():
         new16 = results["http_new_16"]["rps"]
         ratios = {
             "new_vs_pgbench_debit": new16 / results["pgbench_debit_16"]["tps"],
+            "new_vs_yardstick": new16 / results["pgbench_yardstick_16"]["tps"],
             "replay_vs_new": results["http_replay_16"]["rps"] / new16,
             "hot_vs_new": results["http_hot_16"]["rps"] / new16,
         }
@@ -244,7 +248,7 @@ def main():
             "hot_vs_new >= 0.25": ratios["hot_vs_new"] >= 0.25,
             "peak_rss_64 <= 100 MiB": results["http_new_64"]["peak_rss_mib"] <= 100,
             "zero non-2xx": all(results[k]["non_2xx"] == 0 for k in results if k.startswith("http_"))
-            and results["pgbench_debit_16"]["failed"] == 0,
+            and results["pgbench_debit_16"]["failed"] == 0 and results["pgbench_yardstick_16"]["failed"] == 0,
         }
         results["ratios"] = ratios
         results["targets_met"] = targets
@@ -254,7 +258,8 @@ def main():
         print()
         print(f"{'run':<34}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'cpu s/1k':>10}")
         for k, label in (("pgbench_debit_16", "1a pgbench debit.sql (16 cl)"),
-                         ("pgbench_tpcb_16", "1b pgbench tpcb-like (16 cl)")):
+                         ("pgbench_tpcb_16", "1b pgbench tpcb-like (16 cl)"),
+                         ("pgbench_yardstick_16", "1c pgbench yardstick (16 cl)")):
             r = results[k]
             print(f"{label:<34}{r['tps']:>10.0f}{r['latency_avg_ms']:>9.2f}{'(avg)':>9}{r['failed']:>9}{'':>10}")
         for k, label in (("http_new_16", "2  HTTP new debits (16 conn)"), ("http_new_64", "3  HTTP new debits (64 conn)"),
