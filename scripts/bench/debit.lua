@@ -1,8 +1,9 @@
--- wrk script for `make bench`: POST /v1/wallets/{id}/debit.
+-- wrk script for `make bench`: POST /v1/wallets/{id}/debit (or /v1/transfers).
 --   wrk ... -s debit.lua URL -- MODE WALLETS_FILE RUN_ID
--- MODE new:    a fresh Idempotency-Key per request, wallets spread over the file
---      hot:    a fresh key per request, all on the file's first wallet
---      replay: keys "replay-<i>" already used on wallet i: every answer a replay
+-- MODE new:      a fresh Idempotency-Key per request, wallets spread over the file
+--      hot:      a fresh key per request, all on the file's first wallet
+--      replay:   keys "replay-<i>" already used on wallet i: every answer a replay
+--      transfer: a fresh key per request, between two random wallets of one shop
 -- WALLETS_FILE: lines "<api key> <wallet id>".
 
 local threads = {}
@@ -17,8 +18,18 @@ function init(args)
   wallets = {}
   for line in io.lines(file) do
     local key, wallet = line:match("(%S+) (%S+)")
-    table.insert(wallets, { path = "/v1/wallets/" .. wallet .. "/debit", auth = "Bearer " .. key })
+    table.insert(wallets, { id = wallet, path = "/v1/wallets/" .. wallet .. "/debit", auth = "Bearer " .. key })
   end
+  -- Transfers stay within a shop: wallets grouped by their key.
+  shops, by_key = {}, {}
+  for _, w in ipairs(wallets) do
+    if not by_key[w.auth] then
+      by_key[w.auth] = {}
+      table.insert(shops, by_key[w.auth])
+    end
+    table.insert(by_key[w.auth], w)
+  end
+  math.randomseed(tid * 7919)
   counter = 0
   body = '{"amount":"0.01","category":"usage"}'
 end
@@ -26,7 +37,16 @@ end
 function request()
   counter = counter + 1
   local w, key
-  if mode == "replay" then
+  if mode == "transfer" then
+    local shop = shops[math.random(#shops)]
+    local from = math.random(#shop)
+    local to = (from + math.random(#shop - 1) - 1) % #shop + 1
+    return wrk.format("POST", "/v1/transfers", {
+      ["Authorization"] = shop[from].auth,
+      ["Idempotency-Key"] = run .. "-" .. tid .. "-" .. counter,
+      ["Content-Type"] = "application/json",
+    }, '{"from_wallet_id":"' .. shop[from].id .. '","to_wallet_id":"' .. shop[to].id .. '","amount":"0.01"}')
+  elseif mode == "replay" then
     local i = (counter + tid * 499) % #wallets + 1
     w, key = wallets[i], "replay-" .. i
   elseif mode == "hot" then

@@ -150,6 +150,10 @@ def main():
                                    "WHERE name IN ('fsync', 'synchronous_commit', 'shared_buffers', 'max_connections')")
         env = {**os.environ, "DATABASE_URL": bench_url}
         sh([BIN, "migrate"], env=env)
+        # Statements per debit, trigger queries included (the private
+        # cluster preloads pg_stat_statements); set before the service connects.
+        psql(bench_url, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        psql(base_url, "ALTER DATABASE billing_bench SET pg_stat_statements.track = 'all'")
 
         log(f"creating {SHOPS} shops and {WALLETS} funded wallets")
         keys = []
@@ -220,7 +224,22 @@ def main():
         pid = server.pid
         checkpoint()
         log("2 new idempotent debits over HTTP, 16 connections")
+        psql(bench_url, "SELECT pg_stat_statements_reset()")
         results["http_new_16"] = wrk(port, 16, "new", files["wallets"], "n16", pid)
+        # Statements per debit: top level (what the service sends, plus the
+        # deferred journal balance check, which PostgreSQL runs at top level
+        # during COMMIT), queries nested in triggers, and apart from those
+        # PostgreSQL's own foreign-key checks.
+        counts = psql(bench_url, """
+            SELECT coalesce(sum(calls) FILTER (WHERE toplevel), 0) || ' ' ||
+                   coalesce(sum(calls) FILTER (WHERE NOT toplevel AND query NOT LIKE 'SELECT % FROM ONLY %'), 0) || ' ' ||
+                   coalesce(sum(calls) FILTER (WHERE NOT toplevel AND query LIKE 'SELECT % FROM ONLY %'), 0)
+              FROM pg_stat_statements
+             WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'billing_bench')""").split()
+        n = max(results["http_new_16"]["requests"], 1)
+        top, nested, fk = (int(float(c)) / n for c in counts)
+        results["statements_per_debit"] = {"top_level": top, "in_triggers": nested, "foreign_key_checks": fk,
+                                           "counted": top + nested}
         checkpoint()
         log("3 new idempotent debits over HTTP, 64 connections")
         with open(f"/proc/{pid}/clear_refs", "w") as f:
@@ -234,6 +253,9 @@ def main():
         checkpoint()
         log("5 replays, 16 connections")
         results["http_replay_16"] = wrk(port, 16, "replay", files["wallets"], "r16", pid)
+        checkpoint()
+        log("6 transfers between random wallet pairs of a shop, 16 connections")
+        results["http_transfer_16"] = wrk(port, 16, "transfer", files["wallets"], "t16", pid)
 
         new16 = results["http_new_16"]["rps"]
         ratios = {
@@ -241,6 +263,7 @@ def main():
             "new_vs_yardstick": new16 / results["pgbench_yardstick_16"]["tps"],
             "replay_vs_new": results["http_replay_16"]["rps"] / new16,
             "hot_vs_new": results["http_hot_16"]["rps"] / new16,
+            "transfer_vs_new": results["http_transfer_16"]["rps"] / new16,
         }
         targets = {
             "new_vs_pgbench_debit >= 0.6": ratios["new_vs_pgbench_debit"] >= 0.6,
@@ -263,11 +286,16 @@ def main():
             r = results[k]
             print(f"{label:<34}{r['tps']:>10.0f}{r['latency_avg_ms']:>9.2f}{'(avg)':>9}{r['failed']:>9}{'':>10}")
         for k, label in (("http_new_16", "2  HTTP new debits (16 conn)"), ("http_new_64", "3  HTTP new debits (64 conn)"),
-                         ("http_hot_16", "4  HTTP hot wallet (16 conn)"), ("http_replay_16", "5  HTTP replays (16 conn)")):
+                         ("http_hot_16", "4  HTTP hot wallet (16 conn)"), ("http_replay_16", "5  HTTP replays (16 conn)"),
+                         ("http_transfer_16", "6  HTTP transfers (16 conn)")):
             r = results[k]
             print(f"{label:<34}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['non_2xx']:>9}"
                   f"{r['cpu_seconds_per_1000']:>10.3f}")
         print(f"\npeak RSS during the 64-connection run: {results['http_new_64']['peak_rss_mib']:.1f} MiB")
+        st = results["statements_per_debit"]
+        print(f"statements per new debit (pg_stat_statements, run 2): {st['counted']:.2f} "
+              f"= {st['top_level']:.2f} top level + {st['in_triggers']:.2f} nested "
+              f"(plus {st['foreign_key_checks']:.2f} foreign-key checks)")
         for k, v in ratios.items():
             print(f"ratio {k:<24} {v:.2f}")
         for k, ok in targets.items():
