@@ -7,13 +7,14 @@ use axum::{
     http::request::Parts,
 };
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::{Value, error::Category};
 use uuid::Uuid;
 use validator::{Validate, ValidationErrors, ValidationErrorsKind};
 
 use super::error::{ApiError, FieldErrors};
 
-/// Parses a JSON body: 400 when it is not JSON. An empty body reads as `{}`.
+/// Parses a JSON body as a value, for its fingerprint. An empty body reads
+/// as `{}`.
 pub fn parse_value(body: &[u8]) -> Result<Value, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Object(Default::default()));
@@ -29,12 +30,33 @@ pub fn parse_value(body: &[u8]) -> Result<Value, ApiError> {
     Ok(value)
 }
 
-/// The parsed body as `T`, validated: 422 naming the field otherwise.
-pub fn typed<T: DeserializeOwned + Validate>(value: Value) -> Result<T, ApiError> {
-    let value: T = serde_path_to_error::deserialize(value).map_err(|e| {
+/// Parses and validates a JSON body as `T` in one pass: 400 when it is not
+/// JSON, 422 naming the field when it does not fit (a repeated field
+/// included). An empty body reads as `{}`.
+pub fn parse_json<T: DeserializeOwned + Validate>(body: &[u8]) -> Result<T, ApiError> {
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let malformed =
+        |e: &serde_json::Error| ApiError::BadRequest(format!("the request body is not valid JSON: {e}"));
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        data_error(&path, &e.into_inner().to_string())
+        let inner = e.into_inner();
+        match inner.classify() {
+            Category::Syntax | Category::Eof | Category::Io => malformed(&inner),
+            Category::Data => data_error(&path, &inner.to_string()),
+        }
     })?;
+    de.end().map_err(|e| malformed(&e))?;
+    if has_nul_escape(body) {
+        return Err(ApiError::validation(
+            "body",
+            "strings must not contain NUL characters",
+        ));
+    }
     value
         .validate()
         .map_err(|e| ApiError::Validation(field_errors(&e)))?;

@@ -14,7 +14,7 @@ use validator::Validate;
 use super::{
     AppState,
     error::{ApiError, PROBLEM_JSON},
-    extract::{parse_value, typed},
+    extract::{parse_json, parse_value},
     request_id,
 };
 use crate::{
@@ -55,14 +55,16 @@ where
                 ApiError::BadRequest(format!("could not read the request body: {e}"))
             }
         })?;
-        let value = parse_value(&body)?;
+        // Typed first, straight from the bytes, so a repeated field is a 422
+        // rather than the last one silently winning; then the value for the
+        // fingerprint.
+        let input: T = parse_json(&body)?;
         let fingerprint = idempotency::fingerprint(
             method.as_str(),
             &path,
             if_match.as_ref().map(HeaderValue::as_bytes),
-            &value,
+            &parse_value(&body)?,
         );
-        let input = typed(value)?;
         let request = executor::Request {
             key,
             fingerprint,

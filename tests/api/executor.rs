@@ -76,6 +76,16 @@ async fn whitespace_and_key_order_do_not_change_the_request_but_values_do(
         let r = app.post_raw(&shop.key, &path, "k", different).await;
         problem(r, StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused").await;
     }
+    // A repeated field is refused, not settled by whichever comes last.
+    let r = app
+        .post_raw(
+            &shop.key,
+            &path,
+            &fresh(),
+            r#"{"amount":"1","amount":"1000","category":"usage"}"#,
+        )
+        .await;
+    problem(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
     // A conditional request is another request.
     let r = app
         .client
