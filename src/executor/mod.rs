@@ -85,12 +85,6 @@ pub enum Run<T> {
     Earlier(T),
 }
 
-impl<T> From<T> for Run<T> {
-    fn from(value: T) -> Self {
-        Run::New(value)
-    }
-}
-
 /// A use case run exactly once per (shop, idempotency key). It gets the
 /// transaction the executor opened and never commits it.
 pub trait Command: Send {

@@ -32,7 +32,7 @@ impl FromRequestParts<AppState> for Tenant {
             None => {
                 let read_at = std::time::Instant::now();
                 let mut conn = state.pool.acquire().await?;
-                let tenant = tenants::authenticate_digest(&mut conn, token, &digest)
+                let tenant = tenants::authenticate(&mut conn, token, &digest)
                     .await?
                     .ok_or(ApiError::Unauthorized)?;
                 state.auth_cache.put(digest, tenant, read_at);

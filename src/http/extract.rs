@@ -13,32 +13,27 @@ use validator::{Validate, ValidationErrors, ValidationErrorsKind};
 
 use super::error::{ApiError, FieldErrors};
 
-/// Parses a JSON body as a value, for its fingerprint. An empty body reads
-/// as `{}`.
+/// The body as a JSON value, for its fingerprint; called once [`parse_json`]
+/// has accepted it, so it cannot fail on the syntax. An empty body reads as
+/// `{}`.
 pub fn parse_value(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(or_empty_object(body))
+        .map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}")))
+}
+
+fn or_empty_object(body: &[u8]) -> &[u8] {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Value::Object(Default::default()));
+        b"{}"
+    } else {
+        body
     }
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}")))?;
-    if has_nul_escape(body) {
-        return Err(ApiError::validation(
-            "body",
-            "strings must not contain NUL characters",
-        ));
-    }
-    Ok(value)
 }
 
 /// Parses and validates a JSON body as `T` in one pass: 400 when it is not
 /// JSON, 422 naming the field when it does not fit (a repeated field
 /// included). An empty body reads as `{}`.
 pub fn parse_json<T: DeserializeOwned + Validate>(body: &[u8]) -> Result<T, ApiError> {
-    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        body
-    };
+    let body = or_empty_object(body);
     let mut de = serde_json::Deserializer::from_slice(body);
     let malformed =
         |e: &serde_json::Error| ApiError::BadRequest(format!("the request body is not valid JSON: {e}"));

@@ -36,29 +36,19 @@ pub type Fingerprint = [u8; 32];
 /// request) and a canonical form of the parsed JSON body: object keys sorted,
 /// no whitespace, values exactly as sent (`"10"` and `"10.00"` differ).
 pub fn fingerprint(method: &str, path: &str, if_match: Option<&[u8]>, body: &Value) -> Fingerprint {
-    struct Hasher(Sha256);
-    impl std::io::Write for Hasher {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.update(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut h = Hasher(Sha256::new());
+    let mut h = Sha256::new();
     for part in [method.as_bytes(), b"\n", path.as_bytes(), b"\n"] {
-        h.0.update(part);
+        h.update(part);
     }
     if let Some(tag) = if_match {
-        h.0.update(b"if-match:");
-        h.0.update(tag);
+        h.update(b"if-match:");
+        h.update(tag);
     }
-    h.0.update(b"\n");
+    h.update(b"\n");
     // serde_json's map is ordered by key (no `preserve_order`), and writing
     // into a hasher cannot fail.
     serde_json::to_writer(&mut h, body).expect("hashing a JSON value cannot fail");
-    h.0.finalize().into()
+    h.finalize().into()
 }
 
 /// An outcome saved for replay: status, the headers a replay repeats, body.

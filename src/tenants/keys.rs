@@ -76,10 +76,6 @@ pub struct NewKey {
     pub label: Option<String>,
 }
 
-fn hash(key: &str) -> Vec<u8> {
-    digest(key).to_vec()
-}
-
 /// SHA-256 of a whole key, as stored.
 pub fn digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
@@ -139,7 +135,7 @@ pub async fn create_key(
         shop_id,
         id,
         prefix,
-        hash(&secret),
+        &digest(&secret)[..],
         new.role.as_str(),
         new.label,
     )
@@ -166,14 +162,9 @@ pub async fn revoke_key(conn: &mut PgConnection, prefix: &str) -> Result<bool, T
     Ok(done.rows_affected() == 1)
 }
 
-/// Resolves a presented key to its tenant; `None` for unknown, malformed or
-/// revoked keys alike.
-pub async fn authenticate(conn: &mut PgConnection, presented: &str) -> Result<Option<Tenant>, sqlx::Error> {
-    authenticate_digest(conn, presented, &digest(presented)).await
-}
-
-/// [`authenticate`] with the key's digest already computed.
-pub async fn authenticate_digest(
+/// Resolves a presented key, with its [`digest`], to its tenant; `None` for
+/// unknown, malformed or revoked keys alike.
+pub async fn authenticate(
     conn: &mut PgConnection,
     presented: &str,
     digest: &[u8; 32],

@@ -7,6 +7,6 @@ pub mod routes;
 pub use auth_cache::AuthCache;
 
 pub use keys::{
-    ApiKeyCreated, NewKey, Role, ShopCreated, Tenant, TenantError, authenticate, authenticate_digest,
-    create_key, create_shop, digest, revoke_key, seed_demo,
+    ApiKeyCreated, NewKey, Role, ShopCreated, Tenant, TenantError, authenticate, create_key, create_shop,
+    digest, revoke_key, seed_demo,
 };

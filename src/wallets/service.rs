@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::Value;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, types::Json};
 use uuid::Uuid;
 
 use super::{
@@ -32,10 +32,6 @@ fn money(field: &'static str, raw: &str, currency: Currency) -> Result<Money, Wa
         .map_err(|e| WalletError::InvalidAmount(field, e))
 }
 
-fn json(m: Metadata) -> Result<Value, WalletError> {
-    serde_json::to_value(m).map_err(|e| WalletError::Db(sqlx::Error::Encode(e.into())))
-}
-
 /// A stored amount as text. Stored amounts were checked against their
 /// currency on the way in, so an error here is a data bug: answered as a
 /// failure, never rounded.
@@ -54,7 +50,7 @@ fn wallet_view(
     reserved: Decimal,
     overdraft_limit: Decimal,
     version: i64,
-    metadata: Value,
+    metadata: Metadata,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 ) -> Result<Wallet, WalletError> {
@@ -67,7 +63,7 @@ fn wallet_view(
         available: text(currency, balance - reserved)?,
         overdraft_limit: text(currency, overdraft_limit)?,
         version,
-        metadata: metadata::from_json(metadata)?,
+        metadata,
         created_at,
         updated_at,
     })
@@ -86,7 +82,7 @@ pub async fn create(
             .map_err(|e| WalletError::InvalidAmount("overdraft_limit", e))?,
     };
     let id = Uuid::now_v7();
-    let metadata = json(req.metadata.unwrap_or_default())?;
+    let metadata = req.metadata.unwrap_or_default();
     let r = sqlx::query!(
         "INSERT INTO wallets (shop_id, id, customer_ref, currency, overdraft_limit, metadata)
          VALUES ($1, $2, $3, $4, $5, $6)
@@ -96,7 +92,7 @@ pub async fn create(
         req.customer_ref,
         currency.code(),
         overdraft_limit,
-        metadata,
+        Json(&metadata) as _,
     )
     .fetch_one(conn)
     .await?;
@@ -133,7 +129,7 @@ pub async fn get(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> Result<Wa
         r.reserved,
         r.overdraft_limit,
         r.version,
-        r.metadata,
+        metadata::from_json(r.metadata)?,
         r.created_at,
         r.updated_at,
     )
@@ -173,7 +169,7 @@ pub async fn list(
                 r.reserved,
                 r.overdraft_limit,
                 r.version,
-                r.metadata,
+                metadata::from_json(r.metadata)?,
                 r.created_at,
                 r.updated_at,
             )
@@ -235,7 +231,7 @@ struct Leg<'a> {
     category: &'a str,
     amount: Decimal,
     description: Option<&'a str>,
-    metadata: &'a Value,
+    metadata: &'a Metadata,
     key: Option<&'a str>,
     transfer_id: Option<Uuid>,
     journal_id: Uuid,
@@ -286,7 +282,7 @@ async fn apply(
         leg.category,
         leg.amount,
         leg.description,
-        leg.metadata,
+        Json(leg.metadata) as _,
         leg.key,
         leg.transfer_id,
         leg.journal_id,
@@ -310,7 +306,7 @@ async fn apply(
         currency: currency.code().to_owned(),
         balance_after: text(currency, balance_after)?,
         description: leg.description.map(str::to_owned),
-        metadata: metadata::from_json(leg.metadata.clone())?,
+        metadata: leg.metadata.clone(),
         transfer_id: leg.transfer_id,
         journal_transaction_id: leg.journal_id,
         created_at,
@@ -364,7 +360,7 @@ async fn movement(
         }
     };
     let journal_id = Uuid::now_v7();
-    let metadata = json(req.metadata.unwrap_or_default())?;
+    let metadata = req.metadata.unwrap_or_default();
     apply(
         conn,
         tenant,
@@ -522,7 +518,7 @@ pub async fn transfer(
         Account::Wallet(to.id),
         amount,
     );
-    let metadata = json(req.metadata.clone().unwrap_or_default())?;
+    let metadata = req.metadata.clone().unwrap_or_default();
     let leg = |wallet, type_, category, key| Leg {
         wallet,
         type_,
