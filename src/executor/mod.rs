@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::{
     audit,
-    idempotency::{self, Claim, Fingerprint, IdempotencyKey, Stored},
+    idempotency::{self, Claim, ClaimParams, Completion, Fingerprint, IdempotencyKey, Stored},
     tenants::Tenant,
 };
 use in_flight::InFlight;
@@ -83,23 +83,132 @@ pub enum Run<T> {
     /// Before, under the same key (its idempotency record had expired): the
     /// earlier effect is the answer, marked replayed and not audited again.
     Earlier(T),
+    /// Not at all: the command's claiming statement found the key taken by
+    /// another request, whose recorded outcome is the answer.
+    KeyTaken,
 }
 
-/// A use case run exactly once per (shop, idempotency key). It gets the
-/// transaction the executor opened and never commits it.
+/// A use case run exactly once per (shop, idempotency key). It runs in the
+/// executor's transaction (through its `Unit`) and never commits it.
+///
+/// The plain shape: the executor claims the key, the command runs its
+/// statements on `unit.conn()`, the executor stores the outcome. The lean
+/// shape saves two round trips: with `CLAIMS`, the command's first
+/// statement claims the key (`query_claiming!` with `unit.claim()`, then
+/// `unit.claimed(..)`), and its last write stores the outcome and the audit
+/// row (`query_completing!` with `unit.complete(&outcome)`, the answer built
+/// before the write).
 pub trait Command: Send {
     /// Audit action, e.g. `wallet.debit`.
     const ACTION: &'static str;
     /// Status of a fresh success: 201 for a created object.
     const STATUS: u16 = 201;
+    /// Its first statement claims the key itself.
+    const CLAIMS: bool = false;
     type Output: Outcome + Send;
     type Error: Send;
 
-    fn run(
-        self,
-        conn: &mut PgConnection,
-        key: &IdempotencyKey,
-    ) -> impl Future<Output = Result<Run<Self::Output>, Self::Error>> + Send;
+    fn run(self, unit: &mut Unit<'_>) -> impl Future<Output = Result<Run<Self::Output>, Self::Error>> + Send;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claimed {
+    /// Not asked yet.
+    No,
+    /// The claiming statement was handed out; its result is not known.
+    Asked,
+    Ours,
+    Taken,
+}
+
+/// A success stored by the command's own write.
+struct Done {
+    stored: Stored,
+    /// The live body when it differs from the stored one.
+    live: Option<Vec<u8>>,
+}
+
+/// One command's view of the executor's transaction.
+pub struct Unit<'a> {
+    conn: &'a mut PgConnection,
+    actor: Actor,
+    request: &'a Request,
+    ttl_hours: u32,
+    action: &'static str,
+    status: u16,
+    claimed: Claimed,
+    done: Option<Result<Done, serde_json::Error>>,
+}
+
+impl<'a> Unit<'a> {
+    pub fn conn(&mut self) -> &mut PgConnection {
+        self.conn
+    }
+
+    pub fn key(&self) -> &'a str {
+        self.request.key.as_str()
+    }
+
+    /// The connection and the parameters of a claiming statement. Report
+    /// its result with `claimed`.
+    pub fn claim(&mut self) -> (&mut PgConnection, ClaimParams<'a>) {
+        self.claimed = Claimed::Asked;
+        let params = self.claim_params();
+        (self.conn, params)
+    }
+
+    fn claim_params(&self) -> ClaimParams<'a> {
+        ClaimParams {
+            shop_id: self.actor.shop_id,
+            key: self.request.key.as_str(),
+            fingerprint: self.request.fingerprint.as_slice(),
+            ttl_hours: self.ttl_hours as i32,
+        }
+    }
+
+    /// Records whether the claiming statement got the key (its `ours`);
+    /// when it did not, the command returns `Run::KeyTaken` at once.
+    pub fn claimed(&mut self, ours: bool) -> bool {
+        self.claimed = if ours { Claimed::Ours } else { Claimed::Taken };
+        ours
+    }
+
+    /// The connection and the parameters of the write that stores `value`
+    /// as the key's outcome with its audit row; the command then answers
+    /// `Run::New` with the same value.
+    pub fn complete<O: Outcome>(&mut self, value: &O) -> (&mut PgConnection, Completion<'_>) {
+        let shop_id = self.actor.shop_id;
+        let key = self.request.key.as_str();
+        let done = self.done.insert(serde_json::to_vec(value).map(|body| {
+            let stored = value.for_storage();
+            let live = stored.is_some().then(|| body.clone());
+            Done {
+                stored: Stored {
+                    status: self.status,
+                    content_type: JSON.into(),
+                    location: value.location(),
+                    etag: value.etag(),
+                    body: stored.unwrap_or(body),
+                },
+                live,
+            }
+        }));
+        let audit = audit::Entry {
+            shop_id,
+            api_key_id: self.actor.key_id,
+            action: self.action,
+            entity: O::ENTITY,
+            entity_id: value.entity_id(),
+            request_id: &self.request.request_id,
+        };
+        // An outcome that cannot be encoded stores nothing here; the
+        // executor then fails the request and rolls the write back.
+        let completion = match done {
+            Ok(done) => Completion::new(shop_id, key, Some(&done.stored), Some(&audit)),
+            Err(_) => Completion::none(shop_id, key),
+        };
+        (self.conn, completion)
+    }
 }
 
 /// Failures of the executor itself.
@@ -113,6 +222,8 @@ pub enum ExecError {
     Db(#[from] sqlx::Error),
     #[error("could not encode the outcome: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("executor protocol: {0}")]
+    Protocol(&'static str),
 }
 
 /// The caller's error type: what a command's error becomes, and whether it
@@ -122,6 +233,10 @@ pub trait Rejection: From<ExecError> + Send {
     /// insufficient funds). `None` when the request was invalid or failed:
     /// nothing is stored and a corrected retry with the same key runs afresh.
     fn recorded(&self) -> Option<Stored>;
+    /// It is a lock wait that ran out (`lock_timeout`).
+    fn lock_timed_out(&self) -> bool {
+        false
+    }
 }
 
 /// An outcome as stored under the key; `replayed` when it is not this
@@ -170,33 +285,73 @@ impl Executor {
             return Err(ExecError::KeyInUse.into());
         };
         let mut tx = self.pool.begin().await.map_err(ExecError::from)?;
-        if let Some(answer) = self.claim(&mut tx, actor, request).await? {
-            tx.rollback().await.map_err(ExecError::from)?;
-            return Ok(answer);
+        let mut unit = Unit {
+            conn: &mut tx,
+            actor,
+            request,
+            ttl_hours: self.ttl_hours,
+            action: C::ACTION,
+            status: C::STATUS,
+            claimed: Claimed::No,
+            done: None,
+        };
+        if !C::CLAIMS {
+            let params = unit.claim_params();
+            if let Some(answer) = self.claim(unit.conn, params).await? {
+                tx.rollback().await.map_err(ExecError::from)?;
+                return Ok(answer);
+            }
+            unit.claimed = Claimed::Ours;
         }
-        outcome_metric("new");
-        let rejection: R = match command.run(&mut tx, &request.key).await {
-            Ok(run) => return self.finish::<C, R>(tx, actor, request, run).await,
+        let result = command.run(&mut unit).await;
+        let Unit { claimed, done, .. } = unit;
+        let rejection: R = match result {
+            Ok(Run::KeyTaken) if claimed == Claimed::Taken => {
+                let claim = idempotency::recorded(&mut tx, self.claim_params(actor, request)).await;
+                let answer = self
+                    .answer(claim)
+                    .and_then(|a| a.ok_or(ExecError::Protocol("a taken key read as ours")));
+                tx.rollback().await.map_err(ExecError::from)?;
+                return answer.map_err(R::from);
+            }
+            Ok(_) if claimed != Claimed::Ours => {
+                return Err(ExecError::Protocol("a command answered without claiming its key").into());
+            }
+            Ok(run) => {
+                outcome_metric("new");
+                return self.finish::<C, R>(tx, actor, request, run, done).await;
+            }
             Err(e) => e.into(),
         };
+        if claimed == Claimed::Ours {
+            outcome_metric("new");
+        }
         // A failure undoes the whole transaction, key included, so the retry
         // runs afresh. A business rejection is the key's outcome, stored in a
         // second transaction: rolling back instead of guarding every command
         // with a savepoint keeps two round trips off each success.
         tx.rollback().await.map_err(ExecError::from)?;
+        if claimed == Claimed::Asked && rejection.lock_timed_out() {
+            // The claiming statement also waited on the domain's locks: ask
+            // the key alone whether it was the one held.
+            return self.probe(actor, request, rejection).await;
+        }
         let Some(response) = rejection.recorded() else {
             return Err(rejection);
         };
         let mut tx = self.pool.begin().await.map_err(ExecError::from)?;
         // Meanwhile another instance may have claimed the key and committed
         // its own outcome: then that one is the key's outcome.
-        if let Some(answer) = self.claim(&mut tx, actor, request).await? {
+        if let Some(answer) = self.claim(&mut tx, self.claim_params(actor, request)).await? {
             tx.rollback().await.map_err(ExecError::from)?;
             return Ok(answer);
         }
-        idempotency::complete(&mut tx, actor.shop_id, &request.key, &response, None)
-            .await
-            .map_err(ExecError::from)?;
+        idempotency::complete(
+            &mut tx,
+            Completion::new(actor.shop_id, request.key.as_str(), Some(&response), None),
+        )
+        .await
+        .map_err(ExecError::from)?;
         tx.commit().await.map_err(ExecError::from)?;
         Ok(Answer {
             response,
@@ -204,18 +359,56 @@ impl Executor {
         })
     }
 
-    /// Stores a success (audited unless it happened earlier) and commits.
+    fn claim_params<'a>(&self, actor: Actor, request: &'a Request) -> ClaimParams<'a> {
+        ClaimParams {
+            shop_id: actor.shop_id,
+            key: request.key.as_str(),
+            fingerprint: request.fingerprint.as_slice(),
+            ttl_hours: self.ttl_hours as i32,
+        }
+    }
+
+    /// After a lock timeout in a claiming statement: a duplicate in another
+    /// instance holding the key is a 409 (or, committed by now, the answer);
+    /// otherwise the domain's lock timed out and the rejection stands.
+    async fn probe<R: Rejection>(&self, actor: Actor, request: &Request, rejection: R) -> Result<Answer, R> {
+        let mut tx = self.pool.begin().await.map_err(ExecError::from)?;
+        sqlx::query("SET LOCAL lock_timeout = '50ms'")
+            .execute(&mut *tx)
+            .await
+            .map_err(ExecError::from)?;
+        let answer = self.claim(&mut tx, self.claim_params(actor, request)).await;
+        tx.rollback().await.map_err(ExecError::from)?;
+        match answer? {
+            Some(answer) => Ok(answer),
+            None => Err(rejection),
+        }
+    }
+
+    /// Stores a success (audited unless it happened earlier), unless the
+    /// command's write already did, and commits.
     async fn finish<C: Command, R: Rejection>(
         &self,
         mut tx: Transaction<'static, Postgres>,
         actor: Actor,
         request: &Request,
         run: Run<C::Output>,
+        done: Option<Result<Done, serde_json::Error>>,
     ) -> Result<Answer, R> {
         let (value, earlier) = match run {
             Run::New(v) => (v, false),
             Run::Earlier(v) => (v, true),
+            Run::KeyTaken => unreachable!("answered by execute"),
         };
+        if let Some(done) = done {
+            let Done { stored, live } = done.map_err(ExecError::from)?;
+            tx.commit().await.map_err(ExecError::from)?;
+            let body = live.unwrap_or_else(|| stored.body.clone());
+            return Ok(Answer {
+                response: Stored { body, ..stored },
+                replayed: false,
+            });
+        }
         let body = serde_json::to_vec(&value).map_err(ExecError::from)?;
         let stored = Stored {
             status: C::STATUS,
@@ -233,7 +426,8 @@ impl Executor {
             request_id: &request.request_id,
         };
         let audit = (!earlier).then_some(&audit);
-        idempotency::complete(&mut tx, actor.shop_id, &request.key, &stored, audit)
+        let completion = Completion::new(actor.shop_id, request.key.as_str(), Some(&stored), audit);
+        idempotency::complete(&mut tx, completion)
             .await
             .map_err(ExecError::from)?;
         tx.commit().await.map_err(ExecError::from)?;
@@ -243,22 +437,13 @@ impl Executor {
         })
     }
 
-    /// Claims the key in `tx`. `Some` is the answer when the key is not
-    /// ours: the replay of its committed outcome.
-    async fn claim(
-        &self,
-        tx: &mut Transaction<'static, Postgres>,
-        actor: Actor,
-        request: &Request,
-    ) -> Result<Option<Answer>, ExecError> {
-        let claim = idempotency::claim(
-            tx,
-            actor.shop_id,
-            &request.key,
-            &request.fingerprint,
-            self.ttl_hours,
-        )
-        .await;
+    /// Claims the key in a statement of its own. `Some` is the answer when
+    /// the key is not ours: the replay of its committed outcome.
+    async fn claim(&self, conn: &mut PgConnection, params: ClaimParams<'_>) -> Result<Option<Answer>, ExecError> {
+        self.answer(idempotency::claim(conn, params).await)
+    }
+
+    fn answer(&self, claim: Result<Claim, sqlx::Error>) -> Result<Option<Answer>, ExecError> {
         match claim {
             Ok(Claim::New) => Ok(None),
             Ok(Claim::Replay(response)) => {
@@ -274,6 +459,10 @@ impl Executor {
             }
             // lock_not_available: another instance's request still holds it.
             Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => {
+                outcome_metric("in_use");
+                Err(ExecError::KeyInUse)
+            }
+            Ok(Claim::Gone) => {
                 outcome_metric("in_use");
                 Err(ExecError::KeyInUse)
             }

@@ -211,6 +211,7 @@ impl From<ExecError> for ApiError {
             ExecError::KeyInUse => ApiError::IdempotencyKeyInUse,
             ExecError::Db(e) => e.into(),
             ExecError::Encode(e) => ApiError::Internal(e.into()),
+            ExecError::Protocol(what) => ApiError::Internal(anyhow::anyhow!(what)),
         }
     }
 }
@@ -232,6 +233,12 @@ impl Rejection for ApiError {
             }),
             _ => None,
         }
+    }
+
+    fn lock_timed_out(&self) -> bool {
+        matches!(self, ApiError::Unavailable(e)
+            if matches!(e.downcast_ref::<sqlx::Error>(),
+                Some(sqlx::Error::Database(db)) if db.code().as_deref() == Some("55P03")))
     }
 }
 

@@ -61,6 +61,139 @@ pub struct Stored {
     pub body: Vec<u8>,
 }
 
+/// What a claiming statement binds as `$1`–`$4`.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimParams<'a> {
+    pub shop_id: Uuid,
+    pub key: &'a str,
+    pub fingerprint: &'a [u8],
+    pub ttl_hours: i32,
+}
+
+/// `sqlx::query!` for a statement that first claims an idempotency key.
+/// The prepended CTEs insert the key (or take over its expired record) and
+/// leave `ours` with one row when the key is now this transaction's; the
+/// statement's own SQL continues the `WITH` list (`, name AS (…) …`) or
+/// ends it with the main statement, and may use `$1` as the shop id. `$1`–`$4` are the
+/// claim's, the statement's own parameters start at `$5`.
+///
+/// The insert waits (bounded by `lock_timeout`) for a concurrent claimer of
+/// the same key and then yields to its committed outcome; a live record
+/// written by another request leaves `ours` empty.
+macro_rules! query_claiming {
+    ($claim:expr, $sql:literal $(, $args:expr)* $(,)?) => {{
+        let claim: $crate::idempotency::ClaimParams<'_> = $claim;
+        sqlx::query!(
+            // Compact (`\` drops the line break and indentation): the
+            // statement's text shows whole in pg_stat_activity.
+            "WITH claim AS (\
+                 INSERT INTO idempotency_keys (shop_id, key, fingerprint, expires_at) \
+                 VALUES ($1, $2, $3, now() + make_interval(hours => $4)) \
+                 ON CONFLICT (shop_id, key) DO NOTHING RETURNING 1), \
+             takeover AS (\
+                 UPDATE idempotency_keys \
+                    SET fingerprint = $3, response_status = 0, response_content_type = '', \
+                        response_location = NULL, response_etag = NULL, response_body = '', \
+                        created_at = now(), expires_at = now() + make_interval(hours => $4) \
+                  WHERE shop_id = $1 AND key = $2 AND expires_at <= now() RETURNING 1), \
+             ours AS (SELECT 1 FROM claim UNION ALL SELECT 1 FROM takeover) "
+                + $sql,
+            claim.shop_id,
+            claim.key,
+            claim.fingerprint,
+            claim.ttl_hours
+            $(, $args)*
+        )
+    }};
+}
+pub(crate) use query_claiming;
+
+/// What a completing statement binds as `$1`–`$13`: the outcome stored
+/// under the key and its audit entry, each optional.
+#[derive(Debug, Clone, Copy)]
+pub struct Completion<'a> {
+    pub shop_id: Uuid,
+    pub key: &'a str,
+    pub status: Option<i16>,
+    pub content_type: Option<&'a str>,
+    pub location: Option<&'a str>,
+    pub etag: Option<&'a str>,
+    pub body: Option<&'a [u8]>,
+    pub audit_id: Option<Uuid>,
+    pub api_key_id: Option<Uuid>,
+    pub action: Option<&'static str>,
+    pub entity: Option<&'static str>,
+    pub entity_id: Option<Uuid>,
+    pub request_id: Option<&'a str>,
+}
+
+impl<'a> Completion<'a> {
+    pub fn new(
+        shop_id: Uuid,
+        key: &'a str,
+        response: Option<&'a Stored>,
+        audit: Option<&crate::audit::Entry<'a>>,
+    ) -> Self {
+        Completion {
+            shop_id,
+            key,
+            status: response.map(|r| r.status as i16),
+            content_type: response.map(|r| r.content_type.as_str()),
+            location: response.and_then(|r| r.location.as_deref()),
+            etag: response.and_then(|r| r.etag.as_deref()),
+            body: response.map(|r| r.body.as_slice()),
+            audit_id: audit.map(|_| Uuid::now_v7()),
+            api_key_id: audit.and_then(|a| a.api_key_id),
+            action: audit.map(|a| a.action),
+            entity: audit.map(|a| a.entity),
+            entity_id: audit.map(|a| a.entity_id),
+            request_id: audit.map(|a| a.request_id),
+        }
+    }
+
+    /// Stores and audits nothing: for a statement that shares the SQL of a
+    /// completing one.
+    pub fn none(shop_id: Uuid, key: &'a str) -> Self {
+        Completion::new(shop_id, key, None, None)
+    }
+}
+
+/// `sqlx::query!` for a statement that also stores the outcome under the
+/// claimed key and writes the audit row, so a change, its record and its
+/// audit entry are one round trip. The statement's SQL continues the
+/// `WITH` list or ends it; `$1` is the shop id, its own parameters start at `$14`.
+macro_rules! query_completing {
+    ($done:expr, $sql:literal $(, $args:expr)* $(,)?) => {{
+        let done: $crate::idempotency::Completion<'_> = $done;
+        sqlx::query!(
+            "WITH stored AS (\
+                 UPDATE idempotency_keys \
+                    SET response_status = $3, response_content_type = $4, response_location = $5, \
+                        response_etag = $6, response_body = $7 \
+                  WHERE shop_id = $1 AND key = $2 AND $3::smallint IS NOT NULL), \
+             audited AS (\
+                 INSERT INTO audit_log (shop_id, id, api_key_id, action, entity, entity_id, request_id) \
+                 SELECT $1, $8, $9, $10, $11, $12, $13 WHERE $8::uuid IS NOT NULL) "
+                + $sql,
+            done.shop_id,
+            done.key,
+            done.status,
+            done.content_type,
+            done.location,
+            done.etag,
+            done.body,
+            done.audit_id,
+            done.api_key_id,
+            done.action,
+            done.entity,
+            done.entity_id,
+            done.request_id
+            $(, $args)*
+        )
+    }};
+}
+pub(crate) use query_completing;
+
 #[derive(Debug)]
 pub enum Claim {
     /// The key is ours for this transaction: execute the request.
@@ -69,123 +202,57 @@ pub enum Claim {
     Replay(Stored),
     /// The key was used with a different request.
     Mismatch,
+    /// Its record vanished between the claim and the read (expired and
+    /// deleted meanwhile): the caller should retry.
+    Gone,
 }
 
-/// Claims `key` inside the caller's transaction. A concurrent claimer of the
-/// same key blocks on our uncommitted row (bounded by `lock_timeout`) and
-/// then sees our committed outcome.
-pub async fn claim(
-    conn: &mut PgConnection,
-    shop_id: Uuid,
-    key: &IdempotencyKey,
-    fingerprint: &Fingerprint,
-    ttl_hours: u32,
-) -> Result<Claim, sqlx::Error> {
-    let ttl = ttl_hours as i32;
-    let inserted = sqlx::query_scalar!(
-        "INSERT INTO idempotency_keys (shop_id, key, fingerprint, expires_at)
-         VALUES ($1, $2, $3, now() + make_interval(hours => $4))
-         ON CONFLICT (shop_id, key) DO NOTHING
-         RETURNING true AS \"inserted!\"",
-        shop_id,
-        key.as_str(),
-        fingerprint.as_slice(),
-        ttl
-    )
-    .fetch_optional(&mut *conn)
-    .await?;
-    if inserted.is_some() {
+/// Claims a key in a statement of its own, for commands whose first
+/// statement does not.
+pub async fn claim(conn: &mut PgConnection, params: ClaimParams<'_>) -> Result<Claim, sqlx::Error> {
+    let ours = query_claiming!(params, "SELECT EXISTS (SELECT 1 FROM ours) AS \"ours!\"")
+        .fetch_one(&mut *conn)
+        .await?
+        .ours;
+    if ours {
         return Ok(Claim::New);
     }
-    // Another request owns the key (committed, since the insert above waited
-    // for it). Two rounds cover the race where an expired row is taken over
-    // by someone else between our read and our update.
-    for _ in 0..2 {
-        let row = sqlx::query!(
-            "SELECT fingerprint, response_status, response_content_type, response_location,
-                    response_etag, response_body, expires_at <= now() AS \"expired!\"
-               FROM idempotency_keys WHERE shop_id = $1 AND key = $2",
-            shop_id,
-            key.as_str()
-        )
-        .fetch_optional(&mut *conn)
-        .await?;
-        let Some(row) = row else {
-            // Deleted by cleanup after expiring: claim it afresh.
-            return Box::pin(claim(conn, shop_id, key, fingerprint, ttl_hours)).await;
-        };
-        if row.expired {
-            let taken = sqlx::query!(
-                "UPDATE idempotency_keys
-                    SET fingerprint = $3, response_status = 0, response_content_type = '',
-                        response_location = NULL, response_etag = NULL, response_body = '',
-                        created_at = now(), expires_at = now() + make_interval(hours => $4)
-                  WHERE shop_id = $1 AND key = $2 AND expires_at <= now()",
-                shop_id,
-                key.as_str(),
-                fingerprint.as_slice(),
-                ttl
-            )
-            .execute(&mut *conn)
-            .await?;
-            if taken.rows_affected() == 1 {
-                return Ok(Claim::New);
-            }
-            continue;
-        }
-        if row.fingerprint != fingerprint.as_slice() {
-            return Ok(Claim::Mismatch);
-        }
-        return Ok(Claim::Replay(Stored {
-            status: row.response_status as u16,
-            content_type: row.response_content_type,
-            location: row.response_location,
-            etag: row.response_etag,
-            body: row.response_body,
-        }));
+    recorded(conn, params).await
+}
+
+/// The committed record of a key another request claimed: its outcome when
+/// the request is the same one.
+pub async fn recorded(conn: &mut PgConnection, params: ClaimParams<'_>) -> Result<Claim, sqlx::Error> {
+    let row = sqlx::query!(
+        "SELECT fingerprint, response_status, response_content_type, response_location,
+                response_etag, response_body
+           FROM idempotency_keys WHERE shop_id = $1 AND key = $2",
+        params.shop_id,
+        params.key
+    )
+    .fetch_optional(conn)
+    .await?;
+    let Some(row) = row else {
+        return Ok(Claim::Gone);
+    };
+    if row.fingerprint != params.fingerprint {
+        return Ok(Claim::Mismatch);
     }
-    Err(sqlx::Error::Protocol(
-        "idempotency key kept changing hands".into(),
-    ))
+    Ok(Claim::Replay(Stored {
+        status: row.response_status as u16,
+        content_type: row.response_content_type,
+        location: row.response_location,
+        etag: row.response_etag,
+        body: row.response_body,
+    }))
 }
 
 /// Saves the outcome into the claimed row, with the audit entry of the
 /// change when there is one, in one statement.
-pub async fn complete(
-    conn: &mut PgConnection,
-    shop_id: Uuid,
-    key: &IdempotencyKey,
-    response: &Stored,
-    audit: Option<&crate::audit::Entry<'_>>,
-) -> Result<(), sqlx::Error> {
-    let status = response.status as i16;
-    let audit_id = audit.map(|_| Uuid::now_v7());
-    // Without an entry the audit CTE inserts nothing ($8 is NULL).
-    sqlx::query!(
-        "WITH audit AS (
-             INSERT INTO audit_log (shop_id, id, api_key_id, action, entity, entity_id, request_id)
-             SELECT $1, $8, $9, $10, $11, $12, $13 WHERE $8::uuid IS NOT NULL
-         )
-         UPDATE idempotency_keys
-            SET response_status = $3, response_content_type = $4, response_location = $5,
-                response_etag = $6, response_body = $7
-          WHERE shop_id = $1 AND key = $2",
-        shop_id,
-        key.as_str(),
-        status,
-        response.content_type,
-        response.location,
-        response.etag,
-        response.body,
-        audit_id,
-        audit.and_then(|a| a.api_key_id),
-        audit.map(|a| a.action),
-        audit.map(|a| a.entity),
-        audit.map(|a| a.entity_id),
-        audit.map(|a| a.request_id),
-    )
-    .execute(conn)
-    .await?;
+pub async fn complete(conn: &mut PgConnection, done: Completion<'_>) -> Result<(), sqlx::Error> {
+    query_completing!(done, "SELECT 1 AS \"one!\"")
+        .fetch_one(conn)
+        .await?;
     Ok(())
 }
 

@@ -2,15 +2,15 @@
 
 use axum::{Json, extract::State, response::Response};
 use serde::{Deserialize, Serialize};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 use validator::Validate;
 
-use super::{IdempotencyKey, Stats};
+use super::Stats;
 use crate::{
-    executor::{Actor, Command, Outcome, Run},
+    executor::{Actor, Command, Outcome, Run, Unit},
     http::{AppState, auth::Admin, error::ApiError, idempotency::Idempotent},
 };
 
@@ -79,7 +79,7 @@ impl Command for Cleanup {
     const STATUS: u16 = 200;
     type Output = CleanupResult;
     type Error = sqlx::Error;
-    async fn run(self, _: &mut PgConnection, _: &IdempotencyKey) -> Result<Run<CleanupResult>, sqlx::Error> {
+    async fn run(self, _: &mut Unit<'_>) -> Result<Run<CleanupResult>, sqlx::Error> {
         let rows_deleted = super::cleanup(&self.pool, self.batch).await?;
         Ok(Run::New(CleanupResult {
             id: Uuid::now_v7(),

@@ -2,7 +2,6 @@
 
 use axum::{extract::State, response::Response};
 use serde::Deserialize;
-use sqlx::PgConnection;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
@@ -10,9 +9,8 @@ use validator::Validate;
 
 use super::{ApiKeyCreated, NewKey, Role, ShopCreated, TenantError};
 use crate::{
-    executor::{Actor, Command, Outcome, Run},
+    executor::{Actor, Command, Outcome, Run, Unit},
     http::{AppState, auth::Admin, error::ApiError, extract::PathId, idempotency::Idempotent},
-    idempotency::IdempotencyKey,
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -102,8 +100,8 @@ impl Command for CreateShop {
     const ACTION: &'static str = "shop.create";
     type Output = ShopCreated;
     type Error = TenantError;
-    async fn run(self, conn: &mut PgConnection, _: &IdempotencyKey) -> Result<Run<ShopCreated>, TenantError> {
-        super::create_shop(conn, &self.name).await.map(Run::New)
+    async fn run(self, unit: &mut Unit<'_>) -> Result<Run<ShopCreated>, TenantError> {
+        super::create_shop(unit.conn(), &self.name).await.map(Run::New)
     }
 }
 
@@ -111,16 +109,12 @@ impl Command for (Uuid, CreateApiKey) {
     const ACTION: &'static str = "api_key.create";
     type Output = ApiKeyCreated;
     type Error = TenantError;
-    async fn run(
-        self,
-        conn: &mut PgConnection,
-        _: &IdempotencyKey,
-    ) -> Result<Run<ApiKeyCreated>, TenantError> {
+    async fn run(self, unit: &mut Unit<'_>) -> Result<Run<ApiKeyCreated>, TenantError> {
         let (shop_id, input) = self;
         let new = NewKey {
             role: input.role,
             label: input.label,
         };
-        super::create_key(conn, shop_id, new).await.map(Run::New)
+        super::create_key(unit.conn(), shop_id, new).await.map(Run::New)
     }
 }

@@ -1,7 +1,6 @@
 //! The wallet mutations as executor commands: each names its audit action
 //! and runs one use case in the executor's transaction.
 
-use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{
@@ -9,8 +8,7 @@ use super::{
     WalletTransaction,
 };
 use crate::{
-    executor::{Command, Run},
-    idempotency::IdempotencyKey,
+    executor::{Command, Run, Unit},
     tenants::Tenant,
 };
 
@@ -23,42 +21,37 @@ impl Command for Create {
     const ACTION: &'static str = "wallet.create";
     type Output = Wallet;
     type Error = WalletError;
-    async fn run(self, conn: &mut PgConnection, _: &IdempotencyKey) -> Result<Run<Wallet>, WalletError> {
-        super::create(conn, self.0, self.1).await.map(Run::New)
+    async fn run(self, unit: &mut Unit<'_>) -> Result<Run<Wallet>, WalletError> {
+        super::create(unit.conn(), self.0, self.1).await.map(Run::New)
     }
 }
 
 impl Command for Credit {
     const ACTION: &'static str = "wallet.credit";
+    const CLAIMS: bool = true;
     type Output = WalletTransaction;
     type Error = WalletError;
-    async fn run(
-        self,
-        conn: &mut PgConnection,
-        key: &IdempotencyKey,
-    ) -> Result<Run<WalletTransaction>, WalletError> {
-        super::credit(conn, self.0, self.1, self.2, key.as_str()).await
+    async fn run(self, unit: &mut Unit<'_>) -> Result<Run<WalletTransaction>, WalletError> {
+        super::credit(unit, self.0, self.1, self.2).await
     }
 }
 
 impl Command for Debit {
     const ACTION: &'static str = "wallet.debit";
+    const CLAIMS: bool = true;
     type Output = WalletTransaction;
     type Error = WalletError;
-    async fn run(
-        self,
-        conn: &mut PgConnection,
-        key: &IdempotencyKey,
-    ) -> Result<Run<WalletTransaction>, WalletError> {
-        super::debit(conn, self.0, self.1, self.2, key.as_str()).await
+    async fn run(self, unit: &mut Unit<'_>) -> Result<Run<WalletTransaction>, WalletError> {
+        super::debit(unit, self.0, self.1, self.2).await
     }
 }
 
 impl Command for MakeTransfer {
     const ACTION: &'static str = "wallet.transfer";
+    const CLAIMS: bool = true;
     type Output = Transfer;
     type Error = WalletError;
-    async fn run(self, conn: &mut PgConnection, key: &IdempotencyKey) -> Result<Run<Transfer>, WalletError> {
-        super::transfer(conn, self.0, self.1, key.as_str()).await
+    async fn run(self, unit: &mut Unit<'_>) -> Result<Run<Transfer>, WalletError> {
+        super::transfer(unit, self.0, self.1).await
     }
 }

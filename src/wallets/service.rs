@@ -12,7 +12,8 @@ use super::{
     TransferRequest, Wallet, WalletError, WalletTransaction,
 };
 use crate::{
-    executor::Run,
+    executor::{Run, Unit},
+    idempotency::{Completion, query_claiming, query_completing},
     ledger::{Account, Posting, Rows},
     metadata::{self, Metadata},
     money::{Currency, Decimalish, Money},
@@ -182,50 +183,69 @@ pub async fn list(
 struct Locked {
     id: Uuid,
     currency: Currency,
-    available: Decimal,
+    balance: Decimal,
+    reserved: Decimal,
     overdraft_limit: Decimal,
+    /// The transaction's time: every row it writes carries it.
+    at: DateTime<Utc>,
 }
 
 impl Locked {
     fn ensure_can_spend(&self, amount: Decimal) -> Result<(), WalletError> {
-        if self.available - amount < -self.overdraft_limit {
+        if self.balance - self.reserved - amount < -self.overdraft_limit {
             return Err(WalletError::InsufficientFunds);
         }
         Ok(())
     }
 }
 
-/// Locks one wallet and reports an earlier movement under `key`, if any.
+/// Claims the unit's key and locks one wallet in one statement, reporting
+/// an earlier movement under the key, if any. `None`: the key is taken.
 async fn lock_one(
-    conn: &mut PgConnection,
+    unit: &mut Unit<'_>,
     tenant: Tenant,
     wallet_id: Uuid,
-    key: &str,
-) -> Result<(Locked, Option<Uuid>), WalletError> {
-    let r = sqlx::query!(
-        "SELECT w.currency, w.balance - w.reserved AS \"available!\", w.overdraft_limit, t.id AS \"earlier?\"
-           FROM wallets w
-           LEFT JOIN wallet_transactions t ON t.shop_id = w.shop_id AND t.idempotency_key = $3
-          WHERE w.shop_id = $1 AND w.id = $2
-            FOR UPDATE OF w",
+) -> Result<Option<(Locked, Option<Uuid>)>, WalletError> {
+    let (conn, claim) = unit.claim();
+    let r = query_claiming!(
+        claim,
+        ", locked AS (\
+             SELECT w.currency, w.balance, w.reserved, w.overdraft_limit, now() AS at, t.id AS earlier \
+               FROM wallets w \
+               LEFT JOIN wallet_transactions t ON t.shop_id = w.shop_id AND t.idempotency_key = $2 \
+              WHERE w.shop_id = $5 AND w.id = $6 AND EXISTS (SELECT 1 FROM ours) \
+                FOR UPDATE OF w) \
+         SELECT EXISTS (SELECT 1 FROM ours) AS \"ours!\", l.currency AS \"currency?\", \
+                l.balance AS \"balance?\", l.reserved AS \"reserved?\", \
+                l.overdraft_limit AS \"overdraft_limit?\", l.at AS \"at?\", l.earlier \
+           FROM (SELECT 1) one LEFT JOIN locked l ON true",
         tenant.shop_id,
-        wallet_id,
-        key
+        wallet_id
     )
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or(WalletError::NotFound)?;
+    .fetch_one(conn)
+    .await?;
+    if !unit.claimed(r.ours) {
+        return Ok(None);
+    }
+    let (Some(currency), Some(balance), Some(reserved), Some(overdraft_limit), Some(at)) =
+        (r.currency.as_deref(), r.balance, r.reserved, r.overdraft_limit, r.at)
+    else {
+        return Err(WalletError::NotFound);
+    };
     let locked = Locked {
         id: wallet_id,
-        currency: currency_of(&r.currency)?,
-        available: r.available,
-        overdraft_limit: r.overdraft_limit,
+        currency: currency_of(currency)?,
+        balance,
+        reserved,
+        overdraft_limit,
+        at,
     };
-    Ok((locked, r.earlier))
+    Ok(Some((locked, r.earlier)))
 }
 
 /// One leg of a movement: the wallet row's new balance and its history row.
 struct Leg<'a> {
+    id: Uuid,
     wallet: &'a Locked,
     type_: TransactionType,
     category: &'a str,
@@ -237,47 +257,86 @@ struct Leg<'a> {
     journal_id: Uuid,
 }
 
-/// Writes one leg. With `posting`, the journal transaction is written in the
-/// same statement: one round trip for the whole movement.
+impl Leg<'_> {
+    fn delta(&self) -> Decimal {
+        match self.type_ {
+            TransactionType::Credit => self.amount,
+            TransactionType::Debit => -self.amount,
+        }
+    }
+
+    /// The history row as it will be written: under the wallet's lock its
+    /// new balance and the transaction's time are known before the write,
+    /// so the answer can be stored by the write itself.
+    fn view(&self) -> Result<WalletTransaction, WalletError> {
+        let currency = self.wallet.currency;
+        let balance_after = self
+            .wallet
+            .balance
+            .checked_add(self.delta())
+            .ok_or(WalletError::BalanceOverflow)?;
+        Ok(WalletTransaction {
+            id: self.id,
+            wallet_id: self.wallet.id,
+            type_: self.type_,
+            category: self.category.to_owned(),
+            amount: text(currency, self.amount)?,
+            currency: currency.code().to_owned(),
+            balance_after: text(currency, balance_after)?,
+            description: self.description.map(str::to_owned),
+            metadata: self.metadata.clone(),
+            transfer_id: self.transfer_id,
+            journal_transaction_id: self.journal_id,
+            created_at: self.wallet.at,
+        })
+    }
+}
+
+/// Writes one leg, the journal transaction when there is a `posting`, and
+/// whatever `done` stores, in one statement. The row must match the leg's
+/// view, which may already be the stored answer.
 async fn apply(
     conn: &mut PgConnection,
     tenant: Tenant,
-    leg: Leg<'_>,
+    leg: &Leg<'_>,
     posting: Option<&Posting>,
-) -> Result<WalletTransaction, WalletError> {
-    let id = Uuid::now_v7();
-    let (type_, delta) = match leg.type_ {
-        TransactionType::Credit => ("credit", leg.amount),
-        TransactionType::Debit => ("debit", -leg.amount),
+    done: Completion<'_>,
+) -> Result<(), WalletError> {
+    let type_ = match leg.type_ {
+        TransactionType::Credit => "credit",
+        TransactionType::Debit => "debit",
     };
     // Without a posting the arrays are empty and the journal CTEs write nothing.
     let j = posting.map_or_else(|| Ok(Rows::empty()), Posting::rows)?;
-    let r = sqlx::query!(
-        "WITH jt AS (
-             INSERT INTO journal_transactions (shop_id, id, kind)
-             SELECT $1, $12, $13 WHERE cardinality($15::smallint[]) > 0
+    let r = query_completing!(
+        done,
+        ", jt AS (
+             INSERT INTO journal_transactions (shop_id, id, kind, created_at)
+             SELECT $14, $25, $26, $32 WHERE cardinality($28::smallint[]) > 0
          ),
          je AS (
              INSERT INTO journal_entries
                  (shop_id, journal_transaction_id, line, account, wallet_id, currency, amount)
-             SELECT $1, $12, e.line, e.account, e.wallet_id, $14, e.amount
-               FROM UNNEST($15::smallint[], $16::text[], $17::uuid[], $18::numeric[])
+             SELECT $14, $25, e.line, e.account, e.wallet_id, $27, e.amount
+               FROM UNNEST($28::smallint[], $29::text[], $30::uuid[], $31::numeric[])
                     AS e(line, account, wallet_id, amount)
          ),
          w AS (
-             UPDATE wallets SET balance = balance + $3, version = version + 1, updated_at = now()
-              WHERE shop_id = $1 AND id = $2
+             UPDATE wallets SET balance = balance + $16, version = version + 1, updated_at = $32
+              WHERE shop_id = $14 AND id = $15
              RETURNING balance, version
          )
          INSERT INTO wallet_transactions
              (shop_id, id, wallet_id, wallet_version, type, category, amount, balance_after,
-              description, metadata, idempotency_key, transfer_id, journal_transaction_id)
-         SELECT $1, $4, $2, w.version, $5, $6, $7, w.balance, $8, $9, $10, $11, $12 FROM w
-         RETURNING balance_after, created_at",
+              description, metadata, idempotency_key, transfer_id, journal_transaction_id,
+              created_at)
+         SELECT $14, $17, $15, w.version, $18, $19, $20, w.balance, $21, $22, $23, $24, $25, $32
+           FROM w
+         RETURNING balance_after",
         tenant.shop_id,
         leg.wallet.id,
-        delta,
-        id,
+        leg.delta(),
+        leg.id,
         type_,
         leg.category,
         leg.amount,
@@ -292,25 +351,19 @@ async fn apply(
         &j.accounts as &[&str],
         &j.wallets as &[Option<Uuid>],
         &j.amounts,
+        leg.wallet.at,
     )
     .fetch_one(&mut *conn)
     .await?;
-    let (balance_after, created_at) = (r.balance_after, r.created_at);
-    let currency = leg.wallet.currency;
-    Ok(WalletTransaction {
-        id,
-        wallet_id: leg.wallet.id,
-        type_: leg.type_,
-        category: leg.category.to_owned(),
-        amount: text(currency, leg.amount)?,
-        currency: currency.code().to_owned(),
-        balance_after: text(currency, balance_after)?,
-        description: leg.description.map(str::to_owned),
-        metadata: leg.metadata.clone(),
-        transfer_id: leg.transfer_id,
-        journal_transaction_id: leg.journal_id,
-        created_at,
-    })
+    if r.balance_after != leg.wallet.balance + leg.delta() {
+        // Only if the row was not locked as assumed: never commit an answer
+        // that differs from the books.
+        return Err(WalletError::Db(sqlx::Error::Protocol(format!(
+            "wallet {} moved while locked",
+            leg.wallet.id
+        ))));
+    }
+    Ok(())
 }
 
 /// The same key moved money before (its idempotency record has expired):
@@ -334,18 +387,19 @@ async fn earlier_movement(
 }
 
 async fn movement(
-    conn: &mut PgConnection,
+    unit: &mut Unit<'_>,
     tenant: Tenant,
     wallet_id: Uuid,
     type_: TransactionType,
     category: &'static str,
     req: Movement,
-    key: &str,
 ) -> Result<Run<WalletTransaction>, WalletError> {
-    let (wallet, earlier) = lock_one(conn, tenant, wallet_id, key).await?;
+    let Some((wallet, earlier)) = lock_one(unit, tenant, wallet_id).await? else {
+        return Ok(Run::KeyTaken);
+    };
     let amount = money("amount", &req.amount, wallet.currency)?.amount();
     if let Some(earlier) = earlier {
-        return earlier_movement(conn, tenant, earlier, wallet_id, type_, category, amount)
+        return earlier_movement(unit.conn(), tenant, earlier, wallet_id, type_, category, amount)
             .await
             .map(Run::Earlier);
     }
@@ -359,26 +413,24 @@ async fn movement(
             posting.transfer(Account::Wallet(wallet_id), Account::Revenue, amount)
         }
     };
-    let journal_id = Uuid::now_v7();
     let metadata = req.metadata.unwrap_or_default();
-    apply(
-        conn,
-        tenant,
-        Leg {
-            wallet: &wallet,
-            type_,
-            category,
-            amount,
-            description: req.description.as_deref(),
-            metadata: &metadata,
-            key: Some(key),
-            transfer_id: None,
-            journal_id,
-        },
-        Some(&posting),
-    )
-    .await
-    .map(Run::New)
+    let key = unit.key();
+    let leg = Leg {
+        id: Uuid::now_v7(),
+        wallet: &wallet,
+        type_,
+        category,
+        amount,
+        description: req.description.as_deref(),
+        metadata: &metadata,
+        key: Some(key),
+        transfer_id: None,
+        journal_id: Uuid::now_v7(),
+    };
+    let view = leg.view()?;
+    let (conn, done) = unit.complete(&view);
+    apply(conn, tenant, &leg, Some(&posting), done).await?;
+    Ok(Run::New(view))
 }
 
 fn category_kind(type_: TransactionType) -> &'static str {
@@ -421,12 +473,13 @@ fn debit_category(c: DebitCategory) -> &'static str {
     }
 }
 
+/// Claims the unit's key in its first statement and stores the answer
+/// with its last.
 pub async fn credit(
-    conn: &mut PgConnection,
+    unit: &mut Unit<'_>,
     tenant: Tenant,
     wallet_id: Uuid,
     req: CreditRequest,
-    key: &str,
 ) -> Result<Run<WalletTransaction>, WalletError> {
     let category = credit_category(req.category);
     let m = Movement {
@@ -434,15 +487,16 @@ pub async fn credit(
         description: req.description,
         metadata: req.metadata,
     };
-    movement(conn, tenant, wallet_id, TransactionType::Credit, category, m, key).await
+    movement(unit, tenant, wallet_id, TransactionType::Credit, category, m).await
 }
 
+/// Claims the unit's key in its first statement and stores the answer
+/// with its last.
 pub async fn debit(
-    conn: &mut PgConnection,
+    unit: &mut Unit<'_>,
     tenant: Tenant,
     wallet_id: Uuid,
     req: DebitRequest,
-    key: &str,
 ) -> Result<Run<WalletTransaction>, WalletError> {
     let category = debit_category(req.category);
     let m = Movement {
@@ -450,49 +504,63 @@ pub async fn debit(
         description: req.description,
         metadata: req.metadata,
     };
-    movement(conn, tenant, wallet_id, TransactionType::Debit, category, m, key).await
+    movement(unit, tenant, wallet_id, TransactionType::Debit, category, m).await
 }
 
 /// Moves money between two wallets of the shop. Both rows are locked in id
-/// order, so opposite transfers queue instead of deadlocking.
+/// order, so opposite transfers queue instead of deadlocking; the key is
+/// claimed in the same statement and the answer stored with the last leg.
 pub async fn transfer(
-    conn: &mut PgConnection,
+    unit: &mut Unit<'_>,
     tenant: Tenant,
     req: TransferRequest,
-    key: &str,
 ) -> Result<Run<Transfer>, WalletError> {
     if req.from_wallet_id == req.to_wallet_id {
         return Err(WalletError::SameWallet);
     }
-    let rows = sqlx::query!(
-        "SELECT w.id, w.currency, w.balance - w.reserved AS \"available!\", w.overdraft_limit,
-                (SELECT t.id FROM wallet_transactions t
-                  WHERE t.shop_id = w.shop_id AND t.idempotency_key = $3) AS earlier
-           FROM wallets w
-          WHERE w.shop_id = $1 AND w.id = ANY($2)
-          ORDER BY w.id
-            FOR UPDATE OF w",
+    let (conn, claim) = unit.claim();
+    let rows = query_claiming!(
+        claim,
+        ", locked AS (\
+             SELECT w.id, w.currency, w.balance, w.reserved, w.overdraft_limit, now() AS at, \
+                    (SELECT t.id FROM wallet_transactions t \
+                      WHERE t.shop_id = w.shop_id AND t.idempotency_key = $2) AS earlier \
+               FROM wallets w \
+              WHERE w.shop_id = $5 AND w.id = ANY($6) AND EXISTS (SELECT 1 FROM ours) \
+              ORDER BY w.id \
+                FOR UPDATE OF w) \
+         SELECT EXISTS (SELECT 1 FROM ours) AS \"ours!\", l.id AS \"id?\", \
+                l.currency AS \"currency?\", l.balance AS \"balance?\", \
+                l.reserved AS \"reserved?\", l.overdraft_limit AS \"overdraft_limit?\", \
+                l.at AS \"at?\", l.earlier \
+           FROM (SELECT 1) one LEFT JOIN locked l ON true",
         tenant.shop_id,
-        &[req.from_wallet_id, req.to_wallet_id] as &[Uuid],
-        key
+        &[req.from_wallet_id, req.to_wallet_id] as &[Uuid]
     )
-    .fetch_all(&mut *conn)
+    .fetch_all(conn)
     .await?;
-    if rows.len() != 2 {
-        return Err(WalletError::NotFound);
+    if !unit.claimed(rows.first().is_some_and(|r| r.ours)) {
+        return Ok(Run::KeyTaken);
     }
     let earlier = rows[0].earlier;
     let mut locked = rows
         .into_iter()
-        .map(|r| {
-            Ok(Locked {
-                id: r.id,
-                currency: currency_of(&r.currency)?,
-                available: r.available,
-                overdraft_limit: r.overdraft_limit,
-            })
+        .filter_map(|r| {
+            let (id, currency, balance, reserved, overdraft_limit, at) =
+                (r.id?, r.currency?, r.balance?, r.reserved?, r.overdraft_limit?, r.at?);
+            Some(currency_of(&currency).map(|currency| Locked {
+                id,
+                currency,
+                balance,
+                reserved,
+                overdraft_limit,
+                at,
+            }))
         })
         .collect::<Result<Vec<_>, WalletError>>()?;
+    if locked.len() != 2 {
+        return Err(WalletError::NotFound);
+    }
     if locked[0].id != req.from_wallet_id {
         locked.swap(0, 1);
     }
@@ -505,7 +573,7 @@ pub async fn transfer(
     }
     let amount = money("amount", &req.amount, from.currency)?.amount();
     if let Some(earlier) = earlier {
-        return earlier_transfer(conn, tenant, earlier, &req, amount)
+        return earlier_transfer(unit.conn(), tenant, earlier, &req, amount)
             .await
             .map(Run::Earlier);
     }
@@ -519,7 +587,9 @@ pub async fn transfer(
         amount,
     );
     let metadata = req.metadata.clone().unwrap_or_default();
+    let key = unit.key();
     let leg = |wallet, type_, category, key| Leg {
+        id: Uuid::now_v7(),
         wallet,
         type_,
         category,
@@ -531,26 +601,13 @@ pub async fn transfer(
         journal_id,
     };
     // Only the debit leg carries the key: the key is unique per shop.
-    let debit = apply(
-        conn,
-        tenant,
-        leg(from, TransactionType::Debit, "transfer_out", Some(key)),
-        Some(&posting),
-    )
-    .await?;
-    let credit = apply(
-        conn,
-        tenant,
-        leg(to, TransactionType::Credit, "transfer_in", None),
-        None,
-    )
-    .await?;
-    Ok(Run::New(transfer_view(
-        transfer_id,
-        req.description,
-        debit,
-        credit,
-    )))
+    let out = leg(from, TransactionType::Debit, "transfer_out", Some(key));
+    let into = leg(to, TransactionType::Credit, "transfer_in", None);
+    let view = transfer_view(transfer_id, req.description.clone(), out.view()?, into.view()?);
+    let (conn, done) = unit.complete(&view);
+    apply(conn, tenant, &out, Some(&posting), Completion::none(done.shop_id, key)).await?;
+    apply(conn, tenant, &into, None, done).await?;
+    Ok(Run::New(view))
 }
 
 fn transfer_view(
