@@ -439,7 +439,11 @@ impl Executor {
 
     /// Claims the key in a statement of its own. `Some` is the answer when
     /// the key is not ours: the replay of its committed outcome.
-    async fn claim(&self, conn: &mut PgConnection, params: ClaimParams<'_>) -> Result<Option<Answer>, ExecError> {
+    async fn claim(
+        &self,
+        conn: &mut PgConnection,
+        params: ClaimParams<'_>,
+    ) -> Result<Option<Answer>, ExecError> {
         self.answer(idempotency::claim(conn, params).await)
     }
 

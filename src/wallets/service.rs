@@ -227,9 +227,13 @@ async fn lock_one(
     if !unit.claimed(r.ours) {
         return Ok(None);
     }
-    let (Some(currency), Some(balance), Some(reserved), Some(overdraft_limit), Some(at)) =
-        (r.currency.as_deref(), r.balance, r.reserved, r.overdraft_limit, r.at)
-    else {
+    let (Some(currency), Some(balance), Some(reserved), Some(overdraft_limit), Some(at)) = (
+        r.currency.as_deref(),
+        r.balance,
+        r.reserved,
+        r.overdraft_limit,
+        r.at,
+    ) else {
         return Err(WalletError::NotFound);
     };
     let locked = Locked {
@@ -546,8 +550,14 @@ pub async fn transfer(
     let mut locked = rows
         .into_iter()
         .filter_map(|r| {
-            let (id, currency, balance, reserved, overdraft_limit, at) =
-                (r.id?, r.currency?, r.balance?, r.reserved?, r.overdraft_limit?, r.at?);
+            let (id, currency, balance, reserved, overdraft_limit, at) = (
+                r.id?,
+                r.currency?,
+                r.balance?,
+                r.reserved?,
+                r.overdraft_limit?,
+                r.at?,
+            );
             Some(currency_of(&currency).map(|currency| Locked {
                 id,
                 currency,
@@ -605,7 +615,14 @@ pub async fn transfer(
     let into = leg(to, TransactionType::Credit, "transfer_in", None);
     let view = transfer_view(transfer_id, req.description.clone(), out.view()?, into.view()?);
     let (conn, done) = unit.complete(&view);
-    apply(conn, tenant, &out, Some(&posting), Completion::none(done.shop_id, key)).await?;
+    apply(
+        conn,
+        tenant,
+        &out,
+        Some(&posting),
+        Completion::none(done.shop_id, key),
+    )
+    .await?;
     apply(conn, tenant, &into, None, done).await?;
     Ok(Run::New(view))
 }

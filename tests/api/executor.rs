@@ -513,3 +513,136 @@ async fn abandoned_work_cannot_keep_rows_locked(_: PgPoolOptions, connect: PgCon
         .unwrap_err();
     assert_eq!(err.as_database_error().unwrap().code().as_deref(), Some("57014"));
 }
+
+#[sqlx::test]
+async fn a_key_held_by_another_instance_is_409_and_a_held_wallet_is_503(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    // Two instances over one database. The first waits as long as it
+    // needs; the second gives up on any lock after 300 ms. Both the key and
+    // the wallet are locked by the claiming statement, so the executor must
+    // tell which lock ran out.
+    let a = spawn_app_with(connect.clone(), serve_config(), Duration::from_secs(20)).await;
+    let b = spawn_app_with(connect.clone(), serve_config(), Duration::from_millis(300)).await;
+    let shop = a.shop().await;
+    let w = a.wallet(&shop.key, "USD", "10").await;
+    let path = format!("/v1/wallets/{w}/debit");
+    let body = json!({"amount": "1", "category": "usage"});
+    let mut gate = PgConnection::connect_with(&connect).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE FUNCTION gate() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_advisory_xact_lock(42); RETURN NEW; END $$;
+         CREATE TRIGGER gate BEFORE INSERT ON wallet_transactions FOR EACH ROW EXECUTE FUNCTION gate();
+         SELECT pg_advisory_lock(42);",
+    )
+    .execute(&mut gate)
+    .await
+    .unwrap();
+    let first = tokio::spawn({
+        let (client, url, key, body) = (a.client.clone(), a.url(&path), shop.key.clone(), body.clone());
+        async move {
+            let r = client
+                .post(url)
+                .bearer_auth(key)
+                .header("Idempotency-Key", "held")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.bytes().await.unwrap())
+        }
+    });
+    // The first request holds its key and the wallet, waiting at the gate.
+    let mut watcher = PgConnection::connect_with(&connect).await.unwrap();
+    wait_for(
+        &mut watcher,
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+        1,
+    )
+    .await;
+
+    let r = b.post(&shop.key, &path, "held", &body).await;
+    assert_eq!(r.headers()["retry-after"], "1");
+    problem(r, StatusCode::CONFLICT, "idempotency_key_in_use").await;
+    let r = b.post(&shop.key, &path, "other", &body).await;
+    problem(r, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
+    assert_eq!(
+        a.count("SELECT count(*) FROM idempotency_keys WHERE key = 'other'")
+            .await,
+        0,
+        "a lock timeout is not the key's outcome"
+    );
+
+    sqlx::query("SELECT pg_advisory_unlock(42)")
+        .execute(&mut gate)
+        .await
+        .unwrap();
+    let (status, first) = first.await.unwrap();
+    assert_eq!(status, StatusCode::CREATED);
+    let r = b.post(&shop.key, &path, "held", &body).await;
+    assert_eq!(r.headers()["idempotent-replayed"], "true");
+    assert_eq!(r.bytes().await.unwrap(), first);
+    let r = b.post(&shop.key, &path, "other", &body).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert!(!r.headers().contains_key("idempotent-replayed"));
+    assert_eq!(a.balance(&shop.key, w).await, "8.00");
+    a.assert_ledger_consistent().await;
+}
+
+#[sqlx::test]
+async fn the_stored_answer_is_what_was_written(_: PgPoolOptions, connect: PgConnectOptions) {
+    // Debits and transfers store their answer in the statement that writes
+    // the movement, built before it: it must agree with the rows.
+    let app = spawn_app(connect).await;
+    let shop = app.shop().await;
+    let from = app.wallet(&shop.key, "EUR", "10.5").await;
+    let to = app.wallet(&shop.key, "EUR", "0").await;
+    let r = app
+        .post(
+            &shop.key,
+            &format!("/v1/wallets/{from}/debit"),
+            "d",
+            &json!({"amount": "0.25", "category": "fee"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let debit: Value = r.json().await.unwrap();
+    let row: (String, chrono::DateTime<chrono::Utc>, String) = sqlx::query_as(
+        "SELECT t.balance_after::text, t.created_at, w.balance::text
+           FROM wallet_transactions t JOIN wallets w ON w.shop_id = t.shop_id AND w.id = t.wallet_id
+          WHERE t.id = $1",
+    )
+    .bind(debit["id"].as_str().unwrap().parse::<Uuid>().unwrap())
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(debit["balance_after"], "10.25");
+    assert_eq!(row.0, "10.2500");
+    assert_eq!(row.2, "10.2500");
+    let answered: chrono::DateTime<chrono::Utc> = debit["created_at"].as_str().unwrap().parse().unwrap();
+    assert_eq!(answered, row.1);
+
+    let r = app
+        .post(
+            &shop.key,
+            "/v1/transfers",
+            "t",
+            &json!({"from_wallet_id": from, "to_wallet_id": to, "amount": "3"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let transfer: Value = r.json().await.unwrap();
+    assert_eq!(transfer["debit"]["balance_after"], "7.25");
+    assert_eq!(transfer["credit"]["balance_after"], "3.00");
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT response_body FROM idempotency_keys WHERE key = 't'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(serde_json::from_slice::<Value>(&stored).unwrap(), transfer);
+    let audited = app
+        .count("SELECT count(*) FROM audit_log WHERE action IN ('wallet.debit', 'wallet.transfer')")
+        .await;
+    assert_eq!(audited, 2);
+    assert_eq!(app.balance(&shop.key, to).await, "3.00");
+    app.assert_ledger_consistent().await;
+}
