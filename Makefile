@@ -67,6 +67,7 @@ openapi:
 
 # The idempotent debit path against pgbench on the same database (a few
 # minutes; loopback only). Results in target/bench/results.json.
+# BENCH_BASELINE=<git revision> also runs that revision's service (2b).
 bench:
 	@command -v wrk >/dev/null 2>&1 || { DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
