@@ -121,11 +121,58 @@ enum Claimed {
     Taken,
 }
 
-/// A success stored by the command's own write.
+/// A success as stored under the key.
 struct Done {
     stored: Stored,
     /// The live body when it differs from the stored one.
     live: Option<Vec<u8>>,
+}
+
+impl Done {
+    /// Encodes `value` once: the stored body is the live one unless the
+    /// outcome keeps something out of storage (a secret shown once).
+    fn new<O: Outcome>(status: u16, value: &O) -> Result<Done, serde_json::Error> {
+        let body = serde_json::to_vec(value)?;
+        let (body, live) = match value.for_storage() {
+            Some(stored) => (stored, Some(body)),
+            None => (body, None),
+        };
+        Ok(Done {
+            stored: Stored {
+                status,
+                content_type: JSON.into(),
+                location: value.location(),
+                etag: value.etag(),
+                body,
+            },
+            live,
+        })
+    }
+
+    fn answer(self, replayed: bool) -> Answer {
+        let Done { stored, live } = self;
+        let response = match live {
+            Some(body) => Stored { body, ..stored },
+            None => stored,
+        };
+        Answer { response, replayed }
+    }
+}
+
+fn audit_entry<'a, O: Outcome>(
+    actor: Actor,
+    action: &'static str,
+    value: &O,
+    request: &'a Request,
+) -> audit::Entry<'a> {
+    audit::Entry {
+        shop_id: actor.shop_id,
+        api_key_id: actor.key_id,
+        action,
+        entity: O::ENTITY,
+        entity_id: value.entity_id(),
+        request_id: &request.request_id,
+    }
 }
 
 /// One command's view of the executor's transaction.
@@ -179,28 +226,8 @@ impl<'a> Unit<'a> {
     pub fn complete<O: Outcome>(&mut self, value: &O) -> (&mut PgConnection, Completion<'_>) {
         let shop_id = self.actor.shop_id;
         let key = self.request.key.as_str();
-        let done = self.done.insert(serde_json::to_vec(value).map(|body| {
-            let stored = value.for_storage();
-            let live = stored.is_some().then(|| body.clone());
-            Done {
-                stored: Stored {
-                    status: self.status,
-                    content_type: JSON.into(),
-                    location: value.location(),
-                    etag: value.etag(),
-                    body: stored.unwrap_or(body),
-                },
-                live,
-            }
-        }));
-        let audit = audit::Entry {
-            shop_id,
-            api_key_id: self.actor.key_id,
-            action: self.action,
-            entity: O::ENTITY,
-            entity_id: value.entity_id(),
-            request_id: &self.request.request_id,
-        };
+        let done = self.done.insert(Done::new(self.status, value));
+        let audit = audit_entry(self.actor, self.action, value, self.request);
         // An outcome that cannot be encoded stores nothing here; the
         // executor then fails the request and rolls the write back.
         let completion = match done {
@@ -401,40 +428,19 @@ impl Executor {
             Run::KeyTaken => unreachable!("answered by execute"),
         };
         if let Some(done) = done {
-            let Done { stored, live } = done.map_err(ExecError::from)?;
+            let done = done.map_err(ExecError::from)?;
             tx.commit().await.map_err(ExecError::from)?;
-            let body = live.unwrap_or_else(|| stored.body.clone());
-            return Ok(Answer {
-                response: Stored { body, ..stored },
-                replayed: false,
-            });
+            return Ok(done.answer(false));
         }
-        let body = serde_json::to_vec(&value).map_err(ExecError::from)?;
-        let stored = Stored {
-            status: C::STATUS,
-            content_type: JSON.into(),
-            location: value.location(),
-            etag: value.etag(),
-            body: value.for_storage().unwrap_or_else(|| body.clone()),
-        };
-        let audit = audit::Entry {
-            shop_id: actor.shop_id,
-            api_key_id: actor.key_id,
-            action: C::ACTION,
-            entity: C::Output::ENTITY,
-            entity_id: value.entity_id(),
-            request_id: &request.request_id,
-        };
+        let done = Done::new(C::STATUS, &value).map_err(ExecError::from)?;
+        let audit = audit_entry(actor, C::ACTION, &value, request);
         let audit = (!earlier).then_some(&audit);
-        let completion = Completion::new(actor.shop_id, request.key.as_str(), Some(&stored), audit);
+        let completion = Completion::new(actor.shop_id, request.key.as_str(), Some(&done.stored), audit);
         idempotency::complete(&mut tx, completion)
             .await
             .map_err(ExecError::from)?;
         tx.commit().await.map_err(ExecError::from)?;
-        Ok(Answer {
-            response: Stored { body, ..stored },
-            replayed: earlier,
-        })
+        Ok(done.answer(earlier))
     }
 
     /// Claims the key in a statement of its own. `Some` is the answer when
