@@ -16,7 +16,7 @@ use crate::{
     http::{self, AppState, health, request_id},
     idempotency, jobs,
     openapi::ApiDoc,
-    telemetry,
+    reservations, telemetry,
     tenants::{self, AuthCache},
     wallets,
 };
@@ -25,6 +25,7 @@ use crate::{
 pub fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(wallets::routes::router())
+        .merge(reservations::routes::router())
         .merge(tenants::routes::router())
         .merge(idempotency::routes::router())
         .routes(routes!(health::healthz))
@@ -78,6 +79,7 @@ pub fn state(pool: PgPool, config: &ServeConfig, key_wait: Duration) -> AppState
             .as_ref()
             .map(|k| Sha256::digest(k.expose().as_bytes()).to_vec()),
         idempotency: config.idempotency.clone(),
+        reservations: config.reservations.clone(),
         metrics: telemetry::metrics_handle(),
     }
 }
@@ -94,6 +96,7 @@ impl Application {
     pub async fn build(config: ServeConfig, db: &DatabaseConfig) -> anyhow::Result<Self> {
         db.check_against(config.request_timeout)
             .map_err(anyhow::Error::msg)?;
+        config.reservations.check().map_err(anyhow::Error::msg)?;
         let listener = TcpListener::bind(config.bind_addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.bind_addr))?;
@@ -128,6 +131,12 @@ impl Application {
             config.idempotency.cleanup_batch,
             stop_rx.clone(),
         ));
+        let expiry = tokio::spawn(jobs::reservation_expiry_loop(
+            pool.clone(),
+            config.reservations.expiry_interval,
+            config.reservations.expiry_batch,
+            stop_rx.clone(),
+        ));
         let app = router(state(pool.clone(), &config, key_wait), config.request_timeout);
         let mut server_stop = stop_rx.clone();
         let mut server = tokio::spawn(
@@ -143,6 +152,7 @@ impl Application {
         let _ = stop_tx.send(true);
         let finished = tokio::time::timeout(config.shutdown_grace, &mut server).await;
         let _ = cleanup.await;
+        let _ = expiry.await;
         match finished {
             Ok(joined) => {
                 joined.context("server task failed")?.context("server failed")?;

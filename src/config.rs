@@ -154,6 +154,9 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub idempotency: IdempotencyConfig,
+
+    #[command(flatten)]
+    pub reservations: ReservationConfig,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -184,6 +187,50 @@ impl Default for IdempotencyConfig {
             cleanup_interval: Duration::from_secs(3600),
             cleanup_batch: 1000,
             max_waiters: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReservationConfig {
+    /// How long a hold lasts when the request names no expires_in_seconds.
+    #[arg(long = "reservation-default-expiry", env = "RESERVATION_DEFAULT_EXPIRY", default_value = "15m", value_parser = parse_interval)]
+    pub default_expiry: Duration,
+
+    /// The longest hold a request may ask for.
+    #[arg(long = "reservation-max-expiry", env = "RESERVATION_MAX_EXPIRY", default_value = "7d", value_parser = parse_interval)]
+    pub max_expiry: Duration,
+
+    /// How often the expiry job releases holds past their expires_at (also
+    /// once at start).
+    #[arg(long = "reservation-expiry-interval", env = "RESERVATION_EXPIRY_INTERVAL", default_value = "30s", value_parser = parse_interval)]
+    pub expiry_interval: Duration,
+
+    /// Holds expired per batch (one short transaction each).
+    #[arg(long = "reservation-expiry-batch", env = "RESERVATION_EXPIRY_BATCH", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub expiry_batch: u32,
+}
+
+impl ReservationConfig {
+    /// The default may not exceed the maximum.
+    pub fn check(&self) -> Result<(), String> {
+        if self.default_expiry > self.max_expiry {
+            return Err(format!(
+                "RESERVATION_DEFAULT_EXPIRY ({:?}) must not exceed RESERVATION_MAX_EXPIRY ({:?})",
+                self.default_expiry, self.max_expiry
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for ReservationConfig {
+    fn default() -> Self {
+        ReservationConfig {
+            default_expiry: Duration::from_secs(15 * 60),
+            max_expiry: Duration::from_secs(7 * 24 * 3600),
+            expiry_interval: Duration::from_secs(30),
+            expiry_batch: 500,
         }
     }
 }

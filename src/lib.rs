@@ -13,6 +13,7 @@ pub mod metadata;
 pub mod money;
 pub mod openapi;
 pub mod pagination;
+pub mod reservations;
 pub mod telemetry;
 pub mod tenants;
 pub mod wallets;

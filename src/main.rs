@@ -1,4 +1,5 @@
-//! The `billing-ledger` command line: serve | migrate | cleanup | shops | keys | openapi.
+//! The `billing-ledger` command line: serve | migrate | cleanup | expire-reservations | shops |
+//! keys | openapi.
 
 use std::{net::SocketAddr, process::ExitCode};
 
@@ -40,6 +41,14 @@ enum Command {
     /// Delete expired idempotency records once.
     Cleanup {
         #[arg(long, env = "IDEMPOTENCY_CLEANUP_BATCH", default_value_t = 1000)]
+        batch: u32,
+        #[command(flatten)]
+        db: DatabaseConfig,
+    },
+    /// Release credit reservations past their expires_at once (what the
+    /// server's expiry job does every RESERVATION_EXPIRY_INTERVAL).
+    ExpireReservations {
+        #[arg(long, env = "RESERVATION_EXPIRY_BATCH", default_value_t = 500)]
         batch: u32,
         #[command(flatten)]
         db: DatabaseConfig,
@@ -164,6 +173,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .await
                 .context("cleanup failed")?;
             println!("deleted {n} expired idempotency records");
+            Ok(())
+        }
+        Command::ExpireReservations { batch, db } => {
+            let pool = app::pool(&db);
+            let n = jobs::expire_reservations(&pool, batch.max(1))
+                .await
+                .context("reservation expiry failed")?;
+            println!("expired {n} reservations");
             Ok(())
         }
         Command::Shops { command, db } => {

@@ -25,7 +25,7 @@ use crate::http::error::Problem;
     info(title = "billing-ledger", description = "Prepaid credit wallets on a double-entry ledger, exactly once."),
     components(schemas(Problem)),
     modifiers(&Security),
-    tags((name = "wallets"), (name = "admin"), (name = "operations"))
+    tags((name = "wallets"), (name = "reservations"), (name = "admin"), (name = "operations"))
 )]
 pub struct ApiDoc;
 
@@ -101,7 +101,14 @@ fn answers(path: &str, method: &HttpMethod, op: &Operation) -> Vec<(&'static str
     if mutation {
         out.push((
             "409",
-            "A request with this Idempotency-Key is still running (`idempotency_key_in_use`): retry after Retry-After",
+            if path.contains("/reservations") {
+                "A request with this Idempotency-Key is still running (`idempotency_key_in_use`): retry \
+                 after Retry-After; or the reservation forbids it: `invalid_state` (captured or \
+                 released), `reservation_expired`, `reservation_key_conflict` (the key holds another \
+                 wallet or amount). Only `idempotency_key_in_use` is worth retrying"
+            } else {
+                "A request with this Idempotency-Key is still running (`idempotency_key_in_use`): retry after Retry-After"
+            },
         ));
         out.push(("413", "The body is larger than allowed (`payload_too_large`)"));
     }

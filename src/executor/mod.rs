@@ -73,6 +73,11 @@ pub trait Outcome: Serialize {
     fn for_storage(&self) -> Option<Vec<u8>> {
         None
     }
+    /// This outcome's status when it differs from the command's (200 for
+    /// an existing object a create found instead of making a second one).
+    fn status(&self) -> Option<u16> {
+        None
+    }
 }
 
 /// How a command took effect.
@@ -132,6 +137,7 @@ impl Done {
     /// Encodes `value` once: the stored body is the live one unless the
     /// outcome keeps something out of storage (a secret shown once).
     fn new<O: Outcome>(status: u16, value: &O) -> Result<Done, serde_json::Error> {
+        let status = value.status().unwrap_or(status);
         let body = serde_json::to_vec(value)?;
         let (body, live) = match value.for_storage() {
             Some(stored) => (stored, Some(body)),
@@ -194,6 +200,11 @@ impl<'a> Unit<'a> {
 
     pub fn key(&self) -> &'a str {
         self.request.key.as_str()
+    }
+
+    /// The request id, for audit rows a command writes itself.
+    pub fn request_id(&self) -> &'a str {
+        &self.request.request_id
     }
 
     /// The connection and the parameters of a claiming statement. Report
@@ -262,6 +273,12 @@ pub trait Rejection: From<ExecError> + Send {
     fn recorded(&self) -> Option<Stored>;
     /// It is a lock wait that ran out (`lock_timeout`).
     fn lock_timed_out(&self) -> bool {
+        false
+    }
+    /// The command's changes stand although it was refused (a capture
+    /// after expiry refuses and releases the stale hold): the transaction
+    /// commits with the recorded rejection as the key's outcome.
+    fn commits(&self) -> bool {
         false
     }
 }
@@ -352,6 +369,19 @@ impl Executor {
         };
         if claimed == Claimed::Ours {
             outcome_metric("new");
+            if rejection.commits()
+                && let Some(response) = rejection.recorded()
+            {
+                let completion = Completion::new(actor.shop_id, request.key.as_str(), Some(&response), None);
+                idempotency::complete(&mut tx, completion)
+                    .await
+                    .map_err(ExecError::from)?;
+                tx.commit().await.map_err(ExecError::from)?;
+                return Ok(Answer {
+                    response,
+                    replayed: false,
+                });
+            }
         }
         // A failure undoes the whole transaction, key included, so the retry
         // runs afresh. A business rejection is the key's outcome, stored in a

@@ -15,6 +15,7 @@ use crate::{
     http::request_id,
     idempotency::Stored,
     money::MoneyError,
+    reservations::ReservationError,
     tenants::TenantError,
     wallets::WalletError,
 };
@@ -52,6 +53,10 @@ pub enum ApiError {
     CurrencyMismatch(String),
     #[error("{0}")]
     InvalidState(String),
+    #[error("{0}")]
+    ReservationKeyConflict(String),
+    #[error("the reservation expired; its hold has been released")]
+    ReservationExpired,
     #[error("the service is temporarily unavailable; retry later")]
     Unavailable(#[source] anyhow::Error),
     #[error("an unexpected error occurred")]
@@ -98,7 +103,9 @@ impl ApiError {
             Validation(_) | IdempotencyKeyReused | InsufficientFunds | CurrencyMismatch(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            IdempotencyKeyInUse | InvalidState(_) => StatusCode::CONFLICT,
+            IdempotencyKeyInUse | InvalidState(_) | ReservationKeyConflict(_) | ReservationExpired => {
+                StatusCode::CONFLICT
+            }
             Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -121,6 +128,8 @@ impl ApiError {
             InsufficientFunds => "insufficient_funds",
             CurrencyMismatch(_) => "currency_mismatch",
             InvalidState(_) => "invalid_state",
+            ReservationKeyConflict(_) => "reservation_key_conflict",
+            ReservationExpired => "reservation_expired",
             Unavailable(_) => "unavailable",
             Internal(_) => "internal_error",
         }
@@ -224,7 +233,12 @@ impl Rejection for ApiError {
     fn recorded(&self) -> Option<Stored> {
         use ApiError::*;
         match self {
-            NotFound | InsufficientFunds | CurrencyMismatch(_) | InvalidState(_) => Some(Stored {
+            NotFound
+            | InsufficientFunds
+            | CurrencyMismatch(_)
+            | InvalidState(_)
+            | ReservationKeyConflict(_)
+            | ReservationExpired => Some(Stored {
                 status: self.status().as_u16(),
                 content_type: PROBLEM_JSON.into(),
                 location: None,
@@ -233,6 +247,10 @@ impl Rejection for ApiError {
             }),
             _ => None,
         }
+    }
+
+    fn commits(&self) -> bool {
+        matches!(self, ApiError::ReservationExpired)
     }
 
     fn lock_timed_out(&self) -> bool {
@@ -269,6 +287,19 @@ impl From<WalletError> for ApiError {
                 "would take the balance beyond the largest supported value",
             ),
             WalletError::Db(e) => e.into(),
+        }
+    }
+}
+
+impl From<ReservationError> for ApiError {
+    fn from(e: ReservationError) -> Self {
+        match e {
+            ReservationError::NotFound => ApiError::NotFound,
+            ReservationError::KeyConflict { .. } => ApiError::ReservationKeyConflict(e.to_string()),
+            ReservationError::InvalidState(_) => ApiError::InvalidState(e.to_string()),
+            ReservationError::Expired => ApiError::ReservationExpired,
+            ReservationError::Invalid(field, message) => ApiError::validation(field, message),
+            ReservationError::Wallet(e) => e.into(),
         }
     }
 }

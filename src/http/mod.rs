@@ -14,7 +14,11 @@ use axum::{extract::Request, middleware::Next, response::IntoResponse, response:
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 
-use crate::{config::IdempotencyConfig, executor::Executor, tenants::AuthCache};
+use crate::{
+    config::{IdempotencyConfig, ReservationConfig},
+    executor::Executor,
+    tenants::AuthCache,
+};
 pub use error::ApiError;
 
 #[derive(Clone)]
@@ -23,6 +27,7 @@ pub struct AppState {
     /// SHA-256 of `ADMIN_API_KEY`; `None` disables the admin routes.
     pub admin_key_hash: Option<Vec<u8>>,
     pub idempotency: IdempotencyConfig,
+    pub reservations: ReservationConfig,
     /// The only way a route reaches a mutating use case.
     pub executor: Executor,
     /// Keys authenticated in the last AUTH_CACHE_TTL (at most 2 s).

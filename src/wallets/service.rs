@@ -21,7 +21,7 @@ use crate::{
     tenants::Tenant,
 };
 
-fn currency_of(code: &str) -> Result<Currency, WalletError> {
+pub(crate) fn currency_of(code: &str) -> Result<Currency, WalletError> {
     // Stored codes were validated on the way in; a miss is a data bug.
     Currency::parse(code)
         .map_err(|_| WalletError::Db(sqlx::Error::Protocol(format!("unknown currency {code}"))))
@@ -36,7 +36,7 @@ fn money(field: &'static str, raw: &str, currency: Currency) -> Result<Money, Wa
 /// A stored amount as text. Stored amounts were checked against their
 /// currency on the way in, so an error here is a data bug: answered as a
 /// failure, never rounded.
-fn text(currency: Currency, value: Decimal) -> Result<String, WalletError> {
+pub(crate) fn text(currency: Currency, value: Decimal) -> Result<String, WalletError> {
     currency
         .format(value)
         .map_err(|e| WalletError::Db(sqlx::Error::Protocol(format!("stored amount {value}: {e}"))))
@@ -180,18 +180,19 @@ pub async fn list(
 }
 
 /// A wallet row locked for the rest of the transaction.
-struct Locked {
-    id: Uuid,
-    currency: Currency,
-    balance: Decimal,
-    reserved: Decimal,
-    overdraft_limit: Decimal,
+pub struct Locked {
+    pub id: Uuid,
+    pub currency: Currency,
+    pub balance: Decimal,
+    pub reserved: Decimal,
+    pub overdraft_limit: Decimal,
     /// The transaction's time: every row it writes carries it.
-    at: DateTime<Utc>,
+    pub at: DateTime<Utc>,
 }
 
 impl Locked {
-    fn ensure_can_spend(&self, amount: Decimal) -> Result<(), WalletError> {
+    /// Whether `available` covers `amount`, down to `-overdraft_limit`.
+    pub fn ensure_can_spend(&self, amount: Decimal) -> Result<(), WalletError> {
         if self.balance - self.reserved - amount < -self.overdraft_limit {
             return Err(WalletError::InsufficientFunds);
         }
@@ -259,6 +260,8 @@ struct Leg<'a> {
     key: Option<&'a str>,
     transfer_id: Option<Uuid>,
     journal_id: Uuid,
+    /// Freed from the wallet's `reserved` by the same write (a capture).
+    release: Decimal,
 }
 
 impl Leg<'_> {
@@ -326,7 +329,8 @@ async fn apply(
                     AS e(line, account, wallet_id, amount)
          ),
          w AS (
-             UPDATE wallets SET balance = balance + $16, version = version + 1, updated_at = $32
+             UPDATE wallets SET balance = balance + $16, reserved = reserved - $33,
+                                version = version + 1, updated_at = $32
               WHERE shop_id = $14 AND id = $15
              RETURNING balance, version
          )
@@ -356,6 +360,7 @@ async fn apply(
         &j.wallets as &[Option<Uuid>],
         &j.amounts,
         leg.wallet.at,
+        leg.release,
     )
     .fetch_one(&mut *conn)
     .await?;
@@ -368,6 +373,48 @@ async fn apply(
         ))));
     }
     Ok(())
+}
+
+/// Settles a hold of `held` on a wallet locked by the caller: debits
+/// `amount` (at most `held`) to revenue through the journal and frees the
+/// whole hold from `reserved`, in one statement.
+pub async fn capture_hold(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    wallet: &Locked,
+    held: Decimal,
+    amount: Decimal,
+    description: Option<&str>,
+    metadata: &Metadata,
+) -> Result<WalletTransaction, WalletError> {
+    let posting = Posting::new("reservation.capture", wallet.currency).transfer(
+        Account::Wallet(wallet.id),
+        Account::Revenue,
+        amount,
+    );
+    let leg = Leg {
+        id: Uuid::now_v7(),
+        wallet,
+        type_: TransactionType::Debit,
+        category: "reservation_capture",
+        amount,
+        description,
+        metadata,
+        key: None,
+        transfer_id: None,
+        journal_id: Uuid::now_v7(),
+        release: held,
+    };
+    let view = leg.view()?;
+    apply(
+        conn,
+        tenant,
+        &leg,
+        Some(&posting),
+        Completion::none(tenant.shop_id, ""),
+    )
+    .await?;
+    Ok(view)
 }
 
 /// The same key moved money before (its idempotency record has expired):
@@ -430,6 +477,7 @@ async fn movement(
         key: Some(key),
         transfer_id: None,
         journal_id: Uuid::now_v7(),
+        release: Decimal::ZERO,
     };
     let view = leg.view()?;
     let (conn, done) = unit.complete(&view);
@@ -609,6 +657,7 @@ pub async fn transfer(
         key,
         transfer_id: Some(transfer_id),
         journal_id,
+        release: Decimal::ZERO,
     };
     // Only the debit leg carries the key: the key is unique per shop.
     let out = leg(from, TransactionType::Debit, "transfer_out", Some(key));

@@ -9,7 +9,7 @@ use validator::{Validate, ValidationError};
 
 use crate::{executor::Outcome, metadata::Metadata, money::Decimalish};
 
-fn amount_syntax(s: &str) -> Result<(), ValidationError> {
+pub(crate) fn amount_syntax(s: &str) -> Result<(), ValidationError> {
     let d = Decimalish::parse(s)
         .map_err(|e| ValidationError::new("amount").with_message(e.to_string().into()))?;
     if d.value().is_zero() {
@@ -155,7 +155,8 @@ pub struct WalletTransaction {
     pub wallet_id: Uuid,
     #[serde(rename = "type")]
     pub type_: TransactionType,
-    /// The credit or debit category, or `transfer_in` / `transfer_out`.
+    /// The credit or debit category, `transfer_in` / `transfer_out`, or
+    /// `reservation_capture` (a captured hold).
     pub category: String,
     #[schema(example = "1.00")]
     pub amount: String,

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use billing_ledger::{
     app,
-    config::{DatabaseConfig, IdempotencyConfig, LogFormat, Secret, ServeConfig},
+    config::{DatabaseConfig, IdempotencyConfig, LogFormat, ReservationConfig, Secret, ServeConfig},
     tenants::{self, NewKey, Role},
 };
 use reqwest::{Response, StatusCode};
@@ -33,6 +33,7 @@ pub fn serve_config() -> ServeConfig {
         // Off, so a test sees a revocation at once; `auth_cache` tests it.
         auth_cache_ttl: Duration::ZERO,
         idempotency: IdempotencyConfig::default(),
+        reservations: ReservationConfig::default(),
     }
 }
 
@@ -202,12 +203,42 @@ impl TestApp {
                                                WHERE t.shop_id = w.shop_id AND t.wallet_id = w.id
                                                ORDER BY t.wallet_version DESC LIMIT 1), 0)
                      OR w.version <> 1 + (SELECT count(*) FROM wallet_transactions t
-                                           WHERE t.shop_id = w.shop_id AND t.wallet_id = w.id)",
+                                           WHERE t.shop_id = w.shop_id AND t.wallet_id = w.id)
+                                       + (SELECT count(*) + count(*) FILTER (WHERE r.status IN ('released', 'expired'))
+                                            FROM credit_reservations r
+                                           WHERE r.shop_id = w.shop_id AND r.wallet_id = w.id)",
             )
             .await;
         assert_eq!(
             drift, 0,
-            "each wallet's balance equals its entries and its last balance_after"
+            "each wallet's balance equals its entries and its last balance_after; \
+             its version counts movements, holds and freed holds"
+        );
+        let held = self
+            .count(
+                "SELECT count(*) FROM wallets w
+                  WHERE w.reserved <> COALESCE((SELECT sum(r.amount) FROM credit_reservations r
+                                                WHERE r.shop_id = w.shop_id AND r.wallet_id = w.id
+                                                  AND r.status = 'active'), 0)",
+            )
+            .await;
+        assert_eq!(
+            held, 0,
+            "each wallet's reserved equals the sum of its active holds"
+        );
+        let captures = self
+            .count(
+                "SELECT count(*) FROM credit_reservations r
+                  WHERE (r.status = 'captured') <> EXISTS (
+                        SELECT 1 FROM wallet_transactions t
+                         WHERE t.shop_id = r.shop_id AND t.id = r.wallet_transaction_id
+                           AND t.wallet_id = r.wallet_id AND t.type = 'debit'
+                           AND t.category = 'reservation_capture' AND t.amount = r.captured_amount)",
+            )
+            .await;
+        assert_eq!(
+            captures, 0,
+            "a captured hold posted exactly its captured amount; no other did"
         );
     }
 }

@@ -7,5 +7,6 @@ mod foundation;
 mod helpers;
 mod idempotency;
 mod process;
+mod reservations;
 mod spec;
 mod wallets;

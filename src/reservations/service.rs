@@ -1,0 +1,541 @@
+//! Reservation use cases and their SQL. Each takes the caller's transaction
+//! and the tenant; every query filters by the tenant's shop.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool, types::Json};
+use uuid::Uuid;
+
+use super::{CaptureReservation, CreateReservation, Held, Reservation, ReservationError, ReservationStatus};
+use crate::{
+    config::ReservationConfig,
+    metadata,
+    money::{Currency, Decimalish, Money},
+    pagination::{Page, PageParams},
+    tenants::Tenant,
+    wallets::{self, Locked, WalletError},
+};
+
+/// The request id of audit rows the expiry job writes.
+pub const EXPIRY_JOB: &str = "job:reservation-expiry";
+
+fn money(field: &'static str, raw: &str, currency: Currency) -> Result<Decimal, ReservationError> {
+    Decimalish::parse(raw)
+        .and_then(|d| Money::new(d, currency))
+        .map(|m| m.amount())
+        .map_err(|e| WalletError::InvalidAmount(field, e).into())
+}
+
+/// A `credit_reservations` row.
+struct Row {
+    id: Uuid,
+    wallet_id: Uuid,
+    currency: String,
+    amount: Decimal,
+    captured_amount: Decimal,
+    status: String,
+    reservation_key: Option<String>,
+    description: Option<String>,
+    metadata: Value,
+    expires_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+    settled_at: Option<DateTime<Utc>>,
+    wallet_transaction_id: Option<Uuid>,
+}
+
+impl Row {
+    fn status(&self) -> Result<ReservationStatus, ReservationError> {
+        ReservationStatus::parse(&self.status).ok_or_else(|| {
+            sqlx::Error::Protocol(format!("unknown reservation status {}", self.status)).into()
+        })
+    }
+
+    fn view(self) -> Result<Reservation, ReservationError> {
+        let status = self.status()?;
+        let currency = wallets::currency_of(&self.currency)?;
+        Ok(Reservation {
+            id: self.id,
+            wallet_id: self.wallet_id,
+            amount: wallets::text(currency, self.amount)?,
+            captured_amount: wallets::text(currency, self.captured_amount)?,
+            currency: currency.code().to_owned(),
+            status,
+            reservation_key: self.reservation_key,
+            description: self.description,
+            metadata: metadata::from_json(self.metadata)?,
+            expires_at: self.expires_at,
+            created_at: self.created_at,
+            settled_at: self.settled_at,
+            wallet_transaction_id: self.wallet_transaction_id,
+        })
+    }
+}
+
+async fn find_by_key(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    key: &str,
+) -> Result<Option<Row>, ReservationError> {
+    Ok(sqlx::query_as!(
+        Row,
+        "SELECT id, wallet_id, currency, amount, captured_amount, status, reservation_key,
+                description, metadata, expires_at, created_at, settled_at, wallet_transaction_id
+           FROM credit_reservations WHERE shop_id = $1 AND reservation_key = $2",
+        tenant.shop_id,
+        key
+    )
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Holds `amount` of a wallet: under the wallet's lock, checks that
+/// `available` covers it and moves it into `reserved`. A `reservation_key`
+/// already used answers with its reservation (same wallet and amount) or a
+/// conflict naming the field that differs.
+pub async fn create(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    wallet_id: Uuid,
+    req: CreateReservation,
+    config: &ReservationConfig,
+) -> Result<Held, ReservationError> {
+    let lifetime = match req.expires_in_seconds {
+        None => config.default_expiry.as_secs() as i64,
+        Some(s) if s as u64 > config.max_expiry.as_secs() => {
+            return Err(ReservationError::Invalid(
+                "expires_in_seconds",
+                format!("must be at most {}", config.max_expiry.as_secs()),
+            ));
+        }
+        Some(s) => s,
+    };
+    // The clock is read above the lock, once it is granted.
+    let w = sqlx::query!(
+        "SELECT l.currency AS \"currency!\", l.balance AS \"balance!\", l.reserved AS \"reserved!\",
+                l.overdraft_limit AS \"overdraft_limit!\", clock_timestamp() AS \"at!\"
+           FROM (SELECT currency, balance, reserved, overdraft_limit FROM wallets
+                  WHERE shop_id = $1 AND id = $2 FOR UPDATE) l",
+        tenant.shop_id,
+        wallet_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(WalletError::NotFound)?;
+    let wallet = Locked {
+        id: wallet_id,
+        currency: wallets::currency_of(&w.currency)?,
+        balance: w.balance,
+        reserved: w.reserved,
+        overdraft_limit: w.overdraft_limit,
+        at: w.at,
+    };
+    let amount = money("amount", &req.amount, wallet.currency)?;
+    if let Some(key) = &req.reservation_key
+        && let Some(existing) = find_by_key(conn, tenant, key).await?
+    {
+        // Read after the wallet's lock: a hold with this key on this wallet
+        // has committed by now.
+        let differs = if existing.wallet_id != wallet_id {
+            Some(("wallet_id", existing.wallet_id.to_string()))
+        } else if existing.amount != amount {
+            Some(("amount", wallets::text(wallet.currency, existing.amount)?))
+        } else {
+            None
+        };
+        if let Some((field, value)) = differs {
+            return Err(ReservationError::KeyConflict {
+                key: key.clone(),
+                field,
+                existing: value,
+            });
+        }
+        return Ok(Held {
+            reservation: existing.view()?,
+            existing: true,
+        });
+    }
+    wallet.ensure_can_spend(amount)?;
+    let id = Uuid::now_v7();
+    let metadata = req.metadata.unwrap_or_default();
+    let expires_at = wallet.at + chrono::Duration::seconds(lifetime);
+    let inserted = sqlx::query!(
+        "WITH w AS (
+             UPDATE wallets SET reserved = reserved + $5, version = version + 1, updated_at = $9
+              WHERE shop_id = $1 AND id = $2
+             RETURNING 1
+         )
+         INSERT INTO credit_reservations
+             (shop_id, id, wallet_id, currency, amount, reservation_key, description, metadata,
+              expires_at, created_at)
+         SELECT $1, $3, $2, $4, $5, $6, $7, $8, $10, $9 FROM w",
+        tenant.shop_id,
+        wallet_id,
+        id,
+        wallet.currency.code(),
+        amount,
+        req.reservation_key,
+        req.description,
+        Json(&metadata) as _,
+        wallet.at,
+        expires_at,
+    )
+    .execute(&mut *conn)
+    .await;
+    match inserted {
+        Ok(_) => {}
+        // The same key on another wallet, committed while this hold was
+        // being written (the same wallet would have waited for its lock).
+        Err(sqlx::Error::Database(db)) if db.constraint() == Some("credit_reservations_key") => {
+            return Err(ReservationError::KeyConflict {
+                key: req.reservation_key.unwrap_or_default(),
+                field: "wallet_id",
+                existing: "another wallet".into(),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    }
+    metrics::counter!("reservations_created_total").increment(1);
+    let reservation = Reservation {
+        id,
+        wallet_id,
+        amount: wallets::text(wallet.currency, amount)?,
+        captured_amount: wallets::text(wallet.currency, Decimal::ZERO)?,
+        currency: wallet.currency.code().to_owned(),
+        status: ReservationStatus::Active,
+        reservation_key: req.reservation_key,
+        description: req.description,
+        metadata,
+        expires_at,
+        created_at: wallet.at,
+        settled_at: None,
+        wallet_transaction_id: None,
+    };
+    Ok(Held {
+        reservation,
+        existing: false,
+    })
+}
+
+/// An active reservation and its wallet, both locked, with the database's
+/// clock read once both locks are granted.
+struct Settling {
+    row: Row,
+    wallet: Locked,
+}
+
+/// Locks the reservation, then its wallet (the lateral subquery runs after
+/// the first lock), and refuses one that is no longer active.
+async fn lock(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> Result<Settling, ReservationError> {
+    let r = sqlx::query!(
+        "SELECT r.id AS \"id!\", r.wallet_id AS \"wallet_id!\", r.currency AS \"currency!\",
+                r.amount AS \"amount!\", r.captured_amount AS \"captured_amount!\",
+                r.status AS \"status!\", r.reservation_key, r.description,
+                r.metadata AS \"metadata!\", r.expires_at AS \"expires_at!\",
+                r.created_at AS \"created_at!\", r.settled_at, r.wallet_transaction_id,
+                w.balance AS \"balance!\", w.reserved AS \"reserved!\",
+                w.overdraft_limit AS \"overdraft_limit!\", clock_timestamp() AS \"now!\"
+           FROM (SELECT * FROM credit_reservations WHERE shop_id = $1 AND id = $2 FOR UPDATE) r
+          CROSS JOIN LATERAL
+                (SELECT balance, reserved, overdraft_limit FROM wallets
+                  WHERE shop_id = r.shop_id AND id = r.wallet_id FOR UPDATE) w",
+        tenant.shop_id,
+        id
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(ReservationError::NotFound)?;
+    let row = Row {
+        id: r.id,
+        wallet_id: r.wallet_id,
+        currency: r.currency,
+        amount: r.amount,
+        captured_amount: r.captured_amount,
+        status: r.status,
+        reservation_key: r.reservation_key,
+        description: r.description,
+        metadata: r.metadata,
+        expires_at: r.expires_at,
+        created_at: r.created_at,
+        settled_at: r.settled_at,
+        wallet_transaction_id: r.wallet_transaction_id,
+    };
+    match row.status()? {
+        ReservationStatus::Active => {}
+        ReservationStatus::Expired => return Err(ReservationError::Expired),
+        other => return Err(ReservationError::InvalidState(other.as_str())),
+    }
+    let wallet = Locked {
+        id: row.wallet_id,
+        currency: wallets::currency_of(&row.currency)?,
+        balance: r.balance,
+        reserved: r.reserved,
+        overdraft_limit: r.overdraft_limit,
+        at: r.now,
+    };
+    Ok(Settling { row, wallet })
+}
+
+impl Settling {
+    /// Past `expires_at` by the database's clock.
+    fn expired(&self) -> bool {
+        self.wallet.at >= self.row.expires_at
+    }
+
+    /// Frees the whole hold and ends the reservation in `status`, with an
+    /// audit row when the executor writes none (an expiry).
+    async fn free(
+        mut self,
+        conn: &mut PgConnection,
+        tenant: Tenant,
+        status: ReservationStatus,
+        audit: Option<&str>,
+    ) -> Result<Reservation, ReservationError> {
+        let audit_id = audit.map(|_| Uuid::now_v7());
+        sqlx::query!(
+            "WITH w AS (
+                 UPDATE wallets SET reserved = reserved - $3, version = version + 1, updated_at = $5
+                  WHERE shop_id = $1 AND id = $4
+             ),
+             a AS (
+                 INSERT INTO audit_log (shop_id, id, api_key_id, action, entity, entity_id, request_id)
+                 SELECT $1, $7, $8, 'reservation.expire', 'reservation', $2, $9
+                  WHERE $7::uuid IS NOT NULL
+             )
+             UPDATE credit_reservations SET status = $6, settled_at = $5
+              WHERE shop_id = $1 AND id = $2",
+            tenant.shop_id,
+            self.row.id,
+            self.row.amount,
+            self.row.wallet_id,
+            self.wallet.at,
+            status.as_str(),
+            audit_id,
+            tenant.key_id,
+            audit,
+        )
+        .execute(&mut *conn)
+        .await?;
+        self.row.status = status.as_str().to_owned();
+        self.row.settled_at = Some(self.wallet.at);
+        self.row.view()
+    }
+
+    /// A late capture or release: the stale hold is freed now, in this
+    /// transaction, and the caller is told it expired.
+    async fn expire(self, conn: &mut PgConnection, tenant: Tenant, request_id: &str) -> ReservationError {
+        match self
+            .free(conn, tenant, ReservationStatus::Expired, Some(request_id))
+            .await
+        {
+            Ok(_) => {
+                metrics::counter!("reservations_expired_total").increment(1);
+                ReservationError::Expired
+            }
+            Err(e) => e,
+        }
+    }
+}
+
+/// Debits `amount` (default: the whole hold) through the journal (wallet →
+/// revenue) and frees the rest. At or after `expires_at` it refuses and
+/// releases the hold instead.
+pub async fn capture(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    id: Uuid,
+    req: CaptureReservation,
+    request_id: &str,
+) -> Result<Reservation, ReservationError> {
+    let mut s = lock(conn, tenant, id).await?;
+    if s.expired() {
+        return Err(s.expire(conn, tenant, request_id).await);
+    }
+    let held = s.row.amount;
+    let amount = match &req.amount {
+        None => held,
+        Some(raw) => money("amount", raw, s.wallet.currency)?,
+    };
+    if amount > held {
+        return Err(ReservationError::Invalid(
+            "amount",
+            format!(
+                "must not exceed the held amount ({})",
+                wallets::text(s.wallet.currency, held)?
+            ),
+        ));
+    }
+    let metadata = metadata::from_json(s.row.metadata.clone())?;
+    let tx = wallets::capture_hold(
+        conn,
+        tenant,
+        &s.wallet,
+        held,
+        amount,
+        s.row.description.as_deref(),
+        &metadata,
+    )
+    .await?;
+    sqlx::query!(
+        "UPDATE credit_reservations
+            SET status = 'captured', captured_amount = $3, settled_at = $4, wallet_transaction_id = $5
+          WHERE shop_id = $1 AND id = $2",
+        tenant.shop_id,
+        id,
+        amount,
+        s.wallet.at,
+        tx.id
+    )
+    .execute(&mut *conn)
+    .await?;
+    metrics::counter!("reservations_captured_total").increment(1);
+    s.row.status = ReservationStatus::Captured.as_str().to_owned();
+    s.row.captured_amount = amount;
+    s.row.settled_at = Some(s.wallet.at);
+    s.row.wallet_transaction_id = Some(tx.id);
+    s.row.view()
+}
+
+/// Frees the whole hold; nothing is posted.
+pub async fn release(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    id: Uuid,
+    request_id: &str,
+) -> Result<Reservation, ReservationError> {
+    let s = lock(conn, tenant, id).await?;
+    if s.expired() {
+        return Err(s.expire(conn, tenant, request_id).await);
+    }
+    let released = s.free(conn, tenant, ReservationStatus::Released, None).await?;
+    metrics::counter!("reservations_released_total").increment(1);
+    Ok(released)
+}
+
+pub async fn get(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> Result<Reservation, ReservationError> {
+    sqlx::query_as!(
+        Row,
+        "SELECT id, wallet_id, currency, amount, captured_amount, status, reservation_key,
+                description, metadata, expires_at, created_at, settled_at, wallet_transaction_id
+           FROM credit_reservations WHERE shop_id = $1 AND id = $2",
+        tenant.shop_id,
+        id
+    )
+    .fetch_optional(conn)
+    .await?
+    .ok_or(ReservationError::NotFound)?
+    .view()
+}
+
+/// A wallet's reservations, newest first.
+pub async fn list(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    wallet_id: Uuid,
+    status: Option<ReservationStatus>,
+    page: &PageParams,
+) -> Result<Page<Reservation>, ReservationError> {
+    let exists = sqlx::query_scalar!(
+        "SELECT 1 AS \"one!\" FROM wallets WHERE shop_id = $1 AND id = $2",
+        tenant.shop_id,
+        wallet_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if exists.is_none() {
+        return Err(WalletError::NotFound.into());
+    }
+    let rows = sqlx::query_as!(
+        Row,
+        "SELECT id, wallet_id, currency, amount, captured_amount, status, reservation_key,
+                description, metadata, expires_at, created_at, settled_at, wallet_transaction_id
+           FROM credit_reservations
+          WHERE shop_id = $1 AND wallet_id = $2
+            AND ($3::text IS NULL OR status = $3)
+            AND ($4::uuid IS NULL OR id < $4)
+          ORDER BY id DESC
+          LIMIT $5",
+        tenant.shop_id,
+        wallet_id,
+        status.map(ReservationStatus::as_str),
+        page.starting_after,
+        page.limit() + 1
+    )
+    .fetch_all(conn)
+    .await?;
+    let items = rows.into_iter().map(Row::view).collect::<Result<Vec<_>, _>>()?;
+    Ok(Page::from_rows(items, page.limit()))
+}
+
+/// One batch of the expiry job: active holds past `expires_at`, oldest
+/// first, each with its wallet, skipping rows a request holds (they are
+/// settled by that request or by a later batch). Frees them, marks them
+/// expired and audits each, in one statement. Returns (holds due in the
+/// batch, holds expired).
+async fn expire_batch(pool: &PgPool, batch: u32) -> Result<(i64, i64), sqlx::Error> {
+    let r = sqlx::query!(
+        "WITH due AS (
+             SELECT shop_id, id, wallet_id, amount FROM credit_reservations
+              WHERE status = 'active' AND expires_at <= now()
+              ORDER BY expires_at
+              LIMIT $1
+                FOR UPDATE SKIP LOCKED
+         ),
+         free AS (
+             SELECT w.shop_id, w.id FROM wallets w
+              WHERE (w.shop_id, w.id) IN (SELECT shop_id, wallet_id FROM due)
+                FOR UPDATE SKIP LOCKED
+         ),
+         go AS (
+             SELECT due.* FROM due JOIN free ON free.shop_id = due.shop_id AND free.id = due.wallet_id
+         ),
+         w AS (
+             UPDATE wallets w
+                SET reserved = w.reserved - g.total, version = w.version + g.n, updated_at = now()
+               FROM (SELECT shop_id, wallet_id, sum(amount) AS total, count(*) AS n
+                       FROM go GROUP BY shop_id, wallet_id) g
+              WHERE w.shop_id = g.shop_id AND w.id = g.wallet_id
+         ),
+         r AS (
+             UPDATE credit_reservations r SET status = 'expired', settled_at = now()
+               FROM go WHERE r.shop_id = go.shop_id AND r.id = go.id
+             RETURNING r.shop_id, r.id
+         ),
+         a AS (
+             INSERT INTO audit_log (shop_id, id, api_key_id, action, entity, entity_id, request_id)
+             SELECT shop_id, gen_random_uuid(), NULL, 'reservation.expire', 'reservation', id, $2
+               FROM r
+         )
+         SELECT (SELECT count(*) FROM due) AS \"due!\", (SELECT count(*) FROM r) AS \"expired!\"",
+        batch as i64,
+        EXPIRY_JOB
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok((r.due, r.expired))
+}
+
+/// Expires every due hold, batch by batch, each batch its own short
+/// transaction. Stops early when a whole batch was busy (locked by
+/// requests); the next run takes those. Returns the number expired.
+pub async fn expire_due(pool: &PgPool, batch: u32) -> Result<u64, sqlx::Error> {
+    let mut total = 0u64;
+    loop {
+        let (due, expired) = expire_batch(pool, batch).await?;
+        total += expired as u64;
+        if due < batch as i64 || expired == 0 {
+            return Ok(total);
+        }
+    }
+}
+
+/// Active holds and the amount they hold, per currency.
+pub async fn active_holds(pool: &PgPool) -> Result<Vec<(String, i64, Decimal)>, sqlx::Error> {
+    let rows = sqlx::query!(
+        "SELECT currency, count(*) AS \"holds!\", sum(amount) AS \"held!\"
+           FROM credit_reservations WHERE status = 'active' GROUP BY currency"
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.currency, r.holds, r.held)).collect())
+}
