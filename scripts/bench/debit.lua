@@ -4,6 +4,9 @@
 --      hot:      a fresh key per request, all on the file's first wallet
 --      replay:   keys "replay-<i>" already used on wallet i: every answer a replay
 --      transfer: a fresh key per request, between two random wallets of one shop
+--      hold:     reserve + capture pairs: a hold of 0.01 on a spread wallet, and
+--                once its answer is back, a capture of it (each with a fresh key);
+--                `pairs` (in the output) counts the captures
 -- WALLETS_FILE: lines "<api key> <wallet id>".
 
 local threads = {}
@@ -31,6 +34,14 @@ function init(args)
   end
   math.randomseed(tid * 7919)
   counter = 0
+  held, captures, auth_of = {}, 0, {}
+  for _, w in ipairs(wallets) do
+    auth_of[w.id] = w.auth
+  end
+  -- Only this mode reads bodies: wrk parses them only with a response().
+  if mode == "hold" then
+    response = hold_response
+  end
   body = '{"amount":"0.01","category":"usage"}'
 end
 
@@ -46,6 +57,21 @@ function request()
       ["Idempotency-Key"] = run .. "-" .. tid .. "-" .. counter,
       ["Content-Type"] = "application/json",
     }, '{"from_wallet_id":"' .. shop[from].id .. '","to_wallet_id":"' .. shop[to].id .. '","amount":"0.01"}')
+  elseif mode == "hold" then
+    local w = wallets[(counter * 7919 + tid * 104729) % #wallets + 1]
+    local hold = table.remove(held)
+    if hold then
+      return wrk.format("POST", "/v1/reservations/" .. hold.id .. "/capture", {
+        ["Authorization"] = hold.auth,
+        ["Idempotency-Key"] = run .. "-" .. tid .. "-" .. counter,
+        ["Content-Type"] = "application/json",
+      }, "{}")
+    end
+    return wrk.format("POST", "/v1/wallets/" .. w.id .. "/reservations", {
+      ["Authorization"] = w.auth,
+      ["Idempotency-Key"] = run .. "-" .. tid .. "-" .. counter,
+      ["Content-Type"] = "application/json",
+    }, '{"amount":"0.01","expires_in_seconds":600}')
   elseif mode == "replay" then
     local i = (counter + tid * 499) % #wallets + 1
     w, key = wallets[i], "replay-" .. i
@@ -61,10 +87,25 @@ function request()
   }, body)
 end
 
+-- A new hold's id goes to the queue of holds to capture; a capture counts.
+function hold_response(status, headers, body)
+  if status == 201 then
+    local id = body:match('^{"id":"([%x%-]+)"')
+    local wallet = body:match('"wallet_id":"([%x%-]+)"')
+    table.insert(held, { id = id, auth = auth_of[wallet] })
+  elseif status == 200 then
+    captures = captures + 1
+  end
+end
+
 function done(summary, latency, requests)
   local e = summary.errors
+  local captured = 0
+  for _, t in ipairs(threads) do
+    captured = captured + (t:get("captures") or 0)
+  end
   io.write(string.format(
-    'BENCH_JSON {"requests":%d,"duration_us":%d,"non_2xx":%d,"socket_errors":%d,"p50_us":%d,"p99_us":%d,"mean_us":%.1f}\n',
+    'BENCH_JSON {"requests":%d,"duration_us":%d,"non_2xx":%d,"socket_errors":%d,"p50_us":%d,"p99_us":%d,"mean_us":%.1f,"pairs":%d}\n',
     summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
-    latency:percentile(50), latency:percentile(99), latency.mean))
+    latency:percentile(50), latency:percentile(99), latency.mean, captured))
 end

@@ -132,6 +132,7 @@ def wrk(port, conns, mode, wallets_file, run_id, pid, sample_rss=False, seconds=
         "p50_ms": r["p50_us"] / 1000,
         "p99_ms": r["p99_us"] / 1000,
         "non_2xx": r["non_2xx"] + r["socket_errors"],
+        "pairs_per_s": r.get("pairs", 0) / secs,
         "cpu_seconds_per_1000": 1000 * cpu / max(r["requests"], 1),
         "peak_rss_mib": peak[0] / 1024 if sample_rss else None,
     }
@@ -297,6 +298,9 @@ def main():
         checkpoint()
         log("6 transfers between random wallet pairs of a shop, 16 connections")
         results["http_transfer_16"] = service.wrk(16, "transfer", "t16")
+        checkpoint()
+        log("6b reserve + capture pairs on spread wallets, 16 connections")
+        results["http_hold_16"] = service.wrk(16, "hold", "p16")
 
         # Statements per debit, in a short run of its own on a restarted
         # service whose sessions track nested statements too (tracking them
@@ -341,6 +345,9 @@ def main():
             "replay_vs_new": results["http_replay_16"]["rps"] / new16,
             "hot_vs_new": results["http_hot_16"]["rps"] / new16,
             "transfer_vs_new": results["http_transfer_16"]["rps"] / new16,
+            # A pair is two requests and two transactions: 0.5 would be
+            # parity with single debits.
+            "hold_pairs_vs_new": results["http_hold_16"]["pairs_per_s"] / new16,
         }
         if baseline:
             ratios["cpu_per_debit_vs_baseline"] = (results["http_new_16"]["cpu_seconds_per_1000"]
@@ -373,10 +380,12 @@ def main():
             rows.append(("baseline_new_16", f"2b baseline {BASELINE[:10]} (16 conn)"))
         for k, label in (*rows, ("http_new_64", "3  HTTP new debits (64 conn)"),
                          ("http_hot_16", "4  HTTP hot wallet (16 conn)"), ("http_replay_16", "5  HTTP replays (16 conn)"),
-                         ("http_transfer_16", "6  HTTP transfers (16 conn)")):
+                         ("http_transfer_16", "6  HTTP transfers (16 conn)"),
+                         ("http_hold_16", "6b HTTP hold+capture reqs (16 conn)")):
             r = results[k]
             print(f"{label:<34}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['non_2xx']:>9}"
                   f"{r['cpu_seconds_per_1000']:>10.3f}")
+        print(f"reserve + capture pairs per second (run 6b): {results['http_hold_16']['pairs_per_s']:.0f}")
         print(f"\npeak RSS during the 64-connection run: {results['http_new_64']['peak_rss_mib']:.1f} MiB")
         st = results["statements_per_debit"]
         print(f"statements per new debit (pg_stat_statements, run 7, {st['debits']} debits): {st['counted']:.2f} "

@@ -18,6 +18,13 @@ import uuid
 from typing import Any
 
 from billing_ledger_client import AuthenticatedClient
+from billing_ledger_client.api.reservations import (
+    capture_reservation,
+    create_reservation,
+    get_reservation,
+    list_reservations,
+    release_reservation,
+)
 from billing_ledger_client.api.wallets import (
     create_transfer,
     create_wallet,
@@ -28,14 +35,20 @@ from billing_ledger_client.api.wallets import (
     list_wallets,
 )
 from billing_ledger_client.models import (
+    CaptureReservation,
+    CreateReservation,
     CreateWallet,
     CreditCategory,
     CreditRequest,
     DebitCategory,
     DebitRequest,
+    PageReservation,
     PageWallet,
     PageWalletTransaction,
     Problem,
+    ReleaseReservation,
+    Reservation,
+    ReservationStatus,
     Transfer,
     TransferRequest,
     TransactionType,
@@ -197,6 +210,76 @@ def main() -> int:
               "problem content type", resp.headers.get("content-type"))
         w = expect(get_wallet.sync_detailed(a.id, client=client), 200, Wallet, "getWallet A after refusal")
         check(w.balance == "50.00", "a refused debit leaves the balance alone", w.balance)
+
+        print("hold 10.00 of A under a reservation_key, capture 4.00 of it")
+        job_key = f"py-flow-{run}-job"
+        resp = create_reservation.sync_detailed(
+            a.id, client=client, idempotency_key=key(),
+            body=CreateReservation(amount="10.00", reservation_key=job_key, description="bulk send"),
+        )
+        hold = expect(resp, 201, Reservation, "createReservation")
+        check(header(resp, "Location") == f"/v1/reservations/{hold.id}", "createReservation: Location header",
+              header(resp, "Location"))
+        check((hold.status, hold.amount, hold.captured_amount, hold.wallet_id)
+              == (ReservationStatus.ACTIVE, "10.00", "0.00", a.id),
+              "hold: active, 10.00 held, nothing captured", (hold.status, hold.amount, hold.captured_amount))
+        w = expect(get_wallet.sync_detailed(a.id, client=client), 200, Wallet, "getWallet A with a hold")
+        check((w.balance, w.reserved, w.available) == ("50.00", "10.00", "40.00"), "the hold is reserved, not spent",
+              (w.balance, w.reserved, w.available))
+        again = expect(
+            create_reservation.sync_detailed(
+                a.id, client=client, idempotency_key=key(),
+                body=CreateReservation(amount="10.00", reservation_key=job_key),
+            ),
+            200, Reservation, "createReservation, same reservation_key, another Idempotency-Key",
+        )
+        check(again.id == hold.id, "the same reservation_key answers with the same hold", (hold.id, again.id))
+        resp = create_reservation.sync_detailed(
+            a.id, client=client, idempotency_key=key(), body=CreateReservation(amount="11.00", reservation_key=job_key)
+        )
+        p = resp.parsed
+        check(resp.status_code == 409 and isinstance(p, Problem) and p.code == "reservation_key_conflict"
+              and "amount" in p.detail,
+              "same reservation_key, other amount: 409 reservation_key_conflict naming amount",
+              f"{int(resp.status_code)} {resp.content[:200]!r}")
+        captured = expect(
+            capture_reservation.sync_detailed(hold.id, client=client, idempotency_key=key(),
+                                              body=CaptureReservation(amount="4.00")),
+            200, Reservation, "captureReservation 4.00",
+        )
+        check((captured.status, captured.captured_amount) == (ReservationStatus.CAPTURED, "4.00"),
+              "captured 4.00 of the hold", (captured.status, captured.captured_amount))
+        w = expect(get_wallet.sync_detailed(a.id, client=client), 200, Wallet, "getWallet A after capture")
+        check((w.balance, w.reserved, w.available) == ("46.00", "0.00", "46.00"), "4.00 spent, the rest freed",
+              (w.balance, w.reserved, w.available))
+        resp = release_reservation.sync_detailed(hold.id, client=client, idempotency_key=key(), body=ReleaseReservation())
+        check(resp.status_code == 409 and isinstance(resp.parsed, Problem) and resp.parsed.code == "invalid_state",
+              "releasing a captured hold: 409 invalid_state", f"{int(resp.status_code)} {resp.content[:200]!r}")
+        other = expect(
+            create_reservation.sync_detailed(a.id, client=client, idempotency_key=key(),
+                                             body=CreateReservation(amount="6.00", expires_in_seconds=600)),
+            201, Reservation, "createReservation 6.00",
+        )
+        released = expect(
+            release_reservation.sync_detailed(other.id, client=client, idempotency_key=key(), body=ReleaseReservation()),
+            200, Reservation, "releaseReservation",
+        )
+        check(released.status == ReservationStatus.RELEASED, "released", released.status)
+        got = expect(get_reservation.sync_detailed(hold.id, client=client), 200, Reservation, "getReservation")
+        check(got.wallet_transaction_id == captured.wallet_transaction_id and got.status == ReservationStatus.CAPTURED,
+              "getReservation shows the capture's transaction")
+        page = expect(list_reservations.sync_detailed(a.id, client=client, limit=1), 200, PageReservation,
+                      "listReservations limit=1")
+        check([x.id for x in page.data] == [other.id] and page.has_more is True, "newest first, has_more",
+              ([x.id for x in page.data], page.has_more))
+        active = expect(list_reservations.sync_detailed(a.id, client=client, status=ReservationStatus.ACTIVE), 200,
+                        PageReservation, "listReservations status=active")
+        check(active.data == [], "no active holds left", len(active.data))
+        resp = create_reservation.sync_detailed(
+            a.id, client=client, idempotency_key=key(), body=CreateReservation(amount="1000.00")
+        )
+        p = expect(resp, 422, Problem, "createReservation beyond available")
+        check(p.code == "insufficient_funds", "hold beyond available: insufficient_funds", p.code)
 
         missing = get_wallet.sync_detailed(uuid.uuid4(), client=client)
         check(isinstance(missing.parsed, Problem) and missing.status_code == 404 and missing.parsed.code == "not_found",

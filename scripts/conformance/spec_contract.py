@@ -31,12 +31,18 @@ OPERATIONS = {
     ("post", "/v1/wallets/{id}/credit"): "creditWallet",
     ("post", "/v1/wallets/{id}/debit"): "debitWallet",
     ("get", "/v1/wallets/{id}/transactions"): "listWalletTransactions",
+    ("post", "/v1/wallets/{id}/reservations"): "createReservation",
+    ("get", "/v1/wallets/{id}/reservations"): "listReservations",
+    ("get", "/v1/reservations/{id}"): "getReservation",
+    ("post", "/v1/reservations/{id}/capture"): "captureReservation",
+    ("post", "/v1/reservations/{id}/release"): "releaseReservation",
 }
 
 # (source operationId, status) -> operationIds its links must reach with `id`.
 LINKS = {
     ("createWallet", "201"): {"getWallet", "creditWallet", "debitWallet", "listWalletTransactions"},
-    ("creditWallet", "201"): {"getWallet"},
+    ("creditWallet", "201"): {"getWallet", "createReservation"},
+    ("createReservation", "201"): {"getReservation", "captureReservation", "releaseReservation"},
     ("debitWallet", "201"): {"getWallet"},
 }
 

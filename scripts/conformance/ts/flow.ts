@@ -15,6 +15,7 @@ import type { components, paths } from "./generated/api.js";
 type Problem = components["schemas"]["Problem"];
 type DebitRequest = components["schemas"]["DebitRequest"];
 type WalletTransaction = components["schemas"]["WalletTransaction"];
+type Reservation = components["schemas"]["Reservation"];
 
 // Compile-time requirements on the spec: the debit operation documents its
 // 409 (key in use) and 422 (insufficient funds, key reused) answers as
@@ -24,6 +25,13 @@ type Debit409 = DebitResponses[409]["content"]["application/problem+json"];
 type Debit422 = DebitResponses[422]["content"]["application/problem+json"];
 const documented: [Debit409, Debit422] extends [Problem, Problem] ? true : false = true;
 void documented;
+// The same for a capture's 409 (invalid_state, reservation_expired) and its
+// 200 Reservation.
+type CaptureResponses = paths["/v1/reservations/{id}/capture"]["post"]["responses"];
+type Capture409 = CaptureResponses[409]["content"]["application/problem+json"];
+type Capture200 = CaptureResponses[200]["content"]["application/json"];
+const captureDocumented: [Capture409, Capture200] extends [Problem, Reservation] ? true : false = true;
+void captureDocumented;
 
 const baseUrl = mustEnv("CONFORMANCE_BASE_URL");
 const shopKey = mustEnv("CONFORMANCE_SHOP_KEY");
@@ -197,6 +205,49 @@ async function main(): Promise<void> {
   check(invalid.status === 422 && invalid.problem?.code === "validation_failed" && invalid.problem?.errors?.["amount"] !== undefined,
     "422 validation_failed names the field", invalid.problem);
   check((await getBalance(wallet.id)) === "69.00", "refused debits leave the balance alone (69.00)");
+
+  console.log("hold 9.00, capture 5.00 of it, retry the capture with its key");
+  const held = await client.POST("/v1/wallets/{id}/reservations", {
+    params: { path: { id: wallet.id }, header: { "Idempotency-Key": crypto.randomUUID() } },
+    body: { amount: "9.00", reservation_key: `ts-flow-${run}-job` },
+  });
+  const hold: Reservation = must(held.data, "createReservation: 201 Reservation", held.error);
+  check(held.response.status === 201 && hold.status === "active", "a new active hold", hold);
+  const captureKey = crypto.randomUUID();
+  const capture = () =>
+    client.POST("/v1/reservations/{id}/capture", {
+      params: { path: { id: hold.id }, header: { "Idempotency-Key": captureKey } },
+      body: { amount: "5.00" },
+    });
+  const first = await capture();
+  check(first.data?.status === "captured" && first.data?.captured_amount === "5.00", "captured 5.00", first.data ?? first.error);
+  const retried = await capture();
+  check(retried.response.headers.get("Idempotent-Replayed") === "true" && retried.data?.id === hold.id,
+    "the retried capture is the stored answer", retried.data);
+  check((await getBalance(wallet.id)) === "64.00", "charged 5.00 once (64.00)");
+  const twice = await client.POST("/v1/reservations/{id}/capture", {
+    params: { path: { id: hold.id }, header: { "Idempotency-Key": crypto.randomUUID() } },
+    body: {},
+  });
+  const twiceProblem: Problem | undefined = twice.error;
+  check(twice.response.status === 409 && twiceProblem?.code === "invalid_state", "a second capture: 409 invalid_state", twiceProblem);
+
+  console.log("a hold of 1 second, captured after it expired");
+  const brief = await client.POST("/v1/wallets/{id}/reservations", {
+    params: { path: { id: wallet.id }, header: { "Idempotency-Key": crypto.randomUUID() } },
+    body: { amount: "3.00", expires_in_seconds: 1 },
+  });
+  const briefHold = must(brief.data, "createReservation (1 s): 201 Reservation", brief.error);
+  await sleep(1200);
+  const late = await client.POST("/v1/reservations/{id}/capture", {
+    params: { path: { id: briefHold.id }, header: { "Idempotency-Key": crypto.randomUUID() } },
+    body: {},
+  });
+  check(late.response.status === 409 && late.error?.code === "reservation_expired", "late capture: 409 reservation_expired", late.error);
+  const after = await client.GET("/v1/reservations/{id}", { params: { path: { id: briefHold.id } } });
+  check(after.data?.status === "expired", "the late capture expired the hold", after.data);
+  const walletAfter = await client.GET("/v1/wallets/{id}", { params: { path: { id: wallet.id } } });
+  check(walletAfter.data?.reserved === "0.00" && walletAfter.data?.balance === "64.00", "nothing held, nothing charged", walletAfter.data);
 
   finish();
 }
