@@ -1,14 +1,11 @@
 //! Background loops. Each is safe to run on several instances at once and
 //! stops when the shutdown signal flips.
 
-use std::time::Duration;
-
-use sqlx::PgPool;
-use tokio::sync::watch;
-
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, time::Duration};
 
 use rust_decimal::prelude::ToPrimitive;
+use sqlx::PgPool;
+use tokio::sync::watch;
 
 use crate::{idempotency, reservations};
 
@@ -44,8 +41,8 @@ pub async fn idempotency_cleanup_loop(
     }
 }
 
-/// One expiry run with its metrics: holds expired, then the gauges of what
-/// is still held. Returns the number expired.
+/// One expiry run with its metrics and log line. Returns the number of
+/// holds expired.
 pub async fn expire_reservations(pool: &PgPool, batch: u32) -> Result<u64, sqlx::Error> {
     let result = reservations::expire_due(pool, batch).await;
     match &result {
@@ -84,7 +81,7 @@ async fn hold_gauges(pool: &PgPool, seen: &mut BTreeSet<String>) {
 }
 
 /// Releases holds past their `expires_at` once at start, then every
-/// `interval`.
+/// `interval`, and sets the hold gauges after each run.
 pub async fn reservation_expiry_loop(
     pool: PgPool,
     interval: Duration,

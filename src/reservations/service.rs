@@ -435,16 +435,7 @@ pub async fn list(
     status: Option<ReservationStatus>,
     page: &PageParams,
 ) -> Result<Page<Reservation>, ReservationError> {
-    let exists = sqlx::query_scalar!(
-        "SELECT 1 AS \"one!\" FROM wallets WHERE shop_id = $1 AND id = $2",
-        tenant.shop_id,
-        wallet_id
-    )
-    .fetch_optional(&mut *conn)
-    .await?;
-    if exists.is_none() {
-        return Err(WalletError::NotFound.into());
-    }
+    wallets::ensure_exists(conn, tenant, wallet_id).await?;
     let rows = sqlx::query_as!(
         Row,
         "SELECT id, wallet_id, currency, amount, captured_amount, status, reservation_key,

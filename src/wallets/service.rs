@@ -792,6 +792,23 @@ async fn transaction(
     .view()
 }
 
+/// The shop has this wallet (for lists of what belongs to one).
+pub async fn ensure_exists(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    wallet_id: Uuid,
+) -> Result<(), WalletError> {
+    sqlx::query_scalar!(
+        "SELECT 1 AS \"one!\" FROM wallets WHERE shop_id = $1 AND id = $2",
+        tenant.shop_id,
+        wallet_id
+    )
+    .fetch_optional(conn)
+    .await?
+    .map(|_| ())
+    .ok_or(WalletError::NotFound)
+}
+
 /// A wallet's history, newest first (by the wallet version each movement
 /// produced, which is the order the row lock imposed).
 pub async fn transactions(
@@ -800,16 +817,7 @@ pub async fn transactions(
     wallet_id: Uuid,
     page: &PageParams,
 ) -> Result<Page<WalletTransaction>, WalletError> {
-    let exists = sqlx::query_scalar!(
-        "SELECT 1 AS \"one!\" FROM wallets WHERE shop_id = $1 AND id = $2",
-        tenant.shop_id,
-        wallet_id
-    )
-    .fetch_optional(&mut *conn)
-    .await?;
-    if exists.is_none() {
-        return Err(WalletError::NotFound);
-    }
+    ensure_exists(conn, tenant, wallet_id).await?;
     let rows = sqlx::query_as!(
         TxRow,
         "SELECT t.id, t.wallet_id, t.type, t.category, t.amount, w.currency, t.balance_after,
