@@ -14,7 +14,7 @@ use crate::{
     config::{DatabaseConfig, ServeConfig},
     executor::Executor,
     http::{self, AppState, health, request_id},
-    idempotency, jobs,
+    idempotency, invoices, jobs,
     openapi::ApiDoc,
     reservations, telemetry,
     tenants::{self, AuthCache},
@@ -26,6 +26,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(wallets::routes::router())
         .merge(reservations::routes::router())
+        .merge(invoices::routes::router())
         .merge(tenants::routes::router())
         .merge(idempotency::routes::router())
         .routes(routes!(health::healthz))

@@ -7,6 +7,7 @@ pub mod config;
 pub mod executor;
 pub mod http;
 pub mod idempotency;
+pub mod invoices;
 pub mod jobs;
 pub mod ledger;
 pub mod metadata;

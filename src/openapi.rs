@@ -25,7 +25,7 @@ use crate::http::error::Problem;
     info(title = "billing-ledger", description = "Prepaid credit wallets on a double-entry ledger, exactly once."),
     components(schemas(Problem)),
     modifiers(&Security),
-    tags((name = "wallets"), (name = "reservations"), (name = "admin"), (name = "operations"))
+    tags((name = "wallets"), (name = "reservations"), (name = "invoices"), (name = "admin"), (name = "operations"))
 )]
 pub struct ApiDoc;
 
@@ -101,7 +101,13 @@ fn answers(path: &str, method: &HttpMethod, op: &Operation) -> Vec<(&'static str
     if mutation {
         out.push((
             "409",
-            if path.contains("/reservations") {
+            if path.starts_with("/v1/invoices") {
+                "A request with this Idempotency-Key is still running (`idempotency_key_in_use`): retry \
+                 after Retry-After; or the invoice's status forbids it (`invalid_state`: e.g. editing a \
+                 finalized invoice, paying a draft, void or paid one, voiding a paid one), or the \
+                 external_ref names another payment (`external_ref_conflict`). Only \
+                 `idempotency_key_in_use` is worth retrying"
+            } else if path.contains("/reservations") {
                 "A request with this Idempotency-Key is still running (`idempotency_key_in_use`): retry \
                  after Retry-After; or the reservation forbids it: `invalid_state` (captured or \
                  released), `reservation_expired`, `reservation_key_conflict` (the key holds another \

@@ -14,6 +14,7 @@ use crate::{
     executor::{ExecError, Rejection},
     http::request_id,
     idempotency::Stored,
+    invoices::InvoiceError,
     money::MoneyError,
     reservations::ReservationError,
     tenants::TenantError,
@@ -55,6 +56,8 @@ pub enum ApiError {
     InvalidState(String),
     #[error("{0}")]
     ReservationKeyConflict(String),
+    #[error("{0}")]
+    ExternalRefConflict(String),
     #[error("the reservation expired; its hold has been released")]
     ReservationExpired,
     #[error("the service is temporarily unavailable; retry later")]
@@ -103,9 +106,11 @@ impl ApiError {
             Validation(_) | IdempotencyKeyReused | InsufficientFunds | CurrencyMismatch(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            IdempotencyKeyInUse | InvalidState(_) | ReservationKeyConflict(_) | ReservationExpired => {
-                StatusCode::CONFLICT
-            }
+            IdempotencyKeyInUse
+            | InvalidState(_)
+            | ReservationKeyConflict(_)
+            | ExternalRefConflict(_)
+            | ReservationExpired => StatusCode::CONFLICT,
             Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -129,6 +134,7 @@ impl ApiError {
             CurrencyMismatch(_) => "currency_mismatch",
             InvalidState(_) => "invalid_state",
             ReservationKeyConflict(_) => "reservation_key_conflict",
+            ExternalRefConflict(_) => "external_ref_conflict",
             ReservationExpired => "reservation_expired",
             Unavailable(_) => "unavailable",
             Internal(_) => "internal_error",
@@ -238,6 +244,7 @@ impl Rejection for ApiError {
             | CurrencyMismatch(_)
             | InvalidState(_)
             | ReservationKeyConflict(_)
+            | ExternalRefConflict(_)
             | ReservationExpired => Some(Stored {
                 status: self.status().as_u16(),
                 content_type: PROBLEM_JSON.into(),
@@ -300,6 +307,19 @@ impl From<ReservationError> for ApiError {
             ReservationError::Expired => ApiError::ReservationExpired,
             ReservationError::Invalid(field, message) => ApiError::validation(field, message),
             ReservationError::Wallet(e) => e.into(),
+        }
+    }
+}
+
+impl From<InvoiceError> for ApiError {
+    fn from(e: InvoiceError) -> Self {
+        match e {
+            InvoiceError::NotFound => ApiError::NotFound,
+            InvoiceError::InvalidState(_) => ApiError::InvalidState(e.to_string()),
+            InvoiceError::Invalid(field, message) => ApiError::validation(&field, message),
+            InvoiceError::ExternalRefConflict { .. } => ApiError::ExternalRefConflict(e.to_string()),
+            InvoiceError::CurrencyMismatch { .. } => ApiError::CurrencyMismatch(e.to_string()),
+            InvoiceError::Wallet(e) => e.into(),
         }
     }
 }

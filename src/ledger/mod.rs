@@ -5,7 +5,9 @@
 //! Sign convention: a positive amount credits the account (raises a wallet's
 //! balance), a negative one debits it.
 
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::money::Currency;
@@ -122,6 +124,40 @@ impl Posting {
             amounts: self.entries.iter().map(|(_, a)| *a).collect(),
         })
     }
+}
+
+/// Writes a posting that moves no wallet row (e.g. an invoice's
+/// receivables): the journal transaction and its entries in one statement.
+pub async fn post(
+    conn: &mut PgConnection,
+    shop_id: Uuid,
+    id: Uuid,
+    posting: &Posting,
+    at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let j = posting.rows().map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+    sqlx::query!(
+        "WITH jt AS (
+             INSERT INTO journal_transactions (shop_id, id, kind, created_at) VALUES ($1, $2, $3, $4)
+         )
+         INSERT INTO journal_entries
+             (shop_id, journal_transaction_id, line, account, wallet_id, currency, amount)
+         SELECT $1, $2, e.line, e.account, e.wallet_id, $5, e.amount
+           FROM UNNEST($6::smallint[], $7::text[], $8::uuid[], $9::numeric[])
+                AS e(line, account, wallet_id, amount)",
+        shop_id,
+        id,
+        j.kind,
+        at,
+        j.currency,
+        &j.lines,
+        &j.accounts as &[&str],
+        &j.wallets as &[Option<Uuid>],
+        &j.amounts,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]

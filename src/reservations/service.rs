@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::{CaptureReservation, CreateReservation, Held, Reservation, ReservationError, ReservationStatus};
 use crate::{
     config::ReservationConfig,
+    ledger::Account,
     metadata,
     money::{Currency, Decimalish, Money},
     pagination::{Page, PageParams},
@@ -110,26 +111,7 @@ pub async fn create(
         }
         Some(s) => s,
     };
-    // The clock is read above the lock, once it is granted.
-    let w = sqlx::query!(
-        "SELECT l.currency AS \"currency!\", l.balance AS \"balance!\", l.reserved AS \"reserved!\",
-                l.overdraft_limit AS \"overdraft_limit!\", clock_timestamp() AS \"at!\"
-           FROM (SELECT currency, balance, reserved, overdraft_limit FROM wallets
-                  WHERE shop_id = $1 AND id = $2 FOR UPDATE) l",
-        tenant.shop_id,
-        wallet_id
-    )
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or(WalletError::NotFound)?;
-    let wallet = Locked {
-        id: wallet_id,
-        currency: wallets::currency_of(&w.currency)?,
-        balance: w.balance,
-        reserved: w.reserved,
-        overdraft_limit: w.overdraft_limit,
-        at: w.at,
-    };
+    let wallet = wallets::lock(conn, tenant, wallet_id).await?;
     let amount = money("amount", &req.amount, wallet.currency)?;
     if let Some(key) = &req.reservation_key
         && let Some(existing) = find_by_key(conn, tenant, key).await?
@@ -366,14 +348,19 @@ pub async fn capture(
         ));
     }
     let metadata = metadata::from_json(s.row.metadata.clone())?;
-    let tx = wallets::capture_hold(
+    let tx = wallets::debit_locked(
         conn,
         tenant,
         &s.wallet,
-        held,
-        amount,
-        s.row.description.as_deref(),
-        &metadata,
+        wallets::LockedDebit {
+            amount,
+            release: held,
+            category: "reservation_capture",
+            kind: "reservation.capture",
+            to: Account::Revenue,
+            description: s.row.description.as_deref(),
+            metadata: &metadata,
+        },
     )
     .await?;
     sqlx::query!(

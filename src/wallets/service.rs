@@ -375,35 +375,44 @@ async fn apply(
     Ok(())
 }
 
-/// Settles a hold of `held` on a wallet locked by the caller: debits
-/// `amount` (at most `held`) to revenue through the journal and frees the
-/// whole hold from `reserved`, in one statement.
-pub async fn capture_hold(
+/// A debit on a wallet the caller has locked, for another domain's use
+/// case: to `to` through the journal (kind `kind`), freeing `release` of
+/// `reserved` in the same statement (a captured hold).
+pub struct LockedDebit<'a> {
+    pub amount: Decimal,
+    pub release: Decimal,
+    pub category: &'a str,
+    pub kind: &'static str,
+    pub to: Account,
+    pub description: Option<&'a str>,
+    pub metadata: &'a Metadata,
+}
+
+/// Writes `debit` on `wallet` (locked by the caller) in one statement and
+/// returns its history row.
+pub async fn debit_locked(
     conn: &mut PgConnection,
     tenant: Tenant,
     wallet: &Locked,
-    held: Decimal,
-    amount: Decimal,
-    description: Option<&str>,
-    metadata: &Metadata,
+    debit: LockedDebit<'_>,
 ) -> Result<WalletTransaction, WalletError> {
-    let posting = Posting::new("reservation.capture", wallet.currency).transfer(
+    let posting = Posting::new(debit.kind, wallet.currency).transfer(
         Account::Wallet(wallet.id),
-        Account::Revenue,
-        amount,
+        debit.to,
+        debit.amount,
     );
     let leg = Leg {
         id: Uuid::now_v7(),
         wallet,
         type_: TransactionType::Debit,
-        category: "reservation_capture",
-        amount,
-        description,
-        metadata,
+        category: debit.category,
+        amount: debit.amount,
+        description: debit.description,
+        metadata: debit.metadata,
         key: None,
         transfer_id: None,
         journal_id: Uuid::now_v7(),
-        release: held,
+        release: debit.release,
     };
     let view = leg.view()?;
     apply(
@@ -415,6 +424,30 @@ pub async fn capture_hold(
     )
     .await?;
     Ok(view)
+}
+
+/// Locks a wallet of the shop for the rest of the transaction. The clock
+/// is read above the lock, once it is granted.
+pub async fn lock(conn: &mut PgConnection, tenant: Tenant, wallet_id: Uuid) -> Result<Locked, WalletError> {
+    let w = sqlx::query!(
+        "SELECT l.currency AS \"currency!\", l.balance AS \"balance!\", l.reserved AS \"reserved!\",
+                l.overdraft_limit AS \"overdraft_limit!\", clock_timestamp() AS \"at!\"
+           FROM (SELECT currency, balance, reserved, overdraft_limit FROM wallets
+                  WHERE shop_id = $1 AND id = $2 FOR UPDATE) l",
+        tenant.shop_id,
+        wallet_id
+    )
+    .fetch_optional(conn)
+    .await?
+    .ok_or(WalletError::NotFound)?;
+    Ok(Locked {
+        id: wallet_id,
+        currency: currency_of(&w.currency)?,
+        balance: w.balance,
+        reserved: w.reserved,
+        overdraft_limit: w.overdraft_limit,
+        at: w.at,
+    })
 }
 
 /// The same key moved money before (its idempotency record has expired):

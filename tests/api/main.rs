@@ -6,6 +6,7 @@ mod executor;
 mod foundation;
 mod helpers;
 mod idempotency;
+mod invoices;
 mod process;
 mod reservations;
 mod spec;

@@ -1,0 +1,148 @@
+//! Invoice HTTP routes: extract, run one command or query, answer.
+
+use axum::{Json, extract::State, response::Response};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::{
+    CreateInvoice, Invoice, InvoiceListParams, NoFields, PayInvoice, PaymentReceipt, UpdateInvoice,
+    commands::{Create, Finalize, Pay, Update, Void},
+};
+use crate::{
+    http::{
+        AppState,
+        error::ApiError,
+        extract::{PathId, ValidQuery},
+        idempotency::Idempotent,
+    },
+    invoices,
+    pagination::{Page, PageParams},
+    tenants::Tenant,
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_invoice, list_invoices))
+        .routes(routes!(get_invoice, update_invoice))
+        .routes(routes!(finalize_invoice))
+        .routes(routes!(pay_invoice))
+        .routes(routes!(void_invoice))
+}
+
+/// Create a draft invoice. Each line's `amount` is quantity × unit_amount
+/// rounded half-up to the currency's minor unit.
+#[utoipa::path(post, path = "/v1/invoices", tag = "invoices", operation_id = "createInvoice",
+    params(crate::openapi::IdempotencyKeyHeader),
+    request_body = CreateInvoice,
+    responses((status = 201, body = Invoice, headers(("Location" = String)),
+        links(("GetInvoice" = (operation_id = "getInvoice", parameters(("id" = "$response.body#/id")))), ("UpdateInvoice" = (operation_id = "updateInvoice", parameters(("id" = "$response.body#/id")))), ("FinalizeInvoice" = (operation_id = "finalizeInvoice", parameters(("id" = "$response.body#/id")))), ("VoidInvoice" = (operation_id = "voidInvoice", parameters(("id" = "$response.body#/id"))))))),
+    security(("api_key" = [])))]
+async fn create_invoice(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    Idempotent(request, input): Idempotent<CreateInvoice>,
+) -> Result<Response, ApiError> {
+    state.execute(tenant, request, Create(tenant, input)).await
+}
+
+/// List invoices, newest first.
+#[utoipa::path(get, path = "/v1/invoices", tag = "invoices", operation_id = "listInvoices",
+    params(InvoiceListParams),
+    responses((status = 200, body = Page<Invoice>)),
+    security(("api_key" = [])))]
+async fn list_invoices(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    ValidQuery(q): ValidQuery<InvoiceListParams>,
+) -> Result<Json<Page<Invoice>>, ApiError> {
+    let page = PageParams {
+        limit: q.limit,
+        starting_after: q.starting_after,
+    };
+    let mut conn = state.pool.acquire().await?;
+    Ok(Json(
+        invoices::list(&mut conn, tenant, q.status, q.customer_ref.as_deref(), &page).await?,
+    ))
+}
+
+/// Retrieve an invoice with its lines and payments.
+#[utoipa::path(get, path = "/v1/invoices/{id}", tag = "invoices", operation_id = "getInvoice",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = Invoice)),
+    security(("api_key" = [])))]
+async fn get_invoice(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    PathId(id): PathId,
+) -> Result<Json<Invoice>, ApiError> {
+    let mut conn = state.pool.acquire().await?;
+    Ok(Json(invoices::load(&mut conn, tenant, id).await?))
+}
+
+/// Replace a draft's lines, memo (`""` clears it), due date or metadata.
+/// 409 `invalid_state` once finalized.
+#[utoipa::path(patch, path = "/v1/invoices/{id}", tag = "invoices", operation_id = "updateInvoice",
+    params(("id" = Uuid, Path), crate::openapi::IdempotencyKeyHeader),
+    request_body = UpdateInvoice,
+    responses((status = 200, body = Invoice)),
+    security(("api_key" = [])))]
+async fn update_invoice(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    PathId(id): PathId,
+    Idempotent(request, input): Idempotent<UpdateInvoice>,
+) -> Result<Response, ApiError> {
+    state.execute(tenant, request, Update(tenant, id, input)).await
+}
+
+/// Finalize a draft: it becomes `open` with the shop's next gapless
+/// number, and receivables → revenue is posted (a zero total is `paid` at
+/// once).
+#[utoipa::path(post, path = "/v1/invoices/{id}/finalize", tag = "invoices", operation_id = "finalizeInvoice",
+    params(("id" = Uuid, Path), crate::openapi::IdempotencyKeyHeader),
+    request_body = NoFields,
+    responses((status = 200, body = Invoice,
+        links(("PayInvoice" = (operation_id = "payInvoice", parameters(("id" = "$response.body#/id")))), ("GetInvoice" = (operation_id = "getInvoice", parameters(("id" = "$response.body#/id"))))))),
+    security(("api_key" = [])))]
+async fn finalize_invoice(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    PathId(id): PathId,
+    Idempotent(request, _input): Idempotent<NoFields>,
+) -> Result<Response, ApiError> {
+    state.execute(tenant, request, Finalize(tenant, id)).await
+}
+
+/// Pay an open invoice, in part or in full (default: `amount_due`), by an
+/// external method or from a wallet of the invoice's currency. A known
+/// `external_ref` answers 200 with the payment already recorded.
+#[utoipa::path(post, path = "/v1/invoices/{id}/pay", tag = "invoices", operation_id = "payInvoice",
+    params(("id" = Uuid, Path), crate::openapi::IdempotencyKeyHeader),
+    request_body = PayInvoice,
+    responses(
+        (status = 201, description = "The payment recorded now", body = PaymentReceipt),
+        (status = 200, description = "The payment already recorded under this external_ref", body = PaymentReceipt)),
+    security(("api_key" = [])))]
+async fn pay_invoice(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    PathId(id): PathId,
+    Idempotent(request, input): Idempotent<PayInvoice>,
+) -> Result<Response, ApiError> {
+    state.execute(tenant, request, Pay(tenant, id, input)).await
+}
+
+/// Void a draft, or an open invoice with nothing paid (its finalize posting
+/// is reversed).
+#[utoipa::path(post, path = "/v1/invoices/{id}/void", tag = "invoices", operation_id = "voidInvoice",
+    params(("id" = Uuid, Path), crate::openapi::IdempotencyKeyHeader),
+    request_body = NoFields,
+    responses((status = 200, body = Invoice)),
+    security(("api_key" = [])))]
+async fn void_invoice(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    PathId(id): PathId,
+    Idempotent(request, _input): Idempotent<NoFields>,
+) -> Result<Response, ApiError> {
+    state.execute(tenant, request, Void(tenant, id)).await
+}

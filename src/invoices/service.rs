@@ -1,0 +1,660 @@
+//! Invoice use cases and their SQL. Each takes the caller's transaction and
+//! the tenant; every query filters by the tenant's shop.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde_json::Value;
+use sqlx::{PgConnection, types::Json};
+use uuid::Uuid;
+
+use super::{
+    CreateInvoice, Invoice, InvoiceError, InvoiceLine, InvoiceStatus, LineInput, PayInvoice, Payment,
+    PaymentMethod, PaymentReceipt, UpdateInvoice,
+};
+use crate::{
+    ledger::{self, Account, Posting},
+    metadata::{self, Metadata},
+    money::{Currency, Decimalish, Money},
+    pagination::{Page, PageParams},
+    tenants::Tenant,
+    wallets,
+};
+
+/// Amounts stay below 10^15 (15 integer digits), like every amount.
+fn max_amount() -> Decimal {
+    Decimal::from(1_000_000_000_000_000i64)
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> InvoiceError {
+    InvoiceError::Invalid(field.into(), message.into())
+}
+
+fn text(currency: Currency, value: Decimal) -> Result<String, InvoiceError> {
+    Ok(wallets::text(currency, value)?)
+}
+
+/// A line decimal as text with its own scale (quantities and unit amounts
+/// may be finer than the currency), trailing zeros dropped.
+fn line_text(value: Decimal) -> String {
+    value.normalize().to_string()
+}
+
+/// The number as shown: `INV-000123`.
+fn number_text(n: i64) -> String {
+    format!("INV-{n:06}")
+}
+
+struct Priced {
+    numbers: Vec<i16>,
+    descriptions: Vec<String>,
+    quantities: Vec<Decimal>,
+    unit_amounts: Vec<Decimal>,
+    amounts: Vec<Decimal>,
+    subtotal: Decimal,
+}
+
+/// Each line's amount is quantity × unit_amount rounded half-up (away from
+/// zero; amounts are never negative) to the currency's minor unit, once per
+/// line; the subtotal is the sum of the rounded lines.
+fn price(lines: &[LineInput], currency: Currency) -> Result<Priced, InvoiceError> {
+    let mut p = Priced {
+        numbers: Vec::with_capacity(lines.len()),
+        descriptions: Vec::with_capacity(lines.len()),
+        quantities: Vec::with_capacity(lines.len()),
+        unit_amounts: Vec::with_capacity(lines.len()),
+        amounts: Vec::with_capacity(lines.len()),
+        subtotal: Decimal::ZERO,
+    };
+    for (i, line) in lines.iter().enumerate() {
+        let field = |name: &str| format!("lines[{i}].{name}");
+        let parse = |name: &str, raw: &str| {
+            Decimalish::parse(raw)
+                .map(|d| d.value())
+                .map_err(|e| invalid(field(name), e.to_string()))
+        };
+        let quantity = parse("quantity", &line.quantity)?;
+        let unit_amount = parse("unit_amount", &line.unit_amount)?;
+        let amount = quantity
+            .checked_mul(unit_amount)
+            .map(|a| a.round_dp_with_strategy(currency.exponent(), RoundingStrategy::MidpointAwayFromZero))
+            .filter(|a| *a < max_amount())
+            .ok_or_else(|| invalid(field("quantity"), "quantity × unit_amount is too large"))?;
+        p.subtotal += amount;
+        if p.subtotal >= max_amount() {
+            return Err(invalid("lines", "the invoice total is too large"));
+        }
+        p.numbers.push(i as i16 + 1);
+        p.descriptions.push(line.description.clone());
+        p.quantities.push(quantity);
+        p.unit_amounts.push(unit_amount);
+        p.amounts.push(amount);
+    }
+    Ok(p)
+}
+
+async fn write_lines(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    id: Uuid,
+    p: &Priced,
+) -> Result<(), InvoiceError> {
+    sqlx::query!(
+        "INSERT INTO invoice_lines (shop_id, invoice_id, line, description, quantity, unit_amount, amount)
+         SELECT $1, $2, l.line, l.description, l.quantity, l.unit_amount, l.amount
+           FROM UNNEST($3::smallint[], $4::text[], $5::numeric[], $6::numeric[], $7::numeric[])
+                AS l(line, description, quantity, unit_amount, amount)",
+        tenant.shop_id,
+        id,
+        &p.numbers,
+        &p.descriptions,
+        &p.quantities,
+        &p.unit_amounts,
+        &p.amounts,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn create(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    req: CreateInvoice,
+) -> Result<Invoice, InvoiceError> {
+    let currency = Currency::parse(&req.currency).map_err(|e| invalid("currency", e.to_string()))?;
+    let priced = price(&req.lines, currency)?;
+    let id = Uuid::now_v7();
+    sqlx::query!(
+        "INSERT INTO invoices
+             (shop_id, id, customer_ref, currency, due_date, memo, metadata, subtotal, total,
+              created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, now(), now())",
+        tenant.shop_id,
+        id,
+        req.customer_ref,
+        currency.code(),
+        req.due_date,
+        req.memo,
+        Json(req.metadata.unwrap_or_default()) as _,
+        priced.subtotal,
+    )
+    .execute(&mut *conn)
+    .await?;
+    write_lines(conn, tenant, id, &priced).await?;
+    load(conn, tenant, id).await
+}
+
+/// An invoice row locked for the rest of the transaction, with the
+/// database's clock read once the lock is granted.
+struct Locked {
+    status: InvoiceStatus,
+    number: Option<i64>,
+    currency: Currency,
+    total: Decimal,
+    amount_paid: Decimal,
+    at: DateTime<Utc>,
+}
+
+async fn lock(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> Result<Locked, InvoiceError> {
+    let r = sqlx::query!(
+        "SELECT i.status AS \"status!\", i.number, i.currency AS \"currency!\", i.total AS \"total!\",
+                i.amount_paid AS \"amount_paid!\", clock_timestamp() AS \"at!\"
+           FROM (SELECT status, number, currency, total, amount_paid FROM invoices
+                  WHERE shop_id = $1 AND id = $2 FOR UPDATE) i",
+        tenant.shop_id,
+        id
+    )
+    .fetch_optional(conn)
+    .await?
+    .ok_or(InvoiceError::NotFound)?;
+    Ok(Locked {
+        status: status_of(&r.status)?,
+        number: r.number,
+        currency: wallets::currency_of(&r.currency)?,
+        total: r.total,
+        amount_paid: r.amount_paid,
+        at: r.at,
+    })
+}
+
+fn status_of(s: &str) -> Result<InvoiceStatus, InvoiceError> {
+    InvoiceStatus::parse(s).ok_or_else(|| sqlx::Error::Protocol(format!("unknown invoice status {s}")).into())
+}
+
+impl Locked {
+    fn require(&self, status: InvoiceStatus) -> Result<(), InvoiceError> {
+        if self.status != status {
+            return Err(InvoiceError::InvalidState(self.status.as_str()));
+        }
+        Ok(())
+    }
+}
+
+/// Replaces what the request names on a draft; `memo: ""` clears the memo.
+pub async fn update(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    id: Uuid,
+    req: UpdateInvoice,
+) -> Result<Invoice, InvoiceError> {
+    let invoice = lock(conn, tenant, id).await?;
+    invoice.require(InvoiceStatus::Draft)?;
+    let mut subtotal = None;
+    if let Some(lines) = &req.lines {
+        let priced = price(lines, invoice.currency)?;
+        sqlx::query!(
+            "DELETE FROM invoice_lines WHERE shop_id = $1 AND invoice_id = $2",
+            tenant.shop_id,
+            id
+        )
+        .execute(&mut *conn)
+        .await?;
+        write_lines(conn, tenant, id, &priced).await?;
+        subtotal = Some(priced.subtotal);
+    }
+    sqlx::query!(
+        "UPDATE invoices
+            SET due_date = COALESCE($3, due_date),
+                memo = CASE WHEN $4::text IS NULL THEN memo ELSE NULLIF($4, '') END,
+                metadata = COALESCE($5, metadata),
+                subtotal = COALESCE($6, subtotal), total = COALESCE($6, total),
+                version = version + 1, updated_at = $7
+          WHERE shop_id = $1 AND id = $2",
+        tenant.shop_id,
+        id,
+        req.due_date,
+        req.memo,
+        req.metadata.map(Json) as _,
+        subtotal,
+        invoice.at,
+    )
+    .execute(&mut *conn)
+    .await?;
+    load(conn, tenant, id).await
+}
+
+/// Posts receivables → revenue and takes the shop's next number. The
+/// counter row is locked last, so concurrent finalizes of one shop queue
+/// only for the rest of their transaction, and a rollback returns the
+/// number. A zero total is paid at once and posts nothing.
+pub async fn finalize(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> Result<Invoice, InvoiceError> {
+    let invoice = lock(conn, tenant, id).await?;
+    invoice.require(InvoiceStatus::Draft)?;
+    let status = if invoice.total.is_zero() {
+        InvoiceStatus::Paid
+    } else {
+        let posting = Posting::new("invoice.finalize", invoice.currency).transfer(
+            Account::Receivables,
+            Account::Revenue,
+            invoice.total,
+        );
+        ledger::post(conn, tenant.shop_id, Uuid::now_v7(), &posting, invoice.at).await?;
+        InvoiceStatus::Open
+    };
+    sqlx::query!(
+        "WITH n AS (
+             INSERT INTO invoice_counters (shop_id, last_number) VALUES ($1, 1)
+             ON CONFLICT (shop_id) DO UPDATE SET last_number = invoice_counters.last_number + 1
+             RETURNING last_number
+         )
+         UPDATE invoices
+            SET number = (SELECT last_number FROM n), status = $3, finalized_at = $4,
+                paid_at = CASE WHEN $3 = 'paid' THEN $4::timestamptz END,
+                version = version + 1, updated_at = $4
+          WHERE shop_id = $1 AND id = $2",
+        tenant.shop_id,
+        id,
+        status.as_str(),
+        invoice.at,
+    )
+    .execute(&mut *conn)
+    .await?;
+    load(conn, tenant, id).await
+}
+
+/// A draft, or an open invoice with nothing paid, becomes void; an open
+/// one's finalize posting is reversed.
+pub async fn void(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> Result<Invoice, InvoiceError> {
+    let invoice = lock(conn, tenant, id).await?;
+    match invoice.status {
+        InvoiceStatus::Draft => {}
+        InvoiceStatus::Open if invoice.amount_paid.is_zero() => {
+            let posting = Posting::new("invoice.void", invoice.currency).transfer(
+                Account::Revenue,
+                Account::Receivables,
+                invoice.total,
+            );
+            ledger::post(conn, tenant.shop_id, Uuid::now_v7(), &posting, invoice.at).await?;
+        }
+        InvoiceStatus::Open => return Err(InvoiceError::InvalidState("partly paid")),
+        other => return Err(InvoiceError::InvalidState(other.as_str())),
+    }
+    sqlx::query!(
+        "UPDATE invoices SET status = 'void', voided_at = $3, version = version + 1, updated_at = $3
+          WHERE shop_id = $1 AND id = $2",
+        tenant.shop_id,
+        id,
+        invoice.at,
+    )
+    .execute(&mut *conn)
+    .await?;
+    load(conn, tenant, id).await
+}
+
+/// Records a payment of an open invoice: locks the invoice, then the
+/// paying wallet; posts external_payments (or the wallet) → receivables;
+/// `paid` once nothing is due. A known `external_ref` answers with its
+/// payment instead.
+pub async fn pay(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    id: Uuid,
+    req: PayInvoice,
+) -> Result<PaymentReceipt, InvoiceError> {
+    match (req.method, req.wallet_id) {
+        (PaymentMethod::Wallet, None) => return Err(invalid("wallet_id", "is required with method wallet")),
+        (PaymentMethod::Wallet, Some(_)) | (_, None) => {}
+        (_, Some(_)) => return Err(invalid("wallet_id", "is only allowed with method wallet")),
+    }
+    let invoice = lock(conn, tenant, id).await?;
+    let amount = match &req.amount {
+        None => None,
+        Some(raw) => Some(
+            Decimalish::parse(raw)
+                .and_then(|d| Money::new(d, invoice.currency))
+                .map_err(|e| invalid("amount", e.to_string()))?
+                .amount(),
+        ),
+    };
+    if let Some(key) = &req.external_ref
+        && let Some(existing) = payment_by_ref(conn, tenant, key).await?
+    {
+        // Read under the invoice's lock: a payment of this invoice with
+        // this reference has committed by now.
+        let differs = if existing.invoice_id != id {
+            Some(("invoice_id", existing.invoice_id.to_string()))
+        } else if amount.is_some_and(|a| text(invoice.currency, a).ok().as_ref() != Some(&existing.amount)) {
+            Some(("amount", existing.amount.clone()))
+        } else {
+            None
+        };
+        if let Some((field, value)) = differs {
+            return Err(InvoiceError::ExternalRefConflict {
+                key: key.clone(),
+                field,
+                existing: value,
+            });
+        }
+        return Ok(PaymentReceipt {
+            invoice: load(conn, tenant, id).await?,
+            payment: existing,
+            existing: true,
+        });
+    }
+    invoice.require(InvoiceStatus::Open)?;
+    let due = invoice.total - invoice.amount_paid;
+    let amount = amount.unwrap_or(due);
+    if amount > due {
+        return Err(invalid(
+            "amount",
+            format!("must not exceed amount_due ({})", text(invoice.currency, due)?),
+        ));
+    }
+    let number = invoice.number.map(number_text).unwrap_or_default();
+    let payment_id = Uuid::now_v7();
+    let (journal_id, wallet_tx) = match req.wallet_id {
+        Some(wallet_id) => {
+            let wallet = wallets::lock(conn, tenant, wallet_id).await?;
+            if wallet.currency != invoice.currency {
+                return Err(InvoiceError::CurrencyMismatch {
+                    wallet: wallet.currency.code(),
+                    invoice: invoice.currency.code(),
+                });
+            }
+            wallet.ensure_can_spend(amount)?;
+            let description = format!("invoice {number}");
+            let tx = wallets::debit_locked(
+                conn,
+                tenant,
+                &wallet,
+                wallets::LockedDebit {
+                    amount,
+                    release: Decimal::ZERO,
+                    category: "invoice_payment",
+                    kind: "invoice.payment",
+                    to: Account::Receivables,
+                    description: Some(&description),
+                    metadata: &Metadata::default(),
+                },
+            )
+            .await?;
+            (tx.journal_transaction_id, Some(tx.id))
+        }
+        None => {
+            let journal_id = Uuid::now_v7();
+            let posting = Posting::new("invoice.payment", invoice.currency).transfer(
+                Account::ExternalPayments,
+                Account::Receivables,
+                amount,
+            );
+            ledger::post(conn, tenant.shop_id, journal_id, &posting, invoice.at).await?;
+            (journal_id, None)
+        }
+    };
+    let recorded = sqlx::query!(
+        "WITH p AS (
+             INSERT INTO invoice_payments
+                 (shop_id, id, invoice_id, method, amount, external_ref, wallet_id,
+                  wallet_transaction_id, journal_transaction_id, created_at)
+             VALUES ($1, $3, $2, $4, $5, $6, $7, $8, $9, $10)
+         )
+         UPDATE invoices
+            SET amount_paid = amount_paid + $5,
+                status = CASE WHEN amount_paid + $5 = total THEN 'paid' ELSE status END,
+                paid_at = CASE WHEN amount_paid + $5 = total THEN $10 END,
+                version = version + 1, updated_at = $10
+          WHERE shop_id = $1 AND id = $2",
+        tenant.shop_id,
+        id,
+        payment_id,
+        req.method.as_str(),
+        amount,
+        req.external_ref,
+        req.wallet_id,
+        wallet_tx,
+        journal_id,
+        invoice.at,
+    )
+    .execute(&mut *conn)
+    .await;
+    match recorded {
+        Ok(_) => {}
+        // The same reference on another invoice, committed meanwhile (the
+        // same invoice would have waited for its lock).
+        Err(sqlx::Error::Database(db)) if db.constraint() == Some("invoice_payments_external_ref") => {
+            return Err(InvoiceError::ExternalRefConflict {
+                key: req.external_ref.unwrap_or_default(),
+                field: "invoice_id",
+                existing: "another invoice".into(),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let invoice = load(conn, tenant, id).await?;
+    let payment = invoice
+        .payments
+        .iter()
+        .find(|p| p.id == payment_id)
+        .cloned()
+        .ok_or_else(|| InvoiceError::from(sqlx::Error::RowNotFound))?;
+    Ok(PaymentReceipt {
+        payment,
+        invoice,
+        existing: false,
+    })
+}
+
+#[derive(Clone)]
+struct PaymentRow {
+    id: Uuid,
+    invoice_id: Uuid,
+    method: String,
+    amount: Decimal,
+    currency: String,
+    external_ref: Option<String>,
+    wallet_id: Option<Uuid>,
+    wallet_transaction_id: Option<Uuid>,
+    journal_transaction_id: Uuid,
+    created_at: DateTime<Utc>,
+}
+
+impl PaymentRow {
+    fn view(self) -> Result<Payment, InvoiceError> {
+        let currency = wallets::currency_of(&self.currency)?;
+        Ok(Payment {
+            id: self.id,
+            invoice_id: self.invoice_id,
+            method: PaymentMethod::parse(&self.method)
+                .ok_or_else(|| sqlx::Error::Protocol(format!("unknown method {}", self.method)))?,
+            amount: text(currency, self.amount)?,
+            currency: currency.code().to_owned(),
+            external_ref: self.external_ref,
+            wallet_id: self.wallet_id,
+            wallet_transaction_id: self.wallet_transaction_id,
+            journal_transaction_id: self.journal_transaction_id,
+            created_at: self.created_at,
+        })
+    }
+}
+
+async fn payment_by_ref(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    external_ref: &str,
+) -> Result<Option<Payment>, InvoiceError> {
+    sqlx::query_as!(
+        PaymentRow,
+        "SELECT p.id, p.invoice_id, p.method, p.amount, i.currency, p.external_ref, p.wallet_id,
+                p.wallet_transaction_id, p.journal_transaction_id, p.created_at
+           FROM invoice_payments p
+           JOIN invoices i ON i.shop_id = p.shop_id AND i.id = p.invoice_id
+          WHERE p.shop_id = $1 AND p.external_ref = $2",
+        tenant.shop_id,
+        external_ref
+    )
+    .fetch_optional(conn)
+    .await?
+    .map(PaymentRow::view)
+    .transpose()
+}
+
+struct InvoiceRow {
+    id: Uuid,
+    number: Option<i64>,
+    customer_ref: String,
+    currency: String,
+    status: String,
+    due_date: Option<NaiveDate>,
+    memo: Option<String>,
+    metadata: Value,
+    subtotal: Decimal,
+    total: Decimal,
+    amount_paid: Decimal,
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    finalized_at: Option<DateTime<Utc>>,
+    paid_at: Option<DateTime<Utc>>,
+    voided_at: Option<DateTime<Utc>>,
+}
+
+struct LineRow {
+    invoice_id: Uuid,
+    description: String,
+    quantity: Decimal,
+    unit_amount: Decimal,
+    amount: Decimal,
+}
+
+/// Invoices with their lines and payments, in the order of `rows`.
+async fn with_details(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    rows: Vec<InvoiceRow>,
+) -> Result<Vec<Invoice>, InvoiceError> {
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let lines = sqlx::query_as!(
+        LineRow,
+        "SELECT invoice_id, description, quantity, unit_amount, amount FROM invoice_lines
+          WHERE shop_id = $1 AND invoice_id = ANY($2) ORDER BY invoice_id, line",
+        tenant.shop_id,
+        &ids
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let payments = sqlx::query_as!(
+        PaymentRow,
+        "SELECT p.id, p.invoice_id, p.method, p.amount, i.currency, p.external_ref, p.wallet_id,
+                p.wallet_transaction_id, p.journal_transaction_id, p.created_at
+           FROM invoice_payments p
+           JOIN invoices i ON i.shop_id = p.shop_id AND i.id = p.invoice_id
+          WHERE p.shop_id = $1 AND p.invoice_id = ANY($2) ORDER BY p.id",
+        tenant.shop_id,
+        &ids
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let currency = wallets::currency_of(&r.currency)?;
+        let lines = lines
+            .iter()
+            .filter(|l| l.invoice_id == r.id)
+            .map(|l| {
+                Ok(InvoiceLine {
+                    description: l.description.clone(),
+                    quantity: line_text(l.quantity),
+                    unit_amount: line_text(l.unit_amount),
+                    amount: text(currency, l.amount)?,
+                })
+            })
+            .collect::<Result<Vec<_>, InvoiceError>>()?;
+        let payments = payments
+            .iter()
+            .filter(|p| p.invoice_id == r.id)
+            .map(|p| p.clone().view())
+            .collect::<Result<Vec<_>, InvoiceError>>()?;
+        out.push(Invoice {
+            id: r.id,
+            number: r.number.map(number_text),
+            customer_ref: r.customer_ref,
+            currency: currency.code().to_owned(),
+            status: status_of(&r.status)?,
+            due_date: r.due_date,
+            memo: r.memo,
+            metadata: metadata::from_json(r.metadata)?,
+            lines,
+            subtotal: text(currency, r.subtotal)?,
+            total: text(currency, r.total)?,
+            amount_paid: text(currency, r.amount_paid)?,
+            amount_due: text(currency, r.total - r.amount_paid)?,
+            payments,
+            version: r.version,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            finalized_at: r.finalized_at,
+            paid_at: r.paid_at,
+            voided_at: r.voided_at,
+        });
+    }
+    Ok(out)
+}
+
+pub async fn load(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> Result<Invoice, InvoiceError> {
+    let row = sqlx::query_as!(
+        InvoiceRow,
+        "SELECT id, number, customer_ref, currency, status, due_date, memo, metadata, subtotal, total,
+                amount_paid, version, created_at, updated_at, finalized_at, paid_at, voided_at
+           FROM invoices WHERE shop_id = $1 AND id = $2",
+        tenant.shop_id,
+        id
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(InvoiceError::NotFound)?;
+    with_details(conn, tenant, vec![row])
+        .await?
+        .pop()
+        .ok_or(InvoiceError::NotFound)
+}
+
+/// Newest first.
+pub async fn list(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    status: Option<InvoiceStatus>,
+    customer_ref: Option<&str>,
+    page: &PageParams,
+) -> Result<Page<Invoice>, InvoiceError> {
+    let rows = sqlx::query_as!(
+        InvoiceRow,
+        "SELECT id, number, customer_ref, currency, status, due_date, memo, metadata, subtotal, total,
+                amount_paid, version, created_at, updated_at, finalized_at, paid_at, voided_at
+           FROM invoices
+          WHERE shop_id = $1
+            AND ($2::text IS NULL OR status = $2)
+            AND ($3::text IS NULL OR customer_ref = $3)
+            AND ($4::uuid IS NULL OR id < $4)
+          ORDER BY id DESC
+          LIMIT $5",
+        tenant.shop_id,
+        status.map(InvoiceStatus::as_str),
+        customer_ref,
+        page.starting_after,
+        page.limit() + 1
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let invoices = with_details(conn, tenant, rows).await?;
+    Ok(Page::from_rows(invoices, page.limit()))
+}

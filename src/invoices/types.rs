@@ -1,0 +1,261 @@
+//! Invoice requests (validated DTOs) and responses.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+use validator::{Validate, ValidationError};
+
+use crate::{executor::Outcome, metadata::Metadata, money::Decimalish};
+
+/// Decimals a quantity or unit amount may carry.
+pub const LINE_DECIMALS: u32 = 6;
+
+/// A non-negative decimal with at most `LINE_DECIMALS` decimals.
+fn line_decimal(s: &str) -> Result<(), ValidationError> {
+    let d = Decimalish::parse(s)
+        .map_err(|e| ValidationError::new("decimal").with_message(e.to_string().into()))?;
+    if d.value().scale() > LINE_DECIMALS {
+        return Err(
+            ValidationError::new("decimal").with_message(format!("at most {LINE_DECIMALS} decimals").into())
+        );
+    }
+    Ok(())
+}
+
+fn currency_code(s: &str) -> Result<(), ValidationError> {
+    crate::money::Currency::parse(s)
+        .map(|_| ())
+        .map_err(|e| ValidationError::new("currency").with_message(e.to_string().into()))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LineInput {
+    #[validate(length(min = 1, max = 500, message = "must be 1 to 500 characters"))]
+    #[schema(min_length = 1, max_length = 500)]
+    pub description: String,
+    /// Non-negative decimal, at most 6 decimals.
+    #[validate(custom(function = "line_decimal"))]
+    #[schema(example = "3", pattern = "^(0|[1-9][0-9]{0,14})(\\.[0-9]{1,6})?$")]
+    pub quantity: String,
+    /// Price of one unit: non-negative decimal, at most 6 decimals (may be
+    /// finer than the currency; the line amount is rounded).
+    #[validate(custom(function = "line_decimal"))]
+    #[schema(example = "0.335", pattern = "^(0|[1-9][0-9]{0,14})(\\.[0-9]{1,6})?$")]
+    pub unit_amount: String,
+}
+
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInvoice {
+    #[validate(length(min = 1, max = 255, message = "must be 1 to 255 characters"))]
+    #[schema(min_length = 1, max_length = 255)]
+    pub customer_ref: String,
+    #[validate(custom(function = "currency_code"))]
+    #[schema(example = "USD")]
+    pub currency: String,
+    pub due_date: Option<NaiveDate>,
+    #[validate(length(max = 500, message = "must be at most 500 characters"))]
+    #[schema(max_length = 500)]
+    pub memo: Option<String>,
+    #[validate(custom(function = "crate::metadata::bounded"))]
+    pub metadata: Option<Metadata>,
+    /// 1–100 lines.
+    #[validate(length(min = 1, max = 100, message = "must have 1 to 100 lines"), nested)]
+    #[schema(min_items = 1, max_items = 100)]
+    pub lines: Vec<LineInput>,
+}
+
+/// Replaces what it names on a draft.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateInvoice {
+    pub due_date: Option<NaiveDate>,
+    #[validate(length(max = 500, message = "must be at most 500 characters"))]
+    #[schema(max_length = 500)]
+    pub memo: Option<String>,
+    #[validate(custom(function = "crate::metadata::bounded"))]
+    pub metadata: Option<Metadata>,
+    #[validate(length(min = 1, max = 100, message = "must have 1 to 100 lines"), nested)]
+    #[schema(min_items = 1, max_items = 100)]
+    pub lines: Option<Vec<LineInput>>,
+}
+
+/// Finalize and void take no fields; an empty body is fine.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoFields {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentMethod {
+    BankTransfer,
+    Card,
+    /// From the customer's credit wallet (`wallet_id`).
+    Wallet,
+    Other,
+}
+
+impl PaymentMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentMethod::BankTransfer => "bank_transfer",
+            PaymentMethod::Card => "card",
+            PaymentMethod::Wallet => "wallet",
+            PaymentMethod::Other => "other",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "bank_transfer" => PaymentMethod::BankTransfer,
+            "card" => PaymentMethod::Card,
+            "wallet" => PaymentMethod::Wallet,
+            "other" => PaymentMethod::Other,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PayInvoice {
+    pub method: PaymentMethod,
+    /// At most `amount_due`; default `amount_due`.
+    #[validate(custom(function = "crate::wallets::amount_syntax"))]
+    #[schema(example = "25.00", pattern = "^(0|[1-9][0-9]{0,14})(\\.[0-9]{1,18})?$")]
+    pub amount: Option<String>,
+    /// The wallet to pay from; required with `method: wallet`, refused otherwise.
+    pub wallet_id: Option<Uuid>,
+    /// The provider's id of this payment, unique per shop: recording it
+    /// again answers with the payment already recorded.
+    #[validate(length(min = 1, max = 255, message = "must be 1 to 255 characters"))]
+    #[schema(min_length = 1, max_length = 255)]
+    pub external_ref: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InvoiceStatus {
+    Draft,
+    Open,
+    Paid,
+    Void,
+}
+
+impl InvoiceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvoiceStatus::Draft => "draft",
+            InvoiceStatus::Open => "open",
+            InvoiceStatus::Paid => "paid",
+            InvoiceStatus::Void => "void",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "draft" => InvoiceStatus::Draft,
+            "open" => InvoiceStatus::Open,
+            "paid" => InvoiceStatus::Paid,
+            "void" => InvoiceStatus::Void,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InvoiceLine {
+    pub description: String,
+    pub quantity: String,
+    pub unit_amount: String,
+    /// quantity × unit_amount, rounded half-up to the currency's minor unit.
+    pub amount: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Payment {
+    pub id: Uuid,
+    pub invoice_id: Uuid,
+    pub method: PaymentMethod,
+    pub amount: String,
+    pub currency: String,
+    pub external_ref: Option<String>,
+    pub wallet_id: Option<Uuid>,
+    /// The wallet debit, for `method: wallet`.
+    pub wallet_transaction_id: Option<Uuid>,
+    pub journal_transaction_id: Uuid,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Invoice {
+    pub id: Uuid,
+    /// `INV-000123`, per shop and gapless, given at finalize.
+    pub number: Option<String>,
+    pub customer_ref: String,
+    pub currency: String,
+    pub status: InvoiceStatus,
+    pub due_date: Option<NaiveDate>,
+    pub memo: Option<String>,
+    pub metadata: Metadata,
+    pub lines: Vec<InvoiceLine>,
+    pub subtotal: String,
+    pub total: String,
+    pub amount_paid: String,
+    /// `total - amount_paid`.
+    pub amount_due: String,
+    pub payments: Vec<Payment>,
+    /// Increases with every change.
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finalized_at: Option<DateTime<Utc>>,
+    pub paid_at: Option<DateTime<Utc>>,
+    pub voided_at: Option<DateTime<Utc>>,
+}
+
+/// A payment with the invoice as it stands after it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PaymentReceipt {
+    pub payment: Payment,
+    pub invoice: Invoice,
+    /// The payment was recorded before under this `external_ref` (answered
+    /// 200, nothing recorded now).
+    pub existing: bool,
+}
+
+impl Outcome for Invoice {
+    const ENTITY: &'static str = "invoice";
+    fn entity_id(&self) -> Uuid {
+        self.id
+    }
+    fn location(&self) -> Option<String> {
+        Some(format!("/v1/invoices/{}", self.id))
+    }
+}
+
+impl Outcome for PaymentReceipt {
+    const ENTITY: &'static str = "invoice_payment";
+    fn entity_id(&self) -> Uuid {
+        self.payment.id
+    }
+    fn status(&self) -> Option<u16> {
+        self.existing.then_some(200)
+    }
+}
+
+#[derive(Debug, Deserialize, Validate, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct InvoiceListParams {
+    pub status: Option<InvoiceStatus>,
+    /// Only invoices of this customer.
+    pub customer_ref: Option<String>,
+    /// Page size, 1–100.
+    #[validate(range(min = 1, max = 100, message = "must be between 1 and 100"))]
+    #[param(minimum = 1, maximum = 100, default = 20)]
+    pub limit: Option<i64>,
+    /// Id of the last invoice of the previous page.
+    pub starting_after: Option<Uuid>,
+}
