@@ -7,6 +7,9 @@
 --      hold:     reserve + capture pairs: a hold of 0.01 on a spread wallet, and
 --                once its answer is back, a capture of it (each with a fresh key);
 --                `pairs` (in the output) counts the captures
+--      pay_external, pay_wallet: payments of 0.01 on open invoices (WALLETS_FILE
+--                lines "<api key> <invoice id> <wallet id>"), by bank transfer or
+--                from the wallet of the same customer
 -- WALLETS_FILE: lines "<api key> <wallet id>".
 
 local threads = {}
@@ -20,8 +23,16 @@ function init(args)
   mode, file, run = args[1], args[2], args[3]
   wallets = {}
   for line in io.lines(file) do
-    local key, wallet = line:match("(%S+) (%S+)")
-    table.insert(wallets, { id = wallet, path = "/v1/wallets/" .. wallet .. "/debit", auth = "Bearer " .. key })
+    local key, id, payer = line:match("(%S+) (%S+) ?(%S*)")
+    if mode == "pay_external" or mode == "pay_wallet" then
+      local body = '{"method":"bank_transfer","amount":"0.01"}'
+      if mode == "pay_wallet" then
+        body = '{"method":"wallet","amount":"0.01","wallet_id":"' .. payer .. '"}'
+      end
+      table.insert(wallets, { id = id, path = "/v1/invoices/" .. id .. "/pay", auth = "Bearer " .. key, body = body })
+    else
+      table.insert(wallets, { id = id, path = "/v1/wallets/" .. id .. "/debit", auth = "Bearer " .. key })
+    end
   end
   -- Transfers stay within a shop: wallets grouped by their key.
   shops, by_key = {}, {}
@@ -84,7 +95,7 @@ function request()
     ["Authorization"] = w.auth,
     ["Idempotency-Key"] = key,
     ["Content-Type"] = "application/json",
-  }, body)
+  }, w.body or body)
 end
 
 -- A new hold's id goes to the queue of holds to capture; a capture counts.

@@ -227,8 +227,24 @@ def main():
                               {"amount": "1000000000.00", "category": "top_up"})
                 return key, w["id"]
 
+            def open_invoices(self, n):
+                def make(i):
+                    key, w = self.wallets[i]
+                    inv = self.api.call("POST", "/v1/invoices", key, str(uuid.uuid4()),
+                                        {"customer_ref": f"c{i}", "currency": "USD",
+                                         "lines": [{"description": "bench", "quantity": "1",
+                                                    "unit_amount": "100000000.00"}]})
+                    self.api.call("POST", f"/v1/invoices/{inv['id']}/finalize", key, str(uuid.uuid4()), {})
+                    return key, inv["id"], w
+
+                with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                    rows = list(pool.map(make, range(n)))
+                self.files["invoices"] = os.path.join(OUT, f"{self.name}-invoices.txt")
+                with open(self.files["invoices"], "w") as f:
+                    f.writelines(f"{k} {i} {w}\n" for k, i, w in rows)
+
             def wrk(self, conns, mode, run_id, **kw):
-                kind = "hot" if mode == "hot" else "wallets"
+                kind = "hot" if mode == "hot" else "invoices" if mode.startswith("pay_") else "wallets"
                 return wrk(self.port, conns, mode, self.files[kind], run_id, self.proc.pid, **kw)
 
         service = Service(BIN, bench_url, "service")
@@ -238,6 +254,8 @@ def main():
             baseline = Service(baseline_bin, with_db(base_url, "billing_bench_base"), "baseline")
             services.append(baseline)
         wallets, api = service.wallets, service.api
+        log("service: opening 500 invoices, paid 0.01 at a time in runs 6c and 6d")
+        service.open_invoices(500)
 
         log("priming the replay keys")
 
@@ -301,6 +319,12 @@ def main():
         checkpoint()
         log("6b reserve + capture pairs on spread wallets, 16 connections")
         results["http_hold_16"] = service.wrk(16, "hold", "p16")
+        checkpoint()
+        log("6c invoice payments by bank transfer, 16 connections")
+        results["http_pay_external_16"] = service.wrk(16, "pay_external", "e16")
+        checkpoint()
+        log("6d invoice payments from wallets, 16 connections")
+        results["http_pay_wallet_16"] = service.wrk(16, "pay_wallet", "v16")
 
         # Statements per debit, in a short run of its own on a restarted
         # service whose sessions track nested statements too (tracking them
@@ -348,6 +372,8 @@ def main():
             # A pair is two requests and two transactions: 0.5 would be
             # parity with single debits.
             "hold_pairs_vs_new": results["http_hold_16"]["pairs_per_s"] / new16,
+            "pay_external_vs_new": results["http_pay_external_16"]["rps"] / new16,
+            "pay_wallet_vs_new": results["http_pay_wallet_16"]["rps"] / new16,
         }
         if baseline:
             ratios["cpu_per_debit_vs_baseline"] = (results["http_new_16"]["cpu_seconds_per_1000"]
@@ -381,7 +407,9 @@ def main():
         for k, label in (*rows, ("http_new_64", "3  HTTP new debits (64 conn)"),
                          ("http_hot_16", "4  HTTP hot wallet (16 conn)"), ("http_replay_16", "5  HTTP replays (16 conn)"),
                          ("http_transfer_16", "6  HTTP transfers (16 conn)"),
-                         ("http_hold_16", "6b HTTP hold+capture reqs (16 conn)")):
+                         ("http_hold_16", "6b HTTP hold+capture reqs (16 conn)"),
+                         ("http_pay_external_16", "6c HTTP invoice pay, external (16)"),
+                         ("http_pay_wallet_16", "6d HTTP invoice pay, wallet (16)")):
             r = results[k]
             print(f"{label:<34}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['non_2xx']:>9}"
                   f"{r['cpu_seconds_per_1000']:>10.3f}")

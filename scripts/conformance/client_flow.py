@@ -18,6 +18,14 @@ import uuid
 from typing import Any
 
 from billing_ledger_client import AuthenticatedClient
+from billing_ledger_client.api.invoices import (
+    create_invoice,
+    finalize_invoice,
+    get_invoice,
+    list_invoices,
+    pay_invoice,
+    void_invoice,
+)
 from billing_ledger_client.api.reservations import (
     capture_reservation,
     create_reservation,
@@ -36,6 +44,15 @@ from billing_ledger_client.api.wallets import (
 )
 from billing_ledger_client.models import (
     CaptureReservation,
+    CreateInvoice,
+    Invoice,
+    InvoiceStatus,
+    LineInput,
+    NoFields,
+    PageInvoice,
+    PayInvoice,
+    PaymentMethod,
+    PaymentReceipt,
     CreateReservation,
     CreateWallet,
     CreditCategory,
@@ -280,6 +297,44 @@ def main() -> int:
         )
         p = expect(resp, 422, Problem, "createReservation beyond available")
         check(p.code == "insufficient_funds", "hold beyond available: insufficient_funds", p.code)
+
+        print("invoice 3 × 0.335 + 1 × 10.00, finalize, pay 5.00 by card, the rest from A")
+        resp = create_invoice.sync_detailed(
+            client=client, idempotency_key=key(),
+            body=CreateInvoice(customer_ref=ref_a, currency="USD", lines=[
+                LineInput(description="SMS", quantity="3", unit_amount="0.335"),
+                LineInput(description="setup", quantity="1", unit_amount="10.00")]),
+        )
+        inv = expect(resp, 201, Invoice, "createInvoice")
+        check([x.amount for x in inv.lines] == ["1.01", "10.00"] and inv.total == "11.01",
+              "lines round half-up: 1.01 + 10.00 = 11.01", ([x.amount for x in inv.lines], inv.total))
+        inv = expect(finalize_invoice.sync_detailed(inv.id, client=client, idempotency_key=key(), body=NoFields()),
+                     200, Invoice, "finalizeInvoice")
+        check(inv.status == InvoiceStatus.OPEN and isinstance(inv.number, str) and inv.number.startswith("INV-"),
+              "open with a number", (inv.status, inv.number))
+        card = PayInvoice(method=PaymentMethod.CARD, amount="5.00", external_ref=f"ch-{run}")
+        r1 = expect(pay_invoice.sync_detailed(inv.id, client=client, idempotency_key=key(), body=card),
+                    201, PaymentReceipt, "payInvoice by card")
+        r2 = expect(pay_invoice.sync_detailed(inv.id, client=client, idempotency_key=key(), body=card),
+                    200, PaymentReceipt, "payInvoice, same external_ref again")
+        check(r2.payment.id == r1.payment.id and r2.existing is True, "one payment per external_ref")
+        rest = expect(
+            pay_invoice.sync_detailed(inv.id, client=client, idempotency_key=key(),
+                                      body=PayInvoice(method=PaymentMethod.WALLET, wallet_id=a.id)),
+            201, PaymentReceipt, "payInvoice from wallet A",
+        )
+        check((rest.payment.amount, rest.invoice.status, rest.invoice.amount_due) == ("6.01", InvoiceStatus.PAID, "0.00"),
+              "the rest (6.01) from the wallet: paid", (rest.payment.amount, rest.invoice.status))
+        w = expect(get_wallet.sync_detailed(a.id, client=client), 200, Wallet, "getWallet A after the invoice")
+        check(w.balance == "39.99", "A paid 6.01", w.balance)
+        resp = void_invoice.sync_detailed(inv.id, client=client, idempotency_key=key(), body=NoFields())
+        check(resp.status_code == 409 and isinstance(resp.parsed, Problem) and resp.parsed.code == "invalid_state",
+              "voiding a paid invoice: 409 invalid_state", int(resp.status_code))
+        got = expect(get_invoice.sync_detailed(inv.id, client=client), 200, Invoice, "getInvoice")
+        check(len(got.payments) == 2, "two payments listed", len(got.payments))
+        page = expect(list_invoices.sync_detailed(client=client, customer_ref=ref_a, status=InvoiceStatus.PAID),
+                      200, PageInvoice, "listInvoices")
+        check([x.id for x in page.data] == [inv.id], "listInvoices finds it", [x.id for x in page.data])
 
         missing = get_wallet.sync_detailed(uuid.uuid4(), client=client)
         check(isinstance(missing.parsed, Problem) and missing.status_code == 404 and missing.parsed.code == "not_found",

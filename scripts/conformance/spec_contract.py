@@ -36,6 +36,13 @@ OPERATIONS = {
     ("get", "/v1/reservations/{id}"): "getReservation",
     ("post", "/v1/reservations/{id}/capture"): "captureReservation",
     ("post", "/v1/reservations/{id}/release"): "releaseReservation",
+    ("post", "/v1/invoices"): "createInvoice",
+    ("get", "/v1/invoices"): "listInvoices",
+    ("get", "/v1/invoices/{id}"): "getInvoice",
+    ("patch", "/v1/invoices/{id}"): "updateInvoice",
+    ("post", "/v1/invoices/{id}/finalize"): "finalizeInvoice",
+    ("post", "/v1/invoices/{id}/pay"): "payInvoice",
+    ("post", "/v1/invoices/{id}/void"): "voidInvoice",
 }
 
 # (source operationId, status) -> operationIds its links must reach with `id`.
@@ -43,6 +50,8 @@ LINKS = {
     ("createWallet", "201"): {"getWallet", "creditWallet", "debitWallet", "listWalletTransactions"},
     ("creditWallet", "201"): {"getWallet", "createReservation"},
     ("createReservation", "201"): {"getReservation", "captureReservation", "releaseReservation"},
+    ("createInvoice", "201"): {"getInvoice", "updateInvoice", "finalizeInvoice", "voidInvoice"},
+    ("finalizeInvoice", "200"): {"payInvoice"},
     ("debitWallet", "201"): {"getWallet"},
 }
 
