@@ -249,6 +249,37 @@ async function main(): Promise<void> {
   const walletAfter = await client.GET("/v1/wallets/{id}", { params: { path: { id: wallet.id } } });
   check(walletAfter.data?.reserved === "0.00" && walletAfter.data?.balance === "64.00", "nothing held, nothing charged", walletAfter.data);
 
+  console.log("an invoice of 2 × 7.50, finalized, paid from the wallet; the first answer is lost and retried");
+  const draft = await client.POST("/v1/invoices", {
+    params: { header: { "Idempotency-Key": crypto.randomUUID() } },
+    body: { customer_ref: `ts-flow-${run}`, currency: "USD", lines: [{ description: "seats", quantity: "2", unit_amount: "7.50" }] },
+  });
+  const invoice = must(draft.data, "createInvoice: 201 Invoice", draft.error);
+  check(invoice.status === "draft" && invoice.total === "15.00", "a 15.00 draft", invoice);
+  const opened = await client.POST("/v1/invoices/{id}/finalize", {
+    params: { path: { id: invoice.id }, header: { "Idempotency-Key": crypto.randomUUID() } },
+    body: {},
+  });
+  check(opened.data?.status === "open" && opened.data?.number?.startsWith("INV-") === true, "finalized with a number", opened.data ?? opened.error);
+  const payKey = crypto.randomUUID();
+  let payment: components["schemas"]["PaymentReceipt"] | undefined;
+  let lost = 0;
+  for (let attempt = 1; attempt <= 3 && payment === undefined; attempt++) {
+    try {
+      const paid = await client.POST("/v1/invoices/{id}/pay", {
+        params: { path: { id: invoice.id }, header: { "Idempotency-Key": payKey } },
+        body: { method: "wallet", wallet_id: wallet.id },
+        ...(attempt === 1 ? { fetch: lossyFetch(1) } : {}),
+      });
+      check(paid.response.headers.get("Idempotent-Replayed") === "true", "the retried payment is a replay");
+      payment = paid.data;
+    } catch {
+      lost += 1;
+    }
+  }
+  check(lost === 1 && payment?.invoice.status === "paid" && payment?.payment.amount === "15.00", "paid 15.00 once", payment);
+  check((await getBalance(wallet.id)) === "49.00", "the wallet paid 15.00 once (49.00)");
+
   finish();
 }
 
