@@ -48,7 +48,9 @@ pub async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Health>,
 pub async fn metrics(State(state): State<AppState>) -> Response {
     metrics::gauge!("db_pool_connections").set(state.pool.size() as f64);
     metrics::gauge!("db_pool_idle_connections").set(state.pool.num_idle() as f64);
-    let mut response = state.metrics.render().into_response();
+    let mut body = state.metrics.render();
+    body.push_str(&crate::jobs::render_held());
+    let mut response = body.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -14,7 +14,7 @@ use super::{
 use crate::{
     ledger::{self, Account, Posting},
     metadata::{self, Metadata},
-    money::{Currency, Decimalish, Money},
+    money::{Currency, Decimalish},
     pagination::{Page, PageParams},
     tenants::Tenant,
     wallets,
@@ -319,12 +319,7 @@ pub async fn pay(
     let invoice = lock(conn, tenant, id).await?;
     let amount = match &req.amount {
         None => None,
-        Some(raw) => Some(
-            Decimalish::parse(raw)
-                .and_then(|d| Money::new(d, invoice.currency))
-                .map_err(|e| invalid("amount", e.to_string()))?
-                .amount(),
-        ),
+        Some(raw) => Some(wallets::parse_amount("amount", raw, invoice.currency)?),
     };
     if let Some(key) = &req.external_ref
         && let Some(existing) = payment_by_ref(conn, tenant, key).await?
@@ -333,7 +328,7 @@ pub async fn pay(
         // this reference has committed by now.
         let differs = if existing.invoice_id != id {
             Some(("invoice_id", existing.invoice_id.to_string()))
-        } else if amount.is_some_and(|a| text(invoice.currency, a).ok().as_ref() != Some(&existing.amount)) {
+        } else if amount.is_some_and(|a| existing.amount.parse::<Decimal>().ok() != Some(a)) {
             Some(("amount", existing.amount.clone()))
         } else {
             None

@@ -23,12 +23,6 @@ fn line_decimal(s: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
-fn currency_code(s: &str) -> Result<(), ValidationError> {
-    crate::money::Currency::parse(s)
-        .map(|_| ())
-        .map_err(|e| ValidationError::new("currency").with_message(e.to_string().into()))
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LineInput {
@@ -52,7 +46,7 @@ pub struct CreateInvoice {
     #[validate(length(min = 1, max = 255, message = "must be 1 to 255 characters"))]
     #[schema(min_length = 1, max_length = 255)]
     pub customer_ref: String,
-    #[validate(custom(function = "currency_code"))]
+    #[validate(custom(function = "crate::wallets::currency_code"))]
     #[schema(example = "USD")]
     pub currency: String,
     pub due_date: Option<NaiveDate>,

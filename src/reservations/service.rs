@@ -9,24 +9,18 @@ use uuid::Uuid;
 
 use super::{CaptureReservation, CreateReservation, Held, Reservation, ReservationError, ReservationStatus};
 use crate::{
+    audit,
     config::ReservationConfig,
+    idempotency::{Completion, query_completing},
     ledger::Account,
     metadata,
-    money::{Currency, Decimalish, Money},
     pagination::{Page, PageParams},
     tenants::Tenant,
-    wallets::{self, Locked, WalletError},
+    wallets::{self, Locked},
 };
 
 /// The request id of audit rows the expiry job writes.
 pub const EXPIRY_JOB: &str = "job:reservation-expiry";
-
-fn money(field: &'static str, raw: &str, currency: Currency) -> Result<Decimal, ReservationError> {
-    Decimalish::parse(raw)
-        .and_then(|d| Money::new(d, currency))
-        .map(|m| m.amount())
-        .map_err(|e| WalletError::InvalidAmount(field, e).into())
-}
 
 /// A `credit_reservations` row.
 struct Row {
@@ -112,7 +106,7 @@ pub async fn create(
         Some(s) => s,
     };
     let wallet = wallets::lock(conn, tenant, wallet_id).await?;
-    let amount = money("amount", &req.amount, wallet.currency)?;
+    let amount = wallets::parse_amount("amount", &req.amount, wallet.currency)?;
     if let Some(key) = &req.reservation_key
         && let Some(existing) = find_by_key(conn, tenant, key).await?
     {
@@ -264,37 +258,37 @@ impl Settling {
         self.wallet.at >= self.row.expires_at
     }
 
-    /// Frees the whole hold and ends the reservation in `status`, with an
-    /// audit row when the executor writes none (an expiry).
+    /// Frees the whole hold and ends the reservation in `status`, with the
+    /// audit row of an expiry a request found (the executor audits the
+    /// request's own action).
     async fn free(
         mut self,
         conn: &mut PgConnection,
         tenant: Tenant,
         status: ReservationStatus,
-        audit: Option<&str>,
+        expired_by: Option<&str>,
     ) -> Result<Reservation, ReservationError> {
-        let audit_id = audit.map(|_| Uuid::now_v7());
-        sqlx::query!(
-            "WITH w AS (
-                 UPDATE wallets SET reserved = reserved - $3, version = version + 1, updated_at = $5
-                  WHERE shop_id = $1 AND id = $4
-             ),
-             a AS (
-                 INSERT INTO audit_log (shop_id, id, api_key_id, action, entity, entity_id, request_id)
-                 SELECT $1, $7, $8, 'reservation.expire', 'reservation', $2, $9
-                  WHERE $7::uuid IS NOT NULL
+        let entry = expired_by.map(|request_id| audit::Entry {
+            shop_id: tenant.shop_id,
+            api_key_id: Some(tenant.key_id),
+            action: "reservation.expire",
+            entity: "reservation",
+            entity_id: self.row.id,
+            request_id,
+        });
+        query_completing!(
+            Completion::new(tenant.shop_id, "", None, entry.as_ref()),
+            ", w AS (
+                 UPDATE wallets SET reserved = reserved - $15, version = version + 1, updated_at = $17
+                  WHERE shop_id = $1 AND id = $16
              )
-             UPDATE credit_reservations SET status = $6, settled_at = $5
-              WHERE shop_id = $1 AND id = $2",
-            tenant.shop_id,
+             UPDATE credit_reservations SET status = $18, settled_at = $17
+              WHERE shop_id = $1 AND id = $14",
             self.row.id,
             self.row.amount,
             self.row.wallet_id,
             self.wallet.at,
             status.as_str(),
-            audit_id,
-            tenant.key_id,
-            audit,
         )
         .execute(&mut *conn)
         .await?;
@@ -336,7 +330,7 @@ pub async fn capture(
     let held = s.row.amount;
     let amount = match &req.amount {
         None => held,
-        Some(raw) => money("amount", raw, s.wallet.currency)?,
+        Some(raw) => wallets::parse_amount("amount", raw, s.wallet.currency)?,
     };
     if amount > held {
         return Err(ReservationError::Invalid(

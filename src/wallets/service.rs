@@ -27,9 +27,16 @@ pub(crate) fn currency_of(code: &str) -> Result<Currency, WalletError> {
         .map_err(|_| WalletError::Db(sqlx::Error::Protocol(format!("unknown currency {code}"))))
 }
 
-fn money(field: &'static str, raw: &str, currency: Currency) -> Result<Money, WalletError> {
+/// An amount of the request in `currency`: strictly parsed, never rounded
+/// (more decimals than the currency has is an error naming `field`).
+pub(crate) fn parse_amount(
+    field: &'static str,
+    raw: &str,
+    currency: Currency,
+) -> Result<Decimal, WalletError> {
     Decimalish::parse(raw)
         .and_then(|d| Money::new(d, currency))
+        .map(|m| m.amount())
         .map_err(|e| WalletError::InvalidAmount(field, e))
 }
 
@@ -481,7 +488,7 @@ async fn movement(
     let Some((wallet, earlier)) = lock_one(unit, tenant, wallet_id).await? else {
         return Ok(Run::KeyTaken);
     };
-    let amount = money("amount", &req.amount, wallet.currency)?.amount();
+    let amount = parse_amount("amount", &req.amount, wallet.currency)?;
     if let Some(earlier) = earlier {
         return earlier_movement(unit.conn(), tenant, earlier, wallet_id, type_, category, amount)
             .await
@@ -662,7 +669,7 @@ pub async fn transfer(
             to: to.currency.code().into(),
         });
     }
-    let amount = money("amount", &req.amount, from.currency)?.amount();
+    let amount = parse_amount("amount", &req.amount, from.currency)?;
     if let Some(earlier) = earlier {
         return earlier_transfer(unit.conn(), tenant, earlier, &req, amount)
             .await

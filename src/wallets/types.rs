@@ -24,7 +24,7 @@ fn limit_syntax(s: &str) -> Result<(), ValidationError> {
         .map_err(|e| ValidationError::new("amount").with_message(e.to_string().into()))
 }
 
-fn currency_code(s: &str) -> Result<(), ValidationError> {
+pub(crate) fn currency_code(s: &str) -> Result<(), ValidationError> {
     crate::money::Currency::parse(s)
         .map(|_| ())
         .map_err(|e| ValidationError::new("currency").with_message(e.to_string().into()))
