@@ -12,6 +12,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     config::{DatabaseConfig, ServeConfig},
+    contracts,
     executor::Executor,
     http::{self, AppState, health, request_id},
     idempotency, invoices, jobs,
@@ -27,6 +28,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(wallets::routes::router())
         .merge(reservations::routes::router())
         .merge(invoices::routes::router())
+        .merge(contracts::routes::router())
         .merge(tenants::routes::router())
         .merge(idempotency::routes::router())
         .routes(routes!(health::healthz))

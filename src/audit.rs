@@ -13,4 +13,7 @@ pub struct Entry<'a> {
     pub entity: &'static str,
     pub entity_id: Uuid,
     pub request_id: &'a str,
+    /// What the row adds about the change, e.g. the version a contract
+    /// moved from.
+    pub detail: Option<serde_json::Value>,
 }

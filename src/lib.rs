@@ -4,6 +4,7 @@
 pub mod app;
 pub mod audit;
 pub mod config;
+pub mod contracts;
 pub mod executor;
 pub mod http;
 pub mod idempotency;

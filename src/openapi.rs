@@ -25,7 +25,7 @@ use crate::http::error::Problem;
     info(title = "billing-ledger", description = "Prepaid credit wallets on a double-entry ledger, exactly once."),
     components(schemas(Problem)),
     modifiers(&Security),
-    tags((name = "wallets"), (name = "reservations"), (name = "invoices"), (name = "admin"), (name = "operations"))
+    tags((name = "wallets"), (name = "reservations"), (name = "invoices"), (name = "contracts"), (name = "admin"), (name = "operations"))
 )]
 pub struct ApiDoc;
 
@@ -44,6 +44,45 @@ pub struct IdempotencyKeyHeader {
     )]
     #[allow(dead_code)]
     idempotency_key: String,
+}
+
+/// `If-Match` on a change that requires it.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IfMatchHeader {
+    /// The ETag of the version the change was made against, e.g. `"3"`
+    /// (quoted as answered, or bare). Missing: 428; `*`: 428; stale: 412.
+    #[param(
+        rename = "If-Match",
+        pattern = "^(\"[0-9]{1,18}\"|[0-9]{1,18})$",
+        example = "\"1\""
+    )]
+    #[allow(dead_code)]
+    if_match: String,
+}
+
+/// `If-Match` where it is optional.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IfMatchOptionalHeader {
+    /// When sent, the ETag of the current version (else 412).
+    #[param(
+        rename = "If-Match",
+        pattern = "^(\"[0-9]{1,18}\"|[0-9]{1,18})$",
+        example = "\"1\""
+    )]
+    #[allow(dead_code)]
+    if_match: Option<String>,
+}
+
+/// `If-None-Match` on a read.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IfNoneMatchHeader {
+    /// ETags the client holds (or `*`): 304 when one is current.
+    #[param(rename = "If-None-Match")]
+    #[allow(dead_code)]
+    if_none_match: Option<String>,
 }
 
 struct Security;
@@ -77,6 +116,14 @@ fn answers(path: &str, method: &HttpMethod, op: &Operation) -> Vec<(&'static str
         ps.iter()
             .any(|p| matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Query))
     });
+    let header = |name: &str| {
+        op.parameters.as_ref().and_then(|ps| {
+            ps.iter().find(|p| {
+                matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Header) && p.name == name
+            })
+        })
+    };
+    let if_match = header("If-Match");
     let mut out = Vec::new();
     if mutation {
         out.push((
@@ -107,6 +154,11 @@ fn answers(path: &str, method: &HttpMethod, op: &Operation) -> Vec<(&'static str
                  finalized invoice, paying a draft, void or paid one, voiding a paid one), or the \
                  external_ref names another payment (`external_ref_conflict`). Only \
                  `idempotency_key_in_use` is worth retrying"
+            } else if path.starts_with("/v1/contracts") {
+                "A request with this Idempotency-Key is still running (`idempotency_key_in_use`): retry \
+                 after Retry-After; or the contract's status forbids it (`invalid_state`: e.g. approving \
+                 a draft, editing a submitted contract, cancelling a rejected one). Only \
+                 `idempotency_key_in_use` is worth retrying"
             } else if path.contains("/reservations") {
                 "A request with this Idempotency-Key is still running (`idempotency_key_in_use`): retry \
                  after Retry-After; or the reservation forbids it: `invalid_state` (captured or \
@@ -117,6 +169,19 @@ fn answers(path: &str, method: &HttpMethod, op: &Operation) -> Vec<(&'static str
             },
         ));
         out.push(("413", "The body is larger than allowed (`payload_too_large`)"));
+    }
+    if let Some(p) = if_match {
+        out.push((
+            "412",
+            "If-Match names another version than the object's (`version_mismatch`); the answer's \
+             ETag and `current_version` give the current one: read it again and decide",
+        ));
+        if matches!(p.required, utoipa::openapi::Required::True) {
+            out.push((
+                "428",
+                "If-Match is missing or `*` (`precondition_required`): send the ETag you read",
+            ));
+        }
     }
     if mutation || has_query {
         out.push((

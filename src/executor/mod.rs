@@ -78,6 +78,10 @@ pub trait Outcome: Serialize {
     fn status(&self) -> Option<u16> {
         None
     }
+    /// What the audit row records beyond who did what to which entity.
+    fn audit_detail(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// How a command took effect.
@@ -178,6 +182,7 @@ fn audit_entry<'a, O: Outcome>(
         entity: O::ENTITY,
         entity_id: value.entity_id(),
         request_id: &request.request_id,
+        detail: value.audit_detail(),
     }
 }
 
@@ -191,6 +196,7 @@ pub struct Unit<'a> {
     status: u16,
     claimed: Claimed,
     done: Option<Result<Done, serde_json::Error>>,
+    audit: Option<audit::Entry<'a>>,
 }
 
 impl<'a> Unit<'a> {
@@ -238,11 +244,13 @@ impl<'a> Unit<'a> {
         let shop_id = self.actor.shop_id;
         let key = self.request.key.as_str();
         let done = self.done.insert(Done::new(self.status, value));
-        let audit = audit_entry(self.actor, self.action, value, self.request);
+        let audit = self
+            .audit
+            .insert(audit_entry(self.actor, self.action, value, self.request));
         // An outcome that cannot be encoded stores nothing here; the
         // executor then fails the request and rolls the write back.
         let completion = match done {
-            Ok(done) => Completion::new(shop_id, key, Some(&done.stored), Some(&audit)),
+            Ok(done) => Completion::new(shop_id, key, Some(&done.stored), Some(audit)),
             Err(_) => Completion::none(shop_id, key),
         };
         (self.conn, completion)
@@ -338,6 +346,7 @@ impl Executor {
             status: C::STATUS,
             claimed: Claimed::No,
             done: None,
+            audit: None,
         };
         if !C::CLAIMS {
             let params = unit.claim_params();

@@ -11,6 +11,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::{
+    contracts::{self, ContractError},
     executor::{ExecError, Rejection},
     http::request_id,
     idempotency::Stored,
@@ -60,6 +61,11 @@ pub enum ApiError {
     ExternalRefConflict(String),
     #[error("the reservation expired; its hold has been released")]
     ReservationExpired,
+    #[error("{0}")]
+    PreconditionRequired(&'static str),
+    /// `If-Match` named a version the object is no longer (or never was) at.
+    #[error("{0}")]
+    VersionMismatch(String, i64),
     #[error("the service is temporarily unavailable; retry later")]
     Unavailable(#[source] anyhow::Error),
     #[error("an unexpected error occurred")]
@@ -81,6 +87,10 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<std::collections::HashMap<String, Vec<String>>>)]
     pub errors: Option<FieldErrors>,
+    /// On 412 `version_mismatch`: the object's version now (its `ETag`
+    /// header says the same).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<i64>,
 }
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -111,6 +121,8 @@ impl ApiError {
             | ReservationKeyConflict(_)
             | ExternalRefConflict(_)
             | ReservationExpired => StatusCode::CONFLICT,
+            PreconditionRequired(_) => StatusCode::PRECONDITION_REQUIRED,
+            VersionMismatch(..) => StatusCode::PRECONDITION_FAILED,
             Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -136,6 +148,8 @@ impl ApiError {
             ReservationKeyConflict(_) => "reservation_key_conflict",
             ExternalRefConflict(_) => "external_ref_conflict",
             ReservationExpired => "reservation_expired",
+            PreconditionRequired(_) => "precondition_required",
+            VersionMismatch(..) => "version_mismatch",
             Unavailable(_) => "unavailable",
             Internal(_) => "internal_error",
         }
@@ -162,6 +176,10 @@ impl ApiError {
                 ApiError::Validation(errors) => Some(errors.clone()),
                 _ => None,
             },
+            current_version: match self {
+                ApiError::VersionMismatch(_, current) => Some(*current),
+                _ => None,
+            },
         }
     }
 
@@ -183,6 +201,11 @@ impl IntoResponse for ApiError {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if let Some(secs) = self.retry_after() {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static(secs));
+        }
+        if let ApiError::VersionMismatch(_, current) = &self
+            && let Ok(etag) = HeaderValue::try_from(contracts::etag(*current))
+        {
+            headers.insert(header::ETAG, etag);
         }
         response
     }
@@ -234,8 +257,9 @@ impl From<ExecError> for ApiError {
 impl Rejection for ApiError {
     /// Only outcomes of execution are the key's outcome. Invalid input (also
     /// when found during execution, e.g. too many decimals for the wallet's
-    /// currency), key conflicts, auth failures and 5xx are not stored, so
-    /// the corrected or later retry runs afresh.
+    /// currency), failed preconditions (a stale If-Match: the retry with
+    /// the fresh ETag may keep its key), key conflicts, auth failures and
+    /// 5xx are not stored, so the corrected or later retry runs afresh.
     fn recorded(&self) -> Option<Stored> {
         use ApiError::*;
         match self {
@@ -320,6 +344,22 @@ impl From<InvoiceError> for ApiError {
             InvoiceError::ExternalRefConflict { .. } => ApiError::ExternalRefConflict(e.to_string()),
             InvoiceError::CurrencyMismatch { .. } => ApiError::CurrencyMismatch(e.to_string()),
             InvoiceError::Wallet(e) => e.into(),
+        }
+    }
+}
+
+impl From<ContractError> for ApiError {
+    fn from(e: ContractError) -> Self {
+        match e {
+            ContractError::NotFound => ApiError::NotFound,
+            ContractError::VersionMismatch { current, .. } => {
+                ApiError::VersionMismatch(e.to_string(), current)
+            }
+            ContractError::InvalidState(_) => ApiError::InvalidState(e.to_string()),
+            ContractError::Invalid(field, message) => ApiError::validation(field, message),
+            ContractError::Busy => ApiError::Unavailable(e.into()),
+            ContractError::Invoice(e) => e.into(),
+            ContractError::Wallet(e) => e.into(),
         }
     }
 }

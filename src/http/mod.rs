@@ -6,6 +6,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod idempotency;
+pub mod precondition;
 pub mod request_id;
 
 use std::{sync::Arc, time::Duration};

@@ -108,7 +108,7 @@ macro_rules! query_claiming {
 }
 pub(crate) use query_claiming;
 
-/// What a completing statement binds as `$1`–`$13`: the outcome stored
+/// What a completing statement binds as `$1`–`$14`: the outcome stored
 /// under the key and its audit entry, each optional.
 #[derive(Debug, Clone, Copy)]
 pub struct Completion<'a> {
@@ -125,6 +125,7 @@ pub struct Completion<'a> {
     pub entity: Option<&'static str>,
     pub entity_id: Option<Uuid>,
     pub request_id: Option<&'a str>,
+    pub audit_detail: Option<&'a serde_json::Value>,
 }
 
 impl<'a> Completion<'a> {
@@ -132,7 +133,7 @@ impl<'a> Completion<'a> {
         shop_id: Uuid,
         key: &'a str,
         response: Option<&'a Stored>,
-        audit: Option<&crate::audit::Entry<'a>>,
+        audit: Option<&'a crate::audit::Entry<'a>>,
     ) -> Self {
         Completion {
             shop_id,
@@ -148,6 +149,7 @@ impl<'a> Completion<'a> {
             entity: audit.map(|a| a.entity),
             entity_id: audit.map(|a| a.entity_id),
             request_id: audit.map(|a| a.request_id),
+            audit_detail: audit.and_then(|a| a.detail.as_ref()),
         }
     }
 
@@ -161,7 +163,7 @@ impl<'a> Completion<'a> {
 /// `sqlx::query!` for a statement that also stores the outcome under the
 /// claimed key and writes the audit row, so a change, its record and its
 /// audit entry are one round trip. The statement's SQL continues the
-/// `WITH` list or ends it; `$1` is the shop id, its own parameters start at `$14`.
+/// `WITH` list or ends it; `$1` is the shop id, its own parameters start at `$15`.
 macro_rules! query_completing {
     ($done:expr, $sql:literal $(, $args:expr)* $(,)?) => {{
         let done: $crate::idempotency::Completion<'_> = $done;
@@ -172,8 +174,9 @@ macro_rules! query_completing {
                         response_etag = $6, response_body = $7 \
                   WHERE shop_id = $1 AND key = $2 AND $3::smallint IS NOT NULL), \
              audited AS (\
-                 INSERT INTO audit_log (shop_id, id, api_key_id, action, entity, entity_id, request_id) \
-                 SELECT $1, $8, $9, $10, $11, $12, $13 WHERE $8::uuid IS NOT NULL) "
+                 INSERT INTO audit_log \
+                     (shop_id, id, api_key_id, action, entity, entity_id, request_id, detail) \
+                 SELECT $1, $8, $9, $10, $11, $12, $13, $14 WHERE $8::uuid IS NOT NULL) "
                 + $sql,
             done.shop_id,
             done.key,
@@ -187,7 +190,8 @@ macro_rules! query_completing {
             done.action,
             done.entity,
             done.entity_id,
-            done.request_id
+            done.request_id,
+            done.audit_detail
             $(, $args)*
         )
     }};

@@ -19,7 +19,9 @@ impl Command for Create {
     type Output = Invoice;
     type Error = InvoiceError;
     async fn run(self, unit: &mut Unit<'_>) -> Result<Run<Invoice>, InvoiceError> {
-        super::create(unit.conn(), self.0, self.1).await.map(Run::New)
+        super::create(unit.conn(), self.0, Uuid::now_v7(), self.1)
+            .await
+            .map(Run::New)
     }
 }
 

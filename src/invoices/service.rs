@@ -116,14 +116,16 @@ async fn write_lines(
     Ok(())
 }
 
+/// A draft with the given id (the caller may have named it already, as a
+/// contract's approval does).
 pub async fn create(
     conn: &mut PgConnection,
     tenant: Tenant,
+    id: Uuid,
     req: CreateInvoice,
 ) -> Result<Invoice, InvoiceError> {
     let currency = Currency::parse(&req.currency).map_err(|e| invalid("currency", e.to_string()))?;
     let priced = price(&req.lines, currency)?;
-    let id = Uuid::now_v7();
     sqlx::query!(
         "INSERT INTO invoices
              (shop_id, id, customer_ref, currency, due_date, memo, metadata, subtotal, total,

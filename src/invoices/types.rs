@@ -76,7 +76,8 @@ pub struct UpdateInvoice {
     pub lines: Option<Vec<LineInput>>,
 }
 
-/// Finalize and void take no fields; an empty body is fine.
+/// For actions that take no fields (finalize, void, submit, cancel); an
+/// empty body is fine.
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoFields {}

@@ -275,15 +275,16 @@ impl Settling {
             entity: "reservation",
             entity_id: self.row.id,
             request_id,
+            detail: None,
         });
         query_completing!(
             Completion::new(tenant.shop_id, "", None, entry.as_ref()),
             ", w AS (
-                 UPDATE wallets SET reserved = reserved - $15, version = version + 1, updated_at = $17
-                  WHERE shop_id = $1 AND id = $16
+                 UPDATE wallets SET reserved = reserved - $16, version = version + 1, updated_at = $18
+                  WHERE shop_id = $1 AND id = $17
              )
-             UPDATE credit_reservations SET status = $18, settled_at = $17
-              WHERE shop_id = $1 AND id = $14",
+             UPDATE credit_reservations SET status = $19, settled_at = $18
+              WHERE shop_id = $1 AND id = $15",
             self.row.id,
             self.row.amount,
             self.row.wallet_id,

@@ -326,26 +326,26 @@ async fn apply(
         done,
         ", jt AS (
              INSERT INTO journal_transactions (shop_id, id, kind, created_at)
-             SELECT $14, $25, $26, $32 WHERE cardinality($28::smallint[]) > 0
+             SELECT $15, $26, $27, $33 WHERE cardinality($29::smallint[]) > 0
          ),
          je AS (
              INSERT INTO journal_entries
                  (shop_id, journal_transaction_id, line, account, wallet_id, currency, amount)
-             SELECT $14, $25, e.line, e.account, e.wallet_id, $27, e.amount
-               FROM UNNEST($28::smallint[], $29::text[], $30::uuid[], $31::numeric[])
+             SELECT $15, $26, e.line, e.account, e.wallet_id, $28, e.amount
+               FROM UNNEST($29::smallint[], $30::text[], $31::uuid[], $32::numeric[])
                     AS e(line, account, wallet_id, amount)
          ),
          w AS (
-             UPDATE wallets SET balance = balance + $16, reserved = reserved - $33,
-                                version = version + 1, updated_at = $32
-              WHERE shop_id = $14 AND id = $15
+             UPDATE wallets SET balance = balance + $17, reserved = reserved - $34,
+                                version = version + 1, updated_at = $33
+              WHERE shop_id = $15 AND id = $16
              RETURNING balance, version
          )
          INSERT INTO wallet_transactions
              (shop_id, id, wallet_id, wallet_version, type, category, amount, balance_after,
               description, metadata, idempotency_key, transfer_id, journal_transaction_id,
               created_at)
-         SELECT $14, $17, $15, w.version, $18, $19, $20, w.balance, $21, $22, $23, $24, $25, $32
+         SELECT $15, $18, $16, w.version, $19, $20, $21, w.balance, $22, $23, $24, $25, $26, $33
            FROM w
          RETURNING balance_after",
         tenant.shop_id,

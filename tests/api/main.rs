@@ -2,6 +2,7 @@
 //! `#[sqlx::test]`), real HTTP through a bound port. One binary, one build.
 
 mod concurrency;
+mod contracts;
 mod executor;
 mod foundation;
 mod helpers;

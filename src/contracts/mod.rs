@@ -1,0 +1,43 @@
+//! Billing contracts: drafted, submitted, then approved or rejected by a
+//! reviewer, or cancelled. Optimistic concurrency: every change is one
+//! conditional UPDATE naming the status and the version (`If-Match`) it
+//! expects, so of two reviewers acting at once exactly one wins, with no
+//! lock held between a read and a write. Approving a one-time contract
+//! issues its invoice in the same transaction.
+
+pub mod commands;
+pub mod routes;
+mod service;
+mod types;
+
+pub use service::*;
+pub use types::*;
+
+use crate::{invoices::InvoiceError, wallets::WalletError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContractError {
+    #[error("contract not found")]
+    NotFound,
+    /// `If-Match` named another version than the contract's.
+    #[error("the contract is at version {current}; If-Match named {expected}")]
+    VersionMismatch { current: i64, expected: i64 },
+    #[error("the contract is {0}")]
+    InvalidState(&'static str),
+    #[error("{0}: {1}")]
+    Invalid(&'static str, String),
+    /// The change kept missing a row that matched when looked at (its
+    /// competitors rolled back each time): worth retrying.
+    #[error("the contract kept changing; retry")]
+    Busy,
+    #[error(transparent)]
+    Invoice(#[from] InvoiceError),
+    #[error(transparent)]
+    Wallet(#[from] WalletError),
+}
+
+impl From<sqlx::Error> for ContractError {
+    fn from(e: sqlx::Error) -> Self {
+        ContractError::Wallet(e.into())
+    }
+}

@@ -1,0 +1,401 @@
+//! Contract use cases and their SQL. A change is one conditional statement,
+//! `UPDATE … WHERE status = <expected> AND version = <If-Match> RETURNING`;
+//! only when it matches no row is the contract looked at, once, to say why.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde_json::Value;
+use sqlx::{PgConnection, types::Json};
+use uuid::Uuid;
+
+use super::{BillingInterval, Contract, ContractError, ContractStatus, CreateContract, UpdateContract};
+use crate::{
+    invoices::{self, CreateInvoice, LineInput},
+    metadata::{self, Metadata},
+    money::Currency,
+    pagination::{Page, PageParams},
+    tenants::Tenant,
+    wallets,
+};
+
+/// How often a change is tried again when its row matched on a second look
+/// (the competitor that had changed it rolled back).
+const ATTEMPTS: usize = 3;
+
+struct ContractRow {
+    id: Uuid,
+    customer_ref: String,
+    title: String,
+    currency: String,
+    amount: rust_decimal::Decimal,
+    billing_interval: String,
+    starts_on: NaiveDate,
+    terms: Option<String>,
+    metadata: Value,
+    status: String,
+    version: i64,
+    approval_note: Option<String>,
+    rejection_reason: Option<String>,
+    invoice_id: Option<Uuid>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    submitted_at: Option<DateTime<Utc>>,
+    approved_at: Option<DateTime<Utc>>,
+    rejected_at: Option<DateTime<Utc>>,
+    cancelled_at: Option<DateTime<Utc>>,
+}
+
+fn data_error(what: String) -> ContractError {
+    sqlx::Error::Protocol(what).into()
+}
+
+fn status_of(s: &str) -> Result<ContractStatus, ContractError> {
+    ContractStatus::parse(s).ok_or_else(|| data_error(format!("unknown contract status {s}")))
+}
+
+impl ContractRow {
+    fn view(self) -> Result<Contract, ContractError> {
+        let currency = wallets::currency_of(&self.currency)?;
+        Ok(Contract {
+            id: self.id,
+            customer_ref: self.customer_ref,
+            title: self.title,
+            currency: currency.code().to_owned(),
+            amount: wallets::text(currency, self.amount)?,
+            billing_interval: BillingInterval::parse(&self.billing_interval)
+                .ok_or_else(|| data_error(format!("unknown interval {}", self.billing_interval)))?,
+            starts_on: self.starts_on,
+            terms: self.terms,
+            metadata: metadata::from_json(self.metadata)?,
+            status: status_of(&self.status)?,
+            version: self.version,
+            approval_note: self.approval_note,
+            rejection_reason: self.rejection_reason,
+            invoice_id: self.invoice_id,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            submitted_at: self.submitted_at,
+            approved_at: self.approved_at,
+            rejected_at: self.rejected_at,
+            cancelled_at: self.cancelled_at,
+        })
+    }
+}
+
+pub async fn create(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    req: CreateContract,
+) -> Result<Contract, ContractError> {
+    let currency =
+        Currency::parse(&req.currency).map_err(|e| ContractError::Invalid("currency", e.to_string()))?;
+    let amount = wallets::parse_amount("amount", &req.amount, currency)?;
+    sqlx::query_as!(
+        ContractRow,
+        "INSERT INTO contracts
+             (shop_id, id, customer_ref, title, currency, amount, billing_interval, starts_on,
+              terms, metadata, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now(), now())
+         RETURNING id, customer_ref, title, currency, amount, billing_interval, starts_on, terms,
+                   metadata, status, version, approval_note, rejection_reason, invoice_id,
+                   created_at, updated_at, submitted_at, approved_at, rejected_at, cancelled_at",
+        tenant.shop_id,
+        Uuid::now_v7(),
+        req.customer_ref,
+        req.title,
+        currency.code(),
+        amount,
+        req.billing_interval.as_str(),
+        req.starts_on,
+        req.terms.filter(|t| !t.is_empty()),
+        Json(req.metadata.unwrap_or_default()) as _,
+    )
+    .fetch_one(conn)
+    .await?
+    .view()
+}
+
+/// Why a conditional change matched no row, looked at once: `Ok` when it
+/// matches now (the change that had moved it rolled back) and is worth
+/// another try.
+async fn explain(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    id: Uuid,
+    expected: Option<i64>,
+    from: &[ContractStatus],
+) -> Result<(), ContractError> {
+    let r = sqlx::query!(
+        "SELECT status, version FROM contracts WHERE shop_id = $1 AND id = $2",
+        tenant.shop_id,
+        id
+    )
+    .fetch_optional(conn)
+    .await?
+    .ok_or(ContractError::NotFound)?;
+    if let Some(expected) = expected
+        && expected != r.version
+    {
+        return Err(ContractError::VersionMismatch {
+            current: r.version,
+            expected,
+        });
+    }
+    let status = status_of(&r.status)?;
+    if !from.contains(&status) {
+        return Err(ContractError::InvalidState(status.as_str()));
+    }
+    Ok(())
+}
+
+/// Replaces what the request names on a draft at version `expected`.
+pub async fn update(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    id: Uuid,
+    expected: i64,
+    req: UpdateContract,
+) -> Result<Contract, ContractError> {
+    let (currency, amount) = money_change(conn, tenant, id, expected, &req).await?;
+    for _ in 0..ATTEMPTS {
+        let row = sqlx::query_as!(
+            ContractRow,
+            "UPDATE contracts
+                SET customer_ref = COALESCE($4, customer_ref), title = COALESCE($5, title),
+                    currency = COALESCE($6, currency), amount = COALESCE($7, amount),
+                    billing_interval = COALESCE($8, billing_interval),
+                    starts_on = COALESCE($9, starts_on),
+                    terms = CASE WHEN $10::text IS NULL THEN terms ELSE NULLIF($10, '') END,
+                    metadata = COALESCE($11, metadata),
+                    version = version + 1, updated_at = now()
+              WHERE shop_id = $1 AND id = $2 AND status = 'draft' AND version = $3
+             RETURNING id, customer_ref, title, currency, amount, billing_interval, starts_on, terms,
+                       metadata, status, version, approval_note, rejection_reason, invoice_id,
+                       created_at, updated_at, submitted_at, approved_at, rejected_at, cancelled_at",
+            tenant.shop_id,
+            id,
+            expected,
+            req.customer_ref,
+            req.title,
+            currency.map(|c| c.code()),
+            amount,
+            req.billing_interval.map(BillingInterval::as_str),
+            req.starts_on,
+            req.terms,
+            req.metadata.as_ref().map(Json) as _,
+        )
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(row) = row {
+            return row.view();
+        }
+        explain(conn, tenant, id, Some(expected), &[ContractStatus::Draft]).await?;
+    }
+    Err(ContractError::Busy)
+}
+
+/// A new currency or amount is checked against the other one as they will
+/// stand. The read only validates: the conditional UPDATE still requires
+/// version `expected`, at which these values are the ones read.
+async fn money_change(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    id: Uuid,
+    expected: i64,
+    req: &UpdateContract,
+) -> Result<(Option<Currency>, Option<rust_decimal::Decimal>), ContractError> {
+    if req.currency.is_none() && req.amount.is_none() {
+        return Ok((None, None));
+    }
+    let current = sqlx::query!(
+        "SELECT currency, amount, version FROM contracts WHERE shop_id = $1 AND id = $2",
+        tenant.shop_id,
+        id
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(ContractError::NotFound)?;
+    if current.version != expected {
+        return Err(ContractError::VersionMismatch {
+            current: current.version,
+            expected,
+        });
+    }
+    let currency = match &req.currency {
+        Some(code) => Currency::parse(code).map_err(|e| ContractError::Invalid("currency", e.to_string()))?,
+        None => wallets::currency_of(&current.currency)?,
+    };
+    let amount = match &req.amount {
+        Some(raw) => wallets::parse_amount("amount", raw, currency)?,
+        None => {
+            currency.format(current.amount).map_err(|_| {
+                ContractError::Invalid(
+                    "currency",
+                    format!(
+                        "the amount {} has more decimals than {} allows; send a new amount with it",
+                        current.amount.normalize(),
+                        currency.code()
+                    ),
+                )
+            })?;
+            current.amount
+        }
+    };
+    Ok((Some(currency), Some(amount)))
+}
+
+/// A status change: what it moves from, and what it records.
+pub struct Transition<'a> {
+    pub to: ContractStatus,
+    pub from: &'a [ContractStatus],
+    pub note: Option<&'a str>,
+    pub reason: Option<&'a str>,
+}
+
+impl Transition<'_> {
+    pub const SUBMIT: Transition<'static> = Transition {
+        to: ContractStatus::PendingApproval,
+        from: &[ContractStatus::Draft],
+        note: None,
+        reason: None,
+    };
+    pub const CANCEL: Transition<'static> = Transition {
+        to: ContractStatus::Cancelled,
+        from: &[ContractStatus::Draft, ContractStatus::Approved],
+        note: None,
+        reason: None,
+    };
+}
+
+/// Moves the contract from one of `t.from` at version `expected` (any
+/// version when `None`) to `t.to`, in one statement. Approving a one-time
+/// contract names its invoice in that statement and issues it (created and
+/// finalized) right after, in the same transaction: if that fails, the
+/// approval does not happen.
+pub async fn transition(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    id: Uuid,
+    expected: Option<i64>,
+    t: Transition<'_>,
+) -> Result<Contract, ContractError> {
+    let from: Vec<&str> = t.from.iter().map(|s| s.as_str()).collect();
+    for _ in 0..ATTEMPTS {
+        let row = sqlx::query_as!(
+            ContractRow,
+            "UPDATE contracts
+                SET status = $5, version = version + 1, updated_at = now(),
+                    submitted_at = CASE WHEN $5 = 'pending_approval' THEN now() ELSE submitted_at END,
+                    approved_at = CASE WHEN $5 = 'approved' THEN now() ELSE approved_at END,
+                    approval_note = CASE WHEN $5 = 'approved' THEN $6 ELSE approval_note END,
+                    rejected_at = CASE WHEN $5 = 'rejected' THEN now() ELSE rejected_at END,
+                    rejection_reason = CASE WHEN $5 = 'rejected' THEN $7 ELSE rejection_reason END,
+                    cancelled_at = CASE WHEN $5 = 'cancelled' THEN now() ELSE cancelled_at END,
+                    invoice_id = CASE WHEN $5 = 'approved' AND billing_interval = 'one_time'
+                                      THEN $8 ELSE invoice_id END
+              WHERE shop_id = $1 AND id = $2 AND status = ANY($3::text[])
+                AND ($4::bigint IS NULL OR version = $4)
+             RETURNING id, customer_ref, title, currency, amount, billing_interval, starts_on, terms,
+                       metadata, status, version, approval_note, rejection_reason, invoice_id,
+                       created_at, updated_at, submitted_at, approved_at, rejected_at, cancelled_at",
+            tenant.shop_id,
+            id,
+            &from as &[&str],
+            expected,
+            t.to.as_str(),
+            t.note,
+            t.reason,
+            Uuid::now_v7(),
+        )
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(row) = row {
+            let contract = row.view()?;
+            if t.to == ContractStatus::Approved
+                && let Some(invoice_id) = contract.invoice_id
+            {
+                issue_invoice(conn, tenant, invoice_id, &contract).await?;
+            }
+            return Ok(contract);
+        }
+        explain(conn, tenant, id, expected, t.from).await?;
+    }
+    Err(ContractError::Busy)
+}
+
+/// The one-time contract's invoice: one line of its amount, finalized (its
+/// number taken, receivables → revenue posted).
+async fn issue_invoice(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    invoice_id: Uuid,
+    contract: &Contract,
+) -> Result<(), ContractError> {
+    let request = CreateInvoice {
+        customer_ref: contract.customer_ref.clone(),
+        currency: contract.currency.clone(),
+        due_date: None,
+        memo: None,
+        metadata: Some(Metadata(
+            [("contract_id".to_owned(), contract.id.to_string())].into(),
+        )),
+        lines: vec![LineInput {
+            description: contract.title.clone(),
+            quantity: "1".into(),
+            unit_amount: contract.amount.clone(),
+        }],
+    };
+    invoices::create(conn, tenant, invoice_id, request).await?;
+    invoices::finalize(conn, tenant, invoice_id).await?;
+    Ok(())
+}
+
+pub async fn get(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> Result<Contract, ContractError> {
+    sqlx::query_as!(
+        ContractRow,
+        "SELECT id, customer_ref, title, currency, amount, billing_interval, starts_on, terms,
+                metadata, status, version, approval_note, rejection_reason, invoice_id,
+                created_at, updated_at, submitted_at, approved_at, rejected_at, cancelled_at
+           FROM contracts WHERE shop_id = $1 AND id = $2",
+        tenant.shop_id,
+        id
+    )
+    .fetch_optional(conn)
+    .await?
+    .ok_or(ContractError::NotFound)?
+    .view()
+}
+
+/// Newest first.
+pub async fn list(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    status: Option<ContractStatus>,
+    customer_ref: Option<&str>,
+    page: &PageParams,
+) -> Result<Page<Contract>, ContractError> {
+    let rows = sqlx::query_as!(
+        ContractRow,
+        "SELECT id, customer_ref, title, currency, amount, billing_interval, starts_on, terms,
+                metadata, status, version, approval_note, rejection_reason, invoice_id,
+                created_at, updated_at, submitted_at, approved_at, rejected_at, cancelled_at
+           FROM contracts
+          WHERE shop_id = $1
+            AND ($2::text IS NULL OR status = $2)
+            AND ($3::text IS NULL OR customer_ref = $3)
+            AND ($4::uuid IS NULL OR id < $4)
+          ORDER BY id DESC
+          LIMIT $5",
+        tenant.shop_id,
+        status.map(ContractStatus::as_str),
+        customer_ref,
+        page.starting_after,
+        page.limit() + 1
+    )
+    .fetch_all(conn)
+    .await?;
+    let contracts = rows
+        .into_iter()
+        .map(ContractRow::view)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Page::from_rows(contracts, page.limit()))
+}

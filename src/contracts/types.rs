@@ -1,0 +1,207 @@
+//! Contract requests (validated DTOs) and the contract object.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+use validator::Validate;
+
+use crate::{executor::Outcome, metadata::Metadata, wallets::amount_syntax};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BillingInterval {
+    /// Approval issues one finalized invoice for `amount`.
+    OneTime,
+    Monthly,
+    Yearly,
+}
+
+impl BillingInterval {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BillingInterval::OneTime => "one_time",
+            BillingInterval::Monthly => "monthly",
+            BillingInterval::Yearly => "yearly",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "one_time" => BillingInterval::OneTime,
+            "monthly" => BillingInterval::Monthly,
+            "yearly" => BillingInterval::Yearly,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ContractStatus {
+    Draft,
+    PendingApproval,
+    Approved,
+    Rejected,
+    Cancelled,
+}
+
+impl ContractStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContractStatus::Draft => "draft",
+            ContractStatus::PendingApproval => "pending_approval",
+            ContractStatus::Approved => "approved",
+            ContractStatus::Rejected => "rejected",
+            ContractStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "draft" => ContractStatus::Draft,
+            "pending_approval" => ContractStatus::PendingApproval,
+            "approved" => ContractStatus::Approved,
+            "rejected" => ContractStatus::Rejected,
+            "cancelled" => ContractStatus::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateContract {
+    #[validate(length(min = 1, max = 255, message = "must be 1 to 255 characters"))]
+    #[schema(min_length = 1, max_length = 255)]
+    pub customer_ref: String,
+    #[validate(length(min = 1, max = 200, message = "must be 1 to 200 characters"))]
+    #[schema(min_length = 1, max_length = 200)]
+    pub title: String,
+    #[validate(custom(function = "crate::wallets::currency_code"))]
+    #[schema(example = "USD")]
+    pub currency: String,
+    /// Positive, at most the currency's decimals; per period for a
+    /// recurring contract.
+    #[validate(custom(function = "amount_syntax"))]
+    #[schema(example = "1200.00", pattern = "^(0|[1-9][0-9]{0,14})(\\.[0-9]{1,18})?$")]
+    pub amount: String,
+    pub billing_interval: BillingInterval,
+    pub starts_on: NaiveDate,
+    #[validate(length(max = 10000, message = "must be at most 10000 characters"))]
+    #[schema(max_length = 10000)]
+    pub terms: Option<String>,
+    #[validate(custom(function = "crate::metadata::bounded"))]
+    pub metadata: Option<Metadata>,
+}
+
+/// Replaces what it names on a draft; `terms: ""` clears the terms.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateContract {
+    #[validate(length(min = 1, max = 255, message = "must be 1 to 255 characters"))]
+    #[schema(min_length = 1, max_length = 255)]
+    pub customer_ref: Option<String>,
+    #[validate(length(min = 1, max = 200, message = "must be 1 to 200 characters"))]
+    #[schema(min_length = 1, max_length = 200)]
+    pub title: Option<String>,
+    #[validate(custom(function = "crate::wallets::currency_code"))]
+    #[schema(example = "USD")]
+    pub currency: Option<String>,
+    #[validate(custom(function = "amount_syntax"))]
+    #[schema(example = "1200.00", pattern = "^(0|[1-9][0-9]{0,14})(\\.[0-9]{1,18})?$")]
+    pub amount: Option<String>,
+    pub billing_interval: Option<BillingInterval>,
+    pub starts_on: Option<NaiveDate>,
+    #[validate(length(max = 10000, message = "must be at most 10000 characters"))]
+    #[schema(max_length = 10000)]
+    pub terms: Option<String>,
+    #[validate(custom(function = "crate::metadata::bounded"))]
+    pub metadata: Option<Metadata>,
+}
+
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveContract {
+    #[validate(length(max = 1000, message = "must be at most 1000 characters"))]
+    #[schema(max_length = 1000)]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RejectContract {
+    #[validate(length(min = 1, max = 1000, message = "must be 1 to 1000 characters"))]
+    #[schema(min_length = 1, max_length = 1000)]
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Contract {
+    pub id: Uuid,
+    pub customer_ref: String,
+    pub title: String,
+    pub currency: String,
+    pub amount: String,
+    pub billing_interval: BillingInterval,
+    pub starts_on: NaiveDate,
+    pub terms: Option<String>,
+    pub metadata: Metadata,
+    pub status: ContractStatus,
+    /// Bumped by every change; the `ETag` is this number quoted (`"3"`),
+    /// and `If-Match` names it on the next change.
+    pub version: i64,
+    pub approval_note: Option<String>,
+    pub rejection_reason: Option<String>,
+    /// The invoice an approved one-time contract issued.
+    pub invoice_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub submitted_at: Option<DateTime<Utc>>,
+    pub approved_at: Option<DateTime<Utc>>,
+    pub rejected_at: Option<DateTime<Utc>>,
+    pub cancelled_at: Option<DateTime<Utc>>,
+}
+
+/// A version as an entity tag: strong, quoted.
+pub fn etag(version: i64) -> String {
+    format!("\"{version}\"")
+}
+
+impl Outcome for Contract {
+    const ENTITY: &'static str = "contract";
+    fn entity_id(&self) -> Uuid {
+        self.id
+    }
+    fn location(&self) -> Option<String> {
+        Some(format!("/v1/contracts/{}", self.id))
+    }
+    fn etag(&self) -> Option<String> {
+        Some(etag(self.version))
+    }
+    /// Every change bumps the version by one: the row names the version it
+    /// moved from (none for a new draft) and where it ended.
+    fn audit_detail(&self) -> Option<serde_json::Value> {
+        Some(json!({
+            "from_version": (self.version > 1).then_some(self.version - 1),
+            "version": self.version,
+            "status": self.status,
+            "invoice_id": self.invoice_id,
+        }))
+    }
+}
+
+#[derive(Debug, Deserialize, Validate, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ContractListParams {
+    pub status: Option<ContractStatus>,
+    /// Only contracts of this customer.
+    pub customer_ref: Option<String>,
+    /// Page size, 1–100.
+    #[validate(range(min = 1, max = 100, message = "must be between 1 and 100"))]
+    #[param(minimum = 1, maximum = 100, default = 20)]
+    pub limit: Option<i64>,
+    /// Id of the last contract of the previous page.
+    pub starting_after: Option<Uuid>,
+}
