@@ -18,6 +18,15 @@ import uuid
 from typing import Any
 
 from billing_ledger_client import AuthenticatedClient
+from billing_ledger_client.api.contracts import (
+    approve_contract,
+    create_contract,
+    get_contract,
+    list_contracts,
+    reject_contract,
+    submit_contract,
+    update_contract,
+)
 from billing_ledger_client.api.invoices import (
     create_invoice,
     finalize_invoice,
@@ -43,6 +52,14 @@ from billing_ledger_client.api.wallets import (
     list_wallets,
 )
 from billing_ledger_client.models import (
+    ApproveContract,
+    BillingInterval,
+    Contract,
+    ContractStatus,
+    CreateContract,
+    PageContract,
+    RejectContract,
+    UpdateContract,
     CaptureReservation,
     CreateInvoice,
     Invoice,
@@ -335,6 +352,60 @@ def main() -> int:
         page = expect(list_invoices.sync_detailed(client=client, customer_ref=ref_a, status=InvoiceStatus.PAID),
                       200, PageInvoice, "listInvoices")
         check([x.id for x in page.data] == [inv.id], "listInvoices finds it", [x.id for x in page.data])
+
+        print("contract: draft, edit and submit with ETags; a stale approval 412; approve issues the invoice")
+        resp = create_contract.sync_detailed(
+            client=client, idempotency_key=key(),
+            body=CreateContract.from_dict({"customer_ref": ref_a, "title": "Onboarding", "currency": "USD",
+                                           "amount": "250.00", "billing_interval": "one_time",
+                                           "starts_on": "2026-12-01"}),
+        )
+        c = expect(resp, 201, Contract, "createContract")
+        check(header(resp, "etag") == '"1"' and c.status == ContractStatus.DRAFT, "draft at ETag \"1\"",
+              header(resp, "etag"))
+        resp = get_contract.sync_detailed(c.id, client=client, if_none_match='"1"')
+        check(resp.status_code == 304 and header(resp, "etag") == '"1"', "getContract If-None-Match: 304",
+              int(resp.status_code))
+        resp = update_contract.sync_detailed(c.id, client=client, if_match='"1"', idempotency_key=key(),
+                                             body=UpdateContract(amount="300.00"))
+        c = expect(resp, 200, Contract, "updateContract")
+        resp = submit_contract.sync_detailed(c.id, client=client, if_match=header(resp, "etag"),
+                                             idempotency_key=key(), body=NoFields())
+        c = expect(resp, 200, Contract, "submitContract")
+        etag = header(resp, "etag")
+        check(etag == '"3"' and c.status == ContractStatus.PENDING_APPROVAL, "pending at ETag \"3\"", etag)
+        resp = approve_contract.sync_detailed(c.id, client=client, if_match='"2"', idempotency_key=key(),
+                                              body=ApproveContract())
+        p = expect(resp, 412, Problem, "approveContract with a stale ETag")
+        check(p.code == "version_mismatch" and p.current_version == 3,
+              "412 version_mismatch names version 3", p.to_dict())
+        approval = key()
+        resp = approve_contract.sync_detailed(c.id, client=client, if_match=etag, idempotency_key=approval,
+                                              body=ApproveContract(note="ok"))
+        c = expect(resp, 200, Contract, "approveContract")
+        again = approve_contract.sync_detailed(c.id, client=client, if_match=etag, idempotency_key=approval,
+                                               body=ApproveContract(note="ok"))
+        check(again.status_code == 200 and header(again, "idempotent-replayed") == "true"
+              and header(again, "etag") == header(resp, "etag") == '"4"' and again.content == resp.content,
+              "a replayed approval repeats status, ETag and body", (int(again.status_code), header(again, "etag")))
+        inv = expect(get_invoice.sync_detailed(c.invoice_id, client=client), 200, Invoice, "the contract's invoice")
+        check((inv.status, inv.total, inv.customer_ref) == (InvoiceStatus.OPEN, "300.00", ref_a),
+              "approval issued an open invoice of 300.00", (inv.status, inv.total))
+        other = expect(create_contract.sync_detailed(
+            client=client, idempotency_key=key(),
+            body=CreateContract.from_dict({"customer_ref": ref_a, "title": "Retainer", "currency": "USD",
+                                           "amount": "99.00", "billing_interval": "monthly",
+                                           "starts_on": "2027-01-01"})), 201, Contract, "createContract monthly")
+        expect(submit_contract.sync_detailed(other.id, client=client, idempotency_key=key(), body=NoFields()),
+               200, Contract, "submitContract without If-Match")
+        other = expect(reject_contract.sync_detailed(other.id, client=client, if_match='"2"', idempotency_key=key(),
+                                                     body=RejectContract(reason="too early")),
+                       200, Contract, "rejectContract")
+        check(other.status == ContractStatus.REJECTED and other.invoice_id is None, "rejected, no invoice", other.status)
+        page = expect(list_contracts.sync_detailed(client=client, customer_ref=ref_a, status=ContractStatus.APPROVED),
+                      200, PageContract, "listContracts")
+        check([x.id for x in page.data] == [c.id], "listContracts finds the approved one", [x.id for x in page.data])
+        check(c.billing_interval == BillingInterval.ONE_TIME, "billing_interval one_time", c.billing_interval)
 
         missing = get_wallet.sync_detailed(uuid.uuid4(), client=client)
         check(isinstance(missing.parsed, Problem) and missing.status_code == 404 and missing.parsed.code == "not_found",

@@ -43,7 +43,19 @@ OPERATIONS = {
     ("post", "/v1/invoices/{id}/finalize"): "finalizeInvoice",
     ("post", "/v1/invoices/{id}/pay"): "payInvoice",
     ("post", "/v1/invoices/{id}/void"): "voidInvoice",
+    ("post", "/v1/contracts"): "createContract",
+    ("get", "/v1/contracts"): "listContracts",
+    ("get", "/v1/contracts/{id}"): "getContract",
+    ("patch", "/v1/contracts/{id}"): "updateContract",
+    ("post", "/v1/contracts/{id}/submit"): "submitContract",
+    ("post", "/v1/contracts/{id}/approve"): "approveContract",
+    ("post", "/v1/contracts/{id}/reject"): "rejectContract",
+    ("post", "/v1/contracts/{id}/cancel"): "cancelContract",
 }
+
+# Operations that change a versioned object: a required If-Match header,
+# and 412 / 428 answers documented.
+PRECONDITIONED = {"updateContract", "approveContract", "rejectContract", "cancelContract"}
 
 # (source operationId, status) -> operationIds its links must reach with `id`.
 LINKS = {
@@ -52,6 +64,8 @@ LINKS = {
     ("createReservation", "201"): {"getReservation", "captureReservation", "releaseReservation"},
     ("createInvoice", "201"): {"getInvoice", "updateInvoice", "finalizeInvoice", "voidInvoice"},
     ("finalizeInvoice", "200"): {"payInvoice"},
+    ("createContract", "201"): {"getContract", "updateContract", "submitContract", "cancelContract"},
+    ("submitContract", "200"): {"approveContract", "rejectContract"},
     ("debitWallet", "201"): {"getWallet"},
 }
 
@@ -78,6 +92,14 @@ def main(path: str) -> int:
         errors.append(f"{key[0].upper()} {key[1]}: not known to scripts/conformance/spec_contract.py (add it there)")
 
     by_id = {op.get("operationId"): op for op in seen.values()}
+    for op_id in sorted(PRECONDITIONED):
+        op = by_id.get(op_id) or {}
+        tags = [x for x in op.get("parameters", []) if x.get("in") == "header" and x.get("name") == "If-Match"]
+        if not tags or not tags[0].get("required"):
+            errors.append(f"{op_id}: no required If-Match header parameter")
+        for status in ("412", "428"):
+            if status not in (op.get("responses") or {}):
+                errors.append(f"{op_id}: {status} not documented")
     for (method, p), op in sorted(seen.items()):
         label = f"{method.upper()} {p}"
         if method == "post":

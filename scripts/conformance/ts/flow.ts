@@ -33,6 +33,15 @@ type Capture200 = CaptureResponses[200]["content"]["application/json"];
 const captureDocumented: [Capture409, Capture200] extends [Problem, Reservation] ? true : false = true;
 void captureDocumented;
 
+// An approval documents 412 (stale If-Match) and 428 (missing If-Match) as
+// Problems, and requires the If-Match header.
+type ApproveOp = paths["/v1/contracts/{id}/approve"]["post"];
+type Approve412 = ApproveOp["responses"][412]["content"]["application/problem+json"];
+type Approve428 = ApproveOp["responses"][428]["content"]["application/problem+json"];
+type ApproveIfMatch = ApproveOp["parameters"]["header"]["If-Match"];
+const approveDocumented: [Approve412, Approve428, ApproveIfMatch] extends [Problem, Problem, string] ? true : false = true;
+void approveDocumented;
+
 const baseUrl = mustEnv("CONFORMANCE_BASE_URL");
 const shopKey = mustEnv("CONFORMANCE_SHOP_KEY");
 const client = createClient<paths>({ baseUrl, headers: { Authorization: `Bearer ${shopKey}` } });
@@ -279,6 +288,38 @@ async function main(): Promise<void> {
   }
   check(lost === 1 && payment?.invoice.status === "paid" && payment?.payment.amount === "15.00", "paid 15.00 once", payment);
   check((await getBalance(wallet.id)) === "49.00", "the wallet paid 15.00 once (49.00)");
+
+  console.log("a contract approved by two reviewers at once with the same ETag: one wins, the other gets 412");
+  const drafted = await client.POST("/v1/contracts", {
+    params: { header: { "Idempotency-Key": crypto.randomUUID() } },
+    body: { customer_ref: `ts-flow-${run}`, title: "Pilot", currency: "USD", amount: "40.00", billing_interval: "one_time", starts_on: "2026-12-01" },
+  });
+  const contract = must(drafted.data, "createContract: 201 Contract", drafted.error);
+  const submitted = await client.POST("/v1/contracts/{id}/submit", {
+    params: { path: { id: contract.id }, header: { "Idempotency-Key": crypto.randomUUID(), "If-Match": drafted.response.headers.get("ETag") ?? "" } },
+    body: {},
+  });
+  const etag = submitted.response.headers.get("ETag") ?? "";
+  check(submitted.data?.status === "pending_approval" && etag === '"2"', "submitted at ETag \"2\"", etag);
+  const reviewers = await Promise.all(
+    [0, 1].map(() =>
+      client.POST("/v1/contracts/{id}/approve", {
+        params: { path: { id: contract.id }, header: { "Idempotency-Key": crypto.randomUUID(), "If-Match": etag } },
+        body: {},
+      }),
+    ),
+  );
+  const won = reviewers.filter((r) => r.response.status === 200);
+  const lostReview = reviewers.filter((r) => r.response.status === 412);
+  check(won.length === 1 && lostReview.length === 1, "one 200, one 412", reviewers.map((r) => r.response.status));
+  check(lostReview[0]?.error?.code === "version_mismatch" && lostReview[0]?.response.headers.get("ETag") === '"3"',
+    "the loser is told version_mismatch with the new ETag", lostReview[0]?.error);
+  const winner = won[0]?.data;
+  check(winner?.status === "approved" && typeof winner?.invoice_id === "string", "approved, naming its invoice", winner);
+  if (winner?.invoice_id) {
+    const issued = await client.GET("/v1/invoices/{id}", { params: { path: { id: winner.invoice_id } } });
+    check(issued.data?.status === "open" && issued.data?.total === "40.00", "its invoice is open for 40.00", issued.data);
+  }
 
   finish();
 }
