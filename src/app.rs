@@ -19,7 +19,7 @@ use crate::{
     openapi::ApiDoc,
     reservations, telemetry,
     tenants::{self, AuthCache},
-    wallets,
+    wallets, webhooks,
 };
 
 /// Every documented route; the OpenAPI document is derived from it.
@@ -29,10 +29,12 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(reservations::routes::router())
         .merge(invoices::routes::router())
         .merge(contracts::routes::router())
+        .merge(webhooks::routes::router())
         .merge(tenants::routes::router())
         .merge(idempotency::routes::router())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
+        .routes(routes!(health::health_full))
 }
 
 /// The whole HTTP application over `state`.
@@ -83,6 +85,8 @@ pub fn state(pool: PgPool, config: &ServeConfig, key_wait: Duration) -> AppState
             .map(|k| Sha256::digest(k.expose().as_bytes()).to_vec()),
         idempotency: config.idempotency.clone(),
         reservations: config.reservations.clone(),
+        webhooks: config.webhooks.clone(),
+        heartbeats: Arc::default(),
         metrics: telemetry::metrics_handle(),
     }
 }
@@ -128,19 +132,38 @@ impl Application {
             key_wait,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let cleanup = tokio::spawn(jobs::idempotency_cleanup_loop(
-            pool.clone(),
-            config.idempotency.cleanup_interval,
-            config.idempotency.cleanup_batch,
-            stop_rx.clone(),
-        ));
-        let expiry = tokio::spawn(jobs::reservation_expiry_loop(
-            pool.clone(),
-            config.reservations.expiry_interval,
-            config.reservations.expiry_batch,
-            stop_rx.clone(),
-        ));
-        let app = router(state(pool.clone(), &config, key_wait), config.request_timeout);
+        let state = state(pool.clone(), &config, key_wait);
+        let beats = &state.heartbeats;
+        let jobs = [
+            tokio::spawn(jobs::idempotency_cleanup_loop(
+                pool.clone(),
+                config.idempotency.cleanup_interval,
+                config.idempotency.cleanup_batch,
+                beats.clone(),
+                stop_rx.clone(),
+            )),
+            tokio::spawn(jobs::reservation_expiry_loop(
+                pool.clone(),
+                config.reservations.expiry_interval,
+                config.reservations.expiry_batch,
+                beats.clone(),
+                stop_rx.clone(),
+            )),
+            tokio::spawn(webhooks::worker::run(
+                pool.clone(),
+                state.executor.clone(),
+                config.webhooks.clone(),
+                beats.clone(),
+                stop_rx.clone(),
+            )),
+            tokio::spawn(webhooks::worker::retention_loop(
+                pool.clone(),
+                config.webhooks.clone(),
+                beats.clone(),
+                stop_rx.clone(),
+            )),
+        ];
+        let app = router(state, config.request_timeout);
         let mut server_stop = stop_rx.clone();
         let mut server = tokio::spawn(
             axum::serve(listener, app)
@@ -154,8 +177,9 @@ impl Application {
         tracing::info!(grace = ?config.shutdown_grace, "shutdown requested; finishing in-flight requests");
         let _ = stop_tx.send(true);
         let finished = tokio::time::timeout(config.shutdown_grace, &mut server).await;
-        let _ = cleanup.await;
-        let _ = expiry.await;
+        for job in jobs {
+            let _ = job.await;
+        }
         match finished {
             Ok(joined) => {
                 joined.context("server task failed")?.context("server failed")?;

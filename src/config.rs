@@ -157,6 +157,9 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub reservations: ReservationConfig,
+
+    #[command(flatten)]
+    pub webhooks: WebhookConfig,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -231,6 +234,68 @@ impl Default for ReservationConfig {
             max_expiry: Duration::from_secs(7 * 24 * 3600),
             expiry_interval: Duration::from_secs(30),
             expiry_batch: 500,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WebhookConfig {
+    /// How far a signature's timestamp may be from now (either way).
+    #[arg(long = "webhook-tolerance", env = "WEBHOOK_TOLERANCE", default_value = "5m", value_parser = parse_interval)]
+    pub tolerance: Duration,
+
+    /// How long a rotated signing secret keeps verifying.
+    #[arg(long = "webhook-secret-grace", env = "WEBHOOK_SECRET_GRACE", default_value = "24h", value_parser = parse_duration)]
+    pub secret_grace: Duration,
+
+    /// Attempts before an event is left dead (dead letter).
+    #[arg(long = "webhook-max-attempts", env = "WEBHOOK_MAX_ATTEMPTS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: u32,
+
+    /// Wait after the first failure; doubled after each further one, with
+    /// jitter (×0.5–1.5), up to WEBHOOK_BACKOFF_MAX.
+    #[arg(long = "webhook-backoff-base", env = "WEBHOOK_BACKOFF_BASE", default_value = "30s", value_parser = parse_duration)]
+    pub backoff_base: Duration,
+
+    #[arg(long = "webhook-backoff-max", env = "WEBHOOK_BACKOFF_MAX", default_value = "1h", value_parser = parse_duration)]
+    pub backoff_max: Duration,
+
+    /// The worker wakes on NOTIFY; this poll is the fallback (and finds
+    /// failed events coming due).
+    #[arg(long = "webhook-poll-interval", env = "WEBHOOK_POLL_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+
+    /// Events leased per worker round.
+    #[arg(long = "webhook-batch", env = "WEBHOOK_BATCH", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub batch: u32,
+
+    /// How long a leased event is left to its worker before another may
+    /// take it (a crashed worker's events come back after this).
+    #[arg(long = "webhook-lease", env = "WEBHOOK_LEASE", default_value = "2m", value_parser = parse_interval)]
+    pub lease: Duration,
+
+    /// Processed and ignored events older than this are deleted.
+    #[arg(long = "webhook-retention", env = "WEBHOOK_RETENTION", default_value = "30d", value_parser = parse_interval)]
+    pub retention: Duration,
+
+    /// How often retention runs (also once at start).
+    #[arg(long = "webhook-retention-interval", env = "WEBHOOK_RETENTION_INTERVAL", default_value = "1h", value_parser = parse_interval)]
+    pub retention_interval: Duration,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            tolerance: Duration::from_secs(300),
+            secret_grace: Duration::from_secs(24 * 3600),
+            max_attempts: 8,
+            backoff_base: Duration::from_secs(30),
+            backoff_max: Duration::from_secs(3600),
+            poll_interval: Duration::from_secs(5),
+            batch: 50,
+            lease: Duration::from_secs(120),
+            retention: Duration::from_secs(30 * 24 * 3600),
+            retention_interval: Duration::from_secs(3600),
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod reservations;
 pub mod telemetry;
 pub mod tenants;
 pub mod wallets;
+pub mod webhooks;
 
 /// The schema migrations, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();

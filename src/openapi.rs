@@ -25,7 +25,7 @@ use crate::http::error::Problem;
     info(title = "billing-ledger", description = "Prepaid credit wallets on a double-entry ledger, exactly once."),
     components(schemas(Problem)),
     modifiers(&Security),
-    tags((name = "wallets"), (name = "reservations"), (name = "invoices"), (name = "contracts"), (name = "admin"), (name = "operations"))
+    tags((name = "wallets"), (name = "reservations"), (name = "invoices"), (name = "contracts"), (name = "webhooks"), (name = "admin"), (name = "operations"))
 )]
 pub struct ApiDoc;
 
@@ -125,6 +125,33 @@ fn answers(path: &str, method: &HttpMethod, op: &Operation) -> Vec<(&'static str
     };
     let if_match = header("If-Match");
     let mut out = Vec::new();
+    if path.starts_with("/v1/webhooks/") {
+        // The receiver: signed, not keyed.
+        return vec![
+            (
+                "400",
+                "Malformed JSON or not an event (`bad_request`), or the signature's timestamp is \
+                 outside WEBHOOK_TOLERANCE (`timestamp_out_of_tolerance`)",
+            ),
+            (
+                "401",
+                "Webhook-Signature missing, malformed or matching no secret (`signature_invalid`)",
+            ),
+            (
+                "404",
+                "No such shop, or no secret for this provider (`not_found`)",
+            ),
+            ("413", "The body is larger than 256 KiB (`payload_too_large`)"),
+            (
+                "422",
+                "The event's `id` or `type` is invalid (`validation_failed`)",
+            ),
+            (
+                "503",
+                "The database is unavailable (`unavailable`): the provider should retry later",
+            ),
+        ];
+    }
     if mutation {
         out.push((
             "400",

@@ -20,6 +20,7 @@ use crate::{
     reservations::ReservationError,
     tenants::TenantError,
     wallets::WalletError,
+    webhooks::WebhookError,
 };
 
 /// Per-field messages of a 422 `validation_failed`.
@@ -63,6 +64,10 @@ pub enum ApiError {
     ReservationExpired,
     #[error("{0}")]
     PreconditionRequired(&'static str),
+    #[error("the Webhook-Signature header is missing, malformed or matches no secret of this provider")]
+    SignatureInvalid,
+    #[error("the signature's timestamp is too far from now; a replayed or delayed delivery is refused")]
+    TimestampOutOfTolerance,
     /// `If-Match` named a version the object is no longer (or never was) at.
     #[error("{0}")]
     VersionMismatch(String, i64),
@@ -107,11 +112,13 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         use ApiError::*;
         match self {
-            Unauthorized => StatusCode::UNAUTHORIZED,
+            Unauthorized | SignatureInvalid => StatusCode::UNAUTHORIZED,
             Forbidden => StatusCode::FORBIDDEN,
             NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            BadRequest(_) | IdempotencyKeyMissing | IdempotencyKeyInvalid(_) => StatusCode::BAD_REQUEST,
+            BadRequest(_) | IdempotencyKeyMissing | IdempotencyKeyInvalid(_) | TimestampOutOfTolerance => {
+                StatusCode::BAD_REQUEST
+            }
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Validation(_) | IdempotencyKeyReused | InsufficientFunds | CurrencyMismatch(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
@@ -149,6 +156,8 @@ impl ApiError {
             ExternalRefConflict(_) => "external_ref_conflict",
             ReservationExpired => "reservation_expired",
             PreconditionRequired(_) => "precondition_required",
+            SignatureInvalid => "signature_invalid",
+            TimestampOutOfTolerance => "timestamp_out_of_tolerance",
             VersionMismatch(..) => "version_mismatch",
             Unavailable(_) => "unavailable",
             Internal(_) => "internal_error",
@@ -360,6 +369,20 @@ impl From<ContractError> for ApiError {
             ContractError::Busy => ApiError::Unavailable(e.into()),
             ContractError::Invoice(e) => e.into(),
             ContractError::Wallet(e) => e.into(),
+        }
+    }
+}
+
+impl From<WebhookError> for ApiError {
+    fn from(e: WebhookError) -> Self {
+        match e {
+            WebhookError::NotFound => ApiError::NotFound,
+            WebhookError::InvalidState(_) => ApiError::InvalidState(e.to_string()),
+            WebhookError::Busy | WebhookError::Malformed(_) | WebhookError::Mismatch(_) => {
+                ApiError::Internal(anyhow::anyhow!("{e}"))
+            }
+            WebhookError::Invoice(e) => e.into(),
+            WebhookError::Wallet(e) => e.into(),
         }
     }
 }

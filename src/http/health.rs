@@ -65,3 +65,120 @@ pub async fn openapi_yaml() -> Response {
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/yaml"));
     response
 }
+
+#[derive(Serialize, ToSchema)]
+pub struct DatabaseHealth {
+    pub ok: bool,
+    /// Round trip of `SELECT 1` through the pool (bounded at 2 s).
+    pub latency_ms: Option<f64>,
+    pub error: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PoolHealth {
+    pub size: u32,
+    pub idle: usize,
+    pub max: u32,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MigrationHealth {
+    pub ok: bool,
+    pub applied: usize,
+    pub expected: usize,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct QueueHealth {
+    /// Webhook events due for an attempt.
+    pub depth: i64,
+    pub oldest_pending_age_seconds: Option<i64>,
+}
+
+/// `ok`; `degraded` when a migration is missing or a loop is stale; `down`
+/// when the database does not answer.
+#[derive(Serialize, ToSchema)]
+pub struct FullHealth {
+    pub status: &'static str,
+    pub database: DatabaseHealth,
+    pub pool: PoolHealth,
+    pub migrations: Option<MigrationHealth>,
+    pub loops: Vec<crate::jobs::LoopHealth>,
+    pub webhook_queue: Option<QueueHealth>,
+}
+
+const PROBE_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn probe<T>(f: impl std::future::Future<Output = Result<T, sqlx::Error>>) -> Result<T, String> {
+    match tokio::time::timeout(PROBE_LIMIT, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {PROBE_LIMIT:?}")),
+    }
+}
+
+/// Everything an operator checks first: the database and its latency, the
+/// pool, migrations, each background loop's last successful run and the
+/// webhook queue. 503 when the database is down or something is stuck.
+#[utoipa::path(get, path = "/health/full", tag = "operations", operation_id = "getFullHealth",
+    responses((status = 200, body = FullHealth),
+              (status = 503, description = "The database is down, a migration is missing or a loop is stale", body = FullHealth)))]
+pub async fn health_full(State(state): State<AppState>) -> Response {
+    let started = std::time::Instant::now();
+    let db = probe(sqlx::query("SELECT 1").execute(&state.pool)).await;
+    let database = DatabaseHealth {
+        ok: db.is_ok(),
+        latency_ms: db
+            .as_ref()
+            .ok()
+            .map(|_| started.elapsed().as_micros() as f64 / 1000.0),
+        error: db.err(),
+    };
+    let (mut migrations, mut webhook_queue) = (None, None);
+    if database.ok {
+        let applied: Result<Vec<i64>, String> = probe(
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success").fetch_all(&state.pool),
+        )
+        .await;
+        if let Ok(applied) = applied {
+            let expected: Vec<i64> = crate::MIGRATOR.iter().map(|m| m.version).collect();
+            migrations = Some(MigrationHealth {
+                ok: expected.iter().all(|v| applied.contains(v)),
+                applied: applied.len(),
+                expected: expected.len(),
+            });
+        }
+        if let Ok((depth, oldest)) = probe(crate::webhooks::queue(&state.pool)).await {
+            webhook_queue = Some(QueueHealth {
+                depth,
+                oldest_pending_age_seconds: oldest,
+            });
+        }
+    }
+    let loops = state.heartbeats.report(chrono::Utc::now());
+    let status = if !database.ok {
+        "down"
+    } else if !migrations.as_ref().is_some_and(|m| m.ok) || loops.iter().any(|l| !l.ok) {
+        "degraded"
+    } else {
+        "ok"
+    };
+    let report = FullHealth {
+        status,
+        pool: PoolHealth {
+            size: state.pool.size(),
+            idle: state.pool.num_idle(),
+            max: state.pool.options().get_max_connections(),
+        },
+        database,
+        migrations,
+        loops,
+        webhook_queue,
+    };
+    let code = if status == "ok" {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(report)).into_response()
+}

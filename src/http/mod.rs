@@ -16,8 +16,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 
 use crate::{
-    config::{IdempotencyConfig, ReservationConfig},
+    config::{IdempotencyConfig, ReservationConfig, WebhookConfig},
     executor::Executor,
+    jobs::Heartbeats,
     tenants::AuthCache,
 };
 pub use error::ApiError;
@@ -29,6 +30,9 @@ pub struct AppState {
     pub admin_key_hash: Option<Vec<u8>>,
     pub idempotency: IdempotencyConfig,
     pub reservations: ReservationConfig,
+    pub webhooks: WebhookConfig,
+    /// The background loops' last runs, for /health/full.
+    pub heartbeats: Arc<Heartbeats>,
     /// The only way a route reaches a mutating use case.
     pub executor: Executor,
     /// Keys authenticated in the last AUTH_CACHE_TTL (at most 2 s).

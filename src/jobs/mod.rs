@@ -8,11 +8,79 @@ use std::{
     time::Duration,
 };
 
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
 use crate::{idempotency, reservations};
+
+/// When each background loop of this instance last finished a run, for
+/// `/health/full`: a loop that has not run for `STALE_AFTER` of its
+/// intervals is stuck.
+#[derive(Debug, Default)]
+pub struct Heartbeats(Mutex<BTreeMap<&'static str, Beat>>);
+
+#[derive(Debug, Clone, Copy)]
+struct Beat {
+    interval: Duration,
+    registered: DateTime<Utc>,
+    last: Option<DateTime<Utc>>,
+}
+
+pub const STALE_AFTER: u32 = 3;
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct LoopHealth {
+    pub name: &'static str,
+    pub interval_seconds: u64,
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// It ran within STALE_AFTER (3) intervals (or started less long ago).
+    pub ok: bool,
+}
+
+impl Heartbeats {
+    fn beats(&self) -> MutexGuard<'_, BTreeMap<&'static str, Beat>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn register(&self, name: &'static str, interval: Duration) {
+        self.beats().insert(
+            name,
+            Beat {
+                interval,
+                registered: Utc::now(),
+                last: None,
+            },
+        );
+    }
+
+    pub fn beat(&self, name: &'static str) {
+        if let Some(b) = self.beats().get_mut(name) {
+            b.last = Some(Utc::now());
+        }
+    }
+
+    pub fn report(&self, now: DateTime<Utc>) -> Vec<LoopHealth> {
+        self.beats()
+            .iter()
+            .map(|(name, b)| {
+                let since = b.last.unwrap_or(b.registered);
+                let limit =
+                    chrono::Duration::from_std(b.interval * STALE_AFTER).unwrap_or(chrono::Duration::MAX);
+                LoopHealth {
+                    name,
+                    interval_seconds: b.interval.as_secs(),
+                    last_success_at: b.last,
+                    ok: now - since <= limit,
+                }
+            })
+            .collect()
+    }
+}
+
+pub const IDEMPOTENCY_CLEANUP_LOOP: &str = "idempotency_cleanup";
+pub const RESERVATION_EXPIRY_LOOP: &str = "reservation_expiry";
 
 /// One cleanup pass with its metrics.
 pub async fn cleanup_idempotency(pool: &PgPool, batch: u32) -> Result<u64, sqlx::Error> {
@@ -35,12 +103,18 @@ pub async fn idempotency_cleanup_loop(
     pool: PgPool,
     interval: Duration,
     batch: u32,
+    heartbeats: std::sync::Arc<Heartbeats>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    heartbeats.register(IDEMPOTENCY_CLEANUP_LOOP, interval);
     let mut ticker = tokio::time::interval(interval);
     loop {
         tokio::select! {
-            _ = ticker.tick() => { let _ = cleanup_idempotency(&pool, batch).await; }
+            _ = ticker.tick() => {
+                if cleanup_idempotency(&pool, batch).await.is_ok() {
+                    heartbeats.beat(IDEMPOTENCY_CLEANUP_LOOP);
+                }
+            }
             _ = shutdown.changed() => break,
         }
     }
@@ -115,13 +189,17 @@ pub async fn reservation_expiry_loop(
     pool: PgPool,
     interval: Duration,
     batch: u32,
+    heartbeats: std::sync::Arc<Heartbeats>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    heartbeats.register(RESERVATION_EXPIRY_LOOP, interval);
     let mut ticker = tokio::time::interval(interval);
     loop {
         tokio::select! {
             _ = ticker.tick() => {
-                let _ = expire_reservations(&pool, batch).await;
+                if expire_reservations(&pool, batch).await.is_ok() {
+                    heartbeats.beat(RESERVATION_EXPIRY_LOOP);
+                }
                 hold_gauges(&pool).await;
             }
             _ = shutdown.changed() => break,

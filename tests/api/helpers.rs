@@ -2,7 +2,10 @@ use std::time::Duration;
 
 use billing_ledger::{
     app,
-    config::{DatabaseConfig, IdempotencyConfig, LogFormat, ReservationConfig, Secret, ServeConfig},
+    config::{
+        DatabaseConfig, IdempotencyConfig, LogFormat, ReservationConfig, Secret, ServeConfig, WebhookConfig,
+    },
+    http::AppState,
     tenants::{self, NewKey, Role},
 };
 use reqwest::{Response, StatusCode};
@@ -16,6 +19,9 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub pool: PgPool,
+    /// What the router serves with (its executor, heartbeats): tests start
+    /// background loops on it themselves.
+    pub state: AppState,
 }
 
 pub struct Shop {
@@ -34,6 +40,7 @@ pub fn serve_config() -> ServeConfig {
         auth_cache_ttl: Duration::ZERO,
         idempotency: IdempotencyConfig::default(),
         reservations: ReservationConfig::default(),
+        webhooks: WebhookConfig::default(),
     }
 }
 
@@ -76,7 +83,7 @@ async fn serve_waiting(pool: PgPool, config: ServeConfig, key_wait: Duration) ->
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let state = app::state(pool.clone(), &config, key_wait);
-    let router = app::router(state, config.request_timeout);
+    let router = app::router(state.clone(), config.request_timeout);
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     TestApp {
         base: format!("http://{addr}"),
@@ -85,6 +92,7 @@ async fn serve_waiting(pool: PgPool, config: ServeConfig, key_wait: Duration) ->
             .build()
             .unwrap(),
         pool,
+        state,
     }
 }
 

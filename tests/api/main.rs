@@ -12,3 +12,4 @@ mod process;
 mod reservations;
 mod spec;
 mod wallets;
+mod webhooks;

@@ -1,0 +1,163 @@
+//! Applying an event: an executor command per event type, keyed by the
+//! provider's event id, that locks the event row, makes the domain change
+//! and marks the event processed, all in the executor's one transaction.
+
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{CreditsPurchased, PaymentSucceeded, WebhookError};
+use crate::{
+    executor::{Command, Run, Unit},
+    invoices::{self, PayInvoice, PaymentMethod, PaymentReceipt},
+    metadata::Metadata,
+    tenants::{Role, Tenant},
+    wallets::{self, CreditCategory, CreditRequest, WalletTransaction},
+};
+
+/// An event the worker leased.
+#[derive(Debug, Clone)]
+pub struct Leased {
+    pub shop_id: Uuid,
+    pub id: Uuid,
+    pub provider: String,
+    pub event_id: String,
+    pub type_: String,
+    pub payload: Value,
+}
+
+impl Leased {
+    /// The domain's use cases filter by this shop; the audit row names no
+    /// key (the executor's actor is the shop itself).
+    fn tenant(&self) -> Tenant {
+        Tenant {
+            shop_id: self.shop_id,
+            key_id: Uuid::nil(),
+            role: Role::Owner,
+        }
+    }
+
+    fn data<T: serde::de::DeserializeOwned>(&self) -> Result<T, WebhookError> {
+        serde_json::from_value(self.payload.get("data").cloned().unwrap_or(Value::Null))
+            .map_err(|e| WebhookError::Malformed(format!("{}: data: {e}", self.type_)))
+    }
+}
+
+fn reference(field: &str, value: &str) -> Result<(), WebhookError> {
+    if value.is_empty() || value.chars().count() > 255 {
+        return Err(WebhookError::Malformed(format!(
+            "data.{field} must be 1 to 255 characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Takes the event's row lock for this transaction if it is still to be
+/// applied; another worker holding it, or having applied it, is not an
+/// attempt.
+async fn lock_event(conn: &mut PgConnection, event: &Leased) -> Result<(), WebhookError> {
+    let status = sqlx::query_scalar!(
+        "SELECT status FROM webhook_events WHERE shop_id = $1 AND id = $2 FOR UPDATE SKIP LOCKED",
+        event.shop_id,
+        event.id
+    )
+    .fetch_optional(conn)
+    .await?
+    .ok_or(WebhookError::Busy)?;
+    if status != "pending" && status != "failed" {
+        return Err(WebhookError::Busy);
+    }
+    Ok(())
+}
+
+async fn mark_processed(conn: &mut PgConnection, event: &Leased, result: Value) -> Result<(), WebhookError> {
+    sqlx::query!(
+        "UPDATE webhook_events
+            SET status = 'processed', processed_at = now(), attempts = attempts + 1,
+                last_error = NULL, result = $3
+          WHERE shop_id = $1 AND id = $2",
+        event.shop_id,
+        event.id,
+        result
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// `payment.succeeded`: pays the invoice with `payment_ref` as the
+/// payment's `external_ref`, so the same payment recorded through the API
+/// (before or after) is found instead of paid twice.
+pub struct ApplyPayment(pub Leased);
+
+impl Command for ApplyPayment {
+    const ACTION: &'static str = "webhook.payment_succeeded";
+    type Output = PaymentReceipt;
+    type Error = WebhookError;
+
+    async fn run(self, unit: &mut Unit<'_>) -> Result<Run<PaymentReceipt>, WebhookError> {
+        let event = self.0;
+        let data: PaymentSucceeded = event.data()?;
+        reference("payment_ref", &data.payment_ref)?;
+        let conn = unit.conn();
+        lock_event(conn, &event).await?;
+        let pay = PayInvoice {
+            method: PaymentMethod::Other,
+            amount: Some(data.amount),
+            wallet_id: None,
+            external_ref: Some(data.payment_ref),
+        };
+        let receipt = invoices::pay(conn, event.tenant(), data.invoice_id, pay).await?;
+        if receipt.invoice.currency != data.currency {
+            return Err(WebhookError::Mismatch(format!(
+                "the payment is in {}, the invoice in {}",
+                data.currency, receipt.invoice.currency
+            )));
+        }
+        let result = json!({"payment_id": receipt.payment.id, "existing": receipt.existing});
+        mark_processed(conn, &event, result).await?;
+        Ok(Run::New(receipt))
+    }
+}
+
+/// `credits.purchased`: a `top_up` credit of the wallet, in the wallet
+/// credit's lean shape (it claims the key with the wallet's lock).
+pub struct ApplyCredit(pub Leased);
+
+impl Command for ApplyCredit {
+    const ACTION: &'static str = "webhook.credits_purchased";
+    const CLAIMS: bool = true;
+    type Output = WalletTransaction;
+    type Error = WebhookError;
+
+    async fn run(self, unit: &mut Unit<'_>) -> Result<Run<WalletTransaction>, WebhookError> {
+        let event = self.0;
+        let data: CreditsPurchased = event.data()?;
+        reference("purchase_ref", &data.purchase_ref)?;
+        lock_event(unit.conn(), &event).await?;
+        let credit = CreditRequest {
+            amount: data.amount,
+            category: CreditCategory::TopUp,
+            description: Some(format!("credits purchased ({})", event.provider)),
+            metadata: Some(Metadata(
+                [
+                    ("purchase_ref".to_owned(), data.purchase_ref),
+                    ("webhook_event_id".to_owned(), event.id.to_string()),
+                ]
+                .into(),
+            )),
+        };
+        let run = wallets::credit(unit, event.tenant(), data.wallet_id, credit).await?;
+        let Run::New(tx) = run else {
+            return Ok(run);
+        };
+        if tx.currency != data.currency {
+            return Err(WebhookError::Mismatch(format!(
+                "the purchase is in {}, the wallet in {}",
+                data.currency, tx.currency
+            )));
+        }
+        mark_processed(unit.conn(), &event, json!({"wallet_transaction_id": tx.id})).await?;
+        Ok(Run::New(tx))
+    }
+}

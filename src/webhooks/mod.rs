@@ -1,0 +1,82 @@
+//! Inbound payment webhooks. The receiver verifies the provider's signature
+//! on the raw body and only inserts the event (UNIQUE per shop, provider and
+//! event id: a redelivery is a no-op); the worker applies each event once,
+//! through the executor with the event id as the key, and retries failures
+//! with backoff until they are left dead.
+
+pub mod apply;
+pub mod routes;
+mod service;
+pub mod signature;
+mod types;
+pub mod worker;
+
+pub use service::*;
+pub use types::*;
+
+use crate::{
+    executor::{ExecError, Rejection},
+    idempotency::Stored,
+    invoices::InvoiceError,
+    wallets::WalletError,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("webhook event not found")]
+    NotFound,
+    #[error("the event is {0}; only failed or dead events are retried")]
+    InvalidState(&'static str),
+    /// Another worker holds the event, or has applied it: not an attempt.
+    #[error("the event is being applied elsewhere")]
+    Busy,
+    #[error("malformed event: {0}")]
+    Malformed(String),
+    #[error("{0}")]
+    Mismatch(String),
+    #[error(transparent)]
+    Invoice(#[from] InvoiceError),
+    #[error(transparent)]
+    Wallet(#[from] WalletError),
+}
+
+impl From<sqlx::Error> for WebhookError {
+    fn from(e: sqlx::Error) -> Self {
+        WebhookError::Wallet(e.into())
+    }
+}
+
+/// How applying an event ended short of success, for the worker. Nothing
+/// is ever stored under the event's key but a success, so a retry after a
+/// fix runs afresh.
+#[derive(Debug)]
+pub enum Failure {
+    /// Not an attempt: someone else has the event.
+    Skip,
+    /// An attempt that failed, with the reason recorded on the event.
+    Failed(String),
+}
+
+impl From<ExecError> for Failure {
+    fn from(e: ExecError) -> Self {
+        match e {
+            ExecError::KeyInUse => Failure::Skip,
+            other => Failure::Failed(other.to_string()),
+        }
+    }
+}
+
+impl From<WebhookError> for Failure {
+    fn from(e: WebhookError) -> Self {
+        match e {
+            WebhookError::Busy => Failure::Skip,
+            other => Failure::Failed(other.to_string()),
+        }
+    }
+}
+
+impl Rejection for Failure {
+    fn recorded(&self) -> Option<Stored> {
+        None
+    }
+}
