@@ -202,7 +202,8 @@ async fn bad_deliveries_are_refused_and_store_nothing(_: PgPoolOptions, connect:
     let mut tampered = body.clone();
     let last = tampered.len() - 2;
     tampered[last] = b' ';
-    let cases: Vec<(&str, Option<String>, Vec<u8>, StatusCode, &str)> = vec![
+    type Case<'a> = (&'a str, Option<String>, Vec<u8>, StatusCode, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "missing header",
             None,
