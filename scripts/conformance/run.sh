@@ -215,7 +215,7 @@ start_server() {
   seeded=$("$venv/bin/python" "$here/seed.py" "$base_url" "$admin_key") || return 1
   eval "$seeded"
   export CONFORMANCE_BASE_URL=$base_url CONFORMANCE_ADMIN_KEY=$admin_key \
-    CONFORMANCE_SHOP_KEY CONFORMANCE_TRANSFER_WALLETS
+    CONFORMANCE_SHOP_KEY CONFORMANCE_TRANSFER_WALLETS CONFORMANCE_SHOP_ID CONFORMANCE_WEBHOOK_SECRET
   echo "seeded shop $CONFORMANCE_SHOP_ID"
 }
 

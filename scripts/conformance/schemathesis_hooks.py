@@ -19,12 +19,22 @@
    every fourth call of an operation with an `{id}` gets a fresh UUID
    instead: what the service answers for an object that does not exist (or
    is another shop's) must be documented too.
+
+4. Signed webhook deliveries. The fuzzer cannot sign, so two of every three
+   calls of the receiver go to the seeded shop and provider `conformance`
+   with a valid Webhook-Signature over the exact bytes the transport sends
+   (`json.dumps` of the body, as requests serializes it); the rest keep what
+   was generated, covering the 401 and 404 answers.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import itertools
+import json
 import os
+import time
 import re
 import uuid
 
@@ -35,6 +45,16 @@ UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-
 TRANSFER_WALLETS = [w for w in os.environ.get("CONFORMANCE_TRANSFER_WALLETS", "").split(",") if w]
 _transfers = itertools.count()
 _unknown_ids = itertools.count()
+_deliveries = itertools.count()
+WEBHOOK_SHOP = os.environ.get("CONFORMANCE_SHOP_ID", "")
+WEBHOOK_SECRET = os.environ.get("CONFORMANCE_WEBHOOK_SECRET", "")
+RECEIVER = "/v1/webhooks/{provider}/{shop_id}"
+
+
+def sign(secret: str, body: bytes) -> str:
+    t = int(time.time())
+    mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={t},v1={mac}"
 
 
 @schemathesis.hook
@@ -60,3 +80,11 @@ def before_call(ctx, case, kwargs):
 
     if "{id}" in operation.path and case.path_parameters and next(_unknown_ids) % 4 == 0:
         case.path_parameters["id"] = str(uuid.uuid4())
+
+    if operation.path == RECEIVER and WEBHOOK_SECRET and next(_deliveries) % 3 != 0:
+        try:
+            raw = json.dumps(case.body, allow_nan=False).encode()
+        except (TypeError, ValueError):
+            return
+        case.path_parameters = {"provider": "conformance", "shop_id": WEBHOOK_SHOP}
+        case.headers = {**(case.headers or {}), "Webhook-Signature": sign(WEBHOOK_SECRET, raw)}

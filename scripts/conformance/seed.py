@@ -1,6 +1,7 @@
 """Seeds a fresh server for scripts/conformance/run.sh through the admin API:
-a shop (its owner key is the shop key the tests use) and two USD wallets, the
-first credited, for schemathesis to transfer between.
+a shop (its owner key is the shop key the tests use), two USD wallets, the
+first credited, for schemathesis to transfer between, and a webhook signing
+secret for the provider `conformance`, so deliveries can be signed.
 
     python seed.py BASE_URL ADMIN_KEY   # prints shell assignments on stdout
 
@@ -42,7 +43,9 @@ def main() -> None:
         for n in ("transfer-from", "transfer-to")
     ]
     call(base, shop_key, "POST", f"/v1/wallets/{wallets[0]}/credit", {"amount": "1000000.00", "category": "top_up"})
+    secret = call(base, shop_key, "POST", "/v1/webhook-secrets", {"provider": "conformance"})["secret"]
     print(f"CONFORMANCE_SHOP_ID={shlex.quote(shop['id'])}")
+    print(f"CONFORMANCE_WEBHOOK_SECRET={shlex.quote(secret)}")
     print(f"CONFORMANCE_SHOP_KEY={shlex.quote(shop_key)}")
     print(f"CONFORMANCE_TRANSFER_WALLETS={shlex.quote(','.join(wallets))}")
 
