@@ -4,8 +4,8 @@
 use axum::{
     Json,
     body::Bytes,
-    extract::{Path, State},
-    http::HeaderMap,
+    extract::{Path, State, rejection::BytesRejection},
+    http::{HeaderMap, StatusCode},
     response::Response,
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -106,8 +106,15 @@ async fn receive(
     State(state): State<AppState>,
     Path((provider, shop_id)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Receipt>, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge
+        } else {
+            ApiError::BadRequest(format!("could not read the request body: {e}"))
+        }
+    })?;
     let shop_id: Uuid = shop_id.parse().map_err(|_| ApiError::NotFound)?;
     if super::provider_syntax(&provider).is_err() {
         return Err(ApiError::NotFound);
