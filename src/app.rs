@@ -40,6 +40,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
 /// The whole HTTP application over `state`.
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
     let (api, _) = api_router().split_for_parts();
+    let slots = state.in_flight.clone();
     api.route("/metrics", get(health::metrics))
         .route("/openapi.yaml", get(health::openapi_yaml))
         .route_layer(middleware::from_fn(request_id::record_route))
@@ -47,6 +48,9 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .method_not_allowed_fallback(http::method_not_allowed)
         .layer(middleware::from_fn(move |req, next| {
             http::timeout(request_timeout, req, next)
+        }))
+        .layer(middleware::from_fn(move |req, next| {
+            http::limits::shed(slots.clone(), req, next)
         }))
         .layer(middleware::from_fn(request_id::track))
         .with_state(state)
@@ -87,6 +91,8 @@ pub fn state(pool: PgPool, config: &ServeConfig, key_wait: Duration) -> AppState
         reservations: config.reservations.clone(),
         webhooks: config.webhooks.clone(),
         heartbeats: Arc::default(),
+        limits: Arc::new(http::limits::Limits::new(&config.limits)),
+        in_flight: Arc::new(tokio::sync::Semaphore::new(config.limits.max_in_flight as usize)),
         metrics: telemetry::metrics_handle(),
     }
 }
@@ -156,6 +162,11 @@ impl Application {
                 beats.clone(),
                 stop_rx.clone(),
             )),
+            tokio::spawn(http::limits::purge_loop(
+                state.limits.clone(),
+                Duration::from_secs(60),
+                stop_rx.clone(),
+            )),
             tokio::spawn(webhooks::worker::retention_loop(
                 pool.clone(),
                 config.webhooks.clone(),
@@ -166,7 +177,7 @@ impl Application {
         let app = router(state, config.request_timeout);
         let mut server_stop = stop_rx.clone();
         let mut server = tokio::spawn(
-            axum::serve(listener, app)
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
                 .with_graceful_shutdown(async move {
                     let _ = server_stop.changed().await;
                 })

@@ -77,7 +77,7 @@ pub struct DatabaseConfig {
     pub pool_size: u32,
 
     /// How long a request waits for a free pool connection before 503.
-    #[arg(long, env = "DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "DB_ACQUIRE_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
     pub acquire_timeout: Duration,
 
     /// How long a statement waits for a row lock before giving up. Bounds
@@ -160,6 +160,9 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub webhooks: WebhookConfig,
+
+    #[command(flatten)]
+    pub limits: LimitConfig,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -296,6 +299,91 @@ impl Default for WebhookConfig {
             lease: Duration::from_secs(120),
             retention: Duration::from_secs(30 * 24 * 3600),
             retention_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LimitConfig {
+    /// Requests per second per shop on every authenticated route (0: off).
+    #[arg(
+        long = "rate-limit-per-second",
+        env = "RATE_LIMIT_PER_SECOND",
+        default_value_t = 100
+    )]
+    pub per_second: u32,
+
+    /// How many requests a shop may send at once above that rate.
+    #[arg(long = "rate-limit-burst", env = "RATE_LIMIT_BURST", default_value_t = 200)]
+    pub burst: u32,
+
+    /// Requests per second per shop on money-moving routes (debit, transfer,
+    /// reserve, capture, pay, approve), on top of the general quota (0: off).
+    #[arg(
+        long = "rate-limit-sensitive-per-second",
+        env = "RATE_LIMIT_SENSITIVE_PER_SECOND",
+        default_value_t = 10
+    )]
+    pub sensitive_per_second: u32,
+
+    #[arg(
+        long = "rate-limit-sensitive-burst",
+        env = "RATE_LIMIT_SENSITIVE_BURST",
+        default_value_t = 10
+    )]
+    pub sensitive_burst: u32,
+
+    /// Requests per second per client IP where no shop is known: failed
+    /// authentication and the webhook receiver (0: off).
+    #[arg(
+        long = "rate-limit-ip-per-second",
+        env = "RATE_LIMIT_IP_PER_SECOND",
+        default_value_t = 20
+    )]
+    pub ip_per_second: u32,
+
+    #[arg(
+        long = "rate-limit-ip-burst",
+        env = "RATE_LIMIT_IP_BURST",
+        default_value_t = 40
+    )]
+    pub ip_burst: u32,
+
+    /// Instances behind the load balancer: every quota is divided by it,
+    /// since each instance counts on its own.
+    #[arg(long = "rate-limit-instances", env = "RATE_LIMIT_INSTANCES", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub instances: u32,
+
+    /// API requests one instance serves at once; more are answered 503
+    /// at once (health and metrics are always served).
+    #[arg(long = "max-in-flight", env = "MAX_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_in_flight: u32,
+}
+
+impl Default for LimitConfig {
+    fn default() -> Self {
+        LimitConfig {
+            per_second: 100,
+            burst: 200,
+            sensitive_per_second: 10,
+            sensitive_burst: 10,
+            ip_per_second: 20,
+            ip_burst: 40,
+            instances: 1,
+            max_in_flight: 256,
+        }
+    }
+}
+
+impl LimitConfig {
+    /// No rate limits (in-flight bound kept): for tests and benchmarks of
+    /// other things.
+    pub fn unlimited() -> Self {
+        LimitConfig {
+            per_second: 0,
+            sensitive_per_second: 0,
+            ip_per_second: 0,
+            ..LimitConfig::default()
         }
     }
 }

@@ -143,6 +143,10 @@ fn answers(path: &str, method: &HttpMethod, op: &Operation) -> Vec<(&'static str
             ),
             ("413", "The body is larger than 256 KiB (`payload_too_large`)"),
             (
+                "429",
+                "Too many deliveries from this address (`rate_limited`): retry after Retry-After",
+            ),
+            (
                 "422",
                 "The event's `id` or `type` is invalid (`validation_failed`)",
             ),
@@ -219,8 +223,14 @@ fn answers(path: &str, method: &HttpMethod, op: &Operation) -> Vec<(&'static str
     }
     if secured {
         out.push((
+            "429",
+            "Over the shop's rate limit, or too many failed authentications from this address \
+             (`rate_limited`): retry after Retry-After; nothing was stored under the Idempotency-Key",
+        ));
+        out.push((
             "503",
-            "The database is unavailable or the request timed out (`unavailable`): retry after Retry-After",
+            "The database is unavailable, the request timed out, or the instance is shedding load \
+             (`unavailable`): retry after Retry-After",
         ));
     }
     out
@@ -266,6 +276,18 @@ impl Modify for StandardAnswers {
                         response.links.values_mut().for_each(camel_case_operation_id);
                     }
                 }
+                let limited = op.security.as_ref().is_some_and(|s| !s.is_empty())
+                    && path.starts_with("/v1/")
+                    && !path.starts_with("/v1/admin/");
+                if limited {
+                    for (status, response) in op.responses.responses.iter_mut() {
+                        if let (true, RefOr::T(response)) = (status.starts_with('2'), response) {
+                            for (name, what) in RATE_LIMIT_HEADERS {
+                                response.headers.insert(name.into(), integer_header(what));
+                            }
+                        }
+                    }
+                }
                 if !matches!(method, HttpMethod::Get) && path.starts_with("/v1/") {
                     for (status, response) in op.responses.responses.iter_mut() {
                         if let (true, RefOr::T(response)) = (status.starts_with('2'), response) {
@@ -280,7 +302,7 @@ impl Modify for StandardAnswers {
                     let mut response = ResponseBuilder::new()
                         .description(description)
                         .content("application/problem+json", problem());
-                    if matches!(status, "409" | "503") {
+                    if matches!(status, "409" | "429" | "503") {
                         response = response.header("Retry-After", retry_after());
                     }
                     op.responses
@@ -290,6 +312,23 @@ impl Modify for StandardAnswers {
             }
         }
     }
+}
+
+/// The IETF draft fields on every answer of a rate-limited route.
+const RATE_LIMIT_HEADERS: [(&str, &str); 3] = [
+    (
+        "RateLimit-Limit",
+        "Requests the shop's strictest quota on this route allows at once",
+    ),
+    ("RateLimit-Remaining", "Requests left of it now"),
+    ("RateLimit-Reset", "Seconds until it is whole again"),
+];
+
+fn integer_header(description: &str) -> utoipa::openapi::header::Header {
+    HeaderBuilder::new()
+        .schema(ObjectBuilder::new().schema_type(Type::Integer))
+        .description(Some(description))
+        .build()
 }
 
 /// The document of every routed operation; the standard answers are added

@@ -183,7 +183,10 @@ def main():
 
             def __init__(self, binary, url, name):
                 self.binary, self.name = binary, name
-                self.env = {**os.environ, "DATABASE_URL": url}
+                # Rate limits off: the bench measures one shop at full
+                # speed (MAX_IN_FLIGHT stays as in production).
+                self.env = {**os.environ, "DATABASE_URL": url, "RATE_LIMIT_PER_SECOND": "0",
+                            "RATE_LIMIT_SENSITIVE_PER_SECOND": "0", "RATE_LIMIT_IP_PER_SECOND": "0"}
                 self.port = free_port()
                 sh([binary, "migrate"], env=self.env)
                 log(f"{name}: creating {SHOPS} shops and {WALLETS} funded wallets")

@@ -197,8 +197,13 @@ start_server() {
   port=$("$venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   base_url="http://127.0.0.1:$port"
   admin_key="conformance-admin-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+  # Rate limits high enough for the flows' bursts; schemathesis may still
+  # meet a 429 now and then, which the spec documents.
   DATABASE_URL=$db_url ADMIN_API_KEY=$admin_key BIND_ADDR=127.0.0.1:$port \
     SHUTDOWN_GRACE=2s LOG_FORMAT=json \
+    RATE_LIMIT_PER_SECOND=1000 RATE_LIMIT_BURST=2000 \
+    RATE_LIMIT_SENSITIVE_PER_SECOND=200 RATE_LIMIT_SENSITIVE_BURST=400 \
+    RATE_LIMIT_IP_PER_SECOND=200 RATE_LIMIT_IP_BURST=400 \
     "$work/billing-ledger" serve >"$work/server.log" 2>&1 &
   server_pid=$!
   for _ in $(seq 1 150); do

@@ -25,21 +25,30 @@ impl FromRequestParts<AppState> for Tenant {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts).ok_or(ApiError::Unauthorized)?;
+        // A caller that cannot be named counts against its address, so key
+        // guessing is limited too.
+        let unknown = |parts: &Parts| match state.limits.check_address(super::limits::client_ip(parts)) {
+            Ok(()) => ApiError::Unauthorized,
+            Err(limited) => limited,
+        };
+        let Some(token) = bearer(parts) else {
+            return Err(unknown(parts));
+        };
         let digest = tenants::digest(token);
         let tenant = match state.auth_cache.get(&digest) {
             Some(tenant) => tenant,
             None => {
                 let read_at = std::time::Instant::now();
                 let mut conn = state.pool.acquire().await?;
-                let tenant = tenants::authenticate(&mut conn, token, &digest)
-                    .await?
-                    .ok_or(ApiError::Unauthorized)?;
+                let Some(tenant) = tenants::authenticate(&mut conn, token, &digest).await? else {
+                    return Err(unknown(parts));
+                };
                 state.auth_cache.put(digest, tenant, read_at);
                 tenant
             }
         };
         super::request_id::set_shop(tenant.shop_id);
+        state.limits.check_shop(tenant.shop_id, parts)?;
         if tenant.role == Role::Finance && is_mutation(&parts.method) {
             return Err(ApiError::Forbidden);
         }

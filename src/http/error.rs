@@ -73,6 +73,12 @@ pub enum ApiError {
     VersionMismatch(String, i64),
     #[error("the service is temporarily unavailable; retry later")]
     Unavailable(#[source] anyhow::Error),
+    /// Over a rate limit; retry after this many seconds.
+    #[error("too many requests; retry after the Retry-After seconds")]
+    RateLimited(u64),
+    /// Shedding load: more requests in flight than MAX_IN_FLIGHT.
+    #[error("the service is busy; retry later")]
+    Overloaded,
     #[error("an unexpected error occurred")]
     Internal(#[source] anyhow::Error),
 }
@@ -130,7 +136,8 @@ impl ApiError {
             | ReservationExpired => StatusCode::CONFLICT,
             PreconditionRequired(_) => StatusCode::PRECONDITION_REQUIRED,
             VersionMismatch(..) => StatusCode::PRECONDITION_FAILED,
-            Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Unavailable(_) | Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -159,15 +166,17 @@ impl ApiError {
             SignatureInvalid => "signature_invalid",
             TimestampOutOfTolerance => "timestamp_out_of_tolerance",
             VersionMismatch(..) => "version_mismatch",
-            Unavailable(_) => "unavailable",
+            Unavailable(_) | Overloaded => "unavailable",
+            RateLimited(_) => "rate_limited",
             Internal(_) => "internal_error",
         }
     }
 
-    fn retry_after(&self) -> Option<&'static str> {
+    fn retry_after(&self) -> Option<u64> {
         match self {
-            ApiError::IdempotencyKeyInUse => Some("1"),
-            ApiError::Unavailable(_) => Some("2"),
+            ApiError::IdempotencyKeyInUse | ApiError::Overloaded => Some(1),
+            ApiError::Unavailable(_) => Some(2),
+            ApiError::RateLimited(secs) => Some((*secs).max(1)),
             _ => None,
         }
     }
@@ -209,7 +218,7 @@ impl IntoResponse for ApiError {
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if let Some(secs) = self.retry_after() {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static(secs));
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if let ApiError::VersionMismatch(_, current) = &self
             && let Ok(etag) = HeaderValue::try_from(contracts::etag(*current))

@@ -39,7 +39,12 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let key = match req.headers().get(&KEY_HEADER) {
-            None => return Err(ApiError::IdempotencyKeyMissing),
+            None => {
+                // Operators alert when this exceeds ~1 % of mutations: a
+                // client that never sends keys cannot retry safely.
+                metrics::counter!("idempotency_key_missing_total").increment(1);
+                return Err(ApiError::IdempotencyKeyMissing);
+            }
             Some(v) => IdempotencyKey::parse(v.as_bytes()).map_err(ApiError::IdempotencyKeyInvalid)?,
         };
         let if_match = req.headers().get(header::IF_MATCH).cloned();

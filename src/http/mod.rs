@@ -6,6 +6,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod idempotency;
+pub mod limits;
 pub mod precondition;
 pub mod request_id;
 
@@ -31,6 +32,10 @@ pub struct AppState {
     pub idempotency: IdempotencyConfig,
     pub reservations: ReservationConfig,
     pub webhooks: WebhookConfig,
+    /// Per-shop and per-address rate limits of this instance.
+    pub limits: Arc<limits::Limits>,
+    /// Slots for API requests in flight (MAX_IN_FLIGHT); none free: 503.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
     /// The background loops' last runs, for /health/full.
     pub heartbeats: Arc<Heartbeats>,
     /// The only way a route reaches a mutating use case.

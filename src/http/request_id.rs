@@ -19,6 +19,7 @@ pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 struct Context {
     id: String,
     shop: Cell<Option<Uuid>>,
+    rate: Cell<Option<super::limits::Standing>>,
 }
 
 tokio::task_local! {
@@ -30,6 +31,11 @@ pub fn current() -> String {
     CONTEXT
         .try_with(|c| c.id.clone())
         .unwrap_or_else(|_| "-".to_owned())
+}
+
+/// The rate-limit standing the answer reports in `RateLimit-*` headers.
+pub fn set_rate(standing: super::limits::Standing) {
+    let _ = CONTEXT.try_with(|c| c.rate.set(Some(standing)));
 }
 
 /// Names the authenticated shop in the request's span and access log.
@@ -58,6 +64,7 @@ pub async fn track(request: Request, next: Next) -> Response {
     let context = Context {
         id,
         shop: Cell::new(None),
+        rate: Cell::new(None),
     };
     let (context, mut response) = CONTEXT
         .scope(context, async move {
@@ -66,6 +73,7 @@ pub async fn track(request: Request, next: Next) -> Response {
                 CONTEXT.with(|c| Context {
                     id: c.id.clone(),
                     shop: Cell::new(c.shop.get()),
+                    rate: Cell::new(c.rate.get()),
                 }),
                 response,
             )
@@ -95,6 +103,16 @@ pub async fn track(request: Request, next: Next) -> Response {
 
     if let Ok(v) = HeaderValue::from_str(&context.id) {
         response.headers_mut().insert(HEADER, v);
+    }
+    if let Some(s) = context.rate.get() {
+        let headers = response.headers_mut();
+        for (name, value) in [
+            ("ratelimit-limit", s.limit as u64),
+            ("ratelimit-remaining", s.remaining as u64),
+            ("ratelimit-reset", s.reset),
+        ] {
+            headers.insert(HeaderName::from_static(name), HeaderValue::from(value));
+        }
     }
     response
 }

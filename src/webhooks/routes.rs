@@ -23,6 +23,7 @@ use crate::{
         error::ApiError,
         extract::{PathId, ValidQuery, parse_value},
         idempotency::Idempotent,
+        limits::ClientIp,
     },
     invoices::NoFields,
     pagination::{Page, PageParams},
@@ -104,10 +105,12 @@ fn signature_failure() -> ApiError {
     responses((status = 200, body = Receipt)))]
 async fn receive(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     Path((provider, shop_id)): Path<(String, String)>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Receipt>, ApiError> {
+    state.limits.check_address(ip)?;
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge

@@ -3,7 +3,8 @@ use std::time::Duration;
 use billing_ledger::{
     app,
     config::{
-        DatabaseConfig, IdempotencyConfig, LogFormat, ReservationConfig, Secret, ServeConfig, WebhookConfig,
+        DatabaseConfig, IdempotencyConfig, LimitConfig, LogFormat, ReservationConfig, Secret, ServeConfig,
+        WebhookConfig,
     },
     http::AppState,
     tenants::{self, NewKey, Role},
@@ -41,6 +42,9 @@ pub fn serve_config() -> ServeConfig {
         idempotency: IdempotencyConfig::default(),
         reservations: ReservationConfig::default(),
         webhooks: WebhookConfig::default(),
+        // Off: the other tests send bursts from one shop on purpose; the
+        // limits' own tests switch them on.
+        limits: LimitConfig::unlimited(),
     }
 }
 
@@ -84,7 +88,8 @@ async fn serve_waiting(pool: PgPool, config: ServeConfig, key_wait: Duration) ->
     let addr = listener.local_addr().unwrap();
     let state = app::state(pool.clone(), &config, key_wait);
     let router = app::router(state.clone(), config.request_timeout);
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, service).await.unwrap() });
     TestApp {
         base: format!("http://{addr}"),
         client: reqwest::Client::builder()

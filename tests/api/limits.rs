@@ -1,0 +1,259 @@
+//! Rate limits, load shedding and pool exhaustion. Requests run at the same
+//! time; the tests count outcomes (and wait on database state, not clocks).
+
+use std::time::Duration;
+
+use billing_ledger::config::LimitConfig;
+use futures_util::future::join_all;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::helpers::*;
+
+/// Sensitive quota: a burst of 10, one more per second.
+fn limited() -> LimitConfig {
+    LimitConfig {
+        per_second: 100,
+        burst: 200,
+        sensitive_per_second: 1,
+        sensitive_burst: 10,
+        ip_per_second: 1,
+        ip_burst: 3,
+        ..LimitConfig::default()
+    }
+}
+
+async fn app_with(connect: PgConnectOptions, limits: LimitConfig) -> TestApp {
+    let config = billing_ledger::config::ServeConfig {
+        limits,
+        ..serve_config()
+    };
+    spawn_app_with(connect, config, Duration::from_secs(5)).await
+}
+
+fn debit() -> Value {
+    json!({"amount": "1.00", "category": "usage"})
+}
+
+/// A debit of 1.00 under a fresh key.
+async fn debit_once(app: &TestApp, key: &str, wallet: uuid::Uuid) -> reqwest::Response {
+    app.post(key, &format!("/v1/wallets/{wallet}/debit"), &fresh(), &debit())
+        .await
+}
+
+#[sqlx::test]
+async fn the_sensitive_quota_trips_after_its_burst_for_one_shop_only(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let app = app_with(connect, limited()).await;
+    let (a, b) = (app.shop().await, app.shop().await);
+    // Credits are not sensitive: setting up spends no sensitive quota.
+    let wa = app.wallet(&a.key, "USD", "100.00").await;
+    let wb = app.wallet(&b.key, "USD", "100.00").await;
+    let answers = join_all((0..11).map(|_| debit_once(&app, &a.key, wa))).await;
+    let created: Vec<_> = answers
+        .iter()
+        .filter(|r| r.status() == StatusCode::CREATED)
+        .collect();
+    let refused: Vec<_> = answers
+        .iter()
+        .filter(|r| r.status() == StatusCode::TOO_MANY_REQUESTS)
+        .collect();
+    assert_eq!((created.len(), refused.len()), (10, 1));
+    let r = refused[0];
+    assert!(
+        r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    assert_eq!(r.headers()["ratelimit-limit"], "10");
+    assert_eq!(r.headers()["ratelimit-remaining"], "0");
+    assert!(r.headers().contains_key("ratelimit-reset"));
+    for ok in &created {
+        assert_eq!(ok.headers()["ratelimit-limit"], "10");
+        assert!(
+            ok.headers()["ratelimit-remaining"]
+                .to_str()
+                .unwrap()
+                .parse::<u32>()
+                .unwrap()
+                < 10
+        );
+    }
+    assert_eq!(app.balance(&a.key, wa).await, "90.00");
+    // The other shop is untouched by the first one's limit.
+    let other = join_all((0..11).map(|_| debit_once(&app, &b.key, wb))).await;
+    assert_eq!(
+        other.iter().filter(|r| r.status() == StatusCode::CREATED).count(),
+        10
+    );
+    assert_eq!(app.balance(&b.key, wb).await, "90.00");
+    // Reads are only under the general quota.
+    assert_eq!(
+        app.get(&a.key, &format!("/v1/wallets/{wa}")).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[sqlx::test]
+async fn a_limited_request_is_not_stored_and_its_retry_runs(_: PgPoolOptions, connect: PgConnectOptions) {
+    let app = app_with(connect, limited()).await;
+    let shop = app.shop().await;
+    let wallet = app.wallet(&shop.key, "USD", "100.00").await;
+    let path = format!("/v1/wallets/{wallet}/debit");
+    join_all((0..10).map(|_| debit_once(&app, &shop.key, wallet))).await;
+    let key = fresh();
+    let r = app.post(&shop.key, &path, &key, &debit()).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    problem(r, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    let stored = app
+        .count(&format!(
+            "SELECT count(*) FROM idempotency_keys WHERE key = '{key}'"
+        ))
+        .await;
+    assert_eq!(stored, 0, "a 429 is never the key's outcome");
+    tokio::time::sleep(Duration::from_secs(wait)).await;
+    let retry = app.post(&shop.key, &path, &key, &debit()).await;
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    assert!(!retry.headers().contains_key("idempotent-replayed"));
+    assert_eq!(app.balance(&shop.key, wallet).await, "89.00");
+}
+
+#[sqlx::test]
+async fn failed_authentication_is_limited_per_address(_: PgPoolOptions, connect: PgConnectOptions) {
+    let app = app_with(connect, limited()).await;
+    let answers = join_all((0..4).map(|_| app.get("blk_nope_nope", "/v1/wallets"))).await;
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 3, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 1, "{statuses:?}");
+}
+
+/// Sessions of the test database waiting on a row lock.
+async fn lock_waiters(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+          WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+async fn until_waiting(pool: &sqlx::PgPool, n: i64) {
+    for _ in 0..200 {
+        if lock_waiters(pool).await >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{n} requests never started waiting");
+}
+
+#[sqlx::test]
+async fn beyond_max_in_flight_the_api_sheds_load_but_health_answers(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let limits = LimitConfig {
+        max_in_flight: 2,
+        ..LimitConfig::unlimited()
+    };
+    let app = app_with(connect, limits).await;
+    let shop = app.shop().await;
+    let wallet = app.wallet(&shop.key, "USD", "10.00").await;
+    // Hold the wallet's row so two debits stay in flight.
+    let mut holder = app.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM wallets WHERE id = $1 FOR UPDATE")
+        .bind(wallet)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let path = format!("/v1/wallets/{wallet}/debit");
+    let stuck = tokio::spawn({
+        let (client, url, key) = (app.client.clone(), app.url(&path), shop.key.clone());
+        async move {
+            join_all((0..2).map(|_| {
+                client
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .header("Idempotency-Key", fresh())
+                    .json(&debit())
+                    .send()
+            }))
+            .await
+        }
+    });
+    until_waiting(&app.pool, 2).await;
+    let shed = app.get(&shop.key, "/v1/wallets").await;
+    assert_eq!(shed.headers()["retry-after"], "1");
+    problem(shed, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let r = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path} answers while shedding");
+    }
+    holder.commit().await.unwrap();
+    let done = stuck.await.unwrap();
+    assert!(
+        done.iter()
+            .all(|r| r.as_ref().unwrap().status() == StatusCode::CREATED)
+    );
+    assert_eq!(app.balance(&shop.key, wallet).await, "8.00");
+}
+
+#[sqlx::test]
+async fn an_exhausted_pool_answers_503_after_the_acquire_timeout(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    // The test's own connections, outside the app's pool of 2.
+    let observer = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(connect.clone())
+        .await
+        .unwrap();
+    let db = billing_ledger::config::DatabaseConfig {
+        pool_size: 2,
+        acquire_timeout: Duration::from_secs(1),
+        ..db_config(connect, Duration::from_secs(10))
+    };
+    let app = spawn_app_db(serve_config(), db).await;
+    let shop = app.shop().await;
+    let wallet = app.wallet(&shop.key, "USD", "10.00").await;
+    let mut holder = observer.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM wallets WHERE id = $1 FOR UPDATE")
+        .bind(wallet)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let path = format!("/v1/wallets/{wallet}/debit");
+    let stuck = tokio::spawn({
+        let (client, url, key) = (app.client.clone(), app.url(&path), shop.key.clone());
+        async move {
+            join_all((0..2).map(|_| {
+                client
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .header("Idempotency-Key", fresh())
+                    .json(&debit())
+                    .send()
+            }))
+            .await
+        }
+    });
+    until_waiting(&observer, 2).await;
+    // Both pool connections wait on the lock: a third request gets none.
+    let r = app.get(&shop.key, &format!("/v1/wallets/{wallet}")).await;
+    problem(r, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
+    holder.commit().await.unwrap();
+    let done = stuck.await.unwrap();
+    assert!(
+        done.iter()
+            .all(|r| r.as_ref().unwrap().status() == StatusCode::CREATED)
+    );
+}
