@@ -8,6 +8,7 @@ mod foundation;
 mod helpers;
 mod idempotency;
 mod invoices;
+mod isolation;
 mod limits;
 mod process;
 mod reservations;
