@@ -46,6 +46,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route_layer(middleware::from_fn(request_id::record_route))
         .fallback(http::not_found)
         .method_not_allowed_fallback(http::method_not_allowed)
+        .layer(middleware::from_fn(http::catch_panic))
         .layer(middleware::from_fn(move |req, next| {
             http::timeout(request_timeout, req, next)
         }))

@@ -160,6 +160,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve { serve, db } => {
             telemetry::init_logging(serve.log_format, std::io::stdout);
+            telemetry::init_panic_logging();
             let application = app::Application::build(serve, &db).await?;
             application.run_until(app::shutdown_signal()).await
         }

@@ -28,6 +28,22 @@ where
     };
 }
 
+/// Logs panics as one event with their location; the message only when it
+/// is a literal the code wrote (`&'static str`). A formatted message can
+/// carry request values (a customer reference, metadata), and those are
+/// never logged verbatim.
+pub fn init_panic_logging() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&'static str>()
+            .copied()
+            .unwrap_or("(redacted)");
+        let location = info.location().map(|l| format!("{}:{}", l.file(), l.line()));
+        tracing::error!(location = location.as_deref().unwrap_or("?"), message, "panic");
+    }));
+}
+
 /// The process-wide Prometheus recorder (installed on first use).
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();

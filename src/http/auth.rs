@@ -5,6 +5,7 @@ use axum::{
     http::{Method, header, request::Parts},
 };
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use super::{AppState, error::ApiError};
 use crate::tenants::{self, Role, Tenant};
@@ -66,8 +67,12 @@ impl FromRequestParts<AppState> for Admin {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let expected = state.admin_key_hash.as_ref().ok_or(ApiError::NotFound)?;
         let token = bearer(parts).ok_or(ApiError::Unauthorized)?;
-        // Comparing digests keeps the comparison independent of the secret.
-        if Sha256::digest(token.as_bytes()).as_slice() != expected.as_slice() {
+        // Digests compared in constant time.
+        if !bool::from(
+            Sha256::digest(token.as_bytes())
+                .as_slice()
+                .ct_eq(expected.as_slice()),
+        ) {
             return Err(ApiError::Unauthorized);
         }
         Ok(Admin)

@@ -53,6 +53,20 @@ pub async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
+/// A handler that panics is answered 500 `internal_error` (its transaction
+/// is dropped, so rolled back) instead of a dropped connection; the panic
+/// hook logs it without request values.
+pub async fn catch_panic(request: Request, next: Next) -> Response {
+    use futures_util::FutureExt;
+    match std::panic::AssertUnwindSafe(next.run(request))
+        .catch_unwind()
+        .await
+    {
+        Ok(response) => response,
+        Err(_) => ApiError::Internal(anyhow::anyhow!("the handler panicked")).into_response(),
+    }
+}
+
 /// Bounds a request's time. The handler future is dropped on timeout, which
 /// rolls back its transaction, so the request may be retried as is.
 pub async fn timeout(limit: Duration, request: Request, next: Next) -> Response {

@@ -134,8 +134,10 @@ pub async fn round(
             Err(Failure::Skip) => {}
             Err(Failure::Failed(reason)) => {
                 let status = record_failure(pool, &failed, &reason, config).await?;
+                // The reason can quote the event's data: it is kept on the
+                // event (GET /v1/webhook-events/{id}), not in the logs.
                 tracing::warn!(event = %failed.id, provider = %failed.provider,
-                    event_id = %failed.event_id, reason, status = ?status, "webhook event failed");
+                    status = ?status, "webhook event failed");
                 match status.as_deref() {
                     Some("dead") => metrics::counter!("webhook_events_dead_total").increment(1),
                     Some(_) => metrics::counter!("webhook_events_failed_total").increment(1),

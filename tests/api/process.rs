@@ -334,3 +334,242 @@ async fn database_limits_must_end_before_the_request_does() {
         "{stderr}"
     );
 }
+
+/// Values a full cycle sends that must never reach the logs verbatim.
+const PII: [&str; 10] = [
+    "pii-customer-4411",
+    "pii-meta-value-7",
+    "pii-description-3",
+    "pii-memo-5",
+    "pii-title-9",
+    "pii-terms-2",
+    "pii-note-8",
+    "pii-reason-6",
+    "pii-webhook-data-1",
+    "pii-line-0",
+];
+
+#[sqlx::test]
+async fn a_full_cycle_logs_no_secret_and_no_pii(pool_opts: PgPoolOptions, connect: PgConnectOptions) {
+    let app = spawn_app_with(connect.clone(), serve_config(), Duration::from_secs(5)).await;
+    let shop = app.shop().await;
+    drop(pool_opts);
+    let server = start(&connect).await;
+    let client = reqwest::Client::new();
+    let base = server.base.clone();
+    let key = shop.key.clone();
+    let call =
+        |method: reqwest::Method, path: String, body: serde_json::Value, if_match: Option<&'static str>| {
+            let mut req = client
+                .request(method, format!("{base}{path}"))
+                .bearer_auth(&key)
+                .header("Idempotency-Key", fresh())
+                .json(&body);
+            if let Some(tag) = if_match {
+                req = req.header("If-Match", tag);
+            }
+            async move {
+                let r = req.send().await.unwrap();
+                let status = r.status();
+                (status, r.json::<serde_json::Value>().await.unwrap_or_default())
+            }
+        };
+    use reqwest::Method;
+    let [cust, meta, desc, memo, title, terms, note, reason, hook, line] = PII;
+    let (s, w) = call(
+        Method::POST,
+        "/v1/wallets".into(),
+        json!({"customer_ref": cust, "currency": "USD", "metadata": {"k": meta}}),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let w = w["id"].as_str().unwrap().to_owned();
+    let (_, w2) = call(
+        Method::POST,
+        "/v1/wallets".into(),
+        json!({"customer_ref": cust, "currency": "USD"}),
+        None,
+    )
+    .await;
+    let w2 = w2["id"].as_str().unwrap().to_owned();
+    let steps = vec![
+        (
+            Method::POST,
+            format!("/v1/wallets/{w}/credit"),
+            json!({"amount": "50.00", "category": "top_up", "description": desc, "metadata": {"k": meta}}),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/v1/wallets/{w}/debit"),
+            json!({"amount": "1.00", "category": "usage", "description": desc}),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/v1/wallets/{w}/debit"),
+            json!({"amount": "1000.00", "category": "usage", "description": desc}),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/v1/wallets/{w}/debit"),
+            json!({"amount": "1.001", "category": "usage", "description": desc}),
+            None,
+        ),
+        (
+            Method::POST,
+            "/v1/transfers".into(),
+            json!({"from_wallet_id": w, "to_wallet_id": w2, "amount": "1.00", "description": desc}),
+            None,
+        ),
+        (
+            Method::POST,
+            "/v1/wallets".into(),
+            json!({"customer_ref": cust, "currency": "USD", "metadata": {"k": [meta]}}),
+            None,
+        ),
+    ];
+    for (method, path, body, tag) in steps {
+        let (s, b) = call(method.clone(), path.clone(), body, tag).await;
+        assert!(s.is_success() || s.is_client_error(), "{method} {path}: {s} {b}");
+    }
+    let (_, r) = call(
+        Method::POST,
+        format!("/v1/wallets/{w}/reservations"),
+        json!({"amount": "2.00", "description": desc, "metadata": {"k": meta}}),
+        None,
+    )
+    .await;
+    let r = r["id"].as_str().unwrap().to_owned();
+    call(
+        Method::POST,
+        format!("/v1/reservations/{r}/capture"),
+        json!({"amount": "1.00"}),
+        None,
+    )
+    .await;
+    let (_, inv) = call(
+        Method::POST,
+        "/v1/invoices".into(),
+        json!({"customer_ref": cust, "currency": "USD", "memo": memo,
+        "metadata": {"k": meta}, "lines": [{"description": line, "quantity": "1", "unit_amount": "3.00"}]}),
+        None,
+    )
+    .await;
+    let inv = inv["id"].as_str().unwrap().to_owned();
+    call(
+        Method::POST,
+        format!("/v1/invoices/{inv}/finalize"),
+        json!({}),
+        None,
+    )
+    .await;
+    call(
+        Method::POST,
+        format!("/v1/invoices/{inv}/pay"),
+        json!({"method": "wallet", "wallet_id": w}),
+        None,
+    )
+    .await;
+    call(
+        Method::POST,
+        format!("/v1/invoices/{inv}/pay"),
+        json!({"method": "card"}),
+        None,
+    )
+    .await;
+    let contract = json!({"customer_ref": cust, "title": title, "currency": "USD", "amount": "5.00",
+        "billing_interval": "one_time", "starts_on": "2026-12-01", "terms": terms, "metadata": {"k": meta}});
+    let (_, c) = call(Method::POST, "/v1/contracts".into(), contract.clone(), None).await;
+    let c = c["id"].as_str().unwrap().to_owned();
+    call(Method::POST, format!("/v1/contracts/{c}/submit"), json!({}), None).await;
+    call(
+        Method::POST,
+        format!("/v1/contracts/{c}/approve"),
+        json!({"note": note}),
+        Some("\"1\""),
+    )
+    .await;
+    call(
+        Method::POST,
+        format!("/v1/contracts/{c}/approve"),
+        json!({"note": note}),
+        Some("\"2\""),
+    )
+    .await;
+    let (_, c2) = call(Method::POST, "/v1/contracts".into(), contract, None).await;
+    let c2 = c2["id"].as_str().unwrap().to_owned();
+    call(
+        Method::POST,
+        format!("/v1/contracts/{c2}/reject"),
+        json!({"reason": reason}),
+        Some("\"1\""),
+    )
+    .await;
+    call(
+        Method::POST,
+        format!("/v1/contracts/{c2}/cancel"),
+        json!({}),
+        None,
+    )
+    .await;
+    let (_, secret) = call(
+        Method::POST,
+        "/v1/webhook-secrets".into(),
+        json!({"provider": "acme"}),
+        None,
+    )
+    .await;
+    let secret = secret["secret"].as_str().unwrap().to_owned();
+    // A delivery whose data is malformed: its failure is recorded, not logged.
+    let body = serde_json::to_vec(
+        &json!({"id": "evt_pii", "type": "payment.succeeded", "created": 1,
+        "data": {"invoice_id": inv, "amount": {"x": hook}, "currency": "USD", "payment_ref": hook}}),
+    )
+    .unwrap();
+    let signature = billing_ledger::webhooks::signature::sign(&secret, chrono::Utc::now().timestamp(), &body);
+    let r = client
+        .post(format!("{base}/v1/webhooks/acme/{}", shop.id))
+        .header("Webhook-Signature", &signature)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    for _ in 0..100 {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_events WHERE attempts > 0")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        if n > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = client
+        .get(format!("{base}/v1/contracts?customer_ref={cust}"))
+        .bearer_auth("blk_wrong_guess")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    server.terminate();
+    let (status, logs) = server.wait();
+    assert!(status.success());
+    assert!(
+        logs.contains("webhook event failed"),
+        "the failure is logged (without its reason)"
+    );
+    let signature_hex = signature.rsplit('=').next().unwrap();
+    for value in PII.iter().copied().chain([
+        shop.key.as_str(),
+        secret.as_str(),
+        signature_hex,
+        "blk_wrong_guess",
+    ]) {
+        assert!(!logs.contains(value), "{value} leaked into the logs");
+    }
+}
