@@ -7,6 +7,7 @@
 --      hold:     reserve + capture pairs: a hold of 0.01 on a spread wallet, and
 --                once its answer is back, a capture of it (each with a fresh key);
 --                `pairs` (in the output) counts the captures
+--      read:     GET /v1/wallets/{id} on spread wallets (the flooding shop of run 8)
 --      pay_external, pay_wallet: payments of 0.01 on open invoices (WALLETS_FILE
 --                lines "<api key> <invoice id> <wallet id>"), by bank transfer or
 --                from the wallet of the same customer
@@ -59,7 +60,10 @@ end
 function request()
   counter = counter + 1
   local w, key
-  if mode == "transfer" then
+  if mode == "read" then
+    local w = wallets[(counter * 7919 + tid * 104729) % #wallets + 1]
+    return wrk.format("GET", "/v1/wallets/" .. w.id, { ["Authorization"] = w.auth })
+  elseif mode == "transfer" then
     local shop = shops[math.random(#shops)]
     local from = math.random(#shop)
     local to = (from + math.random(#shop - 1) - 1) % #shop + 1
