@@ -291,6 +291,19 @@ mod tests {
     }
 
     #[test]
+    fn purging_forgets_keys_whose_quota_is_whole_again() {
+        let b: Bucket<u32> = Bucket::new(1000, 1, 1).unwrap();
+        for key in 0..100 {
+            b.check(&key, Tier::General).unwrap();
+        }
+        assert_eq!(b.len(), 100);
+        // One request back per millisecond: after 50 ms every quota is whole.
+        std::thread::sleep(Duration::from_millis(50));
+        b.purge();
+        assert_eq!(b.len(), 0);
+    }
+
+    #[test]
     fn instances_divide_the_quota_and_zero_switches_it_off() {
         let b: Bucket<u8> = Bucket::new(100, 200, 4).unwrap();
         assert_eq!(b.burst, 50);
