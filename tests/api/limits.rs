@@ -155,6 +155,45 @@ async fn until_waiting(pool: &sqlx::PgPool, n: i64) {
     panic!("{n} requests never started waiting");
 }
 
+type Answers = Vec<reqwest::Result<reqwest::Response>>;
+
+/// Locks `wallet`'s row through `pool` and starts two debits that wait on
+/// it; returns once both wait (seen in pg_stat_activity, through `pool`).
+async fn two_debits_in_flight(
+    app: &TestApp,
+    pool: &sqlx::PgPool,
+    key: &str,
+    wallet: uuid::Uuid,
+) -> (
+    sqlx::Transaction<'static, sqlx::Postgres>,
+    tokio::task::JoinHandle<Answers>,
+) {
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM wallets WHERE id = $1 FOR UPDATE")
+        .bind(wallet)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let (client, url, key) = (
+        app.client.clone(),
+        app.url(&format!("/v1/wallets/{wallet}/debit")),
+        key.to_owned(),
+    );
+    let stuck = tokio::spawn(async move {
+        join_all((0..2).map(|_| {
+            client
+                .post(&url)
+                .bearer_auth(&key)
+                .header("Idempotency-Key", fresh())
+                .json(&debit())
+                .send()
+        }))
+        .await
+    });
+    until_waiting(pool, 2).await;
+    (holder, stuck)
+}
+
 #[sqlx::test]
 async fn beyond_max_in_flight_the_api_sheds_load_but_health_answers(
     _: PgPoolOptions,
@@ -168,28 +207,7 @@ async fn beyond_max_in_flight_the_api_sheds_load_but_health_answers(
     let shop = app.shop().await;
     let wallet = app.wallet(&shop.key, "USD", "10.00").await;
     // Hold the wallet's row so two debits stay in flight.
-    let mut holder = app.pool.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM wallets WHERE id = $1 FOR UPDATE")
-        .bind(wallet)
-        .execute(&mut *holder)
-        .await
-        .unwrap();
-    let path = format!("/v1/wallets/{wallet}/debit");
-    let stuck = tokio::spawn({
-        let (client, url, key) = (app.client.clone(), app.url(&path), shop.key.clone());
-        async move {
-            join_all((0..2).map(|_| {
-                client
-                    .post(&url)
-                    .bearer_auth(&key)
-                    .header("Idempotency-Key", fresh())
-                    .json(&debit())
-                    .send()
-            }))
-            .await
-        }
-    });
-    until_waiting(&app.pool, 2).await;
+    let (holder, stuck) = two_debits_in_flight(&app, &app.pool, &shop.key, wallet).await;
     let shed = app.get(&shop.key, "/v1/wallets").await;
     assert_eq!(shed.headers()["retry-after"], "1");
     problem(shed, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
@@ -225,28 +243,7 @@ async fn an_exhausted_pool_answers_503_after_the_acquire_timeout(
     let app = spawn_app_db(serve_config(), db).await;
     let shop = app.shop().await;
     let wallet = app.wallet(&shop.key, "USD", "10.00").await;
-    let mut holder = observer.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM wallets WHERE id = $1 FOR UPDATE")
-        .bind(wallet)
-        .execute(&mut *holder)
-        .await
-        .unwrap();
-    let path = format!("/v1/wallets/{wallet}/debit");
-    let stuck = tokio::spawn({
-        let (client, url, key) = (app.client.clone(), app.url(&path), shop.key.clone());
-        async move {
-            join_all((0..2).map(|_| {
-                client
-                    .post(&url)
-                    .bearer_auth(&key)
-                    .header("Idempotency-Key", fresh())
-                    .json(&debit())
-                    .send()
-            }))
-            .await
-        }
-    });
-    until_waiting(&observer, 2).await;
+    let (holder, stuck) = two_debits_in_flight(&app, &observer, &shop.key, wallet).await;
     // Both pool connections wait on the lock: a third request gets none.
     let r = app.get(&shop.key, &format!("/v1/wallets/{wallet}")).await;
     problem(r, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
