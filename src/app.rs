@@ -17,7 +17,7 @@ use crate::{
     http::{self, AppState, health, request_id},
     idempotency, invoices, jobs,
     openapi::ApiDoc,
-    reservations, telemetry,
+    reports, reservations, telemetry,
     tenants::{self, AuthCache},
     wallets, webhooks,
 };
@@ -30,6 +30,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(invoices::routes::router())
         .merge(contracts::routes::router())
         .merge(webhooks::routes::router())
+        .merge(reports::routes::router())
         .merge(tenants::routes::router())
         .merge(idempotency::routes::router())
         .routes(routes!(health::healthz))

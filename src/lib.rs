@@ -15,6 +15,7 @@ pub mod metadata;
 pub mod money;
 pub mod openapi;
 pub mod pagination;
+pub mod reports;
 pub mod reservations;
 pub mod telemetry;
 pub mod tenants;

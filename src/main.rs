@@ -69,8 +69,99 @@ enum Command {
         #[command(flatten)]
         db: DatabaseConfig,
     },
+    /// Reports for finance staff.
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+        #[command(flatten)]
+        db: DatabaseConfig,
+    },
     /// Print the OpenAPI document (YAML).
     Openapi,
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// Reconcile a shop's period (UTC days, --to inclusive); exits 1 when
+    /// any check fails, so cron can alert.
+    Reconciliation {
+        #[arg(long)]
+        shop: Uuid,
+        #[arg(long)]
+        from: chrono::NaiveDate,
+        #[arg(long)]
+        to: chrono::NaiveDate,
+        #[arg(long)]
+        currency: Option<String>,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ReportFormat {
+    Json,
+    Csv,
+    Table,
+}
+
+/// The report ran and some check failed: exit 1, the report says which.
+#[derive(Debug, thiserror::Error)]
+#[error("reconciliation failed: {0}")]
+struct ChecksFailed(String);
+
+fn table(r: &billing_ledger::reports::Reconciliation) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "reconciliation of shop {} from {} to {}{}",
+        r.shop_id,
+        r.from,
+        r.to,
+        if r.provisional { " (provisional)" } else { "" }
+    );
+    let _ = writeln!(
+        out,
+        "{:<38}{:>6}{:>16}{:>16}{:>16}{:>16}{:>16}  ",
+        "wallet", "cur", "opening", "credits", "debits", "closing", "drift"
+    );
+    for w in &r.wallets {
+        let _ = writeln!(
+            out,
+            "{:<38}{:>6}{:>16}{:>16}{:>16}{:>16}{:>16}  {}",
+            w.wallet_id,
+            w.currency,
+            w.opening_balance,
+            w.credits,
+            w.debits,
+            w.closing_balance,
+            w.drift,
+            if w.ok { "" } else { "<< DRIFT" }
+        );
+    }
+    for t in &r.trial_balance {
+        let _ = writeln!(
+            out,
+            "trial balance {}: total {} ({})",
+            t.currency,
+            t.total,
+            if t.balanced { "balanced" } else { "NOT BALANCED" }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{}",
+        if r.ok {
+            "all checks passed".to_owned()
+        } else {
+            format!("FAILED: {}", r.failed_checks.join(", "))
+        }
+    );
+    out
 }
 
 #[derive(Subcommand)]
@@ -226,6 +317,35 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     }
                     println!("revoked {prefix}");
                 }
+            }
+            Ok(())
+        }
+        Command::Report { command, db } => {
+            let ReportCommand::Reconciliation {
+                shop,
+                from,
+                to,
+                currency,
+                format,
+                output,
+            } = command;
+            let pool = app::pool(&db);
+            let report = billing_ledger::reports::reconciliation(&pool, shop, from, to, currency.as_deref())
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let text = match format {
+                ReportFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
+                ReportFormat::Csv => billing_ledger::reports::csv::reconciliation(&report),
+                ReportFormat::Table => table(&report),
+            };
+            match output {
+                Some(path) => {
+                    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?
+                }
+                None => print!("{text}"),
+            }
+            if !report.ok {
+                return Err(ChecksFailed(report.failed_checks.join(", ")).into());
             }
             Ok(())
         }

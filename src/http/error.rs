@@ -395,3 +395,12 @@ impl From<WebhookError> for ApiError {
         }
     }
 }
+
+impl From<crate::reports::ReportError> for ApiError {
+    fn from(e: crate::reports::ReportError) -> Self {
+        match e {
+            crate::reports::ReportError::Invalid(field, message) => ApiError::validation(field, message),
+            crate::reports::ReportError::Db(e) => e.into(),
+        }
+    }
+}

@@ -20,7 +20,7 @@ struct Server {
 }
 
 /// DATABASE_URL pointed at this test's own database.
-fn database_url(connect: &PgConnectOptions) -> String {
+pub fn database_url(connect: &PgConnectOptions) -> String {
     let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set for the tests");
     let (server, _) = base.rsplit_once('/').unwrap();
     format!("{server}/{}", connect.get_database().unwrap())

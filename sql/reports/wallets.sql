@@ -1,0 +1,27 @@
+-- Per wallet of the shop (optionally one currency): the period [$2, $3),
+-- its balance from the journal and as stored. Opening and closing balances
+-- are index seeks (wallet_transactions_wallet_time): the balance_after of
+-- the last movement before each bound, never a sum over earlier history.
+SELECT w.id AS "wallet_id!", w.customer_ref AS "customer_ref!", w.currency AS "currency!",
+       COALESCE(o.balance_after, 0) AS "opening!",
+       COALESCE(m.credits, 0) AS "credits!",
+       COALESCE(m.debits, 0) AS "debits!",
+       COALESCE(c.balance_after, 0) AS "closing!",
+       COALESCE(j.total, 0) AS "journal!",
+       w.balance AS "stored!"
+  FROM wallets w
+  LEFT JOIN LATERAL (SELECT t.balance_after FROM wallet_transactions t
+                      WHERE t.shop_id = w.shop_id AND t.wallet_id = w.id AND t.created_at < $2
+                      ORDER BY t.created_at DESC, t.wallet_version DESC LIMIT 1) o ON true
+  LEFT JOIN LATERAL (SELECT t.balance_after FROM wallet_transactions t
+                      WHERE t.shop_id = w.shop_id AND t.wallet_id = w.id AND t.created_at < $3
+                      ORDER BY t.created_at DESC, t.wallet_version DESC LIMIT 1) c ON true
+  LEFT JOIN LATERAL (SELECT sum(t.amount) FILTER (WHERE t.type = 'credit') AS credits,
+                            sum(t.amount) FILTER (WHERE t.type = 'debit') AS debits
+                       FROM wallet_transactions t
+                      WHERE t.shop_id = w.shop_id AND t.wallet_id = w.id
+                        AND t.created_at >= $2 AND t.created_at < $3) m ON true
+  LEFT JOIN LATERAL (SELECT sum(e.amount) AS total FROM journal_entries e
+                      WHERE e.shop_id = w.shop_id AND e.wallet_id = w.id) j ON true
+ WHERE w.shop_id = $1 AND ($4::text IS NULL OR w.currency = $4)
+ ORDER BY w.currency, w.id

@@ -1,0 +1,74 @@
+//! Report routes: finance and owner keys, JSON or (`Accept: text/csv`) CSV.
+
+use axum::{
+    Json,
+    extract::State,
+    http::{HeaderMap, HeaderValue, header},
+    response::{IntoResponse, Response},
+};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::{Reconciliation, ReconciliationParams, TrialBalanceParams, TrialBalanceReport};
+use crate::{
+    http::{AppState, error::ApiError, extract::ValidQuery},
+    reports,
+    tenants::Tenant,
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(reconciliation))
+        .routes(routes!(trial_balance))
+}
+
+fn wants_csv(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim().starts_with("text/csv")))
+}
+
+/// Reconcile a period (UTC days, `to` inclusive): per wallet opening,
+/// credits, debits, closing, journal and stored balances and drift; holds
+/// against `reserved`; invoices against receivables; provider payments not
+/// on the books; the trial balance. `ok` with the failed checks.
+/// `Accept: text/csv` answers a CSV table.
+#[utoipa::path(get, path = "/v1/reports/reconciliation", tag = "reports", operation_id = "getReconciliation",
+    params(ReconciliationParams),
+    responses((status = 200, body = Reconciliation, content(
+        (Reconciliation = "application/json"),
+        (String = "text/csv")))),
+    security(("api_key" = [])))]
+async fn reconciliation(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    headers: HeaderMap,
+    ValidQuery(q): ValidQuery<ReconciliationParams>,
+) -> Result<Response, ApiError> {
+    let report =
+        reports::reconciliation(&state.pool, tenant.shop_id, q.from, q.to, q.currency.as_deref()).await?;
+    if wants_csv(&headers) {
+        let mut response = reports::csv::reconciliation(&report).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/csv; charset=utf-8"),
+        );
+        return Ok(response);
+    }
+    Ok(Json(report).into_response())
+}
+
+/// Every account's balance per currency at the end of a day (UTC).
+#[utoipa::path(get, path = "/v1/reports/trial-balance", tag = "reports", operation_id = "getTrialBalance",
+    params(TrialBalanceParams),
+    responses((status = 200, body = TrialBalanceReport)),
+    security(("api_key" = [])))]
+async fn trial_balance(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    ValidQuery(q): ValidQuery<TrialBalanceParams>,
+) -> Result<Json<TrialBalanceReport>, ApiError> {
+    Ok(Json(
+        reports::trial_balance(&state.pool, tenant.shop_id, q.as_of, q.currency.as_deref()).await?,
+    ))
+}

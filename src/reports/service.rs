@@ -1,0 +1,229 @@
+//! The report's queries, run in one read-only snapshot, and its checks.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::{
+    AccountBalance, InvoiceSummary, PaymentChecks, Reconciliation, ReportError, ReservationCheck,
+    TrialBalance, TrialBalanceReport, WalletLine,
+};
+use crate::money::Currency;
+
+/// Longer than any transaction may run (REQUEST_TIMEOUT, the database
+/// timeouts, a background batch): a period that ended less long ago is
+/// provisional.
+pub const PROVISIONAL_MARGIN: Duration = Duration::minutes(5);
+/// The longest period one report covers.
+pub const MAX_DAYS: i64 = 366;
+
+/// An amount as text in its currency; a figure that does not fit the
+/// currency (only possible when the books are damaged) is shown whole,
+/// never rounded.
+fn text(currency: &str, value: Decimal) -> String {
+    Currency::parse(currency)
+        .ok()
+        .and_then(|c| c.format(value).ok())
+        .unwrap_or_else(|| value.normalize().to_string())
+}
+
+fn start_of(day: NaiveDate) -> DateTime<Utc> {
+    day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc()
+}
+
+fn end_of(day: NaiveDate) -> Result<DateTime<Utc>, ReportError> {
+    day.succ_opt()
+        .map(start_of)
+        .ok_or_else(|| ReportError::Invalid("to", "is too far in the future".into()))
+}
+
+/// A read-only snapshot: every query of one report sees the same state.
+async fn snapshot(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, ReportError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
+pub async fn reconciliation(
+    pool: &PgPool,
+    shop_id: Uuid,
+    from: NaiveDate,
+    to: NaiveDate,
+    currency: Option<&str>,
+) -> Result<Reconciliation, ReportError> {
+    if to < from {
+        return Err(ReportError::Invalid("to", "must not be before from".into()));
+    }
+    if (to - from).num_days() >= MAX_DAYS {
+        return Err(ReportError::Invalid(
+            "to",
+            format!("a report covers at most {MAX_DAYS} days"),
+        ));
+    }
+    let (start, end) = (start_of(from), end_of(to)?);
+    let mut tx = snapshot(pool).await?;
+    let generated_at: DateTime<Utc> = sqlx::query_scalar("SELECT now()").fetch_one(&mut *tx).await?;
+
+    let wallets: Vec<WalletLine> =
+        sqlx::query_file!("sql/reports/wallets.sql", shop_id, start, end, currency)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|r| {
+                let drift = r.stored - r.journal;
+                let c = r.currency.as_str();
+                WalletLine {
+                    ok: drift.is_zero() && r.opening + r.credits - r.debits == r.closing,
+                    wallet_id: r.wallet_id,
+                    opening_balance: text(c, r.opening),
+                    credits: text(c, r.credits),
+                    debits: text(c, r.debits),
+                    closing_balance: text(c, r.closing),
+                    journal_balance: text(c, r.journal),
+                    stored_balance: text(c, r.stored),
+                    drift: text(c, drift),
+                    customer_ref: r.customer_ref,
+                    currency: r.currency,
+                }
+            })
+            .collect();
+
+    let reservations: Vec<ReservationCheck> =
+        sqlx::query_file!("sql/reports/reservations.sql", shop_id, currency)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|r| ReservationCheck {
+                ok: r.held == r.reserved && r.overdue == 0,
+                active: r.active,
+                held: text(&r.currency, r.held),
+                wallets_reserved: text(&r.currency, r.reserved),
+                overdue: r.overdue,
+                currency: r.currency,
+            })
+            .collect();
+
+    let invoices: Vec<InvoiceSummary> =
+        sqlx::query_file!("sql/reports/invoices.sql", shop_id, start, end, currency)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|r| {
+                let c = r.currency.as_str();
+                InvoiceSummary {
+                    ok: r.receivables == r.outstanding_total,
+                    issued: r.issued,
+                    issued_total: text(c, r.issued_total),
+                    paid: r.paid,
+                    paid_total: text(c, r.paid_total),
+                    voided: r.voided,
+                    voided_total: text(c, r.voided_total),
+                    outstanding: r.outstanding,
+                    outstanding_total: text(c, r.outstanding_total),
+                    receivables: text(c, r.receivables),
+                    currency: r.currency,
+                }
+            })
+            .collect();
+
+    let p = sqlx::query_file!("sql/reports/payments.sql", shop_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let payments = PaymentChecks {
+        ok: p.dead.is_empty() && p.unposted == 0,
+        webhook_failing: p.failing,
+        webhook_dead_event_ids: p.dead,
+        unposted_invoice_payments: p.unposted,
+    };
+
+    let trial_balance = trial(&mut tx, shop_id, end, currency).await?;
+    tx.commit().await?;
+
+    let mut failed = Vec::new();
+    let checks = [
+        ("wallet_drift", wallets.iter().all(|w| w.ok)),
+        ("reservations_held", reservations.iter().all(|r| r.ok)),
+        ("receivables", invoices.iter().all(|i| i.ok)),
+        ("payments_unbooked", payments.ok),
+        ("trial_balance", trial_balance.iter().all(|t| t.balanced)),
+    ];
+    for (name, ok) in checks {
+        if !ok {
+            failed.push(name.to_owned());
+        }
+    }
+    Ok(Reconciliation {
+        shop_id,
+        from,
+        to,
+        currency: currency.map(str::to_owned),
+        generated_at,
+        provisional: generated_at < end + PROVISIONAL_MARGIN,
+        ok: failed.is_empty(),
+        failed_checks: failed,
+        wallets,
+        reservations,
+        invoices,
+        payments,
+        trial_balance,
+    })
+}
+
+async fn trial(
+    conn: &mut PgConnection,
+    shop_id: Uuid,
+    before: DateTime<Utc>,
+    currency: Option<&str>,
+) -> Result<Vec<TrialBalance>, ReportError> {
+    let rows = sqlx::query_file!("sql/reports/trial_balance.sql", shop_id, before, currency)
+        .fetch_all(conn)
+        .await?;
+    let mut by_currency: BTreeMap<String, Vec<(String, Decimal)>> = BTreeMap::new();
+    for r in rows {
+        by_currency
+            .entry(r.currency)
+            .or_default()
+            .push((r.account, r.balance));
+    }
+    Ok(by_currency
+        .into_iter()
+        .map(|(currency, accounts)| {
+            let total: Decimal = accounts.iter().map(|(_, b)| *b).sum();
+            TrialBalance {
+                accounts: accounts
+                    .into_iter()
+                    .map(|(account, balance)| AccountBalance {
+                        balance: text(&currency, balance),
+                        account,
+                    })
+                    .collect(),
+                total: text(&currency, total),
+                balanced: total.is_zero(),
+                currency,
+            }
+        })
+        .collect())
+}
+
+pub async fn trial_balance(
+    pool: &PgPool,
+    shop_id: Uuid,
+    as_of: NaiveDate,
+    currency: Option<&str>,
+) -> Result<TrialBalanceReport, ReportError> {
+    let mut tx = snapshot(pool).await?;
+    let generated_at: DateTime<Utc> = sqlx::query_scalar("SELECT now()").fetch_one(&mut *tx).await?;
+    let currencies = trial(&mut tx, shop_id, end_of(as_of)?, currency).await?;
+    tx.commit().await?;
+    Ok(TrialBalanceReport {
+        shop_id,
+        as_of,
+        generated_at,
+        currencies,
+    })
+}

@@ -1,0 +1,140 @@
+//! The report's shape, as JSON (and, flattened, as CSV).
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+use validator::Validate;
+
+#[derive(Debug, Deserialize, Validate, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReconciliationParams {
+    /// First day (UTC) of the period.
+    pub from: NaiveDate,
+    /// Last day (UTC) of the period, inclusive.
+    pub to: NaiveDate,
+    /// Only this currency.
+    #[validate(custom(function = "crate::wallets::currency_code"))]
+    pub currency: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Validate, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TrialBalanceParams {
+    /// The balances at the end of this day (UTC).
+    pub as_of: NaiveDate,
+    #[validate(custom(function = "crate::wallets::currency_code"))]
+    pub currency: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WalletLine {
+    pub wallet_id: Uuid,
+    pub customer_ref: String,
+    pub currency: String,
+    /// Balance at the start of the period (after its last earlier movement).
+    pub opening_balance: String,
+    pub credits: String,
+    pub debits: String,
+    /// Balance at the end of the period.
+    pub closing_balance: String,
+    /// The wallet's journal entries summed, now.
+    pub journal_balance: String,
+    /// The balance stored on the wallet, now.
+    pub stored_balance: String,
+    /// `stored_balance - journal_balance`: zero when healthy.
+    pub drift: String,
+    /// opening + credits - debits = closing, and no drift.
+    pub ok: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReservationCheck {
+    pub currency: String,
+    pub active: i64,
+    /// Sum of the active holds.
+    pub held: String,
+    /// Sum of the wallets' `reserved`: equal to `held` when healthy.
+    pub wallets_reserved: String,
+    /// Active holds more than 5 minutes past `expires_at` (the expiry job is
+    /// behind or stopped).
+    pub overdue: i64,
+    pub ok: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InvoiceSummary {
+    pub currency: String,
+    pub issued: i64,
+    pub issued_total: String,
+    pub paid: i64,
+    pub paid_total: String,
+    pub voided: i64,
+    pub voided_total: String,
+    /// Open now, and what is due on them.
+    pub outstanding: i64,
+    pub outstanding_total: String,
+    /// The receivables account's balance: equal to `outstanding_total`
+    /// when healthy.
+    pub receivables: String,
+    pub ok: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PaymentChecks {
+    /// Provider payments whose event is failing (still retried).
+    pub webhook_failing: i64,
+    /// Provider payments whose event is dead: money the provider says
+    /// arrived is not on the books.
+    pub webhook_dead_event_ids: Vec<Uuid>,
+    /// Invoice payments without their journal transaction.
+    pub unposted_invoice_payments: i64,
+    pub ok: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AccountBalance {
+    /// `wallet` (all wallets), `external_payments`, `receivables`, `revenue`,
+    /// `credit_grants`. Positive: credited.
+    pub account: String,
+    pub balance: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TrialBalance {
+    pub currency: String,
+    pub accounts: Vec<AccountBalance>,
+    /// The sum over all accounts: zero.
+    pub total: String,
+    pub balanced: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Reconciliation {
+    pub shop_id: Uuid,
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub currency: Option<String>,
+    pub generated_at: DateTime<Utc>,
+    /// The period ended less than PROVISIONAL_MARGIN ago: a transaction that
+    /// started inside it may still commit.
+    pub provisional: bool,
+    /// Every check passed.
+    pub ok: bool,
+    /// The names of the checks that failed, e.g. `wallet_drift`.
+    pub failed_checks: Vec<String>,
+    pub wallets: Vec<WalletLine>,
+    pub reservations: Vec<ReservationCheck>,
+    pub invoices: Vec<InvoiceSummary>,
+    pub payments: PaymentChecks,
+    /// As of the end of the period.
+    pub trial_balance: Vec<TrialBalance>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TrialBalanceReport {
+    pub shop_id: Uuid,
+    pub as_of: NaiveDate,
+    pub generated_at: DateTime<Utc>,
+    pub currencies: Vec<TrialBalance>,
+}

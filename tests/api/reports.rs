@@ -1,0 +1,351 @@
+//! Reconciliation: seeded activity of every kind reconciles; CSV carries
+//! the JSON's figures; a balance changed behind the service's back is
+//! flagged on exactly that wallet and makes the CLI exit 1.
+
+use std::{process::Command, time::Duration};
+
+use billing_ledger::{config::WebhookConfig, tenants::Role, webhooks};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use uuid::Uuid;
+
+use crate::{helpers::*, process::database_url};
+
+impl TestApp {
+    async fn ok(&self, key: &str, path: &str, body: Value) -> Value {
+        let r = self.post(key, path, &fresh(), &body).await;
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.json().await.unwrap()
+    }
+
+    async fn open_invoice_of(&self, key: &str, total: &str) -> String {
+        let inv = self
+            .ok(
+                key,
+                "/v1/invoices",
+                json!({"customer_ref": "c", "currency": "USD",
+                "lines": [{"description": "x", "quantity": "1", "unit_amount": total}]}),
+            )
+            .await;
+        let id = inv["id"].as_str().unwrap().to_owned();
+        self.ok(key, &format!("/v1/invoices/{id}/finalize"), json!({}))
+            .await;
+        id
+    }
+
+    async fn report(&self, key: &str) -> Value {
+        let today = chrono::Utc::now().date_naive();
+        let r = self
+            .get(
+                key,
+                &format!("/v1/reports/reconciliation?from={today}&to={today}"),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json().await.unwrap()
+    }
+}
+
+/// Every kind of activity, all today.
+async fn seed(app: &TestApp, shop: &Shop) -> (Uuid, Uuid) {
+    let k = &shop.key;
+    let a = app.wallet(k, "USD", "100.00").await;
+    let b = app.wallet(k, "USD", "0").await;
+    app.ok(
+        k,
+        &format!("/v1/wallets/{b}/credit"),
+        json!({"amount": "2.00", "category": "grant"}),
+    )
+    .await;
+    app.ok(
+        k,
+        &format!("/v1/wallets/{a}/debit"),
+        json!({"amount": "10.00", "category": "usage"}),
+    )
+    .await;
+    app.ok(
+        k,
+        "/v1/transfers",
+        json!({"from_wallet_id": a, "to_wallet_id": b, "amount": "5.00"}),
+    )
+    .await;
+    let hold = app
+        .ok(
+            k,
+            &format!("/v1/wallets/{a}/reservations"),
+            json!({"amount": "3.00"}),
+        )
+        .await;
+    let hold = hold["id"].as_str().unwrap();
+    app.ok(
+        k,
+        &format!("/v1/reservations/{hold}/capture"),
+        json!({"amount": "2.00"}),
+    )
+    .await;
+    app.ok(
+        k,
+        &format!("/v1/wallets/{a}/reservations"),
+        json!({"amount": "1.00"}),
+    )
+    .await;
+    app.ok(
+        k,
+        &format!("/v1/wallets/{a}/reservations"),
+        json!({"amount": "1.50", "expires_in_seconds": 1}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        billing_ledger::jobs::expire_reservations(&app.pool, 100)
+            .await
+            .unwrap(),
+        1
+    );
+    let by_wallet = app.open_invoice_of(k, "7.00").await;
+    app.ok(
+        k,
+        &format!("/v1/invoices/{by_wallet}/pay"),
+        json!({"method": "wallet", "wallet_id": a}),
+    )
+    .await;
+    let external = app.open_invoice_of(k, "20.00").await;
+    app.ok(
+        k,
+        &format!("/v1/invoices/{external}/pay"),
+        json!({"method": "card", "amount": "8.00"}),
+    )
+    .await;
+    let voided = app.open_invoice_of(k, "4.00").await;
+    app.ok(k, &format!("/v1/invoices/{voided}/void"), json!({})).await;
+    // A provider payment through the webhook worker.
+    let hooked = app.open_invoice_of(k, "6.00").await;
+    let secret = app
+        .ok(k, "/v1/webhook-secrets", json!({"provider": "acme"}))
+        .await;
+    let body = serde_json::to_vec(&json!({"id": "evt_r", "type": "payment.succeeded", "created": 1,
+        "data": {"invoice_id": hooked, "amount": "6.00", "currency": "USD", "payment_ref": "pay_r"}}))
+    .unwrap();
+    let sig = webhooks::signature::sign(
+        secret["secret"].as_str().unwrap(),
+        chrono::Utc::now().timestamp(),
+        &body,
+    );
+    let r = app
+        .client
+        .post(app.url(&format!("/v1/webhooks/acme/{}", shop.id)))
+        .header("Webhook-Signature", sig)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let (_, stop) = tokio::sync::watch::channel(false);
+    webhooks::worker::round(&app.pool, &app.state.executor, &WebhookConfig::default(), &stop)
+        .await
+        .unwrap();
+    assert_eq!(
+        app.count("SELECT count(*) FROM webhook_events WHERE status = 'processed'")
+            .await,
+        1
+    );
+    (a, b)
+}
+
+#[sqlx::test]
+async fn seeded_activity_reconciles_and_csv_carries_the_same_figures(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let app = spawn_app(connect.clone()).await;
+    let shop = app.shop().await;
+    let (a, b) = seed(&app, &shop).await;
+    let finance = app.key(&shop, Role::Finance).await;
+    let report = app.report(&finance).await;
+    assert_eq!(report["ok"], true, "{report:#}");
+    assert_eq!(report["failed_checks"], json!([]));
+    assert_eq!(report["provisional"], true, "today has not ended");
+    let wallets = report["wallets"].as_array().unwrap();
+    assert_eq!(wallets.len(), 2);
+    let line = |id: Uuid| {
+        wallets
+            .iter()
+            .find(|w| w["wallet_id"] == id.to_string())
+            .unwrap()
+            .clone()
+    };
+    // A: +100 −10 −5 −2 (capture) −7 (invoice) = 76; B: +2 +5 = 7.
+    let (la, lb) = (line(a), line(b));
+    assert_eq!(
+        (
+            la["opening_balance"].as_str(),
+            la["credits"].as_str(),
+            la["debits"].as_str(),
+            la["closing_balance"].as_str()
+        ),
+        (Some("0.00"), Some("100.00"), Some("24.00"), Some("76.00"))
+    );
+    assert_eq!(
+        (lb["credits"].as_str(), lb["closing_balance"].as_str()),
+        (Some("7.00"), Some("7.00"))
+    );
+    for w in [&la, &lb] {
+        assert_eq!(w["drift"], "0.00");
+        assert_eq!(w["journal_balance"], w["stored_balance"]);
+    }
+    let holds = &report["reservations"][0];
+    assert_eq!(
+        (
+            holds["active"].as_i64(),
+            holds["held"].as_str(),
+            holds["wallets_reserved"].as_str()
+        ),
+        (Some(1), Some("1.00"), Some("1.00"))
+    );
+    let inv = &report["invoices"][0];
+    assert_eq!(
+        (
+            inv["issued"].as_i64(),
+            inv["paid"].as_i64(),
+            inv["voided"].as_i64(),
+            inv["outstanding"].as_i64()
+        ),
+        (Some(4), Some(2), Some(1), Some(1))
+    );
+    assert_eq!(
+        (inv["outstanding_total"].as_str(), inv["receivables"].as_str()),
+        (Some("12.00"), Some("12.00"))
+    );
+    assert_eq!(report["payments"]["ok"], true);
+    let tb = &report["trial_balance"][0];
+    assert_eq!(
+        (
+            tb["currency"].as_str(),
+            tb["total"].as_str(),
+            tb["balanced"].as_bool()
+        ),
+        (Some("USD"), Some("0.00"), Some(true))
+    );
+
+    // CSV: the same figures, a row per wallet and per check.
+    let today = chrono::Utc::now().date_naive();
+    let csv = app
+        .client
+        .get(app.url(&format!("/v1/reports/reconciliation?from={today}&to={today}")))
+        .bearer_auth(&finance)
+        .header("Accept", "text/csv")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        csv.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let text = csv.text().await.unwrap();
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows[0][0], "row");
+    for w in wallets {
+        let row = rows
+            .iter()
+            .find(|r| r[1] == w["wallet_id"].as_str().unwrap())
+            .unwrap();
+        let fields = [
+            "opening_balance",
+            "credits",
+            "debits",
+            "closing_balance",
+            "journal_balance",
+            "stored_balance",
+            "drift",
+        ];
+        for (i, f) in fields.iter().enumerate() {
+            assert_eq!(row[4 + i], w[f].as_str().unwrap(), "{f}");
+        }
+    }
+    assert!(
+        rows.iter()
+            .any(|r| r[0] == "check" && r[1] == "report" && r[11] == "true")
+    );
+
+    // Another shop sees none of it; a bad period is a 422.
+    let other = app.shop().await;
+    assert_eq!(app.report(&other.key).await["wallets"], json!([]));
+    let r = app
+        .get(
+            &finance,
+            "/v1/reports/reconciliation?from=2026-02-02&to=2026-02-01",
+        )
+        .await;
+    problem(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    let tb: Value = app
+        .get(&finance, &format!("/v1/reports/trial-balance?as_of={today}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tb["currencies"][0]["balanced"], true);
+}
+
+#[sqlx::test]
+async fn a_balance_changed_behind_the_books_is_flagged_on_that_wallet(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let app = spawn_app(connect.clone()).await;
+    let shop = app.shop().await;
+    let (a, b) = seed(&app, &shop).await;
+    let today = chrono::Utc::now().date_naive().to_string();
+    let cli = |format: &str| {
+        Command::new(env!("CARGO_BIN_EXE_billing-ledger"))
+            .args([
+                "report",
+                "reconciliation",
+                "--shop",
+                &shop.id.to_string(),
+                "--from",
+                &today,
+                "--to",
+                &today,
+                "--format",
+                format,
+            ])
+            .env("DATABASE_URL", database_url(&connect))
+            .output()
+            .unwrap()
+    };
+    let healthy = cli("table");
+    assert_eq!(
+        healthy.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&healthy.stdout)
+    );
+    assert!(String::from_utf8_lossy(&healthy.stdout).contains("all checks passed"));
+
+    sqlx::query("UPDATE wallets SET balance = balance + 1.25 WHERE id = $1")
+        .bind(a)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let report = app.report(&shop.key).await;
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["failed_checks"], json!(["wallet_drift"]));
+    for w in report["wallets"].as_array().unwrap() {
+        if w["wallet_id"] == a.to_string() {
+            assert_eq!(
+                (w["ok"].as_bool(), w["drift"].as_str()),
+                (Some(false), Some("1.25"))
+            );
+        } else {
+            assert_eq!(w["wallet_id"], b.to_string());
+            assert_eq!(w["ok"], true);
+        }
+    }
+    let failed = cli("json");
+    assert_eq!(failed.status.code(), Some(1));
+    let printed: Value = serde_json::from_slice(&failed.stdout).unwrap();
+    assert_eq!(printed["failed_checks"], json!(["wallet_drift"]));
+}
