@@ -12,6 +12,7 @@ Every step asserts its result; the exit status is 1 on any failed check.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import hmac
 import json
@@ -36,6 +37,7 @@ from billing_ledger_client.api.webhooks import (
     get_webhook_event,
     list_webhook_events,
 )
+from billing_ledger_client.api.reports import get_reconciliation, get_trial_balance
 from billing_ledger_client.api.invoices import (
     create_invoice,
     finalize_invoice,
@@ -69,6 +71,8 @@ from billing_ledger_client.models import (
     PageContract,
     RejectContract,
     UpdateContract,
+    Reconciliation,
+    TrialBalanceReport,
     CreateWebhookSecret,
     EventStatus,
     PageWebhookEvent,
@@ -470,6 +474,16 @@ def main() -> int:
             check(ev.attempts == 1, "applied in one attempt", ev.attempts)
             got = expect(get_invoice.sync_detailed(inv.id, client=client), 200, Invoice, "the paid invoice")
             check(got.status == InvoiceStatus.PAID and len(got.payments) == 1, "paid once", (got.status, len(got.payments)))
+
+        print("reconciliation of today: every check passes, the trial balance is balanced")
+        day = datetime.datetime.now(datetime.timezone.utc).date()
+        rec = expect(get_reconciliation.sync_detailed(client=client, from_=day, to=day), 200, Reconciliation,
+                     "getReconciliation")
+        check(rec.ok is True and rec.failed_checks == [], "ok, no failed check", rec.failed_checks)
+        check(all(t.balanced for t in rec.trial_balance), "trial balance balanced")
+        tb = expect(get_trial_balance.sync_detailed(client=client, as_of=day), 200, TrialBalanceReport,
+                    "getTrialBalance")
+        check(all(c.balanced for c in tb.currencies), "trial balance as of today balanced")
 
         missing = get_wallet.sync_detailed(uuid.uuid4(), client=client)
         check(isinstance(missing.parsed, Problem) and missing.status_code == 404 and missing.parsed.code == "not_found",
