@@ -164,6 +164,11 @@ impl Application {
                 beats.clone(),
                 stop_rx.clone(),
             )),
+            tokio::spawn(jobs::journal_rollup_loop(
+                pool.clone(),
+                beats.clone(),
+                stop_rx.clone(),
+            )),
             tokio::spawn(http::limits::purge_loop(
                 state.limits.clone(),
                 Duration::from_secs(60),

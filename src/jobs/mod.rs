@@ -81,6 +81,34 @@ impl Heartbeats {
 
 pub const IDEMPOTENCY_CLEANUP_LOOP: &str = "idempotency_cleanup";
 pub const RESERVATION_EXPIRY_LOOP: &str = "reservation_expiry";
+pub const JOURNAL_ROLLUP_LOOP: &str = "journal_rollup";
+/// How often closed days are rolled up (also once at start).
+pub const JOURNAL_ROLLUP_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Rolls up closed journal days once at start, then every
+/// JOURNAL_ROLLUP_INTERVAL (one instance at a time: an advisory lock).
+pub async fn journal_rollup_loop(
+    pool: PgPool,
+    heartbeats: std::sync::Arc<Heartbeats>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    heartbeats.register(JOURNAL_ROLLUP_LOOP, JOURNAL_ROLLUP_INTERVAL);
+    let mut ticker = tokio::time::interval(JOURNAL_ROLLUP_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => match crate::reports::rollup(&pool).await {
+                Ok(days) => {
+                    heartbeats.beat(JOURNAL_ROLLUP_LOOP);
+                    if days > 0 {
+                        tracing::info!(days, "journal days rolled up");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "journal roll-up failed"),
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+}
 
 /// One cleanup pass with its metrics.
 pub async fn cleanup_idempotency(pool: &PgPool, batch: u32) -> Result<u64, sqlx::Error> {

@@ -227,3 +227,33 @@ pub async fn trial_balance(
         currencies,
     })
 }
+
+/// A fixed key for `pg_try_advisory_xact_lock`: one roll-up at a time
+/// across instances.
+const ROLLUP_LOCK: i64 = 0x626c_726f_6c6c_7570; // "blrollup"
+
+/// Rolls up every closed day not rolled yet, one day per transaction, on
+/// one instance at a time. A day is closed once its end is more than
+/// PROVISIONAL_MARGIN ago. Returns the number of days rolled.
+pub async fn rollup(pool: &PgPool) -> Result<u32, sqlx::Error> {
+    let mut days = 0;
+    loop {
+        let mut tx = pool.begin().await?;
+        let ours: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(ROLLUP_LOCK)
+            .fetch_one(&mut *tx)
+            .await?;
+        if !ours {
+            return Ok(days);
+        }
+        let closed = (Utc::now() - PROVISIONAL_MARGIN).date_naive() - Duration::days(1);
+        let rolled = sqlx::query_file!("sql/reports/rollup_day.sql", closed)
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        match rolled {
+            Some(_) => days += 1,
+            None => return Ok(days),
+        }
+    }
+}

@@ -34,17 +34,19 @@ impl TestApp {
         id
     }
 
+    /// Yesterday and today (UTC): all seeded activity, even across midnight.
     async fn report(&self, key: &str) -> Value {
-        let today = chrono::Utc::now().date_naive();
         let r = self
-            .get(
-                key,
-                &format!("/v1/reports/reconciliation?from={today}&to={today}"),
-            )
+            .get(key, &format!("/v1/reports/reconciliation?{}", period()))
             .await;
         assert_eq!(r.status(), StatusCode::OK);
         r.json().await.unwrap()
     }
+}
+
+fn period() -> String {
+    let today = chrono::Utc::now().date_naive();
+    format!("from={}&to={today}", today - chrono::Duration::days(1))
 }
 
 /// Every kind of activity, all today.
@@ -232,7 +234,7 @@ async fn seeded_activity_reconciles_and_csv_carries_the_same_figures(
     let today = chrono::Utc::now().date_naive();
     let csv = app
         .client
-        .get(app.url(&format!("/v1/reports/reconciliation?from={today}&to={today}")))
+        .get(app.url(&format!("/v1/reports/reconciliation?{}", period())))
         .bearer_auth(&finance)
         .header("Accept", "text/csv")
         .send()
@@ -297,7 +299,8 @@ async fn a_balance_changed_behind_the_books_is_flagged_on_that_wallet(
     let app = spawn_app(connect.clone()).await;
     let shop = app.shop().await;
     let (a, b) = seed(&app, &shop).await;
-    let today = chrono::Utc::now().date_naive().to_string();
+    let today = chrono::Utc::now().date_naive();
+    let (from, to) = ((today - chrono::Duration::days(1)).to_string(), today.to_string());
     let cli = |format: &str| {
         Command::new(env!("CARGO_BIN_EXE_billing-ledger"))
             .args([
@@ -306,9 +309,9 @@ async fn a_balance_changed_behind_the_books_is_flagged_on_that_wallet(
                 "--shop",
                 &shop.id.to_string(),
                 "--from",
-                &today,
+                &from,
                 "--to",
-                &today,
+                &to,
                 "--format",
                 format,
             ])
@@ -348,4 +351,131 @@ async fn a_balance_changed_behind_the_books_is_flagged_on_that_wallet(
     assert_eq!(failed.status.code(), Some(1));
     let printed: Value = serde_json::from_slice(&failed.stdout).unwrap();
     assert_eq!(printed["failed_checks"], json!(["wallet_drift"]));
+}
+
+/// Balanced journal transactions of `amount` (external_payments → revenue)
+/// dated `days_ago` days back, written as the service writes them.
+async fn backdated(app: &TestApp, shop: Uuid, days_ago: i32, amount: &str) {
+    sqlx::raw_sql(&format!(
+        "BEGIN;
+         INSERT INTO journal_transactions (shop_id, id, kind, created_at)
+              VALUES ('{shop}', gen_random_uuid(), 'test', now() - interval '{days_ago} days');
+         INSERT INTO journal_entries (shop_id, journal_transaction_id, line, account, currency, amount)
+              SELECT shop_id, id, 1, 'external_payments', 'USD', -{amount} FROM journal_transactions
+               WHERE shop_id = '{shop}' AND kind = 'test' AND NOT EXISTS
+                     (SELECT 1 FROM journal_entries e WHERE e.journal_transaction_id = journal_transactions.id);
+         INSERT INTO journal_entries (shop_id, journal_transaction_id, line, account, currency, amount)
+              SELECT e.shop_id, e.journal_transaction_id, 2, 'revenue', 'USD', {amount} FROM journal_entries e
+               WHERE e.shop_id = '{shop}' AND e.line = 1 AND e.account = 'external_payments' AND NOT EXISTS
+                     (SELECT 1 FROM journal_entries x WHERE x.journal_transaction_id = e.journal_transaction_id AND x.line = 2);
+         COMMIT;"
+    ))
+    .execute(&app.pool)
+    .await
+    .unwrap();
+}
+
+#[sqlx::test]
+async fn trial_balances_from_daily_rollups_equal_the_raw_journal(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let app = spawn_app(connect).await;
+    let shop = app.shop().await;
+    for (days_ago, amount) in [(5, "10.00"), (3, "2.50"), (3, "1.25"), (1, "4.00"), (0, "8.00")] {
+        backdated(&app, shop.id, days_ago, amount).await;
+    }
+    let revenue_as_of = |day: chrono::NaiveDate| {
+        let app = &app;
+        let key = shop.key.clone();
+        async move {
+            let tb: Value = app
+                .get(&key, &format!("/v1/reports/trial-balance?as_of={day}"))
+                .await
+                .json()
+                .await
+                .unwrap();
+            let usd = &tb["currencies"][0];
+            assert_eq!(usd["balanced"], true);
+            usd["accounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["account"] == "revenue")
+                .map(|a| a["balance"].as_str().unwrap().to_owned())
+        }
+    };
+    let today = chrono::Utc::now().date_naive();
+    let before = [
+        revenue_as_of(today - chrono::Duration::days(4)).await,
+        revenue_as_of(today - chrono::Duration::days(2)).await,
+        revenue_as_of(today).await,
+    ];
+    // Two instances rolling up at once: each closed day once.
+    let (a, b) = tokio::join!(
+        billing_ledger::reports::rollup(&app.pool),
+        billing_ledger::reports::rollup(&app.pool)
+    );
+    let rolled = a.unwrap() + b.unwrap();
+    // Days 5 ago through yesterday (through the day before, just after
+    // midnight, while yesterday is not closed yet).
+    assert!(rolled >= 4, "closed days rolled: {rolled}");
+    assert_eq!(
+        billing_ledger::reports::rollup(&app.pool).await.unwrap(),
+        0,
+        "nothing left to roll"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM (SELECT 1 FROM journal_daily_totals GROUP BY shop_id, day, currency, account HAVING count(*) > 1) d")
+            .await,
+        0
+    );
+    let after = [
+        revenue_as_of(today - chrono::Duration::days(4)).await,
+        revenue_as_of(today - chrono::Duration::days(2)).await,
+        revenue_as_of(today).await,
+    ];
+    assert_eq!(before, after, "roll-ups plus entries since equal the raw journal");
+    assert_eq!(
+        after.map(|x| x.unwrap()),
+        ["10.00".to_owned(), "13.75".into(), "25.75".into()]
+    );
+}
+
+#[sqlx::test]
+async fn report_queries_use_their_indexes(_: PgPoolOptions, connect: PgConnectOptions) {
+    let app = spawn_app(connect).await;
+    let shop = app.shop().await;
+    app.wallet(&shop.key, "USD", "5.00").await;
+    let mut conn = app.pool.acquire().await.unwrap();
+    // Tiny tables favour sequential scans; with them off, the plan shows
+    // which index serves each part.
+    sqlx::query("SET enable_seqscan = off")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let today = chrono::Utc::now();
+    let explain = |sql: &str| format!("EXPLAIN {sql}");
+    let wallets: Vec<String> = sqlx::query_scalar(&explain(include_str!("../../sql/reports/wallets.sql")))
+        .bind(shop.id)
+        .bind(today - chrono::Duration::days(1))
+        .bind(today)
+        .bind(None::<String>)
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    let plan = wallets.join("\n");
+    assert!(plan.contains("wallet_transactions_wallet_time"), "{plan}");
+    assert!(plan.contains("journal_entries_wallet"), "{plan}");
+    let trial: Vec<String> =
+        sqlx::query_scalar(&explain(include_str!("../../sql/reports/trial_balance.sql")))
+            .bind(shop.id)
+            .bind(today)
+            .bind(None::<String>)
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+    let plan = trial.join("\n");
+    assert!(plan.contains("journal_daily_totals_pkey"), "{plan}");
+    assert!(plan.contains("journal_transactions_shop_time"), "{plan}");
 }

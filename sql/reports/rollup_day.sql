@@ -1,0 +1,25 @@
+-- Rolls up the next closed day after the last one rolled (or the first day
+-- with entries), in one statement, under the caller's advisory lock.
+-- $1: the last day that may be rolled (a day whose end is past every
+-- transaction that could still commit). Returns the day rolled, if any.
+WITH state AS (
+    SELECT COALESCE(last_day + 1,
+                    (SELECT (min(created_at) AT TIME ZONE 'UTC')::date FROM journal_transactions)) AS day
+      FROM journal_rollup_state
+),
+todo AS (
+    SELECT day FROM state WHERE day IS NOT NULL AND day <= $1
+),
+totals AS (
+    INSERT INTO journal_daily_totals (shop_id, day, currency, account, total)
+    SELECT e.shop_id, todo.day, e.currency, e.account, sum(e.amount)
+      FROM todo
+      JOIN journal_transactions t
+        ON t.created_at >= todo.day::timestamp AT TIME ZONE 'UTC'
+       AND t.created_at < (todo.day + 1)::timestamp AT TIME ZONE 'UTC'
+      JOIN journal_entries e ON e.shop_id = t.shop_id AND e.journal_transaction_id = t.id
+     GROUP BY e.shop_id, todo.day, e.currency, e.account
+    ON CONFLICT (shop_id, currency, account, day) DO UPDATE SET total = EXCLUDED.total
+)
+UPDATE journal_rollup_state SET last_day = todo.day FROM todo
+RETURNING last_day AS "day!"
