@@ -36,6 +36,7 @@ sqlx-cli:
 	  --no-default-features --features postgres,rustls
 
 test: sqlx-cli
+	@scripts/ensure-chromium.sh
 	@url=$$($(DB) start); export DATABASE_URL=$$url; \
 	cargo run -q -- migrate >/dev/null; \
 	SQLX_OFFLINE=false cargo sqlx prepare --check -- --all-targets; \

@@ -44,6 +44,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
     let slots = state.in_flight.clone();
     api.route("/metrics", get(health::metrics))
         .route("/openapi.yaml", get(health::openapi_yaml))
+        .merge(reports::page::router())
         .route_layer(middleware::from_fn(request_id::record_route))
         .fallback(http::not_found)
         .method_not_allowed_fallback(http::method_not_allowed)

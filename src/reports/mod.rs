@@ -5,6 +5,7 @@
 //! on. The SQL lives in `sql/reports/`.
 
 pub mod csv;
+pub mod page;
 pub mod routes;
 mod service;
 mod types;

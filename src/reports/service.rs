@@ -8,7 +8,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::{
-    AccountBalance, InvoiceSummary, PaymentChecks, Reconciliation, ReportError, ReservationCheck,
+    AccountBalance, DailyNet, InvoiceSummary, PaymentChecks, Reconciliation, ReportError, ReservationCheck,
     TrialBalance, TrialBalanceReport, WalletLine,
 };
 use crate::money::Currency;
@@ -141,6 +141,16 @@ pub async fn reconciliation(
         unposted_invoice_payments: p.unposted,
     };
 
+    let daily = sqlx::query_file!("sql/reports/daily.sql", shop_id, start, end, currency)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|r| DailyNet {
+            net: text(&r.currency, r.net),
+            day: r.day,
+            currency: r.currency,
+        })
+        .collect();
     let trial_balance = trial(&mut tx, shop_id, end, currency).await?;
     tx.commit().await?;
 
@@ -171,6 +181,7 @@ pub async fn reconciliation(
         invoices,
         payments,
         trial_balance,
+        daily,
     })
 }
 

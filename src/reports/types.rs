@@ -129,6 +129,16 @@ pub struct Reconciliation {
     pub payments: PaymentChecks,
     /// As of the end of the period.
     pub trial_balance: Vec<TrialBalance>,
+    /// Per UTC day and currency: the wallets' net movement (credits −
+    /// debits), days without movement left out.
+    pub daily: Vec<DailyNet>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DailyNet {
+    pub day: NaiveDate,
+    pub currency: String,
+    pub net: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -479,3 +479,102 @@ async fn report_queries_use_their_indexes(_: PgPoolOptions, connect: PgConnectOp
     assert!(plan.contains("journal_daily_totals_pkey"), "{plan}");
     assert!(plan.contains("journal_transactions_shop_time"), "{plan}");
 }
+
+/// Runs headless Chromium (Debian's `chromium`) on `url` with `args`, on a
+/// blocking thread: the test's runtime keeps serving the page meanwhile.
+async fn chromium(args: &[&str], url: &str) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || chromium_now(&args, &url))
+        .await
+        .unwrap()
+}
+
+fn chromium_now(args: &[String], url: &str) -> std::process::Output {
+    Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--virtual-time-budget=20000",
+        ])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("chromium is installed (scripts/ensure-chromium.sh)")
+}
+
+#[sqlx::test]
+async fn the_report_page_renders_in_headless_chromium(_: PgPoolOptions, connect: PgConnectOptions) {
+    let app = spawn_app(connect).await;
+    let shop = app.shop().await;
+    let (a, b) = seed(&app, &shop).await;
+    sqlx::query("UPDATE wallets SET balance = balance - 0.50 WHERE id = $1")
+        .bind(b)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let finance = app.key(&shop, Role::Finance).await;
+    let today = chrono::Utc::now().date_naive();
+    // The key travels in the fragment, which the browser never sends.
+    let url = app.url(&format!(
+        "/reports/reconciliation#key={finance}&from={}&to={today}",
+        today - chrono::Duration::days(1)
+    ));
+    let page = app
+        .client
+        .get(app.url("/reports/reconciliation"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'self'")
+    );
+    let html = page.text().await.unwrap();
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "no third-party asset"
+    );
+
+    let out = chromium(&["--dump-dom"], &url).await;
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(dom.contains("data-state=\"rendered\""), "rendered: {dom}");
+    let row = |wallet: Uuid| {
+        let at = dom
+            .find(&format!("data-wallet=\"{wallet}\""))
+            .expect("a row per wallet");
+        dom[dom[..at].rfind("<tr").unwrap()..at + 300].to_owned()
+    };
+    assert!(row(b).contains("class=\"drift\""), "{}", row(b));
+    assert!(row(b).contains("-0.50"), "the drift is shown: {}", row(b));
+    assert!(!row(a).contains("class=\"drift\""), "{}", row(a));
+    assert!(
+        dom.contains("class=\"fail\" data-check=\"wallet_drift\""),
+        "wallet_drift red"
+    );
+    assert!(
+        dom.contains("class=\"pass\" data-check=\"trial_balance\""),
+        "trial balance green"
+    );
+    assert!(dom.contains("<svg"), "the daily chart is drawn");
+
+    let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/report-page.png");
+    let _ = std::fs::remove_file(&shot);
+    let out = chromium(
+        &[
+            "--window-size=1280,1100",
+            &format!("--screenshot={}", shot.display()),
+        ],
+        &url,
+    )
+    .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        std::fs::metadata(&shot).unwrap().len() > 10_000,
+        "a screenshot of the rendered page"
+    );
+}
