@@ -22,7 +22,8 @@ pub const HEADER: [&str; 12] = [
 /// or a leading character a spreadsheet would read as a formula (then
 /// prefixed with `'`).
 fn field(value: &str) -> String {
-    let value = if value.starts_with(['=', '+', '-', '@']) && value.parse::<f64>().is_err() {
+    let value = if value.starts_with(['=', '+', '-', '@']) && value.parse::<rust_decimal::Decimal>().is_err()
+    {
         format!("'{value}")
     } else {
         value.to_owned()
