@@ -330,9 +330,27 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 output,
             } = command;
             let pool = app::pool(&db);
-            let report = billing_ledger::reports::reconciliation(&pool, shop, from, to, currency.as_deref())
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            // On a terminal only (indicatif hides itself when stderr is not
+            // one), so cron and pipes get clean output.
+            let bar = indicatif::ProgressBar::new(billing_ledger::reports::STEPS.len() as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let report = billing_ledger::reports::reconciliation_with(
+                &pool,
+                shop,
+                from,
+                to,
+                currency.as_deref(),
+                |part| {
+                    bar.set_message(part);
+                    bar.inc(1);
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            bar.finish_and_clear();
             let text = match format {
                 ReportFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
                 ReportFormat::Csv => billing_ledger::reports::csv::reconciliation(&report),

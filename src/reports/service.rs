@@ -49,12 +49,35 @@ async fn snapshot(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Post
     Ok(tx)
 }
 
+/// The parts of a report, in the order `reconciliation_with` reads them.
+pub const STEPS: [&str; 6] = [
+    "wallets",
+    "reservations",
+    "invoices",
+    "payments",
+    "daily",
+    "trial balance",
+];
+
 pub async fn reconciliation(
     pool: &PgPool,
     shop_id: Uuid,
     from: NaiveDate,
     to: NaiveDate,
     currency: Option<&str>,
+) -> Result<Reconciliation, ReportError> {
+    reconciliation_with(pool, shop_id, from, to, currency, |_| {}).await
+}
+
+/// The report, calling `step` with each part of STEPS once it is read (the
+/// command line's progress bar).
+pub async fn reconciliation_with(
+    pool: &PgPool,
+    shop_id: Uuid,
+    from: NaiveDate,
+    to: NaiveDate,
+    currency: Option<&str>,
+    mut step: impl FnMut(&'static str),
 ) -> Result<Reconciliation, ReportError> {
     if to < from {
         return Err(ReportError::Invalid("to", "must not be before from".into()));
@@ -92,6 +115,7 @@ pub async fn reconciliation(
                 }
             })
             .collect();
+    step(STEPS[0]);
 
     let reservations: Vec<ReservationCheck> =
         sqlx::query_file!("sql/reports/reservations.sql", shop_id, currency)
@@ -107,6 +131,7 @@ pub async fn reconciliation(
                 currency: r.currency,
             })
             .collect();
+    step(STEPS[1]);
 
     let invoices: Vec<InvoiceSummary> =
         sqlx::query_file!("sql/reports/invoices.sql", shop_id, start, end, currency)
@@ -130,6 +155,7 @@ pub async fn reconciliation(
                 }
             })
             .collect();
+    step(STEPS[2]);
 
     let p = sqlx::query_file!("sql/reports/payments.sql", shop_id)
         .fetch_one(&mut *tx)
@@ -140,6 +166,7 @@ pub async fn reconciliation(
         webhook_dead_event_ids: p.dead,
         unposted_invoice_payments: p.unposted,
     };
+    step(STEPS[3]);
 
     let daily = sqlx::query_file!("sql/reports/daily.sql", shop_id, start, end, currency)
         .fetch_all(&mut *tx)
@@ -151,8 +178,10 @@ pub async fn reconciliation(
             currency: r.currency,
         })
         .collect();
+    step(STEPS[4]);
     let trial_balance = trial(&mut tx, shop_id, end, currency).await?;
     tx.commit().await?;
+    step(STEPS[5]);
 
     let mut failed = Vec::new();
     let checks = [

@@ -327,6 +327,12 @@ async fn a_balance_changed_behind_the_books_is_flagged_on_that_wallet(
         String::from_utf8_lossy(&healthy.stdout)
     );
     assert!(String::from_utf8_lossy(&healthy.stdout).contains("all checks passed"));
+    // Not a terminal: no progress bar, nothing on stderr.
+    assert!(
+        healthy.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&healthy.stderr)
+    );
 
     sqlx::query("UPDATE wallets SET balance = balance + 1.25 WHERE id = $1")
         .bind(a)
