@@ -69,8 +69,9 @@ pub async fn openapi_yaml() -> Response {
 #[derive(Serialize, ToSchema)]
 pub struct DatabaseHealth {
     pub ok: bool,
-    /// Round trip of `SELECT 1` through the pool (bounded at 2 s).
-    pub latency_ms: Option<f64>,
+    /// Round trip of `SELECT 1` through the pool, in microseconds (bounded
+    /// at 2 s).
+    pub latency_us: Option<u64>,
     pub error: Option<String>,
 }
 
@@ -128,10 +129,10 @@ pub async fn health_full(State(state): State<AppState>) -> Response {
     let db = probe(sqlx::query("SELECT 1").execute(&state.pool)).await;
     let database = DatabaseHealth {
         ok: db.is_ok(),
-        latency_ms: db
+        latency_us: db
             .as_ref()
             .ok()
-            .map(|_| started.elapsed().as_micros() as f64 / 1000.0),
+            .map(|_| u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)),
         error: db.err(),
     };
     let (mut migrations, mut webhook_queue) = (None, None);
