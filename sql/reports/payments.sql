@@ -1,12 +1,12 @@
 -- Payments that did not reach the books: provider payments whose event
 -- failed (still retried) or is dead (matched no invoice it could pay), and
--- invoice payments without their journal transaction.
+-- invoice payments of the period [$2, $3) without their journal transaction.
 SELECT (SELECT count(*) FROM webhook_events
          WHERE shop_id = $1 AND type = 'payment.succeeded' AND status = 'failed') AS "failing!",
        ARRAY(SELECT id FROM webhook_events
               WHERE shop_id = $1 AND type = 'payment.succeeded' AND status = 'dead'
               ORDER BY id LIMIT 100) AS "dead!",
        (SELECT count(*) FROM invoice_payments p
-         WHERE p.shop_id = $1
+         WHERE p.shop_id = $1 AND p.created_at >= $2 AND p.created_at < $3
            AND NOT EXISTS (SELECT 1 FROM journal_transactions t
                             WHERE t.shop_id = p.shop_id AND t.id = p.journal_transaction_id)) AS "unposted!"

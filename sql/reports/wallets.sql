@@ -2,12 +2,25 @@
 -- its balance from the journal and as stored. Opening and closing balances
 -- are index seeks (wallet_transactions_wallet_time): the balance_after of
 -- the last movement before each bound, never a sum over earlier history.
+-- The journal balance is the wallet's last rolled balance (one seek in
+-- journal_wallet_balances) plus the shop's entries since the last rolled
+-- day.
+WITH recent AS (
+    SELECT e.wallet_id, sum(e.amount) AS total
+      FROM journal_transactions t
+      JOIN journal_entries e ON e.shop_id = t.shop_id AND e.journal_transaction_id = t.id
+     WHERE t.shop_id = $1
+       AND t.created_at >= COALESCE((SELECT (last_day + 1)::timestamp AT TIME ZONE 'UTC'
+                                      FROM journal_rollup_state), '-infinity')
+       AND e.wallet_id IS NOT NULL
+     GROUP BY e.wallet_id
+)
 SELECT w.id AS "wallet_id!", w.customer_ref AS "customer_ref!", w.currency AS "currency!",
        COALESCE(o.balance_after, 0) AS "opening!",
        COALESCE(m.credits, 0) AS "credits!",
        COALESCE(m.debits, 0) AS "debits!",
        COALESCE(c.balance_after, 0) AS "closing!",
-       COALESCE(j.total, 0) AS "journal!",
+       COALESCE(b.balance, 0) + COALESCE(r.total, 0) AS "journal!",
        w.balance AS "stored!"
   FROM wallets w
   LEFT JOIN LATERAL (SELECT t.balance_after FROM wallet_transactions t
@@ -21,7 +34,9 @@ SELECT w.id AS "wallet_id!", w.customer_ref AS "customer_ref!", w.currency AS "c
                        FROM wallet_transactions t
                       WHERE t.shop_id = w.shop_id AND t.wallet_id = w.id
                         AND t.created_at >= $2 AND t.created_at < $3) m ON true
-  LEFT JOIN LATERAL (SELECT sum(e.amount) AS total FROM journal_entries e
-                      WHERE e.shop_id = w.shop_id AND e.wallet_id = w.id) j ON true
+  LEFT JOIN LATERAL (SELECT jb.balance FROM journal_wallet_balances jb
+                      WHERE jb.shop_id = w.shop_id AND jb.wallet_id = w.id AND jb.day <= (SELECT last_day FROM journal_rollup_state)
+                      ORDER BY jb.day DESC LIMIT 1) b ON true
+  LEFT JOIN recent r ON r.wallet_id = w.id
  WHERE w.shop_id = $1 AND ($4::text IS NULL OR w.currency = $4)
  ORDER BY w.currency, w.id

@@ -133,15 +133,28 @@ pub async fn reconciliation_with(
             .collect();
     step(STEPS[1]);
 
-    let invoices: Vec<InvoiceSummary> =
+    // Receivables now (roll-ups plus the entries since), against what the
+    // open invoices have due; a currency with receivables but no invoice
+    // row is a failed check too.
+    let now = balances(&mut tx, shop_id, generated_at + Duration::days(1), currency).await?;
+    let mut receivables: BTreeMap<String, Decimal> = now
+        .into_iter()
+        .filter_map(|(currency, accounts)| {
+            let (_, balance) = accounts.into_iter().find(|(a, _)| a == "receivables")?;
+            Some((currency, balance))
+        })
+        .collect();
+    let mut invoices: Vec<InvoiceSummary> =
         sqlx::query_file!("sql/reports/invoices.sql", shop_id, start, end, currency)
             .fetch_all(&mut *tx)
             .await?
             .into_iter()
             .map(|r| {
                 let c = r.currency.as_str();
+                // The account's entries negated: finalize debits it.
+                let due = -receivables.remove(&r.currency).unwrap_or_default();
                 InvoiceSummary {
-                    ok: r.receivables == r.outstanding_total,
+                    ok: due == r.outstanding_total,
                     issued: r.issued,
                     issued_total: text(c, r.issued_total),
                     paid: r.paid,
@@ -150,14 +163,30 @@ pub async fn reconciliation_with(
                     voided_total: text(c, r.voided_total),
                     outstanding: r.outstanding,
                     outstanding_total: text(c, r.outstanding_total),
-                    receivables: text(c, r.receivables),
+                    receivables: text(c, due),
                     currency: r.currency,
                 }
             })
             .collect();
+    for (currency, balance) in receivables.into_iter().filter(|(_, b)| !b.is_zero()) {
+        let zero = text(&currency, Decimal::ZERO);
+        invoices.push(InvoiceSummary {
+            ok: false,
+            issued: 0,
+            issued_total: zero.clone(),
+            paid: 0,
+            paid_total: zero.clone(),
+            voided: 0,
+            voided_total: zero.clone(),
+            outstanding: 0,
+            outstanding_total: zero,
+            receivables: text(&currency, -balance),
+            currency,
+        });
+    }
     step(STEPS[2]);
 
-    let p = sqlx::query_file!("sql/reports/payments.sql", shop_id)
+    let p = sqlx::query_file!("sql/reports/payments.sql", shop_id, start, end)
         .fetch_one(&mut *tx)
         .await?;
     let payments = PaymentChecks {
@@ -214,12 +243,13 @@ pub async fn reconciliation_with(
     })
 }
 
-async fn trial(
+/// Per currency, every account's balance at `before` (exclusive).
+async fn balances(
     conn: &mut PgConnection,
     shop_id: Uuid,
     before: DateTime<Utc>,
     currency: Option<&str>,
-) -> Result<Vec<TrialBalance>, ReportError> {
+) -> Result<BTreeMap<String, Vec<(String, Decimal)>>, ReportError> {
     let rows = sqlx::query_file!("sql/reports/trial_balance.sql", shop_id, before, currency)
         .fetch_all(conn)
         .await?;
@@ -230,7 +260,17 @@ async fn trial(
             .or_default()
             .push((r.account, r.balance));
     }
-    Ok(by_currency
+    Ok(by_currency)
+}
+
+async fn trial(
+    conn: &mut PgConnection,
+    shop_id: Uuid,
+    before: DateTime<Utc>,
+    currency: Option<&str>,
+) -> Result<Vec<TrialBalance>, ReportError> {
+    Ok(balances(conn, shop_id, before, currency)
+        .await?
         .into_iter()
         .map(|(currency, accounts)| {
             let total: Decimal = accounts.iter().map(|(_, b)| *b).sum();

@@ -388,6 +388,36 @@ async fn trial_balances_from_daily_rollups_equal_the_raw_journal(
 ) {
     let app = spawn_app(connect).await;
     let shop = app.shop().await;
+    // A wallet whose top-up is booked 3 days ago, and one more today.
+    let wallet = app.wallet(&shop.key, "USD", "5.00").await;
+    // The journal is append-only; replica mode skips that trigger.
+    sqlx::raw_sql(&format!(
+        "BEGIN; SET LOCAL session_replication_role = replica;
+         UPDATE journal_transactions SET created_at = created_at - interval '3 days'
+          WHERE shop_id = '{}';
+         COMMIT;",
+        shop.id
+    ))
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let journal_balance = || {
+        let app = &app;
+        let key = shop.key.clone();
+        async move {
+            let report = app.report(&key).await;
+            let line = report["wallets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|w| w["wallet_id"] == wallet.to_string())
+                .unwrap()
+                .clone();
+            assert_eq!(line["drift"], "0.00", "{line}");
+            line["journal_balance"].as_str().unwrap().to_owned()
+        }
+    };
+    assert_eq!(journal_balance().await, "5.00");
     for (days_ago, amount) in [(5, "10.00"), (3, "2.50"), (3, "1.25"), (1, "4.00"), (0, "8.00")] {
         backdated(&app, shop.id, days_ago, amount).await;
     }
@@ -442,6 +472,21 @@ async fn trial_balances_from_daily_rollups_equal_the_raw_journal(
         revenue_as_of(today).await,
     ];
     assert_eq!(before, after, "roll-ups plus entries since equal the raw journal");
+    // The wallet's journal balance: its rolled balance plus today's entries.
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM journal_wallet_balances WHERE wallet_id = '{wallet}' AND balance = 5"
+        ))
+        .await,
+        1
+    );
+    app.ok(
+        &shop.key,
+        &format!("/v1/wallets/{wallet}/credit"),
+        json!({"amount": "2.00", "category": "top_up"}),
+    )
+    .await;
+    assert_eq!(journal_balance().await, "7.00");
     assert_eq!(
         after.map(|x| x.unwrap()),
         ["10.00".to_owned(), "13.75".into(), "25.75".into()]
@@ -472,7 +517,35 @@ async fn report_queries_use_their_indexes(_: PgPoolOptions, connect: PgConnectOp
         .unwrap();
     let plan = wallets.join("\n");
     assert!(plan.contains("wallet_transactions_wallet_time"), "{plan}");
-    assert!(plan.contains("journal_entries_wallet"), "{plan}");
+    assert!(plan.contains("journal_wallet_balances_pkey"), "{plan}");
+    assert!(plan.contains("journal_transactions_shop_time"), "{plan}");
+    assert!(!plan.contains("journal_entries_wallet"), "{plan}");
+    let invoices: Vec<String> = sqlx::query_scalar(&explain(include_str!("../../sql/reports/invoices.sql")))
+        .bind(shop.id)
+        .bind(today - chrono::Duration::days(1))
+        .bind(today)
+        .bind(None::<String>)
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    let plan = invoices.join("\n");
+    for index in [
+        "invoices_finalized",
+        "invoices_paid",
+        "invoices_voided",
+        "invoices_open",
+    ] {
+        assert!(plan.contains(index), "{index}: {plan}");
+    }
+    let payments: Vec<String> = sqlx::query_scalar(&explain(include_str!("../../sql/reports/payments.sql")))
+        .bind(shop.id)
+        .bind(today - chrono::Duration::days(1))
+        .bind(today)
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    let plan = payments.join("\n");
+    assert!(plan.contains("invoice_payments_shop_time"), "{plan}");
     let trial: Vec<String> =
         sqlx::query_scalar(&explain(include_str!("../../sql/reports/trial_balance.sql")))
             .bind(shop.id)
