@@ -5,7 +5,10 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use anyhow::Context;
 use axum::{Router, middleware, routing::get};
 use sha2::{Digest, Sha256};
-use sqlx::{PgPool, postgres::PgPoolOptions};
+use sqlx::{
+    PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
 use tokio::{net::TcpListener, sync::watch};
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -63,8 +66,20 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
 /// transaction, so abandoned work (a vanished client, a timed-out request)
 /// never keeps rows locked.
 pub fn pool(db: &DatabaseConfig) -> PgPool {
+    pool_on(db, &db.connect_options)
+}
+
+/// The reports' pool on REPORTS_DATABASE_URL's replica, with the same
+/// bounds; `None` when unset (reports read the primary).
+pub fn reports_pool(db: &DatabaseConfig) -> Option<PgPool> {
+    db.reports_connect_options
+        .as_ref()
+        .map(|options| pool_on(db, options))
+}
+
+fn pool_on(db: &DatabaseConfig, options: &PgConnectOptions) -> PgPool {
     let ms = |d: Duration| format!("{}ms", d.as_millis());
-    let options = db.connect_options.clone().options([
+    let options = options.clone().options([
         ("lock_timeout", ms(db.lock_timeout)),
         ("statement_timeout", ms(db.statement_timeout)),
         (
@@ -85,6 +100,7 @@ pub fn state(pool: PgPool, config: &ServeConfig, key_wait: Duration) -> AppState
     AppState {
         executor: Executor::new(pool.clone(), idem.ttl_hours, key_wait, idem.max_waiters as usize),
         auth_cache: Arc::new(AuthCache::new(config.auth_cache_ttl)),
+        reports_pool: pool.clone(),
         pool,
         admin_key_hash: config
             .admin_api_key
@@ -103,6 +119,7 @@ pub fn state(pool: PgPool, config: &ServeConfig, key_wait: Duration) -> AppState
 pub struct Application {
     listener: TcpListener,
     pool: PgPool,
+    reports_pool: Option<PgPool>,
     config: ServeConfig,
     key_wait: Duration,
 }
@@ -119,6 +136,7 @@ impl Application {
         Ok(Application {
             listener,
             pool: pool(db),
+            reports_pool: reports_pool(db),
             config,
             key_wait: db.lock_timeout,
         })
@@ -137,11 +155,15 @@ impl Application {
         let Application {
             listener,
             pool,
+            reports_pool,
             config,
             key_wait,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let state = state(pool.clone(), &config, key_wait);
+        let mut state = state(pool.clone(), &config, key_wait);
+        if let Some(replica) = reports_pool {
+            state.reports_pool = replica;
+        }
         let beats = &state.heartbeats;
         let jobs = [
             tokio::spawn(jobs::idempotency_cleanup_loop(

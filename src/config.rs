@@ -72,6 +72,12 @@ pub struct DatabaseConfig {
     #[arg(long = "database-url", value_name = "DATABASE_URL", env = "DATABASE_URL", value_parser = parse_database_url, hide_env_values = true)]
     pub connect_options: PgConnectOptions,
 
+    /// A streaming read replica for reports (API, page, command line). Unset:
+    /// reports read the primary. Reports say how far the replica is behind,
+    /// and answer 503 while it cannot be reached.
+    #[arg(long = "reports-database-url", value_name = "REPORTS_DATABASE_URL", env = "REPORTS_DATABASE_URL", value_parser = parse_database_url, hide_env_values = true)]
+    pub reports_connect_options: Option<PgConnectOptions>,
+
     /// Maximum connections in the pool.
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub pool_size: u32,

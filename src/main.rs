@@ -118,11 +118,12 @@ fn table(r: &billing_ledger::reports::Reconciliation) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "reconciliation of shop {} from {} to {}{}",
+        "reconciliation of shop {} from {} to {}{}, read from the {}",
         r.shop_id,
         r.from,
         r.to,
-        if r.provisional { " (provisional)" } else { "" }
+        if r.provisional { " (provisional)" } else { "" },
+        r.read_from.describe(r.replica_lag_ms)
     );
     let _ = writeln!(
         out,
@@ -329,7 +330,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 format,
                 output,
             } = command;
-            let pool = app::pool(&db);
+            let pool = app::reports_pool(&db).unwrap_or_else(|| app::pool(&db));
             // On a terminal only (indicatif hides itself when stderr is not
             // one), so cron and pipes get clean output.
             let bar = indicatif::ProgressBar::new(billing_ledger::reports::STEPS.len() as u64);

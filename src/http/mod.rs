@@ -27,6 +27,8 @@ pub use error::ApiError;
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
+    /// Where reports read: REPORTS_DATABASE_URL's replica, else `pool`.
+    pub reports_pool: PgPool,
     /// SHA-256 of `ADMIN_API_KEY`; `None` disables the admin routes.
     pub admin_key_hash: Option<Vec<u8>>,
     pub idempotency: IdempotencyConfig,

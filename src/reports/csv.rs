@@ -1,5 +1,5 @@
 //! The reconciliation as one CSV table (RFC 4180): a row per wallet, then a
-//! row per check. Opens as is in a spreadsheet.
+//! row per check, then where it was read. Opens as is in a spreadsheet.
 
 use super::Reconciliation;
 
@@ -80,6 +80,15 @@ pub fn reconciliation(r: &Reconciliation) -> String {
             ],
         );
     }
+    // Where the figures were read and how fresh they are.
+    let source = r.read_from.describe(r.replica_lag_ms);
+    let fresh = if r.provisional { "provisional" } else { "final" };
+    line(
+        &mut out,
+        &[
+            "source", &source, blank, blank, blank, blank, blank, blank, blank, blank, blank, fresh,
+        ],
+    );
     out
 }
 

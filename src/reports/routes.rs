@@ -45,8 +45,14 @@ async fn reconciliation(
     headers: HeaderMap,
     ValidQuery(q): ValidQuery<ReconciliationParams>,
 ) -> Result<Response, ApiError> {
-    let report =
-        reports::reconciliation(&state.pool, tenant.shop_id, q.from, q.to, q.currency.as_deref()).await?;
+    let report = reports::reconciliation(
+        &state.reports_pool,
+        tenant.shop_id,
+        q.from,
+        q.to,
+        q.currency.as_deref(),
+    )
+    .await?;
     if wants_csv(&headers) {
         let mut response = reports::csv::reconciliation(&report).into_response();
         response.headers_mut().insert(
@@ -69,6 +75,12 @@ async fn trial_balance(
     ValidQuery(q): ValidQuery<TrialBalanceParams>,
 ) -> Result<Json<TrialBalanceReport>, ApiError> {
     Ok(Json(
-        reports::trial_balance(&state.pool, tenant.shop_id, q.as_of, q.currency.as_deref()).await?,
+        reports::trial_balance(
+            &state.reports_pool,
+            tenant.shop_id,
+            q.as_of,
+            q.currency.as_deref(),
+        )
+        .await?,
     ))
 }

@@ -8,8 +8,8 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::{
-    AccountBalance, DailyNet, InvoiceSummary, PaymentChecks, Reconciliation, ReportError, ReservationCheck,
-    TrialBalance, TrialBalanceReport, WalletLine,
+    AccountBalance, DailyNet, InvoiceSummary, PaymentChecks, ReadFrom, Reconciliation, ReportError,
+    ReservationCheck, TrialBalance, TrialBalanceReport, WalletLine,
 };
 use crate::money::Currency;
 
@@ -40,13 +40,49 @@ fn end_of(day: NaiveDate) -> Result<DateTime<Utc>, ReportError> {
         .ok_or_else(|| ReportError::Invalid("to", "is too far in the future".into()))
 }
 
-/// A read-only snapshot: every query of one report sees the same state.
-async fn snapshot(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, ReportError> {
+/// Where and when a snapshot reads.
+struct Source {
+    generated_at: DateTime<Utc>,
+    read_from: ReadFrom,
+    replica_lag_ms: Option<i64>,
+}
+
+impl Source {
+    /// Whether data read now may still miss a transaction of a period that
+    /// ends at `end`: it ended less than PROVISIONAL_MARGIN before the
+    /// data's time, or a replica cannot say how far behind it is.
+    fn provisional(&self, end: DateTime<Utc>) -> bool {
+        match (self.read_from, self.replica_lag_ms) {
+            (ReadFrom::Replica, None) => true,
+            (_, lag) => {
+                self.generated_at - Duration::milliseconds(lag.unwrap_or(0)) < end + PROVISIONAL_MARGIN
+            }
+        }
+    }
+}
+
+/// A read-only snapshot, on the primary or a replica: every query of one
+/// report sees the same state.
+async fn snapshot(
+    pool: &PgPool,
+) -> Result<(sqlx::Transaction<'static, sqlx::Postgres>, Source), ReportError> {
     let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .execute(&mut *tx)
         .await?;
-    Ok(tx)
+    let s = sqlx::query_file!("sql/reports/source.sql")
+        .fetch_one(&mut *tx)
+        .await?;
+    let source = Source {
+        generated_at: s.now,
+        read_from: if s.replica {
+            ReadFrom::Replica
+        } else {
+            ReadFrom::Primary
+        },
+        replica_lag_ms: s.lag_ms,
+    };
+    Ok((tx, source))
 }
 
 /// The parts of a report, in the order `reconciliation_with` reads them.
@@ -89,8 +125,8 @@ pub async fn reconciliation_with(
         ));
     }
     let (start, end) = (start_of(from), end_of(to)?);
-    let mut tx = snapshot(pool).await?;
-    let generated_at: DateTime<Utc> = sqlx::query_scalar("SELECT now()").fetch_one(&mut *tx).await?;
+    let (mut tx, source) = snapshot(pool).await?;
+    let generated_at = source.generated_at;
 
     let wallets: Vec<WalletLine> =
         sqlx::query_file!("sql/reports/wallets.sql", shop_id, start, end, currency)
@@ -231,7 +267,9 @@ pub async fn reconciliation_with(
         to,
         currency: currency.map(str::to_owned),
         generated_at,
-        provisional: generated_at < end + PROVISIONAL_MARGIN,
+        provisional: source.provisional(end),
+        read_from: source.read_from,
+        replica_lag_ms: source.replica_lag_ms,
         ok: failed.is_empty(),
         failed_checks: failed,
         wallets,
@@ -296,14 +334,15 @@ pub async fn trial_balance(
     as_of: NaiveDate,
     currency: Option<&str>,
 ) -> Result<TrialBalanceReport, ReportError> {
-    let mut tx = snapshot(pool).await?;
-    let generated_at: DateTime<Utc> = sqlx::query_scalar("SELECT now()").fetch_one(&mut *tx).await?;
+    let (mut tx, source) = snapshot(pool).await?;
     let currencies = trial(&mut tx, shop_id, end_of(as_of)?, currency).await?;
     tx.commit().await?;
     Ok(TrialBalanceReport {
         shop_id,
         as_of,
-        generated_at,
+        generated_at: source.generated_at,
+        read_from: source.read_from,
+        replica_lag_ms: source.replica_lag_ms,
         currencies,
     })
 }

@@ -109,6 +109,26 @@ pub struct TrialBalance {
     pub balanced: bool,
 }
 
+/// The server a report read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadFrom {
+    Primary,
+    /// A streaming replica (REPORTS_DATABASE_URL): see `replica_lag_ms`.
+    Replica,
+}
+
+impl ReadFrom {
+    /// In words, for the CSV and the command line's table.
+    pub fn describe(self, lag_ms: Option<i64>) -> String {
+        match (self, lag_ms) {
+            (ReadFrom::Primary, _) => "primary".to_owned(),
+            (ReadFrom::Replica, Some(ms)) => format!("replica {ms} ms behind"),
+            (ReadFrom::Replica, None) => "replica, lag unknown".to_owned(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Reconciliation {
     pub shop_id: Uuid,
@@ -116,8 +136,17 @@ pub struct Reconciliation {
     pub to: NaiveDate,
     pub currency: Option<String>,
     pub generated_at: DateTime<Utc>,
-    /// The period ended less than PROVISIONAL_MARGIN ago: a transaction that
-    /// started inside it may still commit.
+    /// The server read: the primary, or the replica of REPORTS_DATABASE_URL.
+    pub read_from: ReadFrom,
+    /// On a replica, how far its replay was behind (milliseconds; 0 when
+    /// it had replayed all it received): the figures are as of
+    /// `generated_at` minus this. Null on the primary, or on a replica that
+    /// has replayed nothing since it started (unknown).
+    pub replica_lag_ms: Option<i64>,
+    /// The data (as of `generated_at`, less a replica's lag) is less than
+    /// PROVISIONAL_MARGIN past the period's end, or a replica's lag is
+    /// unknown: a transaction that started inside the period may still
+    /// commit, or be replayed.
     pub provisional: bool,
     /// Every check passed.
     pub ok: bool,
@@ -146,5 +175,12 @@ pub struct TrialBalanceReport {
     pub shop_id: Uuid,
     pub as_of: NaiveDate,
     pub generated_at: DateTime<Utc>,
+    /// The server read: the primary, or the replica of REPORTS_DATABASE_URL.
+    pub read_from: ReadFrom,
+    /// On a replica, how far its replay was behind (milliseconds; 0 when
+    /// it had replayed all it received): the figures are as of
+    /// `generated_at` minus this. Null on the primary, or on a replica that
+    /// has replayed nothing since it started (unknown).
+    pub replica_lag_ms: Option<i64>,
     pub currencies: Vec<TrialBalance>,
 }

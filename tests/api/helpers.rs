@@ -53,6 +53,7 @@ pub fn serve_config() -> ServeConfig {
 pub fn db_config(connect: PgConnectOptions, lock_timeout: Duration) -> DatabaseConfig {
     DatabaseConfig {
         connect_options: connect,
+        reports_connect_options: None,
         pool_size: 20,
         acquire_timeout: Duration::from_secs(30),
         lock_timeout,
@@ -84,9 +85,15 @@ pub async fn serve(pool: PgPool, config: ServeConfig) -> TestApp {
 }
 
 async fn serve_waiting(pool: PgPool, config: ServeConfig, key_wait: Duration) -> TestApp {
+    let state = app::state(pool, &config, key_wait);
+    serve_state(state, config).await
+}
+
+/// Serves `state` (e.g. with its reports on a replica).
+pub async fn serve_state(state: AppState, config: ServeConfig) -> TestApp {
+    let pool = state.pool.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let state = app::state(pool.clone(), &config, key_wait);
     let router = app::router(state.clone(), config.request_timeout);
     let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
     tokio::spawn(async move { axum::serve(listener, service).await.unwrap() });

@@ -559,6 +559,189 @@ async fn report_queries_use_their_indexes(_: PgPoolOptions, connect: PgConnectOp
     assert!(plan.contains("journal_transactions_shop_time"), "{plan}");
 }
 
+/// A streaming replica of the private cluster (scripts/replica.sh), stopped
+/// and removed when dropped.
+struct Replica {
+    dir: String,
+    port: u16,
+}
+
+impl Replica {
+    fn start(primary_url: &str) -> Replica {
+        let out = Command::new("scripts/replica.sh")
+            .args(["start", primary_url])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "replica.sh start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = String::from_utf8(out.stdout).unwrap();
+        let (dir, port) = out.trim().split_once(' ').unwrap();
+        Replica {
+            dir: dir.to_owned(),
+            port: port.parse().unwrap(),
+        }
+    }
+
+    fn stop(&mut self) {
+        if !self.dir.is_empty() {
+            let _ = Command::new("scripts/replica.sh")
+                .args(["stop", &self.dir])
+                .output();
+            self.dir.clear();
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[sqlx::test]
+async fn reports_read_a_streaming_replica_and_say_how_far_behind_it_is(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let primary = spawn_app(connect.clone()).await;
+    let shop = primary.shop().await;
+    let finance = primary.key(&shop, Role::Finance).await;
+    let wallet = primary.wallet(&shop.key, "USD", "5.00").await;
+    let primary_url = database_url(&connect);
+    let mut replica = {
+        let url = primary_url.clone();
+        tokio::task::spawn_blocking(move || Replica::start(&url))
+            .await
+            .unwrap()
+    };
+    let replica_options = connect.clone().port(replica.port);
+    // The replica serves reports; everything else stays on the primary.
+    let mut state = primary.state.clone();
+    state.reports_pool = billing_ledger::app::reports_pool(&billing_ledger::config::DatabaseConfig {
+        reports_connect_options: Some(replica_options),
+        acquire_timeout: Duration::from_secs(2),
+        ..db_config(connect.clone(), Duration::from_secs(5))
+    })
+    .unwrap();
+    let app = serve_state(state, serve_config()).await;
+    let replica_pool = app.state.reports_pool.clone();
+
+    // Waits until the replica has replayed everything the primary has
+    // written so far, by WAL position (no sleeping on a guess).
+    let replayed = || {
+        let (primary, replica) = (primary.pool.clone(), replica_pool.clone());
+        async move {
+            let lsn: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+                .fetch_one(&primary)
+                .await
+                .unwrap();
+            for _ in 0..600 {
+                let done: bool = sqlx::query_scalar("SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn")
+                    .bind(&lsn)
+                    .fetch_one(&replica)
+                    .await
+                    .unwrap();
+                if done {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("the replica did not replay {lsn} within a minute");
+        }
+    };
+    let balance = |report: &Value| {
+        report["wallets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["wallet_id"] == wallet.to_string())
+            .map(|w| w["stored_balance"].as_str().unwrap().to_owned())
+    };
+
+    replayed().await;
+    let report = app.report(&finance).await;
+    assert_eq!(report["read_from"], "replica", "{report}");
+    assert!(
+        report["replica_lag_ms"].as_i64().is_some_and(|ms| ms >= 0),
+        "{report}"
+    );
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(balance(&report).as_deref(), Some("5.00"));
+    let tb: Value = app
+        .get(
+            &finance,
+            &format!(
+                "/v1/reports/trial-balance?as_of={}",
+                chrono::Utc::now().date_naive()
+            ),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tb["read_from"], "replica", "{tb}");
+
+    // A write on the primary: the replica shows it once replayed.
+    primary
+        .ok(
+            &shop.key,
+            &format!("/v1/wallets/{wallet}/credit"),
+            json!({"amount": "2.00", "category": "top_up"}),
+        )
+        .await;
+    replayed().await;
+    let report = app.report(&finance).await;
+    assert_eq!(balance(&report).as_deref(), Some("7.00"), "{report}");
+    assert_eq!(report["ok"], true, "{report}");
+    // The primary's own report says it read the primary.
+    assert_eq!(primary.report(&finance).await["read_from"], "primary");
+
+    // The command line reads REPORTS_DATABASE_URL when set.
+    let replica_url = {
+        let (server, db) = primary_url.rsplit_once('/').unwrap();
+        let (server, _) = server.rsplit_once(':').unwrap();
+        format!("{server}:{}/{db}", replica.port)
+    };
+    let today = chrono::Utc::now().date_naive();
+    let cli = {
+        let (shop, primary_url, replica_url) =
+            (shop.id.to_string(), primary_url.clone(), replica_url.clone());
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_billing-ledger"))
+                .args(["report", "reconciliation", "--shop", &shop])
+                .args(["--from", &(today - chrono::Duration::days(1)).to_string()])
+                .args(["--to", &today.to_string(), "--format", "json"])
+                .env("DATABASE_URL", &primary_url)
+                .env("REPORTS_DATABASE_URL", &replica_url)
+                .output()
+                .unwrap()
+        }
+    };
+    let out = tokio::task::spawn_blocking(cli.clone()).await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["read_from"], "replica");
+    assert_eq!(balance(&json).as_deref(), Some("7.00"));
+
+    // The replica down: 503, never the primary's or stale figures unsaid.
+    tokio::task::spawn_blocking(move || replica.stop()).await.unwrap();
+    let r = app
+        .get(&finance, &format!("/v1/reports/reconciliation?{}", period()))
+        .await;
+    problem(r, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
+    let out = tokio::task::spawn_blocking(cli).await.unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
 /// Runs headless Chromium (Debian's `chromium`) on `url` with `args`, on a
 /// blocking thread: the test's runtime keeps serving the page meanwhile.
 async fn chromium(args: &[&str], url: &str) -> std::process::Output {

@@ -101,7 +101,11 @@
       });
       const body = await res.json();
       if (!res.ok) throw new Error(body.detail || res.statusText);
-      status.textContent = "Generated " + body.generated_at + (body.provisional ? " (provisional: the period ended less than 5 minutes ago)" : "");
+      const source = body.read_from === "replica"
+        ? (body.replica_lag_ms === null ? ", read from a replica whose lag is unknown" : ", read from a replica " + body.replica_lag_ms + " ms behind")
+        : "";
+      status.textContent = "Generated " + body.generated_at + source +
+        (body.provisional ? " (provisional: a transaction of the period may still commit)" : "");
       render(body);
     } catch (e) {
       status.textContent = "The report could not run: " + e.message;
