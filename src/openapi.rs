@@ -229,8 +229,14 @@ fn answers(path: &str, method: &HttpMethod, op: &Operation) -> Vec<(&'static str
         ));
         out.push((
             "503",
-            "The database is unavailable, the request timed out, or the instance is shedding load \
-             (`unavailable`): retry after Retry-After",
+            if path.starts_with("/v1/reports") {
+                "The database, or the reports replica of REPORTS_DATABASE_URL, is unavailable, the \
+                 request timed out, or the instance is shedding load (`unavailable`): retry after \
+                 Retry-After. A report never falls back to another server"
+            } else {
+                "The database is unavailable, the request timed out, or the instance is shedding load \
+                 (`unavailable`): retry after Retry-After"
+            },
         ));
     }
     out

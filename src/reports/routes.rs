@@ -32,7 +32,8 @@ fn wants_csv(headers: &HeaderMap) -> bool {
 /// credits, debits, closing, journal and stored balances and drift; holds
 /// against `reserved`; invoices against receivables; provider payments not
 /// on the books; the trial balance. `ok` with the failed checks.
-/// `Accept: text/csv` answers a CSV table.
+/// `Accept: text/csv` answers a CSV table. Read from the reports replica
+/// when one is configured: `read_from` and `replica_lag_ms` say so.
 #[utoipa::path(get, path = "/v1/reports/reconciliation", tag = "reports", operation_id = "getReconciliation",
     params(ReconciliationParams),
     responses((status = 200, body = Reconciliation, content(
