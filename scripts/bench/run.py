@@ -4,7 +4,9 @@
 Everything runs in one go on loopback, on the project's private PostgreSQL
 (fsync and synchronous_commit on, as PostgreSQL ships): pgbench with the
 service's exact debit statements (sql/bench/debit.sql) and with tpcb-like,
-then the release service under wrk. Prints a table and writes
+then the release service under wrk; last, the one-day reconciliation
+report's time for a shop with 1,000,000 earlier movements (seeded by
+sql/bench/report_seed.sql) beside a shop with none. Prints a table and writes
 target/bench/results.json. Stops what it started.
 
 BENCH_BASELINE=<git revision> also builds that revision (in a worktree under
@@ -34,6 +36,8 @@ DURATION = int(os.environ.get("BENCH_SECONDS", "20"))
 POOL = os.environ.get("BENCH_POOL_SIZE", "16")
 BASELINE = os.environ.get("BENCH_BASELINE")
 WALLETS = 1000
+REPORT_HISTORY = int(os.environ.get("BENCH_REPORT_HISTORY", "1000000"))
+REPORT_RUNS = 15
 SHOPS = 4
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -412,6 +416,62 @@ def main():
                                            "p50_ms": 1000 * probes[len(probes) // 2],
                                            "p99_ms": 1000 * probes[min(len(probes) - 1, int(len(probes) * 0.99))]}
 
+        # The one-day reconciliation of a shop with 1,000,000 earlier
+        # movements beside a shop with none (the same 100 wallets and the
+        # same 1,000 movements that day), on a database of its own, both
+        # seeded by SQL and rolled up by the service's own job; requests
+        # alternate between the two shops so the machine's noise hits both.
+        log(f"9 one-day reconciliation: {REPORT_HISTORY:,} earlier movements beside none")
+        service.stop()
+        report_url = with_db(base_url, "billing_bench_report")
+        psql(base_url, "DROP DATABASE IF EXISTS billing_bench_report WITH (FORCE)")
+        psql(base_url, "CREATE DATABASE billing_bench_report")
+        report_env = {**service.env, "DATABASE_URL": report_url}
+        sh([BIN, "migrate"], env=report_env)
+        shops = {}
+        for name, history in (("empty", 0), ("history", REPORT_HISTORY)):
+            out = sh([BIN, "shops", "create", "--name", f"report-{name}"], env=report_env)
+            shop = re.search(r"shop id:\s+(\S+)", out).group(1)
+            log(f"   seeding shop {name}: {history:,} earlier movements and 1,000 yesterday")
+            sh(["psql", "-X", "-q", "-v", f"shop={shop}", "-v", "wallets=100", "-v", f"history={history}",
+                "-v", "day=1000", "-f", os.path.join(ROOT, "sql", "bench", "report_seed.sql"), report_url])
+            shops[name] = (shop, re.search(r"(blk_\S+)", out).group(1), history)
+        report_service = subprocess.Popen(
+            [BIN, "serve"], env={**report_env, "BIND_ADDR": f"127.0.0.1:{(report_port := free_port())}"},
+            stdout=service_log, stderr=subprocess.STDOUT)
+        try:
+            # The roll-up job runs at start; wait until it has rolled every
+            # closed day (the same rule as the job's).
+            deadline = time.time() + 900
+            while psql(report_url, "SELECT last_day IS NOT NULL AND last_day >= "
+                                   "((now() - interval '5 minutes') AT TIME ZONE 'UTC')::date - 1 "
+                                   "FROM journal_rollup_state").strip() != "t":
+                if time.time() > deadline:
+                    raise RuntimeError("the roll-up job did not catch up within 15 minutes")
+                time.sleep(1)
+            day = psql(report_url, "SELECT (now() AT TIME ZONE 'UTC')::date - 1").strip()
+            path = f"/v1/reports/reconciliation?from={day}&to={day}"
+            report_api = Api(report_port)
+            for name in shops:
+                report_api.call("GET", path, shops[name][1])  # warm the caches
+            times = {name: [] for name in shops}
+            for _ in range(REPORT_RUNS):
+                for name, (_, key, _) in shops.items():
+                    t0 = time.perf_counter()
+                    body = report_api.call("GET", path, key)
+                    times[name].append(time.perf_counter() - t0)
+                    if not body["ok"] or len(body["wallets"]) != 100:
+                        raise RuntimeError(f"report of {name}: {body['failed_checks']}")
+        finally:
+            stop_server(report_service)
+        for name, (shop, _, history) in shops.items():
+            ts = sorted(times[name])
+            results[f"report_one_day_{name}"] = {
+                "earlier_movements": int(psql(report_url, f"SELECT count(*) FROM wallet_transactions "
+                                                          f"WHERE shop_id = '{shop}' AND created_at < '{day}'")),
+                "runs": len(ts), "median_ms": 1000 * ts[len(ts) // 2], "min_ms": 1000 * ts[0],
+                "max_ms": 1000 * ts[-1]}
+
         new16 = results["http_new_16"]["rps"]
         ratios = {
             "new_vs_pgbench_debit": new16 / results["pgbench_debit_16"]["tps"],
@@ -425,6 +485,8 @@ def main():
             "pay_external_vs_new": results["http_pay_external_16"]["rps"] / new16,
             "pay_wallet_vs_new": results["http_pay_wallet_16"]["rps"] / new16,
             "victim_flooded_vs_alone": results["victim_flooded_4"]["rps"] / results["victim_alone_4"]["rps"],
+            "report_history_vs_empty": (results["report_one_day_history"]["median_ms"]
+                                        / results["report_one_day_empty"]["median_ms"]),
         }
         if baseline:
             ratios["cpu_per_debit_vs_baseline"] = (results["http_new_16"]["cpu_seconds_per_1000"]
@@ -435,6 +497,7 @@ def main():
             "hot_vs_new >= 0.4": ratios["hot_vs_new"] >= 0.4,
             "statements_per_debit <= 5": round(results["statements_per_debit"]["counted"], 2) <= 5,
             "peak_rss_64 <= 100 MiB": results["http_new_64"]["peak_rss_mib"] <= 100,
+            "report_history_vs_empty <= 2": ratios["report_history_vs_empty"] <= 2,
             "zero non-2xx": all(results[k]["non_2xx"] == 0 for k in results
                                 if k.startswith("http_") or k.startswith("victim_"))
             and results["pgbench_debit_16"]["failed"] == 0 and results["pgbench_yardstick_16"]["failed"] == 0,
@@ -475,6 +538,10 @@ def main():
         hz = results["healthz_during_flood"]
         print(f"/healthz during the flood: p50 {hz['p50_ms']:.2f} ms, p99 {hz['p99_ms']:.2f} ms ({hz['probes']} probes); "
               f"shop B's requests limited: {100 * results['flood_64']['limited_share']:.0f} %")
+        for name, label in (("empty", "no earlier movements"), ("history", "a long history")):
+            r = results[f"report_one_day_{name}"]
+            print(f"9  one-day reconciliation, {label} ({r['earlier_movements']:,} earlier movements): "
+                  f"median {r['median_ms']:.1f} ms (min {r['min_ms']:.1f}, max {r['max_ms']:.1f}, {r['runs']} runs)")
         print(f"\npeak RSS during the 64-connection run: {results['http_new_64']['peak_rss_mib']:.1f} MiB")
         st = results["statements_per_debit"]
         print(f"statements per new debit (pg_stat_statements, run 7, {st['debits']} debits): {st['counted']:.2f} "

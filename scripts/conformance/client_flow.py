@@ -71,6 +71,7 @@ from billing_ledger_client.models import (
     PageContract,
     RejectContract,
     UpdateContract,
+    ReadFrom,
     Reconciliation,
     TrialBalanceReport,
     CreateWebhookSecret,
@@ -481,6 +482,9 @@ def main() -> int:
                      "getReconciliation")
         check(rec.ok is True and rec.failed_checks == [], "ok, no failed check", rec.failed_checks)
         check(all(t.balanced for t in rec.trial_balance), "trial balance balanced")
+        # No REPORTS_DATABASE_URL here: the primary, and so no lag.
+        check(rec.read_from == ReadFrom.PRIMARY and rec.replica_lag_ms is None, "read from the primary",
+              (rec.read_from, rec.replica_lag_ms))
         tb = expect(get_trial_balance.sync_detailed(client=client, as_of=day), 200, TrialBalanceReport,
                     "getTrialBalance")
         check(all(c.balanced for c in tb.currencies), "trial balance as of today balanced")

@@ -4,6 +4,7 @@
 -- the primary is idle, honest when the replica is cut off); NULL when it has
 -- replayed nothing since it started. The WAL receiver's status needs
 -- pg_read_all_stats; without it the lag is the (larger) replay age.
+-- Also the last day the roll-up job has rolled, as this snapshot sees it.
 SELECT pg_is_in_recovery() AS "replica!",
        now() AS "now!",
        CASE WHEN pg_is_in_recovery() THEN
@@ -11,4 +12,5 @@ SELECT pg_is_in_recovery() AS "replica!",
                       AND pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
                  ELSE (extract(epoch FROM now() - pg_last_xact_replay_timestamp()) * 1000)::bigint
             END
-       END AS "lag_ms"
+       END AS "lag_ms",
+       (SELECT last_day FROM journal_rollup_state) AS "rolled_through"

@@ -3,15 +3,14 @@
 -- are index seeks (wallet_transactions_wallet_time): the balance_after of
 -- the last movement before each bound, never a sum over earlier history.
 -- The journal balance is the wallet's last rolled balance (one seek in
--- journal_wallet_balances) plus the shop's entries since the last rolled
--- day.
+-- journal_wallet_balances) plus the shop's entries after $5, the last
+-- rolled day (NULL: none), passed as a value so the planner sees the range.
 WITH recent AS (
     SELECT e.wallet_id, sum(e.amount) AS total
       FROM journal_transactions t
       JOIN journal_entries e ON e.shop_id = t.shop_id AND e.journal_transaction_id = t.id
      WHERE t.shop_id = $1
-       AND t.created_at >= COALESCE((SELECT (last_day + 1)::timestamp AT TIME ZONE 'UTC'
-                                      FROM journal_rollup_state), '-infinity')
+       AND t.created_at >= COALESCE(($5::date + 1)::timestamp AT TIME ZONE 'UTC', '-infinity')
        AND e.wallet_id IS NOT NULL
      GROUP BY e.wallet_id
 )
@@ -35,7 +34,7 @@ SELECT w.id AS "wallet_id!", w.customer_ref AS "customer_ref!", w.currency AS "c
                       WHERE t.shop_id = w.shop_id AND t.wallet_id = w.id
                         AND t.created_at >= $2 AND t.created_at < $3) m ON true
   LEFT JOIN LATERAL (SELECT jb.balance FROM journal_wallet_balances jb
-                      WHERE jb.shop_id = w.shop_id AND jb.wallet_id = w.id AND jb.day <= (SELECT last_day FROM journal_rollup_state)
+                      WHERE jb.shop_id = w.shop_id AND jb.wallet_id = w.id AND jb.day <= $5::date
                       ORDER BY jb.day DESC LIMIT 1) b ON true
   LEFT JOIN recent r ON r.wallet_id = w.id
  WHERE w.shop_id = $1 AND ($4::text IS NULL OR w.currency = $4)

@@ -45,6 +45,8 @@ struct Source {
     generated_at: DateTime<Utc>,
     read_from: ReadFrom,
     replica_lag_ms: Option<i64>,
+    /// The last day rolled up, as the snapshot sees it.
+    rolled_through: Option<NaiveDate>,
 }
 
 impl Source {
@@ -67,9 +69,15 @@ async fn snapshot(
     pool: &PgPool,
 ) -> Result<(sqlx::Transaction<'static, sqlx::Postgres>, Source), ReportError> {
     let mut tx = pool.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        .execute(&mut *tx)
-        .await?;
+    // No JIT: the report's queries are short index seeks, but over large
+    // tables their estimates can pass jit_above_cost, and compiling them
+    // would cost more than running them.
+    for set in [
+        "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        "SET LOCAL jit = off",
+    ] {
+        sqlx::query(set).execute(&mut *tx).await?;
+    }
     let s = sqlx::query_file!("sql/reports/source.sql")
         .fetch_one(&mut *tx)
         .await?;
@@ -81,6 +89,7 @@ async fn snapshot(
             ReadFrom::Primary
         },
         replica_lag_ms: s.lag_ms,
+        rolled_through: s.rolled_through,
     };
     Ok((tx, source))
 }
@@ -128,29 +137,35 @@ pub async fn reconciliation_with(
     let (mut tx, source) = snapshot(pool).await?;
     let generated_at = source.generated_at;
 
-    let wallets: Vec<WalletLine> =
-        sqlx::query_file!("sql/reports/wallets.sql", shop_id, start, end, currency)
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .map(|r| {
-                let drift = r.stored - r.journal;
-                let c = r.currency.as_str();
-                WalletLine {
-                    ok: drift.is_zero() && r.opening + r.credits - r.debits == r.closing,
-                    wallet_id: r.wallet_id,
-                    opening_balance: text(c, r.opening),
-                    credits: text(c, r.credits),
-                    debits: text(c, r.debits),
-                    closing_balance: text(c, r.closing),
-                    journal_balance: text(c, r.journal),
-                    stored_balance: text(c, r.stored),
-                    drift: text(c, drift),
-                    customer_ref: r.customer_ref,
-                    currency: r.currency,
-                }
-            })
-            .collect();
+    let wallets: Vec<WalletLine> = sqlx::query_file!(
+        "sql/reports/wallets.sql",
+        shop_id,
+        start,
+        end,
+        currency,
+        source.rolled_through
+    )
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|r| {
+        let drift = r.stored - r.journal;
+        let c = r.currency.as_str();
+        WalletLine {
+            ok: drift.is_zero() && r.opening + r.credits - r.debits == r.closing,
+            wallet_id: r.wallet_id,
+            opening_balance: text(c, r.opening),
+            credits: text(c, r.credits),
+            debits: text(c, r.debits),
+            closing_balance: text(c, r.closing),
+            journal_balance: text(c, r.journal),
+            stored_balance: text(c, r.stored),
+            drift: text(c, drift),
+            customer_ref: r.customer_ref,
+            currency: r.currency,
+        }
+    })
+    .collect();
     step(STEPS[0]);
 
     let reservations: Vec<ReservationCheck> =
@@ -172,7 +187,14 @@ pub async fn reconciliation_with(
     // Receivables now (roll-ups plus the entries since), against what the
     // open invoices have due; a currency with receivables but no invoice
     // row is a failed check too.
-    let now = balances(&mut tx, shop_id, generated_at + Duration::days(1), currency).await?;
+    let now = balances(
+        &mut tx,
+        &source,
+        shop_id,
+        generated_at + Duration::days(1),
+        currency,
+    )
+    .await?;
     let mut receivables: BTreeMap<String, Decimal> = now
         .into_iter()
         .filter_map(|(currency, accounts)| {
@@ -244,7 +266,7 @@ pub async fn reconciliation_with(
         })
         .collect();
     step(STEPS[4]);
-    let trial_balance = trial(&mut tx, shop_id, end, currency).await?;
+    let trial_balance = trial(&mut tx, &source, shop_id, end, currency).await?;
     tx.commit().await?;
     step(STEPS[5]);
 
@@ -281,16 +303,27 @@ pub async fn reconciliation_with(
     })
 }
 
-/// Per currency, every account's balance at `before` (exclusive).
+/// Per currency, every account's balance at `before` (exclusive): the
+/// roll-ups of the days that end by then plus the entries since.
 async fn balances(
     conn: &mut PgConnection,
+    source: &Source,
     shop_id: Uuid,
     before: DateTime<Utc>,
     currency: Option<&str>,
 ) -> Result<BTreeMap<String, Vec<(String, Decimal)>>, ReportError> {
-    let rows = sqlx::query_file!("sql/reports/trial_balance.sql", shop_id, before, currency)
-        .fetch_all(conn)
-        .await?;
+    let through = source
+        .rolled_through
+        .map(|day| day.min(before.date_naive() - Duration::days(1)));
+    let rows = sqlx::query_file!(
+        "sql/reports/trial_balance.sql",
+        shop_id,
+        before,
+        currency,
+        through
+    )
+    .fetch_all(conn)
+    .await?;
     let mut by_currency: BTreeMap<String, Vec<(String, Decimal)>> = BTreeMap::new();
     for r in rows {
         by_currency
@@ -303,11 +336,12 @@ async fn balances(
 
 async fn trial(
     conn: &mut PgConnection,
+    source: &Source,
     shop_id: Uuid,
     before: DateTime<Utc>,
     currency: Option<&str>,
 ) -> Result<Vec<TrialBalance>, ReportError> {
-    Ok(balances(conn, shop_id, before, currency)
+    Ok(balances(conn, source, shop_id, before, currency)
         .await?
         .into_iter()
         .map(|(currency, accounts)| {
@@ -335,7 +369,7 @@ pub async fn trial_balance(
     currency: Option<&str>,
 ) -> Result<TrialBalanceReport, ReportError> {
     let (mut tx, source) = snapshot(pool).await?;
-    let currencies = trial(&mut tx, shop_id, end_of(as_of)?, currency).await?;
+    let currencies = trial(&mut tx, &source, shop_id, end_of(as_of)?, currency).await?;
     tx.commit().await?;
     Ok(TrialBalanceReport {
         shop_id,
@@ -366,13 +400,16 @@ pub async fn rollup(pool: &PgPool) -> Result<u32, sqlx::Error> {
             return Ok(days);
         }
         let closed = (Utc::now() - PROVISIONAL_MARGIN).date_naive() - Duration::days(1);
-        let rolled = sqlx::query_file!("sql/reports/rollup_day.sql", closed)
-            .fetch_optional(&mut *tx)
+        let next = sqlx::query_file_scalar!("sql/reports/rollup_next.sql")
+            .fetch_one(&mut *tx)
+            .await?;
+        let Some(day) = next.filter(|day| *day <= closed) else {
+            return Ok(days);
+        };
+        sqlx::query_file!("sql/reports/rollup_day.sql", day)
+            .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        match rolled {
-            Some(_) => days += 1,
-            None => return Ok(days),
-        }
+        days += 1;
     }
 }
