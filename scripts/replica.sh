@@ -37,7 +37,9 @@ case "${1:-}" in
     if ! as_pg "$bin/pg_basebackup" -d "$primary" -D "$dir/data" -R -X stream -c fast >&2; then
       rm -rf "$dir"; exit 1
     fi
-    port=$((40000 + RANDOM % 20000))
+    # Above Linux's default ephemeral range (32768-60999), so no outgoing
+    # connection already holds the port.
+    port=$((61000 + RANDOM % 4000))
     while ! port_free "$port"; do port=$((port + 1)); done
     if ! as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -o "-p $port" -w -t 120 start >&2; then
       tail -20 "$dir/server.log" >&2; rm -rf "$dir"; exit 1
