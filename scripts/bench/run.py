@@ -371,12 +371,12 @@ def main():
 
         # One shop floods (64 connections of reads) while another shop's
         # debits (4 connections) and /healthz are measured, with per-shop
-        # limits on as in production (the general quota at 5000/s so the
-        # measured shop stays within its own): its rate and p99 beside its
-        # unflooded run.
+        # limits on as in production (the general quota at 3000/s: above
+        # what the measured shop reaches alone here, about 1,100-2,300/s,
+        # and below the flood): its rate and p99 beside its unflooded run.
         log("8 one shop floods while another's debits and /healthz are measured")
         service.stop()
-        service.env = {**service.env, "RATE_LIMIT_PER_SECOND": "5000", "RATE_LIMIT_BURST": "5000"}
+        service.env = {**service.env, "RATE_LIMIT_PER_SECOND": "3000", "RATE_LIMIT_BURST": "3000"}
         service.start()
         pid = service.proc.pid
         victim_key, flooder_key = service.keys[0], service.keys[1]
