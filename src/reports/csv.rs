@@ -64,14 +64,7 @@ pub fn reconciliation(r: &Reconciliation) -> String {
         );
     }
     let blank = "";
-    for (name, ok) in [
-        ("wallet_drift", r.wallets.iter().all(|w| w.ok)),
-        ("reservations_held", r.reservations.iter().all(|x| x.ok)),
-        ("receivables", r.invoices.iter().all(|x| x.ok)),
-        ("payments_unbooked", r.payments.ok),
-        ("trial_balance", r.trial_balance.iter().all(|t| t.balanced)),
-        ("report", r.ok),
-    ] {
+    for (name, ok) in r.checks().into_iter().chain([("report", r.ok)]) {
         let ok = if ok { "true" } else { "false" };
         line(
             &mut out,

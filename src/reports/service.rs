@@ -270,20 +270,7 @@ pub async fn reconciliation_with(
     tx.commit().await?;
     step(STEPS[5]);
 
-    let mut failed = Vec::new();
-    let checks = [
-        ("wallet_drift", wallets.iter().all(|w| w.ok)),
-        ("reservations_held", reservations.iter().all(|r| r.ok)),
-        ("receivables", invoices.iter().all(|i| i.ok)),
-        ("payments_unbooked", payments.ok),
-        ("trial_balance", trial_balance.iter().all(|t| t.balanced)),
-    ];
-    for (name, ok) in checks {
-        if !ok {
-            failed.push(name.to_owned());
-        }
-    }
-    Ok(Reconciliation {
+    let mut report = Reconciliation {
         shop_id,
         from,
         to,
@@ -292,15 +279,23 @@ pub async fn reconciliation_with(
         provisional: source.provisional(end),
         read_from: source.read_from,
         replica_lag_ms: source.replica_lag_ms,
-        ok: failed.is_empty(),
-        failed_checks: failed,
+        ok: false,
+        failed_checks: Vec::new(),
         wallets,
         reservations,
         invoices,
         payments,
         trial_balance,
         daily,
-    })
+    };
+    report.failed_checks = report
+        .checks()
+        .into_iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    report.ok = report.failed_checks.is_empty();
+    Ok(report)
 }
 
 /// Per currency, every account's balance at `before` (exclusive): the

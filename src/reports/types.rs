@@ -163,6 +163,20 @@ pub struct Reconciliation {
     pub daily: Vec<DailyNet>,
 }
 
+impl Reconciliation {
+    /// Each check by name with whether it passed, in the report's order:
+    /// what `failed_checks` and the CSV's check rows are made of.
+    pub fn checks(&self) -> [(&'static str, bool); 5] {
+        [
+            ("wallet_drift", self.wallets.iter().all(|w| w.ok)),
+            ("reservations_held", self.reservations.iter().all(|r| r.ok)),
+            ("receivables", self.invoices.iter().all(|i| i.ok)),
+            ("payments_unbooked", self.payments.ok),
+            ("trial_balance", self.trial_balance.iter().all(|t| t.balanced)),
+        ]
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DailyNet {
     pub day: NaiveDate,
