@@ -49,6 +49,27 @@ fn period() -> String {
     format!("from={}&to={today}", today - chrono::Duration::days(1))
 }
 
+/// A wallet's line of a report (JSON).
+fn wallet_line(report: &Value, wallet: Uuid) -> &Value {
+    report["wallets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["wallet_id"] == wallet.to_string())
+        .unwrap_or_else(|| panic!("no line for wallet {wallet}: {report}"))
+}
+
+/// The command line's reconciliation of `shop` for yesterday and today, in
+/// `format`; the caller sets the database URLs.
+fn report_cli(shop: Uuid, format: &str) -> Command {
+    let today = chrono::Utc::now().date_naive();
+    let mut cli = Command::new(env!("CARGO_BIN_EXE_billing-ledger"));
+    cli.args(["report", "reconciliation", "--shop", &shop.to_string()])
+        .args(["--from", &(today - chrono::Duration::days(1)).to_string()])
+        .args(["--to", &today.to_string(), "--format", format]);
+    cli
+}
+
 /// Every kind of activity, all today.
 async fn seed(app: &TestApp, shop: &Shop) -> (Uuid, Uuid) {
     let k = &shop.key;
@@ -170,13 +191,7 @@ async fn seeded_activity_reconciles_and_csv_carries_the_same_figures(
     assert_eq!(report["provisional"], true, "today has not ended");
     let wallets = report["wallets"].as_array().unwrap();
     assert_eq!(wallets.len(), 2);
-    let line = |id: Uuid| {
-        wallets
-            .iter()
-            .find(|w| w["wallet_id"] == id.to_string())
-            .unwrap()
-            .clone()
-    };
+    let line = |id: Uuid| wallet_line(&report, id).clone();
     // A: +100 −10 −5 −2 (capture) −7 (invoice) = 76; B: +2 +5 = 7.
     let (la, lb) = (line(a), line(b));
     assert_eq!(
@@ -291,22 +306,8 @@ async fn a_balance_changed_behind_the_books_is_flagged_on_that_wallet(
     let app = spawn_app(connect.clone()).await;
     let shop = app.shop().await;
     let (a, b) = seed(&app, &shop).await;
-    let today = chrono::Utc::now().date_naive();
-    let (from, to) = ((today - chrono::Duration::days(1)).to_string(), today.to_string());
     let cli = |format: &str| {
-        Command::new(env!("CARGO_BIN_EXE_billing-ledger"))
-            .args([
-                "report",
-                "reconciliation",
-                "--shop",
-                &shop.id.to_string(),
-                "--from",
-                &from,
-                "--to",
-                &to,
-                "--format",
-                format,
-            ])
+        report_cli(shop.id, format)
             .env("DATABASE_URL", database_url(&connect))
             .output()
             .unwrap()
@@ -398,13 +399,7 @@ async fn trial_balances_from_daily_rollups_equal_the_raw_journal(
         let key = shop.key.clone();
         async move {
             let report = app.report(&key).await;
-            let line = report["wallets"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|w| w["wallet_id"] == wallet.to_string())
-                .unwrap()
-                .clone();
+            let line = wallet_line(&report, wallet);
             assert_eq!(line["drift"], "0.00", "{line}");
             line["journal_balance"].as_str().unwrap().to_owned()
         }
@@ -655,14 +650,7 @@ async fn reports_read_a_streaming_replica_and_say_how_far_behind_it_is(
             panic!("the replica did not replay {lsn} within a minute");
         }
     };
-    let balance = |report: &Value| {
-        report["wallets"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|w| w["wallet_id"] == wallet.to_string())
-            .map(|w| w["stored_balance"].as_str().unwrap().to_owned())
-    };
+    let balance = |report: &Value| wallet_line(report, wallet)["stored_balance"].clone();
 
     replayed().await;
     let report = app.report(&finance).await;
@@ -672,7 +660,7 @@ async fn reports_read_a_streaming_replica_and_say_how_far_behind_it_is(
         "{report}"
     );
     assert_eq!(report["ok"], true, "{report}");
-    assert_eq!(balance(&report).as_deref(), Some("5.00"));
+    assert_eq!(balance(&report), "5.00");
     let tb: Value = app
         .get(
             &finance,
@@ -697,7 +685,7 @@ async fn reports_read_a_streaming_replica_and_say_how_far_behind_it_is(
         .await;
     replayed().await;
     let report = app.report(&finance).await;
-    assert_eq!(balance(&report).as_deref(), Some("7.00"), "{report}");
+    assert_eq!(balance(&report), "7.00", "{report}");
     assert_eq!(report["ok"], true, "{report}");
     // The primary's own report says it read the primary.
     assert_eq!(primary.report(&finance).await["read_from"], "primary");
@@ -708,15 +696,10 @@ async fn reports_read_a_streaming_replica_and_say_how_far_behind_it_is(
         let (server, _) = server.rsplit_once(':').unwrap();
         format!("{server}:{}/{db}", replica.port)
     };
-    let today = chrono::Utc::now().date_naive();
     let cli = {
-        let (shop, primary_url, replica_url) =
-            (shop.id.to_string(), primary_url.clone(), replica_url.clone());
+        let (shop, primary_url, replica_url) = (shop.id, primary_url.clone(), replica_url.clone());
         move || {
-            Command::new(env!("CARGO_BIN_EXE_billing-ledger"))
-                .args(["report", "reconciliation", "--shop", &shop])
-                .args(["--from", &(today - chrono::Duration::days(1)).to_string()])
-                .args(["--to", &today.to_string(), "--format", "json"])
+            report_cli(shop, "json")
                 .env("DATABASE_URL", &primary_url)
                 .env("REPORTS_DATABASE_URL", &replica_url)
                 .output()
@@ -732,7 +715,7 @@ async fn reports_read_a_streaming_replica_and_say_how_far_behind_it_is(
     );
     let json: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["read_from"], "replica");
-    assert_eq!(balance(&json).as_deref(), Some("7.00"));
+    assert_eq!(balance(&json), "7.00");
 
     // The replica down: 503, never the primary's or stale figures unsaid.
     tokio::task::spawn_blocking(move || replica.stop()).await.unwrap();
