@@ -5,6 +5,7 @@ pub mod app;
 pub mod audit;
 pub mod config;
 pub mod contracts;
+pub mod dates;
 pub mod executor;
 pub mod http;
 pub mod idempotency;
@@ -24,3 +25,15 @@ pub mod webhooks;
 
 /// The schema migrations, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+/// The migrations this build knows that the database has not applied.
+pub async fn pending_migrations<'e>(db: impl sqlx::PgExecutor<'e>) -> Result<Vec<i64>, sqlx::Error> {
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+        .fetch_all(db)
+        .await?;
+    Ok(MIGRATOR
+        .iter()
+        .map(|m| m.version)
+        .filter(|v| !applied.contains(v))
+        .collect())
+}

@@ -87,9 +87,9 @@ enum ReportCommand {
     Reconciliation {
         #[arg(long)]
         shop: Uuid,
-        #[arg(long)]
+        #[arg(long, value_parser = billing_ledger::dates::parse)]
         from: chrono::NaiveDate,
-        #[arg(long)]
+        #[arg(long, value_parser = billing_ledger::dates::parse)]
         to: chrono::NaiveDate,
         #[arg(long)]
         currency: Option<String>,
@@ -107,6 +107,12 @@ enum ReportFormat {
     Csv,
     Table,
 }
+
+/// The command was asked something it cannot do (a malformed setting, an
+/// unknown shop, an invalid currency): exit 2, like a malformed flag.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct BadInput(String);
 
 /// The report ran and some check failed: exit 1, the report says which.
 #[derive(Debug, thiserror::Error)]
@@ -212,7 +218,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            if e.downcast_ref::<BadInput>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -253,6 +263,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Serve { serve, db } => {
             telemetry::init_logging(serve.log_format, std::io::stdout);
             telemetry::init_panic_logging();
+            db.check_against(serve.request_timeout).map_err(BadInput)?;
+            serve.reservations.check().map_err(BadInput)?;
             let application = app::Application::build(serve, &db).await?;
             application.run_until(app::shutdown_signal()).await
         }
@@ -290,6 +302,17 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     );
                 }
                 ShopsCommand::SeedDemo { bind_addr } => {
+                    // A demo on a schema this build does not expect would
+                    // fail later, on the first request.
+                    let pending = billing_ledger::pending_migrations(&mut conn)
+                        .await
+                        .unwrap_or_else(|_| billing_ledger::MIGRATOR.iter().map(|m| m.version).collect());
+                    if !pending.is_empty() {
+                        return Err(BadInput(format!(
+                            "the database has pending migrations {pending:?}: run `billing-ledger migrate` first"
+                        ))
+                        .into());
+                    }
                     let key = tenants::seed_demo(&mut conn).await?;
                     let secret = key.secret.unwrap_or_default();
                     println!("demo shop: {}", key.shop_id);
@@ -350,7 +373,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 },
             )
             .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            .map_err(|e| match e {
+                billing_ledger::reports::ReportError::Db(e) => anyhow::Error::from(e),
+                bad => BadInput(bad.to_string()).into(),
+            })?;
             bar.finish_and_clear();
             let text = match format {
                 ReportFormat::Json => serde_json::to_string_pretty(&report)? + "\n",

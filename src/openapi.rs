@@ -141,6 +141,10 @@ fn answers(path: &str, method: &HttpMethod, op: &Operation) -> Vec<(&'static str
                 "404",
                 "No such shop, or no secret for this provider (`not_found`)",
             ),
+            (
+                "408",
+                "The body was not received within BODY_TIMEOUT (`request_timeout`)",
+            ),
             ("413", "The body is larger than 256 KiB (`payload_too_large`)"),
             (
                 "429",
@@ -159,9 +163,20 @@ fn answers(path: &str, method: &HttpMethod, op: &Operation) -> Vec<(&'static str
     if mutation {
         out.push((
             "400",
-            "Malformed JSON (`bad_request`), or a missing or malformed Idempotency-Key \
-             (`idempotency_key_missing`, `idempotency_key_invalid`)",
+            "Malformed JSON or two Authorization headers (`bad_request`), or a missing, malformed or \
+             repeated Idempotency-Key (`idempotency_key_missing`, `idempotency_key_invalid`)",
         ));
+        out.push((
+            "408",
+            "The body was not received within BODY_TIMEOUT (`request_timeout`): nothing was stored; \
+             send it again with the same Idempotency-Key",
+        ));
+        out.push((
+            "415",
+            "The body is not JSON: send `Content-Type: application/json` (`unsupported_media_type`)",
+        ));
+    } else if secured {
+        out.push(("400", "Two Authorization headers (`bad_request`)"));
     }
     if secured {
         out.push(("401", "Missing, unknown or revoked key (`unauthorized`)"));

@@ -88,6 +88,7 @@ pub struct CreateContract {
     #[schema(example = "1200.00", pattern = "^(0|[1-9][0-9]{0,14})(\\.[0-9]{1,18})?$")]
     pub amount: String,
     pub billing_interval: BillingInterval,
+    #[serde(deserialize_with = "crate::dates::date")]
     pub starts_on: NaiveDate,
     #[validate(length(max = 10000, message = "must be at most 10000 characters"))]
     #[schema(max_length = 10000)]
@@ -113,6 +114,7 @@ pub struct UpdateContract {
     #[schema(example = "1200.00", pattern = "^(0|[1-9][0-9]{0,14})(\\.[0-9]{1,18})?$")]
     pub amount: Option<String>,
     pub billing_interval: Option<BillingInterval>,
+    #[serde(default, deserialize_with = "crate::dates::optional")]
     pub starts_on: Option<NaiveDate>,
     #[validate(length(max = 10000, message = "must be at most 10000 characters"))]
     #[schema(max_length = 10000)]

@@ -10,10 +10,16 @@ use subtle::ConstantTimeEq;
 use super::{AppState, error::ApiError};
 use crate::tenants::{self, Role, Tenant};
 
-fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+/// The bearer token; two `Authorization` headers are a 400, so no layer
+/// can authenticate one and act on another.
+fn bearer(parts: &Parts) -> Result<Option<&str>, ApiError> {
+    let Some(value) = super::extract::single_header(&parts.headers, &header::AUTHORIZATION)? else {
+        return Ok(None);
+    };
+    let Some((scheme, token)) = value.to_str().ok().and_then(|v| v.split_once(' ')) else {
+        return Ok(None);
+    };
+    Ok(scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()))
 }
 
 fn is_mutation(method: &Method) -> bool {
@@ -32,7 +38,7 @@ impl FromRequestParts<AppState> for Tenant {
             Ok(()) => ApiError::Unauthorized,
             Err(limited) => limited,
         };
-        let Some(token) = bearer(parts) else {
+        let Some(token) = bearer(parts)? else {
             return Err(unknown(parts));
         };
         let digest = tenants::digest(token);
@@ -66,7 +72,7 @@ impl FromRequestParts<AppState> for Admin {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let expected = state.admin_key_hash.as_ref().ok_or(ApiError::NotFound)?;
-        let token = bearer(parts).ok_or(ApiError::Unauthorized)?;
+        let token = bearer(parts)?.ok_or(ApiError::Unauthorized)?;
         // Digests compared in constant time.
         if !bool::from(
             Sha256::digest(token.as_bytes())

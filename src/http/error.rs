@@ -40,6 +40,10 @@ pub enum ApiError {
     BadRequest(String),
     #[error("the request body is too large")]
     PayloadTooLarge,
+    #[error("the request body must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    #[error("the request was not received in time; send the headers and body without pauses")]
+    RequestTimeout,
     #[error("one or more fields are invalid")]
     Validation(FieldErrors),
     #[error("the Idempotency-Key header is required on this request")]
@@ -126,6 +130,8 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Validation(_) | IdempotencyKeyReused | InsufficientFunds | CurrencyMismatch(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -151,6 +157,8 @@ impl ApiError {
             MethodNotAllowed => "method_not_allowed",
             BadRequest(_) => "bad_request",
             PayloadTooLarge => "payload_too_large",
+            UnsupportedMediaType => "unsupported_media_type",
+            RequestTimeout => "request_timeout",
             Validation(_) => "validation_failed",
             IdempotencyKeyMissing => "idempotency_key_missing",
             IdempotencyKeyInvalid(_) => "idempotency_key_invalid",
@@ -400,6 +408,7 @@ impl From<crate::reports::ReportError> for ApiError {
     fn from(e: crate::reports::ReportError) -> Self {
         match e {
             crate::reports::ReportError::Invalid(field, message) => ApiError::validation(field, message),
+            crate::reports::ReportError::NoSuchShop => ApiError::NotFound,
             crate::reports::ReportError::Db(e) => e.into(),
         }
     }

@@ -4,7 +4,7 @@
 
 use axum::{
     extract::{FromRequestParts, Path, Query},
-    http::request::Parts,
+    http::{HeaderMap, HeaderName, HeaderValue, header, request::Parts},
 };
 use serde::de::DeserializeOwned;
 use serde_json::{Value, error::Category};
@@ -12,6 +12,53 @@ use uuid::Uuid;
 use validator::{Validate, ValidationErrors, ValidationErrorsKind};
 
 use super::error::{ApiError, FieldErrors};
+
+/// The one value of a header that must not repeat: two `Idempotency-Key`
+/// (or `Authorization`) headers would let a server and a proxy, or two
+/// retries, read different ones, so more than one is a 400.
+pub fn single_header<'h>(
+    headers: &'h HeaderMap,
+    name: &HeaderName,
+) -> Result<Option<&'h HeaderValue>, ApiError> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (first, None) => Ok(first),
+        _ => Err(ApiError::BadRequest(format!(
+            "send one {name} header, not several"
+        ))),
+    }
+}
+
+/// A body, if any, must be JSON: `application/json` or a `+json` type,
+/// parameters (charset) allowed. An empty body needs no type (an action
+/// such as finalize has nothing to send).
+pub fn require_json(headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+    let value = single_header(headers, &header::CONTENT_TYPE).map_err(|_| ApiError::UnsupportedMediaType)?;
+    let Some(value) = value else {
+        return if body.iter().all(u8::is_ascii_whitespace) {
+            Ok(())
+        } else {
+            Err(ApiError::UnsupportedMediaType)
+        };
+    };
+    let essence = value
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let json = essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|sub| sub.ends_with("+json") && sub.len() > "+json".len());
+    if json {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType)
+    }
+}
 
 /// The body as a JSON value, for its fingerprint; called once [`parse_json`]
 /// has accepted it, so it cannot fail on the syntax. An empty body reads as
@@ -144,5 +191,47 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
             .await
             .map_err(|_| ApiError::NotFound)?;
         Uuid::parse_str(&raw).map(PathId).map_err(|_| ApiError::NotFound)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn typed(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_str(value).unwrap());
+        h
+    }
+
+    #[test]
+    fn json_types_pass_and_others_are_415() {
+        for ok in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/merge-patch+json",
+        ] {
+            assert!(require_json(&typed(ok), b"{}").is_ok(), "{ok}");
+        }
+        for bad in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "application/xml",
+            "application/+json",
+            "json",
+        ] {
+            assert!(
+                matches!(
+                    require_json(&typed(bad), b"{}"),
+                    Err(ApiError::UnsupportedMediaType)
+                ),
+                "{bad}"
+            );
+        }
+        assert!(require_json(&HeaderMap::new(), b"").is_ok());
+        assert!(matches!(
+            require_json(&HeaderMap::new(), b"{}"),
+            Err(ApiError::UnsupportedMediaType)
+        ));
     }
 }

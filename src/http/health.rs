@@ -28,16 +28,9 @@ pub async fn healthz() -> axum::Json<Health> {
               (status = 503, body = super::error::Problem, content_type = "application/problem+json")))]
 pub async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Health>, ApiError> {
     let unready = |why: String| ApiError::Unavailable(anyhow::anyhow!(why));
-    let applied: Vec<i64> =
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
-            .fetch_all(&state.pool)
-            .await
-            .map_err(|e| unready(format!("database not ready: {e}")))?;
-    let missing: Vec<i64> = crate::MIGRATOR
-        .iter()
-        .map(|m| m.version)
-        .filter(|v| !applied.contains(v))
-        .collect();
+    let missing = crate::pending_migrations(&state.pool)
+        .await
+        .map_err(|e| unready(format!("database not ready: {e}")))?;
     if !missing.is_empty() {
         return Err(unready(format!("migrations not applied: {missing:?}")));
     }

@@ -14,7 +14,7 @@ use validator::Validate;
 use super::{
     AppState,
     error::{ApiError, PROBLEM_JSON},
-    extract::{parse_json, parse_value},
+    extract::{parse_json, parse_value, require_json, single_header},
     request_id,
 };
 use crate::{
@@ -38,7 +38,9 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let key = match req.headers().get(&KEY_HEADER) {
+        let key = match single_header(req.headers(), &KEY_HEADER)
+            .map_err(|_| ApiError::IdempotencyKeyInvalid("send one Idempotency-Key header, not several"))?
+        {
             None => {
                 // Operators alert when this exceeds ~1 % of mutations: a
                 // client that never sends keys cannot retry safely.
@@ -47,7 +49,12 @@ where
             }
             Some(v) => IdempotencyKey::parse(v.as_bytes()).map_err(ApiError::IdempotencyKeyInvalid)?,
         };
-        let if_match = req.headers().get(header::IF_MATCH).cloned();
+        // `"2"` and `2` name the same version, so they are the same request.
+        let if_match = req
+            .headers()
+            .get(header::IF_MATCH)
+            .map(|v| super::precondition::canonical(v.as_bytes()));
+        let headers = req.headers().clone();
         let method = req.method().clone();
         let path = req
             .extensions()
@@ -60,16 +67,13 @@ where
                 ApiError::BadRequest(format!("could not read the request body: {e}"))
             }
         })?;
+        require_json(&headers, &body)?;
         // Typed first, straight from the bytes, so a repeated field is a 422
         // rather than the last one silently winning; then the value for the
         // fingerprint.
         let input: T = parse_json(&body)?;
-        let fingerprint = idempotency::fingerprint(
-            method.as_str(),
-            &path,
-            if_match.as_ref().map(HeaderValue::as_bytes),
-            &parse_value(&body)?,
-        );
+        let fingerprint =
+            idempotency::fingerprint(method.as_str(), &path, if_match.as_deref(), &parse_value(&body)?);
         let request = executor::Request {
             key,
             fingerprint,

@@ -37,6 +37,17 @@ fn version_of(tag: &str) -> Option<i64> {
     inner.parse().ok()
 }
 
+/// An `If-Match` value as the fingerprint sees it: the version it names
+/// when it names one, else the bytes as sent.
+pub fn canonical(raw: &[u8]) -> Vec<u8> {
+    match std::str::from_utf8(raw).ok().and_then(version_of) {
+        // Quoted, as an ETag is answered: fingerprints kept before this
+        // normalisation stay the same.
+        Some(v) => format!("\"{v}\"").into_bytes(),
+        None => raw.to_vec(),
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
     type Rejection = ApiError;
 

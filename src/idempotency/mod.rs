@@ -24,6 +24,13 @@ impl IdempotencyKey {
         Ok(IdempotencyKey(String::from_utf8_lossy(raw).into_owned()))
     }
 
+    /// A key the service makes for itself (`scope` names its maker, e.g.
+    /// `webhook`). It contains a space, which no client key may, so no
+    /// request can ever claim it or find what it stored.
+    pub fn internal(scope: &str, id: &str) -> Self {
+        IdempotencyKey(format!("{scope} {id}"))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -49,6 +49,7 @@ pub struct CreateInvoice {
     #[validate(custom(function = "crate::wallets::currency_code"))]
     #[schema(example = "USD")]
     pub currency: String,
+    #[serde(default, deserialize_with = "crate::dates::optional")]
     pub due_date: Option<NaiveDate>,
     #[validate(length(max = 500, message = "must be at most 500 characters"))]
     #[schema(max_length = 500)]
@@ -65,6 +66,7 @@ pub struct CreateInvoice {
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateInvoice {
+    #[serde(default, deserialize_with = "crate::dates::optional")]
     pub due_date: Option<NaiveDate>,
     #[validate(length(max = 500, message = "must be at most 500 characters"))]
     #[schema(max_length = 500)]

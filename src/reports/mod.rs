@@ -17,6 +17,8 @@ pub use types::*;
 pub enum ReportError {
     #[error("{0}: {1}")]
     Invalid(&'static str, String),
+    #[error("no shop has this id")]
+    NoSuchShop,
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }

@@ -124,6 +124,9 @@ pub async fn reconciliation_with(
     currency: Option<&str>,
     mut step: impl FnMut(&'static str),
 ) -> Result<Reconciliation, ReportError> {
+    if let Some(code) = currency {
+        crate::money::Currency::parse(code).map_err(|e| ReportError::Invalid("currency", e.to_string()))?;
+    }
     if to < from {
         return Err(ReportError::Invalid("to", "must not be before from".into()));
     }
@@ -136,6 +139,11 @@ pub async fn reconciliation_with(
     let (start, end) = (start_of(from), end_of(to)?);
     let (mut tx, source) = snapshot(pool).await?;
     let generated_at = source.generated_at;
+    // An unknown shop is an error, never an empty green report.
+    sqlx::query_scalar!("SELECT 1 AS \"one!\" FROM shops WHERE id = $1", shop_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(ReportError::NoSuchShop)?;
 
     let wallets: Vec<WalletLine> = sqlx::query_file!(
         "sql/reports/wallets.sql",

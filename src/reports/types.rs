@@ -10,8 +10,10 @@ use validator::Validate;
 #[into_params(parameter_in = Query)]
 pub struct ReconciliationParams {
     /// First day (UTC) of the period.
+    #[serde(deserialize_with = "crate::dates::date")]
     pub from: NaiveDate,
     /// Last day (UTC) of the period, inclusive.
+    #[serde(deserialize_with = "crate::dates::date")]
     pub to: NaiveDate,
     /// Only this currency.
     #[validate(custom(function = "crate::wallets::currency_code"))]
@@ -22,6 +24,7 @@ pub struct ReconciliationParams {
 #[into_params(parameter_in = Query)]
 pub struct TrialBalanceParams {
     /// The balances at the end of this day (UTC).
+    #[serde(deserialize_with = "crate::dates::date")]
     pub as_of: NaiveDate,
     #[validate(custom(function = "crate::wallets::currency_code"))]
     pub currency: Option<String>,

@@ -8,6 +8,7 @@ use axum::{
     http::{HeaderMap, StatusCode},
     response::Response,
 };
+use serde::Deserialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
@@ -141,11 +142,8 @@ async fn receive(
     if now.abs_diff(header.timestamp) > state.webhooks.tolerance.as_secs() {
         return Err(ApiError::TimestampOutOfTolerance);
     }
-    let event: IncomingEvent = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::BadRequest(format!(
-            "the body is not an event ({{id, type, created, data}}): {e}"
-        ))
-    })?;
+    let payload = parse_value(&body)?;
+    let event = event_of(&payload)?;
     if event.id.is_empty() || event.id.len() > 200 || !event.id.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ApiError::validation(
             "id",
@@ -155,7 +153,6 @@ async fn receive(
     if event.type_.is_empty() || event.type_.len() > 100 {
         return Err(ApiError::validation("type", "must be 1 to 100 characters"));
     }
-    let payload = parse_value(&body)?;
     let receipt = webhooks::receive(&state.pool, shop_id, &provider, &event, &payload).await?;
     metrics::counter!("webhook_events_received_total").increment(1);
     if receipt.duplicate {
@@ -210,6 +207,37 @@ async fn retry_event(
     Idempotent(request, _input): Idempotent<NoFields>,
 ) -> Result<Response, ApiError> {
     state.execute(tenant, request, Retry(tenant, id)).await
+}
+
+/// The event in a verified body: a JSON object with a string `id`, a
+/// string `type` and an object `data` (serde alone would take an array
+/// positionally and a missing `data` as null, and the worker would then
+/// fail the event forever).
+fn event_of(payload: &serde_json::Value) -> Result<IncomingEvent, ApiError> {
+    let not_event = |why: &str| {
+        ApiError::BadRequest(format!(
+            "the body is not an event ({{id, type, created, data}}): {why}"
+        ))
+    };
+    let object = payload
+        .as_object()
+        .ok_or_else(|| not_event("not a JSON object"))?;
+    for (field, ok) in [
+        ("id", object.get("id").is_some_and(serde_json::Value::is_string)),
+        (
+            "type",
+            object.get("type").is_some_and(serde_json::Value::is_string),
+        ),
+        (
+            "data",
+            object.get("data").is_some_and(serde_json::Value::is_object),
+        ),
+    ] {
+        if !ok {
+            return Err(not_event(&format!("`{field}` is missing or of the wrong type")));
+        }
+    }
+    IncomingEvent::deserialize(payload).map_err(|e| not_event(&e.to_string()))
 }
 
 /// Webhook events of all shops by status, the due queue and its oldest age.

@@ -53,8 +53,7 @@ async fn lease(pool: &PgPool, config: &WebhookConfig) -> Result<Vec<Leased>, sql
 
 /// Applies one event in the executor's transaction.
 pub async fn apply(executor: &Executor, event: Leased) -> Result<(), Failure> {
-    let key = IdempotencyKey::parse(format!("webhook:{}:{}", event.provider, event.event_id).as_bytes())
-        .map_err(|e| Failure::Failed(e.to_owned()))?;
+    let key = IdempotencyKey::internal("webhook", &format!("{}:{}", event.provider, event.event_id));
     let request = executor::Request {
         key,
         fingerprint: idempotency::fingerprint(

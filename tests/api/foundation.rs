@@ -184,6 +184,7 @@ async fn errors_are_problem_json_with_stable_codes(_: PgPoolOptions, connect: Pg
         .post(app.url("/v1/wallets"))
         .bearer_auth(&shop.key)
         .header("Idempotency-Key", "bad-json")
+        .header("Content-Type", "application/json")
         .body("{\"customer_ref\": ")
         .send()
         .await

@@ -5,6 +5,7 @@ mod concurrency;
 mod contracts;
 mod executor;
 mod foundation;
+mod hardening;
 mod helpers;
 mod idempotency;
 mod invoices;

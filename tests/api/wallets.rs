@@ -456,6 +456,7 @@ async fn text_postgres_cannot_store_is_refused_up_front(_: PgPoolOptions, connec
                 .post(app.url(path))
                 .bearer_auth(key)
                 .header("Idempotency-Key", fresh())
+                .header("Content-Type", "application/json")
                 .body(body)
                 .send()
                 .await

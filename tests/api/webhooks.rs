@@ -607,3 +607,60 @@ async fn retention_deletes_old_processed_events_in_batches(_: PgPoolOptions, con
     let stats: Value = r.json().await.unwrap();
     assert_eq!(stats["by_status"]["ignored"], 1);
 }
+
+#[sqlx::test]
+async fn a_client_key_never_reaches_the_workers_key_space(_: PgPoolOptions, connect: PgConnectOptions) {
+    let app = spawn_app(connect).await;
+    let shop = app.shop().await;
+    let secret = app.secret(&shop.key, "acme").await;
+    let wallet = app.wallet(&shop.key, "USD", "0").await;
+    // A client sends what the worker's key used to be, before the event
+    // arrives; with one key space the event would replay this answer (or
+    // fail as a reused key) and never credit the wallet.
+    for key in ["webhook:acme:evt_scope", "webhook acme:evt_scope"] {
+        let r = app
+            .post(
+                &shop.key,
+                "/v1/wallets",
+                key,
+                &json!({"customer_ref": "squatter", "currency": "USD"}),
+            )
+            .await;
+        assert!(r.status() == StatusCode::CREATED || r.status() == StatusCode::BAD_REQUEST);
+    }
+    let event = json!({"id": "evt_scope", "type": "credits.purchased", "created": 1,
+                       "data": {"wallet_id": wallet, "amount": "7.00", "currency": "USD",
+                                "purchase_ref": "po_scope"}});
+    assert_eq!(app.deliver(&shop, &secret, &event).await.0, StatusCode::OK);
+    let worker = app.worker(worker_config());
+    app.until_status("evt_scope", "processed").await;
+    worker.stop().await;
+    assert_eq!(app.balance(&shop.key, wallet).await, "7.00");
+    app.assert_ledger_consistent().await;
+}
+
+#[sqlx::test]
+async fn a_signed_body_that_is_not_an_event_is_400_and_stores_nothing(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let app = spawn_app(connect).await;
+    let shop = app.shop().await;
+    let secret = app.secret(&shop.key, "acme").await;
+    let good = payment("evt_shape", &fresh(), "1.00", "p");
+    let mut no_id = good.clone();
+    no_id.as_object_mut().unwrap().remove("id");
+    let mut no_type = good.clone();
+    no_type.as_object_mut().unwrap().remove("type");
+    let mut no_data = good.clone();
+    no_data.as_object_mut().unwrap().remove("data");
+    let mut null_data = good.clone();
+    null_data["data"] = Value::Null;
+    let array = json!(["evt_shape", "payment.succeeded", 1, {"invoice_id": fresh()}]);
+    for bad in [array, no_id, no_type, no_data, null_data, json!("evt"), json!({})] {
+        let (status, body) = app.deliver(&shop, &secret, &bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert_eq!(body["code"], "bad_request");
+    }
+    assert_eq!(app.events().await, 0);
+}

@@ -1,0 +1,229 @@
+//! What outside trials broke at the HTTP edge (issue 27): repeated
+//! `Idempotency-Key` or `Authorization` headers, bodies that are not JSON,
+//! dates generated clients cannot read back, and `If-Match` spelled two
+//! ways. Each refusal is problem+json and changes nothing.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::helpers::*;
+
+#[sqlx::test]
+async fn two_idempotency_keys_are_refused_and_store_nothing(_: PgPoolOptions, connect: PgConnectOptions) {
+    let app = spawn_app(connect).await;
+    let shop = app.shop().await;
+    let wallet = app.wallet(&shop.key, "USD", "10.00").await;
+    let path = format!("/v1/wallets/{wallet}/debit");
+    let body = json!({"amount": "3.00", "category": "usage"});
+    let r = app
+        .client
+        .post(app.url(&path))
+        .bearer_auth(&shop.key)
+        .header("Idempotency-Key", "key-a")
+        .header("Idempotency-Key", "key-b")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    problem(r, StatusCode::BAD_REQUEST, "idempotency_key_invalid").await;
+    assert_eq!(app.balance(&shop.key, wallet).await, "10.00");
+    assert_eq!(
+        app.count("SELECT count(*) FROM idempotency_keys WHERE key IN ('key-a', 'key-b')")
+            .await,
+        0
+    );
+    // Each key alone then moves money once.
+    for key in ["key-a", "key-b", "key-a"] {
+        assert!(app.post(&shop.key, &path, key, &body).await.status().is_success());
+    }
+    assert_eq!(app.balance(&shop.key, wallet).await, "4.00");
+
+    let r = app
+        .client
+        .post(app.url(&path))
+        .header("Authorization", format!("Bearer {}", shop.key))
+        .header("Authorization", "Bearer blk_someone_else")
+        .header("Idempotency-Key", "key-c")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    problem(r, StatusCode::BAD_REQUEST, "bad_request").await;
+    let r = app
+        .client
+        .get(app.url(&format!("/v1/wallets/{wallet}")))
+        .header("Authorization", format!("Bearer {}", shop.key))
+        .header("Authorization", format!("Bearer {}", shop.key))
+        .send()
+        .await
+        .unwrap();
+    problem(r, StatusCode::BAD_REQUEST, "bad_request").await;
+    assert_eq!(app.balance(&shop.key, wallet).await, "4.00");
+}
+
+#[sqlx::test]
+async fn bodies_that_are_not_json_are_415_and_move_nothing(_: PgPoolOptions, connect: PgConnectOptions) {
+    let app = spawn_app(connect).await;
+    let shop = app.shop().await;
+    let wallet = app.wallet(&shop.key, "USD", "10.00").await;
+    let path = format!("/v1/wallets/{wallet}/debit");
+    let body = r#"{"amount": "1.00", "category": "usage"}"#;
+    let send = |content_type: Option<&'static str>, payload: &'static str| {
+        let mut req = app
+            .client
+            .post(app.url(&path))
+            .bearer_auth(&shop.key)
+            .header("Idempotency-Key", fresh())
+            .body(payload);
+        if let Some(t) = content_type {
+            req = req.header("Content-Type", t);
+        }
+        req.send()
+    };
+    for (t, payload) in [
+        (Some("text/plain"), body),
+        (
+            Some("application/x-www-form-urlencoded"),
+            "amount=1.00&category=usage",
+        ),
+        (Some("application/xml"), "<debit><amount>1.00</amount></debit>"),
+        (Some("application/json-seq"), body),
+        (None, body),
+    ] {
+        let r = send(t, payload).await.unwrap();
+        problem(r, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type").await;
+    }
+    assert_eq!(app.balance(&shop.key, wallet).await, "10.00");
+    assert_eq!(
+        app.count("SELECT count(*) FROM idempotency_keys WHERE response_status > 0")
+            .await,
+        2
+    );
+    for t in ["application/json; charset=utf-8", "application/merge-patch+json"] {
+        assert_eq!(
+            send(Some(t), body).await.unwrap().status(),
+            StatusCode::CREATED,
+            "{t}"
+        );
+    }
+    assert_eq!(app.balance(&shop.key, wallet).await, "8.00");
+    // An action without a body needs no type.
+    let invoice: Value = app
+        .post(
+            &shop.key,
+            "/v1/invoices",
+            &fresh(),
+            &json!({"customer_ref": "c", "currency": "USD",
+                    "lines": [{"description": "x", "quantity": "1", "unit_amount": "5.00"}]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let r = app
+        .client
+        .post(app.url(&format!(
+            "/v1/invoices/{}/finalize",
+            invoice["id"].as_str().unwrap()
+        )))
+        .bearer_auth(&shop.key)
+        .header("Idempotency-Key", fresh())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[sqlx::test]
+async fn dates_outside_years_0001_to_9999_are_422(_: PgPoolOptions, connect: PgConnectOptions) {
+    let app = spawn_app(connect).await;
+    let shop = app.shop().await;
+    for bad in [
+        "+12026-01-01",
+        "-0001-01-01",
+        "0000-01-01",
+        "+99999-12-31",
+        "2026-1-01",
+    ] {
+        let r = app
+            .post(
+                &shop.key,
+                "/v1/invoices",
+                &fresh(),
+                &json!({"customer_ref": "c", "currency": "USD", "due_date": bad,
+                        "lines": [{"description": "x", "quantity": "1", "unit_amount": "5.00"}]}),
+            )
+            .await;
+        let p = problem(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+        assert!(p["errors"]["due_date"].is_array(), "{p}");
+        let r = app
+            .post(
+                &shop.key,
+                "/v1/contracts",
+                &fresh(),
+                &json!({"customer_ref": "c", "title": "t", "currency": "USD", "amount": "5.00",
+                        "billing_interval": "monthly", "starts_on": bad}),
+            )
+            .await;
+        let p = problem(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+        assert!(p["errors"]["starts_on"].is_array(), "{p}");
+        let r = app
+            .get(
+                &shop.key,
+                &format!("/v1/reports/trial-balance?as_of={}", bad.replace('+', "%2B")),
+            )
+            .await;
+        problem(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    }
+    assert_eq!(app.count("SELECT count(*) FROM invoices").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM contracts").await, 0);
+    let r = app
+        .post(
+            &shop.key,
+            "/v1/invoices",
+            &fresh(),
+            &json!({"customer_ref": "c", "currency": "USD", "due_date": "9999-12-31",
+                    "lines": [{"description": "x", "quantity": "1", "unit_amount": "5.00"}]}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(r.json::<Value>().await.unwrap()["due_date"], "9999-12-31");
+}
+
+#[sqlx::test]
+async fn if_match_quoted_or_bare_is_the_same_request(_: PgPoolOptions, connect: PgConnectOptions) {
+    let app = spawn_app(connect).await;
+    let shop = app.shop().await;
+    let created: Value = app
+        .post(
+            &shop.key,
+            "/v1/contracts",
+            &fresh(),
+            &json!({"customer_ref": "c", "title": "t", "currency": "USD", "amount": "5.00",
+                    "billing_interval": "one_time", "starts_on": "2026-01-01"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let path = format!("/v1/contracts/{}", created["id"].as_str().unwrap());
+    let patch = |tag: &'static str| {
+        app.client
+            .patch(app.url(&path))
+            .bearer_auth(&shop.key)
+            .header("Idempotency-Key", "patch-once")
+            .header("If-Match", tag)
+            .json(&json!({"title": "renamed"}))
+            .send()
+    };
+    let first = patch("\"1\"").await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let first_body = first.bytes().await.unwrap();
+    let again = patch("1").await.unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.bytes().await.unwrap(), first_body);
+    let current: Value = app.get(&shop.key, &path).await.json().await.unwrap();
+    assert_eq!(current["version"], 2);
+}
