@@ -1,0 +1,403 @@
+"""The chaos run's checker: proves from the answers, the API and SQL that
+every acknowledged operation was applied exactly once and the books hold.
+
+Each check has a name; an anomaly is (check, message). The self-test damages
+the books and requires particular checks to fire.
+"""
+
+import hashlib
+import json
+import time
+from collections import Counter, defaultdict
+from datetime import datetime, timezone
+from decimal import Decimal
+
+from workload import Http, problem_code
+
+# Journal transaction kinds the workload posts, by operation.
+KIND_OF = {"credit": "wallet.credit", "debit": "wallet.debit", "transfer": "wallet.transfer",
+           "capture": "reservation.capture", "finalize": "invoice.finalize", "pay": "invoice.payment",
+           "pay_same_ref": "invoice.payment"}
+
+
+def D(x):
+    return Decimal(str(x))
+
+
+def ts(s):
+    return datetime.fromisoformat(s)
+
+
+class Checker:
+    def __init__(self, world, ops, pg, ports, first_day, deadline):
+        self.world = world
+        self.ops = ops
+        self.pg = pg
+        self.http = Http(ports)
+        self.first_day = first_day
+        self.deadline = deadline
+        self.anomalies = []
+        self.figures = {}
+
+    def add(self, check, msg):
+        self.anomalies.append((check, msg))
+
+    def get(self, token, path):
+        """A GET through the API, retried while the service is unavailable;
+        None (and an anomaly) if it does not answer 200."""
+        end = time.monotonic() + 60
+        inst = 0
+        while True:
+            try:
+                status, _, body = self.http.send(inst, "GET", path, {"Authorization": f"Bearer {token}"}, None, 30)
+                if status == 200:
+                    return json.loads(body)
+                if status < 500 and status != 429:
+                    self.add("api_error", f"GET {path}: {status} {body[:300]!r}")
+                    return None
+            except (OSError, ValueError):
+                pass
+            if time.monotonic() > end:
+                self.add("api_error", f"GET {path}: no answer within 60s")
+                return None
+            inst = (inst + 1) % len(self.http.ports)
+            time.sleep(0.2)
+
+    def run(self):
+        self.check_answers()
+        self.build_model()
+        self.check_sql()
+        self.check_api()
+        self.http.close()
+        return self.anomalies
+
+    # --- the answers themselves ----------------------------------------
+
+    def check_answers(self):
+        acknowledged = 0
+        for op in self.ops:
+            if not op.answers:
+                self.add("unanswered", f"{op.key} ({op.kind}) got no definite answer within {self.deadline}s")
+                continue
+            acknowledged += 1
+            status, body = op.answers[0][:2]
+            expected = (status, problem_code(body) if status >= 400 else None) in op.expect
+            if not expected:
+                self.add("unexpected_answer", f"{op.key} ({op.kind}): {status} {body[:300]!r}")
+            for st, b, replayed, label, inst in op.answers[1:]:
+                if (st, b) != (status, body):
+                    self.add("replay_differs",
+                             f"{op.key} ({op.kind}): the {label} answer (instance {inst}) differs from the first: "
+                             f"{status} {body[:160]!r} then {st} {b[:160]!r}")
+                elif label == "later" and expected and replayed != "true":
+                    self.add("replay_not_marked", f"{op.key} ({op.kind}): a later re-send was answered "
+                                                  "without Idempotent-Replayed: true (executed again?)")
+        self.figures["acknowledged"] = acknowledged
+
+    # --- the model: what the acknowledged answers say happened ----------
+
+    def build_model(self):
+        self.balance = defaultdict(Decimal)
+        self.reserved = defaultdict(Decimal)
+        self.moves = {}  # wallet transaction id -> (wallet, type, category, amount, key or None, op key)
+        self.kinds = Counter()  # (shop id, journal kind)
+        self.holds = {}  # reservation id -> dict
+        self.invoices = {}  # invoice id -> dict
+        for op in self.ops:
+            if not op.answers or not op.ok():
+                continue
+            j, i, shop = op.json(), op.info, op.shop["id"]
+            posts = op.kind in ("credit", "debit", "transfer", "capture", "finalize") or (
+                op.kind in ("pay", "pay_same_ref") and op.status == 201)  # 200: an external_ref found
+            if posts:
+                self.kinds[(shop, KIND_OF[op.kind])] += 1
+            if op.kind == "credit":
+                self.balance[i["wallet"]] += i["amount"]
+                self.moves[j["id"]] = (i["wallet"], "credit", j["category"], i["amount"], op.key, op.key)
+            elif op.kind == "debit":
+                self.balance[i["wallet"]] -= i["amount"]
+                self.moves[j["id"]] = (i["wallet"], "debit", j["category"], i["amount"], op.key, op.key)
+            elif op.kind == "transfer":
+                self.balance[i["from"]] -= i["amount"]
+                self.balance[i["to"]] += i["amount"]
+                self.moves[j["debit"]["id"]] = (i["from"], "debit", "transfer_out", i["amount"], op.key, op.key)
+                self.moves[j["credit"]["id"]] = (i["to"], "credit", "transfer_in", i["amount"], None, op.key)
+            elif op.kind == "reserve":
+                self.reserved[i["wallet"]] += i["amount"]
+                self.holds[j["id"]] = {"wallet": i["wallet"], "amount": i["amount"], "status": "active",
+                                       "captured": Decimal(0), "wtx": None, "key": op.key}
+            elif op.kind in ("capture", "release"):
+                h = self.holds[i["reservation"]]
+                self.reserved[h["wallet"]] -= h["amount"]
+                if op.kind == "capture":
+                    self.balance[h["wallet"]] -= i["amount"]
+                    h.update(status="captured", captured=i["amount"], wtx=j.get("wallet_transaction_id"))
+                    self.moves[j["wallet_transaction_id"]] = (h["wallet"], "debit", "reservation_capture",
+                                                              i["amount"], None, op.key)
+                    if D(j["captured_amount"]) != i["amount"]:
+                        self.add("answer_amount", f"{op.key}: captured_amount {j['captured_amount']} "
+                                                  f"for a capture of {i['amount']}")
+                else:
+                    h["status"] = "released"
+            elif op.kind == "invoice_create":
+                self.invoices[j["id"]] = {"shop": shop, "total": D(j["total"]), "paid": Decimal(0),
+                                          "status": "draft", "payments": [], "key": op.key}
+            elif op.kind == "finalize":
+                self.invoices[i["invoice"]]["status"] = "open"
+            elif op.kind in ("pay", "pay_same_ref"):
+                if op.status == 200:
+                    continue  # an external_ref already recorded: nothing new
+                inv = self.invoices[i["invoice"]]
+                inv["paid"] += i["amount"]
+                inv["payments"].append((i["method"], i["amount"], i["external_ref"]))
+                if inv["paid"] == inv["total"]:
+                    inv["status"] = "paid"
+                if i["method"] == "wallet":
+                    self.balance[i["wallet"]] -= i["amount"]
+                    wtx = (j.get("payment") or {}).get("wallet_transaction_id") if isinstance(j, dict) else None
+                    if wtx:
+                        self.moves[wtx] = (i["wallet"], "debit", "invoice_payment", i["amount"], None, op.key)
+        self.figures["acknowledged_movements"] = len(self.moves)
+
+    # --- SQL -------------------------------------------------------------
+
+    def check_sql(self):
+        pg, add = self.pg, self.add
+        shops = {s["id"] for s in self.world.shops}
+        wallets = {w["id"]: w for w in pg.rows(
+            "SELECT id, shop_id, currency, balance, reserved, overdraft_limit, version FROM wallets")}
+        for wid in self.world.wallets:
+            if wid not in wallets:
+                add("wallet_missing", f"wallet {wid} is not in the database")
+        for wid, w in wallets.items():
+            if w["shop_id"] in shops and wid not in self.world.wallets:
+                add("unacknowledged_wallet", f"wallet {wid} matches no acknowledged wallet creation")
+        rows = pg.rows("SELECT id, shop_id, wallet_id, wallet_version, type, category, amount, balance_after, "
+                       "idempotency_key, created_at FROM wallet_transactions ORDER BY wallet_id, wallet_version")
+        self.figures["movement_rows"] = len(rows)
+        holds = {h["id"]: h for h in pg.rows(
+            "SELECT id, wallet_id, status, amount, captured_amount, wallet_transaction_id FROM credit_reservations")}
+        invoices = {v["id"]: v for v in pg.rows("SELECT id, shop_id, status, total, amount_paid FROM invoices")}
+        payments = pg.rows("SELECT id, invoice_id, method, amount, external_ref, wallet_id, wallet_transaction_id "
+                           "FROM invoice_payments")
+
+        # Exactly once: every history row is an acknowledged movement, and
+        # every acknowledged movement is there once.
+        explained = set(self.moves)
+        by_invoice = defaultdict(list)
+        for p in payments:
+            by_invoice[p["invoice_id"]].append(p)
+        for iid, inv in self.invoices.items():
+            got = sorted((p["method"], D(p["amount"]), p["external_ref"]) for p in by_invoice.get(iid, []))
+            want = sorted(inv["payments"])
+            if got != want:
+                add("payments", f"invoice {iid}: payments {fmt_list(got)} in the database, "
+                                f"acknowledged {fmt_list(want)}")
+            else:
+                explained |= {p["wallet_transaction_id"] for p in by_invoice.get(iid, []) if p["wallet_transaction_id"]}
+        for iid in by_invoice:
+            if iid not in self.invoices:
+                add("payments", f"invoice {iid} has payments but no acknowledged invoice")
+        seen = set()
+        keys = Counter()
+        for r in rows:
+            seen.add(r["id"])
+            if r["idempotency_key"] is not None:
+                keys[(r["shop_id"], r["idempotency_key"])] += 1
+            m = self.moves.get(r["id"])
+            if m is None:
+                if r["id"] not in explained:
+                    add("unacknowledged_movement",
+                        f"{r['category']} {r['type']} of {r['amount']} on wallet {r['wallet_id']} (version "
+                        f"{r['wallet_version']}, key {r['idempotency_key']}) matches no acknowledged operation "
+                        "(applied twice, or applied without an answer)")
+                continue
+            wallet, typ, cat, amount, key, _ = m
+            if (r["wallet_id"], r["type"], r["category"], D(r["amount"])) != (wallet, typ, cat, amount) \
+                    or (key is not None and r["idempotency_key"] != key):
+                add("movement_differs", f"movement {r['id']}: {r['wallet_id']} {r['type']} {r['category']} "
+                                        f"{r['amount']} key {r['idempotency_key']}; acknowledged {wallet} {typ} "
+                                        f"{cat} {amount} key {key}")
+        for mid, m in self.moves.items():
+            if mid not in seen:
+                add("lost_movement", f"acknowledged {m[2]} of {m[3]} on wallet {m[0]} ({m[5]}) is not in the "
+                                     "database")
+        for (shop, key), n in keys.items():
+            if n > 1:
+                add("key_applied_twice", f"idempotency key {key} is on {n} movements")
+        # Each posting once: journal transactions per shop and kind equal
+        # the acknowledged operations that post them.
+        got_kinds = Counter((r["shop_id"], r["kind"]) for r in pg.rows(
+            "SELECT shop_id, kind FROM journal_transactions"))
+        for shop_kind in set(got_kinds) | set(self.kinds):
+            got, want = got_kinds.get(shop_kind, 0), self.kinds.get(shop_kind, 0)
+            if shop_kind[0] in shops and got != want:
+                add("journal_count", f"shop {shop_kind[0]}: {got} journal transactions of kind {shop_kind[1]}, "
+                                     f"{want} acknowledged")
+        self.figures["journal_transactions"] = sum(got_kinds.values())
+
+        # Balances against the model, the journal and the history.
+        by_wallet = defaultdict(list)
+        for r in rows:
+            by_wallet[r["wallet_id"]].append(r)
+        self.history = by_wallet
+        hold_count = Counter()
+        freed_count = Counter()
+        active_sum = defaultdict(Decimal)
+        for h in holds.values():
+            hold_count[h["wallet_id"]] += 1
+            if h["status"] in ("released", "expired"):
+                freed_count[h["wallet_id"]] += 1
+            if h["status"] == "active":
+                active_sum[h["wallet_id"]] += D(h["amount"])
+        for wid, w in wallets.items():
+            balance, reserved, limit = D(w["balance"]), D(w["reserved"]), D(w["overdraft_limit"])
+            if wid in self.world.wallets:
+                if balance != self.balance[wid]:
+                    add("balance", f"wallet {wid}: balance {balance} in the database, {self.balance[wid]} "
+                                   "from the acknowledged answers")
+                if reserved != self.reserved[wid]:
+                    add("reserved_model", f"wallet {wid}: reserved {reserved} in the database, "
+                                          f"{self.reserved[wid]} from the acknowledged answers")
+            if reserved != active_sum[wid]:
+                add("reserved_holds", f"wallet {wid}: reserved {reserved}, active holds sum to {active_sum[wid]}")
+            if balance - reserved < -limit:
+                add("overdraft", f"wallet {wid}: available {balance - reserved} below -{limit}")
+            history = by_wallet.get(wid, [])
+            prev, prev_at = Decimal(0), None
+            for r in history:
+                amount, after = D(r["amount"]), D(r["balance_after"])
+                expect = prev + amount if r["type"] == "credit" else prev - amount
+                if after != expect:
+                    add("history_chain", f"wallet {wid} version {r['wallet_version']}: balance_after {after}, "
+                                         f"previous {prev} {r['type']} {amount} gives {expect}")
+                if after < -limit:
+                    add("overdraft", f"wallet {wid} version {r['wallet_version']}: balance_after {after} "
+                                     f"below its overdraft limit -{limit}")
+                at = ts(r["created_at"])
+                if prev_at is not None and at < prev_at:
+                    add("history_time", f"wallet {wid} version {r['wallet_version']}: created_at {r['created_at']}"
+                                        " is earlier than the previous version's")
+                prev, prev_at = after, at
+            if prev != balance:
+                add("history_chain", f"wallet {wid}: last balance_after {prev}, balance {balance}")
+            versions = 1 + len(history) + hold_count[wid] + freed_count[wid]
+            if int(w["version"]) != versions:
+                add("wallet_version", f"wallet {wid}: version {w['version']}, but {len(history)} movements, "
+                                      f"{hold_count[wid]} holds and {freed_count[wid]} freed holds make {versions}")
+
+        # The journal: balanced per transaction, per shop and currency, and
+        # each wallet equal to its entries.
+        for r in pg.rows("SELECT shop_id, journal_transaction_id AS id, currency, sum(amount) AS total "
+                         "FROM journal_entries GROUP BY 1, 2, 3 HAVING sum(amount) <> 0"):
+            add("journal_unbalanced", f"journal transaction {r['id']} sums to {r['total']} {r['currency']}")
+        for r in pg.rows("SELECT t.shop_id, t.id, t.kind, count(e.line) AS n FROM journal_transactions t "
+                         "LEFT JOIN journal_entries e ON e.shop_id = t.shop_id AND e.journal_transaction_id = t.id "
+                         "GROUP BY t.shop_id, t.id, t.kind HAVING count(e.line) < 2"):
+            add("journal_unbalanced", f"journal transaction {r['id']} ({r['kind']}) has {r['n']} entries")
+        for r in pg.rows("SELECT shop_id, currency, sum(amount) AS total FROM journal_entries "
+                         "GROUP BY 1, 2 HAVING sum(amount) <> 0"):
+            add("conservation", f"shop {r['shop_id']} {r['currency']}: all accounts sum to {r['total']}, not 0")
+        for r in pg.rows("SELECT w.id, w.balance, coalesce(sum(e.amount), 0) AS journal FROM wallets w "
+                         "LEFT JOIN journal_entries e ON e.shop_id = w.shop_id AND e.wallet_id = w.id "
+                         "GROUP BY w.shop_id, w.id, w.balance HAVING w.balance <> coalesce(sum(e.amount), 0)"):
+            add("wallet_vs_journal", f"wallet {r['id']}: balance {r['balance']}, its journal entries {r['journal']}")
+        receivable = pg.rows(
+            "SELECT s.shop_id, s.currency, s.total AS receivables, coalesce(o.due, 0) AS due FROM "
+            "(SELECT shop_id, currency, sum(amount) AS total FROM journal_entries WHERE account = 'receivables' "
+            " GROUP BY 1, 2) s LEFT JOIN (SELECT shop_id, currency, sum(total - amount_paid) AS due FROM invoices "
+            " WHERE status = 'open' GROUP BY 1, 2) o USING (shop_id, currency) "
+            "WHERE -s.total <> coalesce(o.due, 0)")
+        for r in receivable:
+            add("receivables", f"shop {r['shop_id']} {r['currency']}: receivables {-D(r['receivables'])}, "
+                               f"open invoices due {r['due']}")
+
+        # Holds and invoices against the model.
+        for rid, h in self.holds.items():
+            s = holds.get(rid)
+            if s is None:
+                add("hold", f"acknowledged hold {rid} ({h['key']}) is not in the database")
+                continue
+            if (s["status"], D(s["captured_amount"]), s["wallet_transaction_id"]) != \
+                    (h["status"], h["captured"], h["wtx"]):
+                add("hold", f"hold {rid}: {s['status']} captured {s['captured_amount']} in the database, "
+                            f"acknowledged {h['status']} captured {h['captured']}")
+        for rid, s in holds.items():
+            if rid not in self.holds:
+                add("hold", f"hold {rid} on wallet {s['wallet_id']} ({s['status']}) matches no acknowledged hold")
+        for iid, inv in self.invoices.items():
+            s = invoices.get(iid)
+            if s is None:
+                add("invoice", f"acknowledged invoice {iid} is not in the database")
+            elif (s["status"], D(s["amount_paid"]), D(s["total"])) != (inv["status"], inv["paid"], inv["total"]):
+                add("invoice", f"invoice {iid}: {s['status']} paid {s['amount_paid']} of {s['total']} in the "
+                               f"database, acknowledged {inv['status']} paid {inv['paid']} of {inv['total']}")
+        for iid in invoices:
+            if iid not in self.invoices:
+                add("invoice", f"invoice {iid} matches no acknowledged invoice")
+
+        # The stored answers are the first answers, byte for byte.
+        stored = {(r["shop_id"], r["key"]): r for r in pg.rows(
+            "SELECT shop_id, key, response_status, md5(response_body) AS h FROM idempotency_keys")}
+        n = 0
+        for op in self.ops:
+            if not op.answers:
+                continue
+            status, body = op.answers[0][:2]
+            if (status, problem_code(body) if status >= 400 else None) not in op.expect:
+                continue
+            n += 1
+            r = stored.get((op.shop["id"], op.key))
+            if r is None:
+                self.add("stored_answer", f"{op.key} ({op.kind}): no stored outcome for an acknowledged key")
+            elif (r["response_status"], r["h"]) != (status, hashlib.md5(body).hexdigest()):
+                self.add("stored_answer", f"{op.key} ({op.kind}): the stored outcome ({r['response_status']}) "
+                                          f"is not the first answer ({status}) byte for byte")
+        self.figures["stored_answers_checked"] = n
+
+    # --- the API ---------------------------------------------------------
+
+    def check_api(self):
+        for wid, w in self.world.wallets.items():
+            got = self.get(w["token"], f"/v1/wallets/{wid}")
+            if got is not None and (D(got["balance"]), D(got["reserved"])) != (self.balance[wid], self.reserved[wid]):
+                self.add("api_wallet", f"wallet {wid}: API says balance {got['balance']} reserved "
+                                       f"{got['reserved']}, acknowledged {self.balance[wid]} / {self.reserved[wid]}")
+            # The wallet's history as the API pages it: the same movements
+            # as in the database, newest (highest version) first.
+            ids, after = [], ""
+            while True:
+                page = self.get(w["token"], f"/v1/wallets/{wid}/transactions?limit=100{after}")
+                if page is None:
+                    break
+                ids += [t["id"] for t in page["data"]]
+                if not page["has_more"] or not page["data"]:
+                    break
+                after = f"&starting_after={page['data'][-1]['id']}"
+            want = [r["id"] for r in reversed(self.history.get(wid, []))]
+            if page is not None and ids != want:
+                self.add("api_history", f"wallet {wid}: the API lists {len(ids)} movements, the database has "
+                                        f"{len(want)}{'' if len(ids) != len(want) else ' in another order'}")
+        tokens = {s["id"]: s["token"] for s in self.world.shops}
+        for iid, inv in self.invoices.items():
+            got = self.get(tokens[inv["shop"]], f"/v1/invoices/{iid}")
+            if got is not None and (got["status"], D(got["amount_paid"]), D(got["amount_due"])) != \
+                    (inv["status"], inv["paid"], inv["total"] - inv["paid"]):
+                self.add("api_invoice", f"invoice {iid}: API says {got['status']} paid {got['amount_paid']} due "
+                                        f"{got['amount_due']}, acknowledged {inv['status']} paid {inv['paid']}")
+        today = datetime.now(timezone.utc).date().isoformat()
+        oks = 0
+        for s in self.world.shops:
+            rep = self.get(s["token"], f"/v1/reports/reconciliation?from={self.first_day}&to={today}")
+            if rep is None:
+                continue
+            if rep.get("ok") is not True:
+                self.add("reconciliation", f"shop {s['id']}: the reconciliation report is not ok: failed "
+                                           f"{rep.get('failed_checks')}")
+            else:
+                oks += 1
+        self.figures["reconciliation_ok"] = f"{oks}/{len(self.world.shops)} shops"
+
+
+def fmt_list(items):
+    return "[" + ", ".join(f"{m} {a}{' ' + r if r else ''}" for m, a, r in items) + "]"
