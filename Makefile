@@ -8,7 +8,7 @@ DB := scripts/db.sh
 SQLX_CLI_VERSION := 0.8.6
 BIN := target/debug/billing-ledger
 
-.PHONY: run test lint fmt build db-start db-stop migrate prepare sqlx-cli openapi bench conformance
+.PHONY: run test lint fmt build db-start db-stop migrate prepare sqlx-cli openapi bench conformance chaos
 
 build:
 	cargo build
@@ -65,6 +65,14 @@ conformance: build
 # Rewrite openapi.yaml from the code.
 openapi:
 	cargo run -q -- openapi > openapi.yaml
+
+# The project's own bank test (README "Chaos test"): 3 instances on a
+# throwaway PostgreSQL, 32 clients, re-sends, kill -9, PostgreSQL restarts,
+# terminated backends; then a checker over the answers, the API and SQL.
+# OPS=10000 for the long run; SELFTEST=1 damages the books on purpose and
+# passes only if that is caught. Logs and summary.json in target/chaos.
+chaos: build
+	python3 scripts/chaos/run.py $(if $(OPS),--ops $(OPS)) $(if $(filter-out 0,$(SELFTEST)),--self-test)
 
 # The idempotent debit path against pgbench on the same database (a few
 # minutes; loopback only). Results in target/bench/results.json.
