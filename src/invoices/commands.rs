@@ -43,7 +43,8 @@ impl Command for Finalize {
     type Output = Invoice;
     type Error = InvoiceError;
     async fn run(self, unit: &mut Unit<'_>) -> Result<Run<Invoice>, InvoiceError> {
-        super::finalize(unit.conn(), self.0, self.1).await.map(Run::New)
+        let key = unit.key();
+        super::finalize(unit.conn(), self.0, self.1, Some(key)).await
     }
 }
 
@@ -52,9 +53,8 @@ impl Command for Pay {
     type Output = PaymentReceipt;
     type Error = InvoiceError;
     async fn run(self, unit: &mut Unit<'_>) -> Result<Run<PaymentReceipt>, InvoiceError> {
-        super::pay(unit.conn(), self.0, self.1, self.2)
-            .await
-            .map(Run::New)
+        let key = unit.key();
+        super::pay(unit.conn(), self.0, self.1, self.2, key).await
     }
 }
 

@@ -4,7 +4,7 @@ use axum::{Json, extract::State, response::Response};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
-    CreateInvoice, Invoice, InvoiceListParams, NoFields, PayInvoice, PaymentReceipt, UpdateInvoice,
+    CreateInvoice, Invoice, InvoiceListParams, NoFields, PayInvoice, Payment, PaymentReceipt, UpdateInvoice,
     commands::{Create, Finalize, Pay, Update, Void},
 };
 use crate::{
@@ -25,6 +25,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_invoice, update_invoice))
         .routes(routes!(finalize_invoice))
         .routes(routes!(pay_invoice))
+        .routes(routes!(list_invoice_payments))
         .routes(routes!(void_invoice))
 }
 
@@ -64,7 +65,8 @@ async fn list_invoices(
     ))
 }
 
-/// Retrieve an invoice with its lines and payments.
+/// Retrieve an invoice with its lines and totals; its payments are listed
+/// by `GET /v1/invoices/{id}/payments`.
 #[utoipa::path(get, path = "/v1/invoices/{id}", tag = "invoices", operation_id = "getInvoice",
     params(("id" = Uuid, Path)),
     responses((status = 200, body = Invoice)),
@@ -129,6 +131,21 @@ async fn pay_invoice(
     Idempotent(request, input): Idempotent<PayInvoice>,
 ) -> Result<Response, ApiError> {
     state.execute(tenant, request, Pay(tenant, id, input)).await
+}
+
+/// An invoice's payments, oldest first, a page at a time.
+#[utoipa::path(get, path = "/v1/invoices/{id}/payments", tag = "invoices", operation_id = "listInvoicePayments",
+    params(("id" = Uuid, Path), PageParams),
+    responses((status = 200, body = Page<Payment>)),
+    security(("api_key" = [])))]
+async fn list_invoice_payments(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    PathId(id): PathId,
+    ValidQuery(page): ValidQuery<PageParams>,
+) -> Result<Json<Page<Payment>>, ApiError> {
+    let mut conn = state.pool.acquire().await?;
+    Ok(Json(invoices::payments(&mut conn, tenant, id, &page).await?))
 }
 
 /// Void a draft, or an open invoice with nothing paid (its finalize posting

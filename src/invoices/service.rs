@@ -8,16 +8,17 @@ use sqlx::{PgConnection, types::Json};
 use uuid::Uuid;
 
 use super::{
-    CreateInvoice, Invoice, InvoiceError, InvoiceLine, InvoiceStatus, LineInput, PayInvoice, Payment,
-    PaymentMethod, PaymentReceipt, UpdateInvoice,
+    CreateInvoice, Invoice, InvoiceError, InvoiceLine, InvoiceStatus, InvoiceTotals, LineInput, PayInvoice,
+    Payment, PaymentMethod, PaymentReceipt, UpdateInvoice,
 };
 use crate::{
+    executor::Run,
     ledger::{self, Account, Posting},
     metadata::{self, Metadata},
     money::{Currency, Decimalish},
     pagination::{Page, PageParams},
     tenants::Tenant,
-    wallets,
+    wallets::{self, WalletError},
 };
 
 /// Amounts stay below 10^15 (15 integer digits), like every amount.
@@ -238,9 +239,30 @@ pub async fn update(
 /// Posts receivables → revenue and takes the shop's next number. The
 /// counter row is locked last, so concurrent finalizes of one shop queue
 /// only for the rest of their transaction, and a rollback returns the
-/// number. A zero total is paid at once and posts nothing.
-pub async fn finalize(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> Result<Invoice, InvoiceError> {
+/// number. A zero total is paid at once and posts nothing. The invoice
+/// keeps `key`: the same key again (its record expired) answers the
+/// finalized invoice instead of a 409.
+pub async fn finalize(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    id: Uuid,
+    key: Option<&str>,
+) -> Result<Run<Invoice>, InvoiceError> {
     let invoice = lock(conn, tenant, id).await?;
+    if let Some(key) = key
+        && let Some(earlier) = sqlx::query_scalar!(
+            "SELECT id FROM invoices WHERE shop_id = $1 AND finalize_key = $2",
+            tenant.shop_id,
+            key
+        )
+        .fetch_optional(&mut *conn)
+        .await?
+    {
+        if earlier != id {
+            return Err(WalletError::KeyReused.into());
+        }
+        return Ok(Run::Earlier(load(conn, tenant, id).await?));
+    }
     invoice.require(InvoiceStatus::Draft)?;
     let status = if invoice.total.is_zero() {
         InvoiceStatus::Paid
@@ -262,16 +284,17 @@ pub async fn finalize(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> Resu
          UPDATE invoices
             SET number = (SELECT last_number FROM n), status = $3, finalized_at = $4,
                 paid_at = CASE WHEN $3 = 'paid' THEN $4::timestamptz END,
-                version = version + 1, updated_at = $4
+                version = version + 1, updated_at = $4, finalize_key = $5
           WHERE shop_id = $1 AND id = $2",
         tenant.shop_id,
         id,
         status.as_str(),
         invoice.at,
+        key,
     )
     .execute(&mut *conn)
     .await?;
-    load(conn, tenant, id).await
+    Ok(Run::New(load(conn, tenant, id).await?))
 }
 
 /// A draft, or an open invoice with nothing paid, becomes void; an open
@@ -306,13 +329,15 @@ pub async fn void(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> Result<I
 /// Records a payment of an open invoice: locks the invoice, then the
 /// paying wallet; posts external_payments (or the wallet) → receivables;
 /// `paid` once nothing is due. A known `external_ref` answers with its
-/// payment instead.
+/// payment instead, and so does a payment made under the same request
+/// `key` (its idempotency record expired since).
 pub async fn pay(
     conn: &mut PgConnection,
     tenant: Tenant,
     id: Uuid,
     req: PayInvoice,
-) -> Result<PaymentReceipt, InvoiceError> {
+    key: &str,
+) -> Result<Run<PaymentReceipt>, InvoiceError> {
     match (req.method, req.wallet_id) {
         (PaymentMethod::Wallet, None) => return Err(invalid("wallet_id", "is required with method wallet")),
         (PaymentMethod::Wallet, Some(_)) | (_, None) => {}
@@ -323,6 +348,22 @@ pub async fn pay(
         None => None,
         Some(raw) => Some(wallets::parse_amount("amount", raw, invoice.currency)?),
     };
+    if let Some(earlier) = payment_by_key(conn, tenant, key).await? {
+        // Read under the invoice's lock, like a reference below.
+        let same = earlier.invoice_id == id
+            && earlier.method == req.method
+            && earlier.wallet_id == req.wallet_id
+            && earlier.external_ref == req.external_ref
+            && amount.is_none_or(|a| earlier.amount.parse::<Decimal>().ok() == Some(a));
+        if !same {
+            return Err(WalletError::KeyReused.into());
+        }
+        return Ok(Run::Earlier(PaymentReceipt {
+            invoice: totals(conn, tenant, id).await?,
+            payment: earlier,
+            existing: true,
+        }));
+    }
     if let Some(key) = &req.external_ref
         && let Some(existing) = payment_by_ref(conn, tenant, key).await?
     {
@@ -342,11 +383,11 @@ pub async fn pay(
                 existing: value,
             });
         }
-        return Ok(PaymentReceipt {
-            invoice: load(conn, tenant, id).await?,
+        return Ok(Run::New(PaymentReceipt {
+            invoice: totals(conn, tenant, id).await?,
             payment: existing,
             existing: true,
-        });
+        }));
     }
     invoice.require(InvoiceStatus::Open)?;
     let due = invoice.total - invoice.amount_paid;
@@ -402,8 +443,8 @@ pub async fn pay(
         "WITH p AS (
              INSERT INTO invoice_payments
                  (shop_id, id, invoice_id, method, amount, external_ref, wallet_id,
-                  wallet_transaction_id, journal_transaction_id, created_at)
-             VALUES ($1, $3, $2, $4, $5, $6, $7, $8, $9, $10)
+                  wallet_transaction_id, journal_transaction_id, created_at, idempotency_key)
+             VALUES ($1, $3, $2, $4, $5, $6, $7, $8, $9, $10, $11)
          )
          UPDATE invoices
             SET amount_paid = amount_paid + $5,
@@ -421,6 +462,7 @@ pub async fn pay(
         wallet_tx,
         journal_id,
         invoice.at,
+        key,
     )
     .execute(&mut *conn)
     .await;
@@ -437,17 +479,47 @@ pub async fn pay(
         }
         Err(e) => return Err(e.into()),
     }
-    let invoice = load(conn, tenant, id).await?;
-    let payment = invoice
-        .payments
-        .iter()
-        .find(|p| p.id == payment_id)
-        .cloned()
-        .ok_or_else(|| InvoiceError::from(sqlx::Error::RowNotFound))?;
-    Ok(PaymentReceipt {
+    let payment = Payment {
+        id: payment_id,
+        invoice_id: id,
+        method: req.method,
+        amount: text(invoice.currency, amount)?,
+        currency: invoice.currency.code().to_owned(),
+        external_ref: req.external_ref,
+        wallet_id: req.wallet_id,
+        wallet_transaction_id: wallet_tx,
+        journal_transaction_id: journal_id,
+        created_at: invoice.at,
+    };
+    Ok(Run::New(PaymentReceipt {
+        invoice: totals(conn, tenant, id).await?,
         payment,
-        invoice,
         existing: false,
+    }))
+}
+
+/// The invoice's totals as they stand (a payment's answer).
+async fn totals(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> Result<InvoiceTotals, InvoiceError> {
+    let r = sqlx::query!(
+        "SELECT number, status, currency, total, amount_paid, version, paid_at
+           FROM invoices WHERE shop_id = $1 AND id = $2",
+        tenant.shop_id,
+        id
+    )
+    .fetch_optional(conn)
+    .await?
+    .ok_or(InvoiceError::NotFound)?;
+    let currency = wallets::currency_of(&r.currency)?;
+    Ok(InvoiceTotals {
+        id,
+        number: r.number.map(number_text),
+        status: status_of(&r.status)?,
+        currency: currency.code().to_owned(),
+        total: text(currency, r.total)?,
+        amount_paid: text(currency, r.amount_paid)?,
+        amount_due: text(currency, r.total - r.amount_paid)?,
+        version: r.version,
+        paid_at: r.paid_at,
     })
 }
 
@@ -484,10 +556,13 @@ impl PaymentRow {
     }
 }
 
-async fn payment_by_ref(
+/// The shop's payment with this `external_ref`, or made under this
+/// request key.
+async fn payment_where(
     conn: &mut PgConnection,
     tenant: Tenant,
-    external_ref: &str,
+    external_ref: Option<&str>,
+    key: Option<&str>,
 ) -> Result<Option<Payment>, InvoiceError> {
     sqlx::query_as!(
         PaymentRow,
@@ -495,14 +570,62 @@ async fn payment_by_ref(
                 p.wallet_transaction_id, p.journal_transaction_id, p.created_at
            FROM invoice_payments p
            JOIN invoices i ON i.shop_id = p.shop_id AND i.id = p.invoice_id
-          WHERE p.shop_id = $1 AND p.external_ref = $2",
+          WHERE p.shop_id = $1 AND (p.external_ref = $2 OR p.idempotency_key = $3)",
         tenant.shop_id,
-        external_ref
+        external_ref,
+        key
     )
     .fetch_optional(conn)
     .await?
     .map(PaymentRow::view)
     .transpose()
+}
+
+async fn payment_by_ref(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    external_ref: &str,
+) -> Result<Option<Payment>, InvoiceError> {
+    payment_where(conn, tenant, Some(external_ref), None).await
+}
+
+async fn payment_by_key(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    key: &str,
+) -> Result<Option<Payment>, InvoiceError> {
+    payment_where(conn, tenant, None, Some(key)).await
+}
+
+/// An invoice's payments, oldest first.
+pub async fn payments(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    id: Uuid,
+    page: &PageParams,
+) -> Result<Page<Payment>, InvoiceError> {
+    totals(conn, tenant, id).await?;
+    let rows = sqlx::query_as!(
+        PaymentRow,
+        "SELECT p.id, p.invoice_id, p.method, p.amount, i.currency, p.external_ref, p.wallet_id,
+                p.wallet_transaction_id, p.journal_transaction_id, p.created_at
+           FROM invoice_payments p
+           JOIN invoices i ON i.shop_id = p.shop_id AND i.id = p.invoice_id
+          WHERE p.shop_id = $1 AND p.invoice_id = $2 AND ($3::uuid IS NULL OR p.id > $3)
+          ORDER BY p.id
+          LIMIT $4",
+        tenant.shop_id,
+        id,
+        page.starting_after,
+        page.limit() + 1
+    )
+    .fetch_all(conn)
+    .await?;
+    let items = rows
+        .into_iter()
+        .map(PaymentRow::view)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Page::from_rows(items, page.limit()))
 }
 
 struct InvoiceRow {
@@ -533,7 +656,7 @@ struct LineRow {
     amount: Decimal,
 }
 
-/// Invoices with their lines and payments, in the order of `rows`.
+/// Invoices with their lines, in the order of `rows`.
 async fn with_details(
     conn: &mut PgConnection,
     tenant: Tenant,
@@ -544,18 +667,6 @@ async fn with_details(
         LineRow,
         "SELECT invoice_id, description, quantity, unit_amount, amount FROM invoice_lines
           WHERE shop_id = $1 AND invoice_id = ANY($2) ORDER BY invoice_id, line",
-        tenant.shop_id,
-        &ids
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    let payments = sqlx::query_as!(
-        PaymentRow,
-        "SELECT p.id, p.invoice_id, p.method, p.amount, i.currency, p.external_ref, p.wallet_id,
-                p.wallet_transaction_id, p.journal_transaction_id, p.created_at
-           FROM invoice_payments p
-           JOIN invoices i ON i.shop_id = p.shop_id AND i.id = p.invoice_id
-          WHERE p.shop_id = $1 AND p.invoice_id = ANY($2) ORDER BY p.id",
         tenant.shop_id,
         &ids
     )
@@ -576,11 +687,6 @@ async fn with_details(
                 })
             })
             .collect::<Result<Vec<_>, InvoiceError>>()?;
-        let payments = payments
-            .iter()
-            .filter(|p| p.invoice_id == r.id)
-            .map(|p| p.clone().view())
-            .collect::<Result<Vec<_>, InvoiceError>>()?;
         out.push(Invoice {
             id: r.id,
             number: r.number.map(number_text),
@@ -595,7 +701,6 @@ async fn with_details(
             total: text(currency, r.total)?,
             amount_paid: text(currency, r.amount_paid)?,
             amount_due: text(currency, r.total - r.amount_paid)?,
-            payments,
             version: r.version,
             created_at: r.created_at,
             updated_at: r.updated_at,

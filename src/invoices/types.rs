@@ -203,7 +203,6 @@ pub struct Invoice {
     pub amount_paid: String,
     /// `total - amount_paid`.
     pub amount_due: String,
-    pub payments: Vec<Payment>,
     /// Increases with every change.
     pub version: i64,
     pub created_at: DateTime<Utc>,
@@ -213,11 +212,27 @@ pub struct Invoice {
     pub voided_at: Option<DateTime<Utc>>,
 }
 
-/// A payment with the invoice as it stands after it.
+/// An invoice's totals after a payment: what a payment's answer carries
+/// (its size never grows with the invoice's history).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InvoiceTotals {
+    pub id: Uuid,
+    pub number: Option<String>,
+    pub status: InvoiceStatus,
+    pub currency: String,
+    pub total: String,
+    pub amount_paid: String,
+    pub amount_due: String,
+    pub version: i64,
+    pub paid_at: Option<DateTime<Utc>>,
+}
+
+/// A payment with the invoice's totals as they stand after it. The
+/// invoice's payments are listed by `GET /v1/invoices/{id}/payments`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PaymentReceipt {
     pub payment: Payment,
-    pub invoice: Invoice,
+    pub invoice: InvoiceTotals,
     /// The payment was recorded before under this `external_ref` (answered
     /// 200, nothing recorded now).
     pub existing: bool,

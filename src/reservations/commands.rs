@@ -18,9 +18,8 @@ impl Command for Hold {
     type Output = Held;
     type Error = ReservationError;
     async fn run(self, unit: &mut Unit<'_>) -> Result<Run<Held>, ReservationError> {
-        super::create(unit.conn(), self.0, self.1, self.2, &self.3)
-            .await
-            .map(Run::New)
+        let key = unit.key();
+        super::create(unit.conn(), self.0, self.1, self.2, &self.3, key).await
     }
 }
 
@@ -30,10 +29,8 @@ impl Command for Capture {
     type Output = Reservation;
     type Error = ReservationError;
     async fn run(self, unit: &mut Unit<'_>) -> Result<Run<Reservation>, ReservationError> {
-        let request_id = unit.request_id();
-        super::capture(unit.conn(), self.0, self.1, self.2, request_id)
-            .await
-            .map(Run::New)
+        let (request_id, key) = (unit.request_id(), unit.key());
+        super::capture(unit.conn(), self.0, self.1, self.2, request_id, key).await
     }
 }
 
@@ -43,9 +40,7 @@ impl Command for Release {
     type Output = Reservation;
     type Error = ReservationError;
     async fn run(self, unit: &mut Unit<'_>) -> Result<Run<Reservation>, ReservationError> {
-        let request_id = unit.request_id();
-        super::release(unit.conn(), self.0, self.1, request_id)
-            .await
-            .map(Run::New)
+        let (request_id, key) = (unit.request_id(), unit.key());
+        super::release(unit.conn(), self.0, self.1, request_id, key).await
     }
 }

@@ -11,12 +11,13 @@ use super::{CaptureReservation, CreateReservation, Held, Reservation, Reservatio
 use crate::{
     audit,
     config::ReservationConfig,
+    executor::Run,
     idempotency::{Completion, query_completing},
     ledger::Account,
     metadata,
     pagination::{Page, PageParams},
     tenants::Tenant,
-    wallets::{self, Locked},
+    wallets::{self, Locked, WalletError},
 };
 
 /// The request id of audit rows the expiry job writes.
@@ -67,21 +68,56 @@ impl Row {
     }
 }
 
-async fn find_by_key(
+/// The shop's reservation with this `reservation_key`, or held, or
+/// settled, under this request key.
+async fn find_where(
     conn: &mut PgConnection,
     tenant: Tenant,
-    key: &str,
+    reservation_key: Option<&str>,
+    request_key: Option<&str>,
+    settle_key: Option<&str>,
 ) -> Result<Option<Row>, ReservationError> {
     Ok(sqlx::query_as!(
         Row,
         "SELECT id, wallet_id, currency, amount, captured_amount, status, reservation_key,
                 description, metadata, expires_at, created_at, settled_at, wallet_transaction_id
-           FROM credit_reservations WHERE shop_id = $1 AND reservation_key = $2",
+           FROM credit_reservations
+          WHERE shop_id = $1
+            AND (reservation_key = $2 OR idempotency_key = $3 OR settle_key = $4)",
         tenant.shop_id,
-        key
+        reservation_key,
+        request_key,
+        settle_key
     )
     .fetch_optional(conn)
     .await?)
+}
+
+async fn find_by_key(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    key: &str,
+) -> Result<Option<Row>, ReservationError> {
+    find_where(conn, tenant, Some(key), None, None).await
+}
+
+/// A capture or release under `key` settled a reservation before (its
+/// idempotency record expired since): its answer, or a refusal when the
+/// key made another change.
+async fn settled_under(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    id: Uuid,
+    key: &str,
+    status: ReservationStatus,
+) -> Result<Option<Reservation>, ReservationError> {
+    let Some(row) = find_where(conn, tenant, None, None, Some(key)).await? else {
+        return Ok(None);
+    };
+    if row.id != id || row.status()? != status {
+        return Err(WalletError::KeyReused.into());
+    }
+    row.view().map(Some)
 }
 
 /// Holds `amount` of a wallet: under the wallet's lock, checks that
@@ -94,7 +130,8 @@ pub async fn create(
     wallet_id: Uuid,
     req: CreateReservation,
     config: &ReservationConfig,
-) -> Result<Held, ReservationError> {
+    key: &str,
+) -> Result<Run<Held>, ReservationError> {
     let lifetime = match req.expires_in_seconds {
         None => config.default_expiry.as_secs() as i64,
         Some(s) if s as u64 > config.max_expiry.as_secs() => {
@@ -107,6 +144,19 @@ pub async fn create(
     };
     let wallet = wallets::lock(conn, tenant, wallet_id).await?;
     let amount = wallets::parse_amount("amount", &req.amount, wallet.currency)?;
+    if let Some(earlier) = find_where(conn, tenant, None, Some(key), None).await? {
+        // Held under this request key before (its record expired since).
+        if earlier.wallet_id != wallet_id
+            || earlier.amount != amount
+            || earlier.reservation_key != req.reservation_key
+        {
+            return Err(WalletError::KeyReused.into());
+        }
+        return Ok(Run::Earlier(Held {
+            reservation: earlier.view()?,
+            existing: true,
+        }));
+    }
     if let Some(key) = &req.reservation_key
         && let Some(existing) = find_by_key(conn, tenant, key).await?
     {
@@ -126,10 +176,10 @@ pub async fn create(
                 existing: value,
             });
         }
-        return Ok(Held {
+        return Ok(Run::New(Held {
             reservation: existing.view()?,
             existing: true,
-        });
+        }));
     }
     wallet.ensure_can_spend(amount)?;
     let id = Uuid::now_v7();
@@ -143,8 +193,8 @@ pub async fn create(
          )
          INSERT INTO credit_reservations
              (shop_id, id, wallet_id, currency, amount, reservation_key, description, metadata,
-              expires_at, created_at)
-         SELECT $1, $3, $2, $4, $5, $6, $7, $8, $10, $9 FROM w",
+              expires_at, created_at, idempotency_key)
+         SELECT $1, $3, $2, $4, $5, $6, $7, $8, $10, $9, $11 FROM w",
         tenant.shop_id,
         wallet_id,
         id,
@@ -155,6 +205,7 @@ pub async fn create(
         Json(&metadata) as _,
         wallet.at,
         expires_at,
+        key,
     )
     .execute(&mut *conn)
     .await;
@@ -187,10 +238,10 @@ pub async fn create(
         settled_at: None,
         wallet_transaction_id: None,
     };
-    Ok(Held {
+    Ok(Run::New(Held {
         reservation,
         existing: false,
-    })
+    }))
 }
 
 /// An active reservation and its wallet, both locked, with the database's
@@ -210,10 +261,11 @@ async fn lock(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> Result<Settl
                 r.metadata AS \"metadata!\", r.expires_at AS \"expires_at!\",
                 r.created_at AS \"created_at!\", r.settled_at, r.wallet_transaction_id,
                 w.balance AS \"balance!\", w.reserved AS \"reserved!\",
-                w.overdraft_limit AS \"overdraft_limit!\", clock_timestamp() AS \"now!\"
+                w.overdraft_limit AS \"overdraft_limit!\",
+                greatest(clock_timestamp(), w.updated_at) AS \"now!\"
            FROM (SELECT * FROM credit_reservations WHERE shop_id = $1 AND id = $2 FOR UPDATE) r
           CROSS JOIN LATERAL
-                (SELECT balance, reserved, overdraft_limit FROM wallets
+                (SELECT balance, reserved, overdraft_limit, updated_at FROM wallets
                   WHERE shop_id = r.shop_id AND id = r.wallet_id FOR UPDATE) w",
         tenant.shop_id,
         id
@@ -267,6 +319,7 @@ impl Settling {
         tenant: Tenant,
         status: ReservationStatus,
         expired_by: Option<&str>,
+        settle_key: Option<&str>,
     ) -> Result<Reservation, ReservationError> {
         let entry = expired_by.map(|request_id| audit::Entry {
             shop_id: tenant.shop_id,
@@ -283,13 +336,14 @@ impl Settling {
                  UPDATE wallets SET reserved = reserved - $16, version = version + 1, updated_at = $18
                   WHERE shop_id = $1 AND id = $17
              )
-             UPDATE credit_reservations SET status = $19, settled_at = $18
+             UPDATE credit_reservations SET status = $19, settled_at = $18, settle_key = $20
               WHERE shop_id = $1 AND id = $15",
             self.row.id,
             self.row.amount,
             self.row.wallet_id,
             self.wallet.at,
             status.as_str(),
+            settle_key,
         )
         .execute(&mut *conn)
         .await?;
@@ -302,7 +356,7 @@ impl Settling {
     /// transaction, and the caller is told it expired.
     async fn expire(self, conn: &mut PgConnection, tenant: Tenant, request_id: &str) -> ReservationError {
         match self
-            .free(conn, tenant, ReservationStatus::Expired, Some(request_id))
+            .free(conn, tenant, ReservationStatus::Expired, Some(request_id), None)
             .await
         {
             Ok(_) => {
@@ -323,7 +377,17 @@ pub async fn capture(
     id: Uuid,
     req: CaptureReservation,
     request_id: &str,
-) -> Result<Reservation, ReservationError> {
+    key: &str,
+) -> Result<Run<Reservation>, ReservationError> {
+    if let Some(earlier) = settled_under(conn, tenant, id, key, ReservationStatus::Captured).await? {
+        if let Some(raw) = &req.amount {
+            let asked = wallets::parse_amount("amount", raw, wallets::currency_of(&earlier.currency)?)?;
+            if earlier.captured_amount.parse::<Decimal>().ok() != Some(asked) {
+                return Err(WalletError::KeyReused.into());
+            }
+        }
+        return Ok(Run::Earlier(earlier));
+    }
     let mut s = lock(conn, tenant, id).await?;
     if s.expired() {
         return Err(s.expire(conn, tenant, request_id).await);
@@ -360,13 +424,15 @@ pub async fn capture(
     .await?;
     sqlx::query!(
         "UPDATE credit_reservations
-            SET status = 'captured', captured_amount = $3, settled_at = $4, wallet_transaction_id = $5
+            SET status = 'captured', captured_amount = $3, settled_at = $4, wallet_transaction_id = $5,
+                settle_key = $6
           WHERE shop_id = $1 AND id = $2",
         tenant.shop_id,
         id,
         amount,
         s.wallet.at,
-        tx.id
+        tx.id,
+        key
     )
     .execute(&mut *conn)
     .await?;
@@ -375,7 +441,7 @@ pub async fn capture(
     s.row.captured_amount = amount;
     s.row.settled_at = Some(s.wallet.at);
     s.row.wallet_transaction_id = Some(tx.id);
-    s.row.view()
+    s.row.view().map(Run::New)
 }
 
 /// Frees the whole hold; nothing is posted.
@@ -384,14 +450,20 @@ pub async fn release(
     tenant: Tenant,
     id: Uuid,
     request_id: &str,
-) -> Result<Reservation, ReservationError> {
+    key: &str,
+) -> Result<Run<Reservation>, ReservationError> {
+    if let Some(earlier) = settled_under(conn, tenant, id, key, ReservationStatus::Released).await? {
+        return Ok(Run::Earlier(earlier));
+    }
     let s = lock(conn, tenant, id).await?;
     if s.expired() {
         return Err(s.expire(conn, tenant, request_id).await);
     }
-    let released = s.free(conn, tenant, ReservationStatus::Released, None).await?;
+    let released = s
+        .free(conn, tenant, ReservationStatus::Released, None, Some(key))
+        .await?;
     metrics::counter!("reservations_released_total").increment(1);
-    Ok(released)
+    Ok(Run::New(released))
 }
 
 pub async fn get(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> Result<Reservation, ReservationError> {
@@ -464,7 +536,8 @@ async fn expire_batch(pool: &PgPool, batch: u32) -> Result<(i64, i64), sqlx::Err
          ),
          w AS (
              UPDATE wallets w
-                SET reserved = w.reserved - g.total, version = w.version + g.n, updated_at = now()
+                SET reserved = w.reserved - g.total, version = w.version + g.n,
+                    updated_at = greatest(now(), w.updated_at)
                FROM (SELECT shop_id, wallet_id, sum(amount) AS total, count(*) AS n
                        FROM go GROUP BY shop_id, wallet_id) g
               WHERE w.shop_id = g.shop_id AND w.id = g.wallet_id

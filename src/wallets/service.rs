@@ -218,7 +218,8 @@ async fn lock_one(
     let r = query_claiming!(
         claim,
         ", locked AS (\
-             SELECT w.currency, w.balance, w.reserved, w.overdraft_limit, now() AS at, t.id AS earlier \
+             SELECT w.currency, w.balance, w.reserved, w.overdraft_limit, \
+                    greatest(clock_timestamp(), w.updated_at) AS at, t.id AS earlier \
                FROM wallets w \
                LEFT JOIN wallet_transactions t ON t.shop_id = w.shop_id AND t.idempotency_key = $2 \
               WHERE w.shop_id = $5 AND w.id = $6 AND EXISTS (SELECT 1 FROM ours) \
@@ -438,8 +439,9 @@ pub async fn debit_locked(
 pub async fn lock(conn: &mut PgConnection, tenant: Tenant, wallet_id: Uuid) -> Result<Locked, WalletError> {
     let w = sqlx::query!(
         "SELECT l.currency AS \"currency!\", l.balance AS \"balance!\", l.reserved AS \"reserved!\",
-                l.overdraft_limit AS \"overdraft_limit!\", clock_timestamp() AS \"at!\"
-           FROM (SELECT currency, balance, reserved, overdraft_limit FROM wallets
+                l.overdraft_limit AS \"overdraft_limit!\",
+                greatest(clock_timestamp(), l.updated_at) AS \"at!\"
+           FROM (SELECT currency, balance, reserved, overdraft_limit, updated_at FROM wallets
                   WHERE shop_id = $1 AND id = $2 FOR UPDATE) l",
         tenant.shop_id,
         wallet_id
@@ -614,7 +616,8 @@ pub async fn transfer(
     let rows = query_claiming!(
         claim,
         ", locked AS (\
-             SELECT w.id, w.currency, w.balance, w.reserved, w.overdraft_limit, now() AS at, \
+             SELECT w.id, w.currency, w.balance, w.reserved, w.overdraft_limit, \
+                    greatest(clock_timestamp(), w.updated_at) AS at, \
                     (SELECT t.id FROM wallet_transactions t \
                       WHERE t.shop_id = w.shop_id AND t.idempotency_key = $2) AS earlier \
                FROM wallets w \
@@ -662,6 +665,10 @@ pub async fn transfer(
     if locked[0].id != req.from_wallet_id {
         locked.swap(0, 1);
     }
+    // One time for both legs and their journal transaction, no earlier
+    // than either wallet's last movement.
+    let at = locked[0].at.max(locked[1].at);
+    locked.iter_mut().for_each(|w| w.at = at);
     let (from, to) = (&locked[0], &locked[1]);
     if from.currency != to.currency {
         return Err(WalletError::CurrencyMismatch {

@@ -99,6 +99,7 @@ impl Command for ApplyPayment {
         let event = self.0;
         let data: PaymentSucceeded = event.data()?;
         reference("payment_ref", &data.payment_ref)?;
+        let key = unit.key();
         let conn = unit.conn();
         lock_event(conn, &event).await?;
         let pay = PayInvoice {
@@ -107,7 +108,11 @@ impl Command for ApplyPayment {
             wallet_id: None,
             external_ref: Some(data.payment_ref),
         };
-        let receipt = invoices::pay(conn, event.tenant(), data.invoice_id, pay).await?;
+        let (Run::New(receipt) | Run::Earlier(receipt)) =
+            invoices::pay(conn, event.tenant(), data.invoice_id, pay, key).await?
+        else {
+            return Err(WebhookError::Mismatch("the payment's key was taken".into()));
+        };
         if receipt.invoice.currency != data.currency {
             return Err(WebhookError::Mismatch(format!(
                 "the payment is in {}, the invoice in {}",

@@ -322,7 +322,8 @@ async fn a_duplicate_waits_a_bounded_time_then_gets_409(_: PgPoolOptions, connec
     assert_eq!(app.balance(&shop.key, w).await, "9.00");
 }
 
-async fn expire(app: &TestApp, key: &str) {
+/// Expires a key's idempotency record, as time would.
+pub async fn expire(app: &TestApp, key: &str) {
     sqlx::query("UPDATE idempotency_keys SET expires_at = now() - interval '1 second' WHERE key = $1")
         .bind(key)
         .execute(&app.pool)

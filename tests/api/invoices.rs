@@ -45,6 +45,25 @@ impl TestApp {
         id
     }
 
+    /// Every payment of the invoice, following the pages.
+    async fn payments_of(&self, key: &str, id: &str) -> Vec<Value> {
+        let mut all = Vec::new();
+        let mut after = String::new();
+        loop {
+            let page: Value = self
+                .get(key, &format!("/v1/invoices/{id}/payments?limit=2{after}"))
+                .await
+                .json()
+                .await
+                .unwrap();
+            all.extend(page["data"].as_array().unwrap().iter().cloned());
+            if page["has_more"] != true {
+                return all;
+            }
+            after = format!("&starting_after={}", all.last().unwrap()["id"].as_str().unwrap());
+        }
+    }
+
     async fn invoice(&self, key: &str, id: &str) -> Value {
         self.get(key, &format!("/v1/invoices/{id}"))
             .await
@@ -225,7 +244,7 @@ async fn thirty_concurrent_full_payments_pay_once(_: PgPoolOptions, connect: PgC
         (&inv["status"], &inv["amount_paid"], &inv["amount_due"]),
         (&json!("paid"), &json!("50.00"), &json!("0.00"))
     );
-    assert_eq!(inv["payments"].as_array().unwrap().len(), 1);
+    assert_eq!(app.payments_of(&shop.key, &id).await.len(), 1);
 
     // One key sent eight times at once: one payment, identical answers.
     let id = app.open_invoice(&shop.key, "USD", "20.00").await;
@@ -555,4 +574,100 @@ async fn drafts_edit_finalized_invoices_do_not(_: PgPoolOptions, connect: PgConn
         .unwrap();
     assert_eq!(none["data"], json!([]));
     app.assert_ledger_consistent().await;
+}
+
+#[sqlx::test]
+async fn payments_and_finalize_retried_after_their_key_expired_answer_the_earlier_result(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let app = spawn_app(connect).await;
+    let shop = app.shop().await;
+    let k = &shop.key;
+    let wallet = app.wallet(k, "USD", "10.00").await;
+    let draft = app.draft(k, "USD", "1", "20.00").await;
+    let id = draft["id"].as_str().unwrap().to_owned();
+    let finalize = format!("/v1/invoices/{id}/finalize");
+    let first = app.post(k, &finalize, "fin-1", &json!({})).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    crate::idempotency::expire(&app, "fin-1").await;
+    let again = app.post(k, &finalize, "fin-1", &json!({})).await;
+    assert_eq!(again.status(), StatusCode::OK, "the finalized invoice, not a 409");
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<Value>().await.unwrap()["number"], "INV-000001");
+
+    let pay = format!("/v1/invoices/{id}/pay");
+    let by_wallet = json!({"method": "wallet", "wallet_id": wallet, "amount": "3.00"});
+    let by_bank = json!({"method": "bank_transfer", "amount": "2.00"});
+    for (key, body) in [("pay-w", &by_wallet), ("pay-b", &by_bank)] {
+        let r = app.post(k, &pay, key, body).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let first: Value = r.json().await.unwrap();
+        // The answer carries the payment and the totals, never the list.
+        assert!(first["invoice"].get("payments").is_none(), "{first}");
+        crate::idempotency::expire(&app, key).await;
+        let r = app.post(k, &pay, key, body).await;
+        assert!(r.status().is_success());
+        assert_eq!(r.headers()["idempotent-replayed"], "true");
+        let again: Value = r.json().await.unwrap();
+        assert_eq!(again["payment"]["id"], first["payment"]["id"]);
+        // The same key with another request is refused, never paid.
+        crate::idempotency::expire(&app, key).await;
+        let other = json!({"method": "bank_transfer", "amount": "1.00"});
+        problem(
+            app.post(k, &pay, key, &other).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+        )
+        .await;
+    }
+    assert_eq!(
+        app.balance(k, wallet).await,
+        "7.00",
+        "the wallet was charged once"
+    );
+    let inv = app.invoice(k, &id).await;
+    assert_eq!(
+        (&inv["amount_paid"], &inv["amount_due"]),
+        (&json!("5.00"), &json!("15.00"))
+    );
+    assert!(inv.get("payments").is_none());
+    let listed = app.payments_of(k, &id).await;
+    assert_eq!(listed.len(), 2);
+    app.assert_ledger_consistent().await;
+}
+
+#[sqlx::test]
+async fn a_payment_answer_stays_small_as_payments_accumulate(_: PgPoolOptions, connect: PgConnectOptions) {
+    let app = spawn_app(connect).await;
+    let shop = app.shop().await;
+    let id = app.open_invoice(&shop.key, "USD", "100.00").await;
+    let path = format!("/v1/invoices/{id}/pay");
+    let mut sizes = Vec::new();
+    for _ in 0..25 {
+        let r = app
+            .post(
+                &shop.key,
+                &path,
+                &fresh(),
+                &json!({"method": "bank_transfer", "amount": "0.01"}),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        sizes.push(r.bytes().await.unwrap().len());
+    }
+    // Only the totals' digits may change the size.
+    assert!(
+        sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 4,
+        "{sizes:?}"
+    );
+    let listed = app.payments_of(&shop.key, &id).await;
+    assert_eq!(listed.len(), 25);
+    let mut ids: Vec<&str> = listed.iter().map(|p| p["id"].as_str().unwrap()).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 25, "pages neither repeat nor skip");
+    let stored = app.count(&format!(
+        "SELECT max(length(response_body))::bigint FROM idempotency_keys WHERE convert_from(response_body, 'UTF8') LIKE '%{id}%'"
+    )).await;
+    assert!(stored < 2000, "{stored}");
 }

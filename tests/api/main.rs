@@ -7,7 +7,7 @@ mod executor;
 mod foundation;
 mod hardening;
 mod helpers;
-mod idempotency;
+pub mod idempotency;
 mod invoices;
 mod isolation;
 mod limits;

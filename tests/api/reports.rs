@@ -826,3 +826,113 @@ async fn the_report_page_renders_in_headless_chromium(_: PgPoolOptions, connect:
         "a screenshot of the rendered page"
     );
 }
+
+#[sqlx::test]
+async fn opposite_transfers_racing_on_two_wallets_reconcile(_: PgPoolOptions, connect: PgConnectOptions) {
+    let app = spawn_app(connect.clone()).await;
+    let shop = app.shop().await;
+    let (a, b) = (
+        app.wallet(&shop.key, "USD", "500.00").await,
+        app.wallet(&shop.key, "USD", "500.00").await,
+    );
+    // 24 clients, half each way, each waiting on the other's wallet lock.
+    let runs = (0..24).map(|i| {
+        let (app, key) = (&app, &shop.key);
+        let (from, to) = if i % 2 == 0 { (a, b) } else { (b, a) };
+        async move {
+            for _ in 0..8 {
+                let r = app
+                    .post(
+                        key,
+                        "/v1/transfers",
+                        &fresh(),
+                        &json!({"from_wallet_id": from, "to_wallet_id": to, "amount": "1.00"}),
+                    )
+                    .await;
+                assert_eq!(r.status(), StatusCode::CREATED);
+            }
+        }
+    });
+    futures_util::future::join_all(runs).await;
+    // One order: a later version never carries an earlier time.
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM wallet_transactions t JOIN wallet_transactions p
+                ON p.shop_id = t.shop_id AND p.wallet_id = t.wallet_id
+               AND p.wallet_version < t.wallet_version AND p.created_at > t.created_at"
+        )
+        .await,
+        0
+    );
+    let report = app.report(&shop.key).await;
+    assert_eq!(report["ok"], true, "{report}");
+    for w in [a, b] {
+        let line = wallet_line(&report, w);
+        assert_eq!(line["closing_balance"], line["stored_balance"], "{line}");
+        assert_eq!(line["drift"], "0.00");
+    }
+    let out = report_cli(shop.id, "table")
+        .env("DATABASE_URL", database_url(&connect))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    app.assert_ledger_consistent().await;
+}
+
+#[sqlx::test]
+async fn the_cli_refuses_bad_input_like_the_api(_: PgPoolOptions, connect: PgConnectOptions) {
+    let app = spawn_app(connect.clone()).await;
+    let shop = app.shop().await;
+    let url = database_url(&connect);
+    let run = |cli: &mut Command| cli.env("DATABASE_URL", &url).output().unwrap();
+    let lower = run(report_cli(shop.id, "table").args(["--currency", "usd"]));
+    assert_eq!(lower.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&lower.stderr).contains("currency"));
+    assert!(!String::from_utf8_lossy(&lower.stdout).contains("all checks passed"));
+    let api = app
+        .get(
+            &shop.key,
+            &format!("/v1/reports/reconciliation?{}&currency=usd", period()),
+        )
+        .await;
+    problem(api, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+
+    let nobody = run(&mut report_cli(Uuid::now_v7(), "json"));
+    assert_eq!(nobody.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&nobody.stderr).contains("no shop"));
+    assert!(nobody.stdout.is_empty());
+
+    let year = run(report_cli(shop.id, "json").args(["--to", "+12026-01-01"]));
+    assert_eq!(year.status.code(), Some(2));
+
+    // A setting that parses but contradicts another exits 2 too.
+    let serve = run(Command::new(env!("CARGO_BIN_EXE_billing-ledger"))
+        .arg("serve")
+        .env("BIND_ADDR", "127.0.0.1:0")
+        .env("STATEMENT_TIMEOUT", "40s")
+        .env("REQUEST_TIMEOUT", "30s"));
+    assert_eq!(
+        serve.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&serve.stderr)
+    );
+    assert!(String::from_utf8_lossy(&serve.stderr).contains("STATEMENT_TIMEOUT"));
+}
+
+#[sqlx::test(migrations = false)]
+async fn seed_demo_refuses_a_database_with_pending_migrations(_: PgPoolOptions, connect: PgConnectOptions) {
+    let out = Command::new(env!("CARGO_BIN_EXE_billing-ledger"))
+        .args(["shops", "seed-demo"])
+        .env("DATABASE_URL", database_url(&connect))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("migrate"));
+    assert!(out.stdout.is_empty());
+}

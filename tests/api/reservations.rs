@@ -613,3 +613,64 @@ async fn capture_release_and_the_job_racing_settle_each_hold_once(
     }
     app.assert_ledger_consistent().await;
 }
+
+#[sqlx::test]
+async fn holds_captures_and_releases_retried_after_their_key_expired_answer_the_earlier_result(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let app = spawn_app(connect).await;
+    let shop = app.shop().await;
+    let k = &shop.key;
+    let wallet = app.wallet(k, "USD", "20.00").await;
+    let hold_path = format!("/v1/wallets/{wallet}/reservations");
+    let mut held = Vec::new();
+    for key in ["hold-1", "hold-2"] {
+        let body = json!({"amount": "5.00"});
+        let first: Value = app.post(k, &hold_path, key, &body).await.json().await.unwrap();
+        crate::idempotency::expire(&app, key).await;
+        let r = app.post(k, &hold_path, key, &body).await;
+        assert!(r.status().is_success(), "{}", r.status());
+        assert_eq!(r.headers()["idempotent-replayed"], "true");
+        let again: Value = r.json().await.unwrap();
+        assert_eq!(again["id"], first["id"], "one hold, not two");
+        held.push(first["id"].as_str().unwrap().to_owned());
+    }
+    let w: Value = app
+        .get(k, &format!("/v1/wallets/{wallet}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(w["reserved"], "10.00");
+
+    let capture = format!("/v1/reservations/{}/capture", held[0]);
+    let body = json!({"amount": "4.00"});
+    assert_eq!(
+        app.post(k, &capture, "cap-1", &body).await.status(),
+        StatusCode::OK
+    );
+    crate::idempotency::expire(&app, "cap-1").await;
+    let r = app.post(k, &capture, "cap-1", &body).await;
+    assert_eq!(r.status(), StatusCode::OK, "the capture, not 409 invalid_state");
+    assert_eq!(r.headers()["idempotent-replayed"], "true");
+    assert_eq!(r.json::<Value>().await.unwrap()["captured_amount"], "4.00");
+    // The same key asking for another capture is refused.
+    crate::idempotency::expire(&app, "cap-1").await;
+    let other = app.post(k, &capture, "cap-1", &json!({"amount": "3.00"})).await;
+    problem(other, StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused").await;
+
+    let release = format!("/v1/reservations/{}/release", held[1]);
+    assert_eq!(
+        app.post(k, &release, "rel-1", &json!({})).await.status(),
+        StatusCode::OK
+    );
+    crate::idempotency::expire(&app, "rel-1").await;
+    let r = app.post(k, &release, "rel-1", &json!({})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.json::<Value>().await.unwrap()["status"], "released");
+
+    assert_eq!(app.balance(k, wallet).await, "16.00", "captured once");
+    assert_eq!(app.count("SELECT count(*) FROM credit_reservations").await, 2);
+    app.assert_ledger_consistent().await;
+}

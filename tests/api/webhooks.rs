@@ -182,7 +182,13 @@ async fn one_event_delivered_a_hundred_times_at_once_pays_once(_: PgPoolOptions,
         .await
         .unwrap();
     assert_eq!(inv["status"], "paid");
-    assert_eq!(inv["payments"][0]["external_ref"], "pay_100");
+    let payments: Value = app
+        .get(&shop.key, &format!("/v1/invoices/{invoice}/payments"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(payments["data"][0]["external_ref"], "pay_100");
     assert_eq!(
         app.count("SELECT count(*) FROM audit_log WHERE action = 'webhook.payment_succeeded'")
             .await,
