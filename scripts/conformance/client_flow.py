@@ -42,6 +42,7 @@ from billing_ledger_client.api.invoices import (
     create_invoice,
     finalize_invoice,
     get_invoice,
+    list_invoice_payments,
     list_invoices,
     pay_invoice,
     void_invoice,
@@ -87,6 +88,7 @@ from billing_ledger_client.models import (
     LineInput,
     NoFields,
     PageInvoice,
+    PagePayment,
     PayInvoice,
     PaymentMethod,
     PaymentReceipt,
@@ -367,8 +369,13 @@ def main() -> int:
         resp = void_invoice.sync_detailed(inv.id, client=client, idempotency_key=key(), body=NoFields())
         check(resp.status_code == 409 and isinstance(resp.parsed, Problem) and resp.parsed.code == "invalid_state",
               "voiding a paid invoice: 409 invalid_state", int(resp.status_code))
-        got = expect(get_invoice.sync_detailed(inv.id, client=client), 200, Invoice, "getInvoice")
-        check(len(got.payments) == 2, "two payments listed", len(got.payments))
+        expect(get_invoice.sync_detailed(inv.id, client=client), 200, Invoice, "getInvoice")
+        paid = expect(list_invoice_payments.sync_detailed(inv.id, client=client, limit=1), 200, PagePayment,
+                      "listInvoicePayments, first page")
+        rest_page = expect(list_invoice_payments.sync_detailed(inv.id, client=client, starting_after=paid.data[0].id),
+                           200, PagePayment, "listInvoicePayments, next page")
+        check(paid.has_more and len(rest_page.data) == 1 and not rest_page.has_more,
+              "two payments listed, a page at a time", (len(paid.data), len(rest_page.data)))
         page = expect(list_invoices.sync_detailed(client=client, customer_ref=ref_a, status=InvoiceStatus.PAID),
                       200, PageInvoice, "listInvoices")
         check([x.id for x in page.data] == [inv.id], "listInvoices finds it", [x.id for x in page.data])
@@ -474,7 +481,9 @@ def main() -> int:
                         "getWebhookEvent")
             check(ev.attempts == 1, "applied in one attempt", ev.attempts)
             got = expect(get_invoice.sync_detailed(inv.id, client=client), 200, Invoice, "the paid invoice")
-            check(got.status == InvoiceStatus.PAID and len(got.payments) == 1, "paid once", (got.status, len(got.payments)))
+            paid = expect(list_invoice_payments.sync_detailed(inv.id, client=client), 200, PagePayment,
+                          "the paid invoice's payments")
+            check(got.status == InvoiceStatus.PAID and len(paid.data) == 1, "paid once", (got.status, len(paid.data)))
 
         print("reconciliation of today: every check passes, the trial balance is balanced")
         day = datetime.datetime.now(datetime.timezone.utc).date()
