@@ -44,7 +44,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
 /// The whole HTTP application over `state`.
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
     let (api, _) = api_router().split_for_parts();
-    let slots = state.in_flight.clone();
+    let admission = state.admission.clone();
     api.route("/metrics", get(health::metrics))
         .route("/openapi.yaml", get(health::openapi_yaml))
         .merge(reports::page::router())
@@ -56,7 +56,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
             http::timeout(request_timeout, req, next)
         }))
         .layer(middleware::from_fn(move |req, next| {
-            http::limits::shed(slots.clone(), req, next)
+            http::limits::admit(admission.clone(), req, next)
         }))
         .layer(middleware::from_fn(request_id::track))
         .with_state(state)
@@ -111,7 +111,7 @@ pub fn state(pool: PgPool, config: &ServeConfig, key_wait: Duration) -> AppState
         webhooks: config.webhooks.clone(),
         heartbeats: Arc::default(),
         limits: Arc::new(http::limits::Limits::new(&config.limits)),
-        in_flight: Arc::new(tokio::sync::Semaphore::new(config.limits.max_in_flight as usize)),
+        admission: Arc::new(http::limits::Admission::new(&config.limits)),
         metrics: telemetry::metrics_handle(),
     }
 }

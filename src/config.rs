@@ -364,6 +364,18 @@ pub struct LimitConfig {
     /// at once (health and metrics are always served).
     #[arg(long = "max-in-flight", env = "MAX_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_in_flight: u32,
+
+    /// Requests without an API key (the webhook receiver, the report page,
+    /// failed authentication) one client address may have in flight at
+    /// once; more are answered 429 at once.
+    #[arg(long = "max-per-client", env = "MAX_PER_CLIENT", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_per_client: u32,
+
+    /// How long a client may take to send a request's body; slower is
+    /// answered 408 `request_timeout`. The body is read before the request
+    /// takes a MAX_IN_FLIGHT slot, a pool connection or a lock.
+    #[arg(long = "body-timeout", env = "BODY_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
 }
 
 impl Default for LimitConfig {
@@ -377,6 +389,8 @@ impl Default for LimitConfig {
             ip_burst: 40,
             instances: 1,
             max_in_flight: 256,
+            max_per_client: 16,
+            body_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -259,12 +259,115 @@ fn always_served(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/health/full" | "/metrics")
 }
 
-/// At most `MAX_IN_FLIGHT` API requests run at once; more are answered 503
-/// at once instead of queueing for connections.
-pub async fn shed(slots: Arc<Semaphore>, request: Request, next: Next) -> Response {
+/// The largest body read (axum's default limit, which the extractors apply
+/// again).
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// What a request may hold before it runs. A request is read whole (within
+/// BODY_TIMEOUT) before it takes a slot, so a client that dawdles holds no
+/// slot, pool connection or lock. Requests with an API key and those
+/// without one take slots from separate pools, and one address may have
+/// only MAX_PER_CLIENT requests without a key in flight: anonymous floods
+/// (slow bodies, the webhook receiver, failed authentication) cannot take
+/// the slots of shops' requests.
+pub struct Admission {
+    shops: Semaphore,
+    anonymous: Semaphore,
+    per_client: std::sync::Mutex<std::collections::HashMap<IpAddr, u32>>,
+    max_per_client: u32,
+    body_timeout: Duration,
+}
+
+impl Admission {
+    pub fn new(config: &LimitConfig) -> Self {
+        let slots = config.max_in_flight as usize;
+        Admission {
+            shops: Semaphore::new(slots),
+            anonymous: Semaphore::new((slots / 4).max(1)),
+            per_client: Default::default(),
+            max_per_client: config.max_per_client,
+            body_timeout: config.body_timeout,
+        }
+    }
+
+    fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<ClientTurn> {
+        let mut counts = self.per_client.lock().unwrap_or_else(|e| e.into_inner());
+        let n = counts.entry(ip).or_default();
+        if *n >= self.max_per_client {
+            return None;
+        }
+        *n += 1;
+        Some(ClientTurn {
+            admission: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// One anonymous request of an address in flight; gone when dropped.
+struct ClientTurn {
+    admission: Arc<Admission>,
+    ip: IpAddr,
+}
+
+impl Drop for ClientTurn {
+    fn drop(&mut self) {
+        let mut counts = self
+            .admission
+            .per_client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = counts.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Admits a request: the per-address cap for requests without a key, the
+/// whole body within BODY_TIMEOUT (408) and MAX_BODY_BYTES (413), then a
+/// slot of its pool; none free: 503 at once instead of queueing.
+pub async fn admit(admission: Arc<Admission>, request: Request, next: Next) -> Response {
     if always_served(request.uri().path()) || request.method() == Method::OPTIONS {
         return next.run(request).await;
     }
+    let anonymous = !request.headers().contains_key(axum::http::header::AUTHORIZATION);
+    let (parts, body) = request.into_parts();
+    let _turn = if anonymous {
+        match admission.enter(client_ip(&parts)) {
+            Some(turn) => Some(turn),
+            None => {
+                metrics::counter!("client_cap_refusals_total").increment(1);
+                return ApiError::RateLimited(1).into_response();
+            }
+        }
+    } else {
+        None
+    };
+    let read = tokio::time::timeout(admission.body_timeout, axum::body::to_bytes(body, MAX_BODY_BYTES));
+    let body = match read.await {
+        Err(_) => {
+            metrics::counter!("body_timeouts_total").increment(1);
+            return ApiError::RequestTimeout.into_response();
+        }
+        Ok(Err(e))
+            if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) =>
+        {
+            return ApiError::PayloadTooLarge.into_response();
+        }
+        Ok(Err(e)) => {
+            return ApiError::BadRequest(format!("could not read the request body: {e}")).into_response();
+        }
+        Ok(Ok(bytes)) => bytes,
+    };
+    let request = Request::from_parts(parts, axum::body::Body::from(body));
+    let slots = if anonymous {
+        &admission.anonymous
+    } else {
+        &admission.shops
+    };
     let Ok(_slot) = slots.try_acquire() else {
         metrics::counter!("load_shed_requests_total").increment(1);
         return ApiError::Overloaded.into_response();

@@ -36,8 +36,9 @@ pub struct AppState {
     pub webhooks: WebhookConfig,
     /// Per-shop and per-address rate limits of this instance.
     pub limits: Arc<limits::Limits>,
-    /// Slots for API requests in flight (MAX_IN_FLIGHT); none free: 503.
-    pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// Slots for API requests in flight (MAX_IN_FLIGHT, shops' requests
+    /// apart from anonymous ones), the per-address cap and BODY_TIMEOUT.
+    pub admission: Arc<limits::Admission>,
     /// The background loops' last runs, for /health/full.
     pub heartbeats: Arc<Heartbeats>,
     /// The only way a route reaches a mutating use case.

@@ -254,3 +254,86 @@ async fn an_exhausted_pool_answers_503_after_the_acquire_timeout(
             .all(|r| r.as_ref().unwrap().status() == StatusCode::CREATED)
     );
 }
+
+/// Opens a connection that announces a body of 60 bytes and sends one:
+/// `auth` adds an API key header (a made-up one will do).
+async fn dawdle(addr: &str, auth: Option<&str>) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth = auth
+        .map(|k| format!("Authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "POST /v1/wallets HTTP/1.1\r\nHost: x\r\n{auth}Idempotency-Key: slow\r\n\
+         Content-Type: application/json\r\nContent-Length: 60\r\n\r\n{{"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s
+}
+
+/// The status line a connection was answered with.
+async fn status_of(mut s: tokio::net::TcpStream) -> u16 {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0; 64];
+    let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf))
+        .await
+        .expect("answered")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n])
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[sqlx::test]
+async fn slow_bodies_hold_no_slot_and_shops_keep_being_served(_: PgPoolOptions, connect: PgConnectOptions) {
+    let limits = LimitConfig {
+        max_in_flight: 16,
+        max_per_client: 4,
+        body_timeout: Duration::from_secs(2),
+        ..LimitConfig::unlimited()
+    };
+    let app = app_with(connect, limits).await;
+    let shop = app.shop().await;
+    let wallet = app.wallet(&shop.key, "USD", "100.00").await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    // 64 anonymous slow bodies and 32 with a (made-up) key, all at once.
+    let mut anonymous = Vec::new();
+    for _ in 0..64 {
+        anonymous.push(dawdle(&addr, None).await);
+    }
+    let mut keyed = Vec::new();
+    for _ in 0..32 {
+        keyed.push(dawdle(&addr, Some("blk_made_up")).await);
+    }
+    // Meanwhile the shop's debits all get through: no 503.
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        let round = join_all((0..4).map(|_| debit_once(&app, &shop.key, wallet))).await;
+        statuses.extend(round.iter().map(|r| r.status()));
+    }
+    assert!(statuses.iter().all(|s| *s == StatusCode::CREATED), "{statuses:?}");
+    assert_eq!(app.balance(&shop.key, wallet).await, "60.00");
+    // Beyond 4 per address the anonymous ones were refused at once; the
+    // rest, and every keyed one, time out: 408, nothing stored.
+    let anonymous = join_all(anonymous.into_iter().map(status_of)).await;
+    assert_eq!(
+        anonymous.iter().filter(|s| **s == 429).count(),
+        60,
+        "{anonymous:?}"
+    );
+    assert_eq!(
+        anonymous.iter().filter(|s| **s == 408).count(),
+        4,
+        "{anonymous:?}"
+    );
+    let keyed = join_all(keyed.into_iter().map(status_of)).await;
+    assert!(keyed.iter().all(|s| *s == 408), "{keyed:?}");
+    assert_eq!(
+        app.count("SELECT count(*) FROM idempotency_keys WHERE key = 'slow'")
+            .await,
+        0
+    );
+    assert_eq!(app.count("SELECT count(*) FROM wallets").await, 1);
+}
