@@ -9,10 +9,35 @@ use utoipa::ToSchema;
 use validator::ValidationError;
 
 /// Up to 50 string values, keys of 1–40 characters, values of at most 500.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(transparent)]
 #[schema(example = json!({"order_id": "A-1001"}))]
 pub struct Metadata(pub BTreeMap<String, String>);
+
+/// A key sent twice is refused (422), like a repeated top-level field,
+/// rather than the last one silently winning.
+impl<'de> Deserialize<'de> for Metadata {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Keys;
+        impl<'de> serde::de::Visitor<'de> for Keys {
+            type Value = Metadata;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of string values")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Metadata, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some((k, v)) = map.next_entry::<String, String>()? {
+                    if out.contains_key(&k) {
+                        return Err(serde::de::Error::custom(format_args!("duplicate key {k:?}")));
+                    }
+                    out.insert(k, v);
+                }
+                Ok(Metadata(out))
+            }
+        }
+        d.deserialize_map(Keys)
+    }
+}
 
 pub const MAX_KEYS: usize = 50;
 pub const MAX_KEY_CHARS: usize = 40;

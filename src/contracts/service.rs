@@ -156,6 +156,16 @@ pub async fn update(
     req: UpdateContract,
 ) -> Result<Contract, ContractError> {
     let (currency, amount) = money_change(conn, tenant, id, expected, &req).await?;
+    // A PATCH that names nothing checks its preconditions and changes
+    // nothing, version included.
+    let changes = req.customer_ref.is_some()
+        || req.title.is_some()
+        || req.currency.is_some()
+        || req.amount.is_some()
+        || req.billing_interval.is_some()
+        || req.starts_on.is_some()
+        || req.terms.is_some()
+        || req.metadata.is_some();
     for _ in 0..ATTEMPTS {
         let row = sqlx::query_as!(
             ContractRow,
@@ -166,7 +176,8 @@ pub async fn update(
                     starts_on = COALESCE($9, starts_on),
                     terms = CASE WHEN $10::text IS NULL THEN terms ELSE NULLIF($10, '') END,
                     metadata = COALESCE($11, metadata),
-                    version = version + 1, updated_at = now()
+                    version = version + $12::bool::int,
+                    updated_at = CASE WHEN $12 THEN now() ELSE updated_at END
               WHERE shop_id = $1 AND id = $2 AND status = 'draft' AND version = $3
              RETURNING id, customer_ref, title, currency, amount, billing_interval, starts_on, terms,
                        metadata, status, version, approval_note, rejection_reason, invoice_id,
@@ -182,6 +193,7 @@ pub async fn update(
             req.starts_on,
             req.terms,
             req.metadata.as_ref().map(Json) as _,
+            changes,
         )
         .fetch_optional(&mut *conn)
         .await?;

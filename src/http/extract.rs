@@ -171,11 +171,28 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let Query(value) = Query::<T>::from_request_parts(parts, state)
             .await
-            .map_err(|e| ApiError::validation("query", e.body_text()))?;
+            .map_err(|e| query_error(&e.body_text()))?;
         value
             .validate()
             .map_err(|e| ApiError::Validation(field_errors(&e)))?;
         Ok(ValidQuery(value))
+    }
+}
+
+/// A query string that does not parse, naming the parameter when the
+/// message does (`limit: invalid digit found in string`), as a range error
+/// on it would.
+fn query_error(text: &str) -> ApiError {
+    let message = text
+        .strip_prefix("Failed to deserialize query string: ")
+        .unwrap_or(text);
+    match message.split_once(": ") {
+        Some((field, why))
+            if !field.is_empty() && field.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+        {
+            ApiError::validation(field, why)
+        }
+        _ => ApiError::validation("query", message),
     }
 }
 

@@ -202,6 +202,9 @@ pub async fn update(
 ) -> Result<Invoice, InvoiceError> {
     let invoice = lock(conn, tenant, id).await?;
     invoice.require(InvoiceStatus::Draft)?;
+    // A PATCH that names nothing changes nothing, version included.
+    let changes =
+        req.due_date.is_some() || req.memo.is_some() || req.metadata.is_some() || req.lines.is_some();
     let mut subtotal = None;
     if let Some(lines) = &req.lines {
         let priced = price(lines, invoice.currency)?;
@@ -221,7 +224,8 @@ pub async fn update(
                 memo = CASE WHEN $4::text IS NULL THEN memo ELSE NULLIF($4, '') END,
                 metadata = COALESCE($5, metadata),
                 subtotal = COALESCE($6, subtotal), total = COALESCE($6, total),
-                version = version + 1, updated_at = $7
+                version = version + $8::bool::int,
+                updated_at = CASE WHEN $8 THEN $7 ELSE updated_at END
           WHERE shop_id = $1 AND id = $2",
         tenant.shop_id,
         id,
@@ -230,6 +234,7 @@ pub async fn update(
         req.metadata.map(Json) as _,
         subtotal,
         invoice.at,
+        changes,
     )
     .execute(&mut *conn)
     .await?;

@@ -22,7 +22,8 @@ pub const HEADER: [&str; 12] = [
 /// or a leading character a spreadsheet would read as a formula (then
 /// prefixed with `'`).
 fn field(value: &str) -> String {
-    let value = if value.starts_with(['=', '+', '-', '@']) && value.parse::<rust_decimal::Decimal>().is_err()
+    let value = if value.starts_with(['=', '+', '-', '@', '\t', '\r'])
+        && value.parse::<rust_decimal::Decimal>().is_err()
     {
         format!("'{value}")
     } else {
@@ -96,5 +97,7 @@ mod tests {
         assert_eq!(field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(field("=SUM(A1)"), "'=SUM(A1)");
         assert_eq!(field("-12.50"), "-12.50");
+        assert_eq!(field("\tcmd"), "'\tcmd");
+        assert!(field("\r=1").starts_with("\"'\r"));
     }
 }

@@ -21,11 +21,47 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(trial_balance))
 }
 
+/// CSV when `Accept` prefers it to JSON, q-values honoured (JSON wins a
+/// tie, and `*/*` counts for JSON).
 fn wants_csv(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim().starts_with("text/csv")))
+    let (mut csv, mut json) = (0.0f32, 0.0f32);
+    for value in headers.get_all(header::ACCEPT) {
+        for range in value.to_str().unwrap_or("").split(',') {
+            let mut parts = range.split(';');
+            let kind = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            match kind.as_str() {
+                "text/csv" => csv = csv.max(q),
+                "application/json" | "application/*" | "*/*" => json = json.max(q),
+                _ => {}
+            }
+        }
+    }
+    csv > 0.0 && csv > json
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn q_values_choose_the_format() {
+        assert!(wants_csv(&accept("text/csv")));
+        assert!(wants_csv(&accept("text/csv, application/json;q=0.5")));
+        assert!(!wants_csv(&accept("text/csv;q=0.1, application/json")));
+        assert!(!wants_csv(&accept("text/csv;q=0")));
+        assert!(!wants_csv(&accept("application/json")));
+        assert!(!wants_csv(&HeaderMap::new()));
+    }
 }
 
 /// Reconcile a period (UTC days, `to` inclusive): per wallet opening,

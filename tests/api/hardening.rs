@@ -227,3 +227,104 @@ async fn if_match_quoted_or_bare_is_the_same_request(_: PgPoolOptions, connect: 
     let current: Value = app.get(&shop.key, &path).await.json().await.unwrap();
     assert_eq!(current["version"], 2);
 }
+
+#[sqlx::test]
+async fn small_things_outside_trials_found(_: PgPoolOptions, connect: PgConnectOptions) {
+    let app = spawn_app(connect).await;
+    let shop = app.shop().await;
+    let wallet = app.wallet(&shop.key, "USD", "10.00").await;
+    // A key repeated inside metadata is a 422, like a repeated field.
+    let r = app
+        .post_raw(
+            &shop.key,
+            &format!("/v1/wallets/{wallet}/debit"),
+            &fresh(),
+            r#"{"amount": "1.00", "category": "usage", "metadata": {"order": "a", "order": "b"}}"#,
+        )
+        .await;
+    let p = problem(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert!(p["errors"]["metadata"].is_array(), "{p}");
+    assert_eq!(app.balance(&shop.key, wallet).await, "10.00");
+    // A blank shop name is refused.
+    let r = app
+        .client
+        .post(app.url("/v1/admin/shops"))
+        .bearer_auth(ADMIN_KEY)
+        .header("Idempotency-Key", fresh())
+        .json(&json!({"name": "   "}))
+        .send()
+        .await
+        .unwrap();
+    let p = problem(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert!(p["errors"]["name"].is_array(), "{p}");
+    // `limit` is named whether malformed or out of range.
+    for q in ["limit=abc", "limit=0", "limit=101"] {
+        let p = problem(
+            app.get(&shop.key, &format!("/v1/wallets?{q}")).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+        .await;
+        assert!(p["errors"]["limit"].is_array(), "{q}: {p}");
+    }
+    // q-values: JSON preferred over a low-quality CSV.
+    let today = chrono::Utc::now().date_naive();
+    let r = app
+        .client
+        .get(app.url(&format!("/v1/reports/reconciliation?from={today}&to={today}")))
+        .bearer_auth(&shop.key)
+        .header("Accept", "text/csv;q=0.1, application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-type"], "application/json");
+    // A PATCH that names nothing leaves the version alone.
+    let created: Value = app
+        .post(
+            &shop.key,
+            "/v1/contracts",
+            &fresh(),
+            &json!({"customer_ref": "c", "title": "t", "currency": "USD", "amount": "5.00",
+                    "billing_interval": "one_time", "starts_on": "2026-01-01"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let path = format!("/v1/contracts/{}", created["id"].as_str().unwrap());
+    let r = app
+        .client
+        .patch(app.url(&path))
+        .bearer_auth(&shop.key)
+        .header("Idempotency-Key", fresh())
+        .header("If-Match", "\"1\"")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.json::<Value>().await.unwrap()["version"], 1);
+    let draft: Value = app
+        .post(
+            &shop.key,
+            "/v1/invoices",
+            &fresh(),
+            &json!({"customer_ref": "c", "currency": "USD",
+                    "lines": [{"description": "x", "quantity": "1", "unit_amount": "5.00"}]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let r = app
+        .client
+        .patch(app.url(&format!("/v1/invoices/{}", draft["id"].as_str().unwrap())))
+        .bearer_auth(&shop.key)
+        .header("Idempotency-Key", fresh())
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.json::<Value>().await.unwrap()["version"], draft["version"]);
+}
