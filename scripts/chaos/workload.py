@@ -19,8 +19,6 @@ from decimal import Decimal
 from cluster import log
 
 DECIMALS = {"USD": 2, "JPY": 0}
-# Retried until definite: an answer that says nothing about the key's
-# outcome (overload, lost database, a duplicate still running, a quota).
 RESEND_MODES = ("concurrent", "timeout", "later")
 
 
@@ -44,7 +42,11 @@ def problem_code(body):
 
 
 def definite(status, body):
-    if status >= 500 or status == 429:
+    """Whether an answer settles the key. Not: 5xx (nothing stored, rolled
+    back), 429 (refused before the key was claimed), 408 (the body did not
+    arrive in time; nothing stored) and 409 idempotency_key_in_use (the
+    first request still runs): all are retried with the same key."""
+    if status >= 500 or status in (408, 429):
         return False
     if status == 409 and problem_code(body) == "idempotency_key_in_use":
         return False
