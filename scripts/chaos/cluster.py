@@ -3,7 +3,7 @@
 The run restarts PostgreSQL, so it never touches the project's private
 cluster (scripts/db.sh), which others may be testing on at the same time: it
 initdb's a throwaway cluster in /tmp/billing-ledger-chaos.XXXXXX on a port
-above Linux's ephemeral range and removes it at the end (CHAOS_KEEP=1 keeps
+in 65000-65499 (see pick_port) and removes it at the end (CHAOS_KEEP=1 keeps
 it for a post-mortem). As root the server runs as the `postgres` system
 user, like scripts/db.sh, because PostgreSQL refuses to run as root.
 """
@@ -47,12 +47,15 @@ def port_free(port):
 
 
 def pick_port(taken=()):
-    """A free port above Linux's default ephemeral range (32768-60999), so
-    no outgoing connection takes it while a killed process is down."""
-    port = 61000 + random.randrange(4000)
-    while port in taken or not port_free(port):
-        port = 61000 + (port - 61000 + 1) % 4500
-    return port
+    """A free port in 65000-65499: above Linux's default ephemeral range
+    (32768-60999), so no outgoing connection takes it while a killed
+    process is down, and above scripts/replica.sh's (61000-64999)."""
+    port = 65000 + random.randrange(500)
+    for _ in range(500):
+        if port not in taken and port_free(port):
+            return port
+        port = 65000 + (port - 65000 + 1) % 500
+    raise RuntimeError("no free port in 65000-65499")
 
 
 def pg_bin():
