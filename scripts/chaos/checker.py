@@ -336,6 +336,8 @@ class Checker:
             if iid not in self.invoices:
                 add("invoice", f"invoice {iid} matches no acknowledged invoice")
 
+        self.check_request_keys()
+
         # The stored answers are the first answers, byte for byte.
         stored = {(r["shop_id"], r["key"]): r for r in pg.rows(
             "SELECT shop_id, key, response_status, md5(response_body) AS h FROM idempotency_keys")}
@@ -354,6 +356,56 @@ class Checker:
                 self.add("stored_answer", f"{op.key} ({op.kind}): the stored outcome ({r['response_status']}) "
                                           f"is not the first answer ({status}) byte for byte")
         self.figures["stored_answers_checked"] = n
+
+    def check_request_keys(self):
+        """Where the schema keeps the request key on a money movement's own
+        row (migration 0013: payments, holds, their settlement, finalize),
+        each acknowledged key is on exactly the row its answer names, and no
+        row carries a key that no acknowledged operation sent."""
+        have = {(r["t"], r["c"]) for r in self.pg.rows(
+            "SELECT table_name AS t, column_name AS c FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND (table_name, column_name) IN "
+            "(('invoice_payments', 'idempotency_key'), ('invoices', 'finalize_key'), "
+            "('credit_reservations', 'idempotency_key'), ('credit_reservations', 'settle_key'))")}
+        if not have:
+            return
+        want = {}  # (table, column) -> {key: row id or (invoice id, amount)}
+        for op in self.ops:
+            if not op.answers or op.status not in (200, 201):
+                continue
+            i = op.info
+            if op.kind == "reserve":
+                want.setdefault(("credit_reservations", "idempotency_key"), {})[op.key] = op.json()["id"]
+            elif op.kind in ("capture", "release"):
+                want.setdefault(("credit_reservations", "settle_key"), {})[op.key] = i["reservation"]
+            elif op.kind == "finalize":
+                want.setdefault(("invoices", "finalize_key"), {})[op.key] = i["invoice"]
+            elif op.kind in ("pay", "pay_same_ref") and op.status == 201:
+                want.setdefault(("invoice_payments", "idempotency_key"), {})[op.key] = \
+                    (i["invoice"], i["amount"])
+        checked = 0
+        for table, column in sorted(have):
+            target = "invoice_id, amount" if table == "invoice_payments" else "id"
+            rows = self.pg.rows(f"SELECT {column} AS key, {target} FROM {table} WHERE {column} IS NOT NULL")
+            expected = want.get((table, column), {})
+            seen = Counter()
+            for r in rows:
+                seen[r["key"]] += 1
+                got = (r["invoice_id"], D(r["amount"])) if table == "invoice_payments" else r["id"]
+                if r["key"] not in expected:
+                    self.add("request_key", f"{table}.{column} {r['key']} (on {got}) matches no acknowledged "
+                                            "success under that key")
+                elif expected[r["key"]] != got:
+                    self.add("request_key", f"{table}.{column} {r['key']} is on {got}, its answer named "
+                                            f"{expected[r['key']]}")
+            for key, n in seen.items():
+                if n > 1:
+                    self.add("key_applied_twice", f"{table}.{column} {key} is on {n} rows")
+            for key in expected:
+                if key not in seen:
+                    self.add("request_key", f"{table}.{column}: acknowledged {key} is on no row")
+            checked += len(expected)
+        self.figures["request_keys_checked"] = checked
 
     # --- the API ---------------------------------------------------------
 

@@ -166,7 +166,7 @@ class Postgres:
     def rows(self, sql):
         """The rows of `sql` as a list of dicts (through json_agg, so numerics
         come back as exact decimal text)."""
-        out = self.psql(f"SELECT coalesce(json_agg(t), '[]')::text FROM ({sql}) t")
+        out = self.psql(f"SELECT coalesce(json_agg(chaos_row), '[]')::text FROM ({sql}) chaos_row")
         return json.loads(out, parse_float=str, parse_int=int)
 
     def destroy(self, keep=False):

@@ -298,7 +298,8 @@ def summarize(args, stats, ops, faults, checker, anomalies, wall, work_time, pan
     f = checker.figures
     print(f"  checked           {f.get('movement_rows')} movement rows for {f.get('acknowledged_movements')} "
           f"acknowledged movements, {f.get('journal_transactions')} journal transactions, "
-          f"{f.get('stored_answers_checked')} stored answers, reconciliation ok {f.get('reconciliation_ok')}")
+          f"{f.get('request_keys_checked', 0)} request keys on their rows, {f.get('stored_answers_checked')} stored "
+          f"answers, reconciliation ok {f.get('reconciliation_ok')}")
     print(f"  panics logged     {len(panics)}")
     print(f"  anomalies         {len(anomalies)}")
     shown = {}
