@@ -396,13 +396,14 @@ impl Default for LimitConfig {
 }
 
 impl LimitConfig {
-    /// No rate limits (in-flight bound kept): for tests and benchmarks of
-    /// other things.
+    /// No rate limits and no per-address cap (in-flight bound kept): for
+    /// tests and benchmarks of other things.
     pub fn unlimited() -> Self {
         LimitConfig {
             per_second: 0,
             sensitive_per_second: 0,
             ip_per_second: 0,
+            max_per_client: 100_000,
             ..LimitConfig::default()
         }
     }

@@ -283,7 +283,7 @@ impl Admission {
         let slots = config.max_in_flight as usize;
         Admission {
             shops: Semaphore::new(slots),
-            anonymous: Semaphore::new((slots / 4).max(1)),
+            anonymous: Semaphore::new((slots / 2).max(1)),
             per_client: Default::default(),
             max_per_client: config.max_per_client,
             body_timeout: config.body_timeout,
