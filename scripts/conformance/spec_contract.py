@@ -42,6 +42,7 @@ OPERATIONS = {
     ("patch", "/v1/invoices/{id}"): "updateInvoice",
     ("post", "/v1/invoices/{id}/finalize"): "finalizeInvoice",
     ("post", "/v1/invoices/{id}/pay"): "payInvoice",
+    ("get", "/v1/invoices/{id}/payments"): "listInvoicePayments",
     ("post", "/v1/invoices/{id}/void"): "voidInvoice",
     ("post", "/v1/contracts"): "createContract",
     ("get", "/v1/contracts"): "listContracts",
