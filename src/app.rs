@@ -39,14 +39,15 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::health_full))
+        .routes(routes!(health::metrics))
 }
 
 /// The whole HTTP application over `state`.
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
     let (api, _) = api_router().split_for_parts();
     let admission = state.admission.clone();
-    api.route("/metrics", get(health::metrics))
-        .route("/openapi.yaml", get(health::openapi_yaml))
+    let recent = state.recent.clone();
+    api.route("/openapi.yaml", get(health::openapi_yaml))
         .merge(reports::page::router())
         .route_layer(middleware::from_fn(request_id::record_route))
         .fallback(http::not_found)
@@ -58,7 +59,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .layer(middleware::from_fn(move |req, next| {
             http::limits::admit(admission.clone(), req, next)
         }))
-        .layer(middleware::from_fn(request_id::track))
+        .layer(middleware::from_fn_with_state(recent, request_id::track))
         .with_state(state)
 }
 
@@ -113,6 +114,7 @@ pub fn state(pool: PgPool, config: &ServeConfig, key_wait: Duration) -> AppState
         limits: Arc::new(http::limits::Limits::new(&config.limits)),
         admission: Arc::new(http::limits::Admission::new(&config.limits)),
         metrics: telemetry::metrics_handle(),
+        recent: Arc::default(),
     }
 }
 

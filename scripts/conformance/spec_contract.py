@@ -59,6 +59,7 @@ OPERATIONS = {
     ("post", "/v1/webhook-events/{id}/retry"): "retryWebhookEvent",
     ("get", "/v1/admin/webhooks/stats"): "getWebhookStats",
     ("get", "/health/full"): "getFullHealth",
+    ("get", "/metrics"): "getMetrics",
     ("get", "/v1/reports/reconciliation"): "getReconciliation",
     ("get", "/v1/reports/trial-balance"): "getTrialBalance",
 }
@@ -128,6 +129,9 @@ def main(path: str) -> int:
             content = resp.get("content") or {}
             if str(status).startswith("2"):
                 allowed = {"application/json", "text/csv"} if op.get("operationId") in CSV_TOO else {"application/json"}
+                if op.get("operationId") == "getMetrics":
+                    # Prometheus text by default, JSON on request.
+                    allowed = {"application/json", "text/plain"}
                 bad = [t for t in content if t not in allowed]
                 if bad:
                     errors.append(f"{label} {status}: success content types {bad}, expected application/json")

@@ -37,12 +37,55 @@ pub async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Health>,
     Ok(axum::Json(Health { status: "ready" }))
 }
 
-/// Prometheus text exposition.
-pub async fn metrics(State(state): State<AppState>) -> Response {
+#[derive(Debug, serde::Deserialize, validator::Validate, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MetricsParams {
+    /// `json` for the same figures as JSON (as does `Accept: application/json`).
+    pub format: Option<MetricsFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsFormat {
+    Prometheus,
+    Json,
+}
+
+/// JSON when asked by `format`, else when `Accept` names JSON and not
+/// Prometheus' text (a scraper's `Accept` names text/plain).
+fn wants_json(format: Option<MetricsFormat>, headers: &axum::http::HeaderMap) -> bool {
+    if let Some(f) = format {
+        return f == MetricsFormat::Json;
+    }
+    let accept: Vec<&str> = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let names = |t: &str| accept.iter().any(|a| a.to_ascii_lowercase().contains(t));
+    names("application/json") && !names("text/plain") && !names("openmetrics")
+}
+
+/// The service's counters, gauges and histograms: Prometheus text by
+/// default; with `?format=json` (or `Accept: application/json`) the same
+/// figures as JSON, each histogram with its count, sum, p50, p90 and p99.
+#[utoipa::path(get, path = "/metrics", tag = "operations", operation_id = "getMetrics",
+    params(MetricsParams),
+    responses((status = 200, description = "Prometheus text, or JSON", content(
+        (String = "text/plain"),
+        (super::metrics_json::MetricsJson = "application/json")))))]
+pub async fn metrics(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    super::extract::ValidQuery(q): super::extract::ValidQuery<MetricsParams>,
+) -> Response {
     metrics::gauge!("db_pool_connections").set(state.pool.size() as f64);
     metrics::gauge!("db_pool_idle_connections").set(state.pool.num_idle() as f64);
     let mut body = state.metrics.render();
     body.push_str(&crate::jobs::render_held());
+    if wants_json(q.format, &headers) {
+        return axum::Json(super::metrics_json::from_text(&body)).into_response();
+    }
     let mut response = body.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -99,6 +142,8 @@ pub struct FullHealth {
     pub migrations: Option<MigrationHealth>,
     pub loops: Vec<crate::jobs::LoopHealth>,
     pub webhook_queue: Option<QueueHealth>,
+    /// This instance's last minute of requests.
+    pub last_minute: super::recent::LastMinute,
 }
 
 const PROBE_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -168,6 +213,7 @@ pub async fn health_full(State(state): State<AppState>) -> Response {
         migrations,
         loops,
         webhook_queue,
+        last_minute: state.recent.last_minute(),
     };
     let code = if status == "ok" {
         axum::http::StatusCode::OK

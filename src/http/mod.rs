@@ -7,7 +7,9 @@ pub mod extract;
 pub mod health;
 pub mod idempotency;
 pub mod limits;
+pub mod metrics_json;
 pub mod precondition;
+pub mod recent;
 pub mod request_id;
 
 use std::{sync::Arc, time::Duration};
@@ -46,6 +48,8 @@ pub struct AppState {
     /// Keys authenticated in the last AUTH_CACHE_TTL (at most 2 s).
     pub auth_cache: Arc<AuthCache>,
     pub metrics: PrometheusHandle,
+    /// The last minute of this instance's requests, for /health/full.
+    pub recent: Arc<recent::Recent>,
 }
 
 pub async fn not_found() -> ApiError {

@@ -2,10 +2,10 @@
 //! request metrics, all in one middleware so every response (errors and
 //! fallbacks included) carries `X-Request-Id`.
 
-use std::{cell::Cell, time::Instant};
+use std::{cell::Cell, sync::Arc, time::Instant};
 
 use axum::{
-    extract::{MatchedPath, Request},
+    extract::{MatchedPath, Request, State},
     http::{HeaderName, HeaderValue},
     middleware::Next,
     response::Response,
@@ -54,7 +54,11 @@ fn accept(value: Option<&HeaderValue>) -> String {
         .unwrap_or_else(|| Uuid::now_v7().to_string())
 }
 
-pub async fn track(request: Request, next: Next) -> Response {
+pub async fn track(
+    State(recent): State<Arc<super::recent::Recent>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let id = accept(request.headers().get(&HEADER));
     let method = request.method().clone();
@@ -99,6 +103,13 @@ pub async fn track(request: Request, next: Next) -> Response {
     metrics::counter!("http_requests_total",
         "method" => method.to_string(), "route" => route.clone(), "status" => status.to_string())
     .increment(1);
+    // Operators' own polls would dilute the minute they look at.
+    if !matches!(
+        route.as_str(),
+        "/metrics" | "/healthz" | "/readyz" | "/health/full"
+    ) {
+        recent.record(elapsed, status);
+    }
     metrics::histogram!("http_request_duration_seconds", "route" => route).record(elapsed.as_secs_f64());
 
     if let Ok(v) = HeaderValue::from_str(&context.id) {

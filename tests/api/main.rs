@@ -11,6 +11,7 @@ pub mod idempotency;
 mod invoices;
 mod isolation;
 mod limits;
+mod operations;
 pub mod process;
 mod reports;
 mod reservations;
