@@ -41,6 +41,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Health>,
 #[into_params(parameter_in = Query)]
 pub struct MetricsParams {
     /// `json` for the same figures as JSON (as does `Accept: application/json`).
+    #[param(inline)]
     pub format: Option<MetricsFormat>,
 }
 
