@@ -24,15 +24,15 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// CSV when `Accept` prefers it to JSON, q-values honoured (JSON wins a
 /// tie, and `*/*` counts for JSON).
 fn wants_csv(headers: &HeaderMap) -> bool {
-    let (mut csv, mut json) = (0.0f32, 0.0f32);
+    let (mut csv, mut json) = (0u16, 0u16);
     for value in headers.get_all(header::ACCEPT) {
         for range in value.to_str().unwrap_or("").split(',') {
             let mut parts = range.split(';');
             let kind = parts.next().unwrap_or("").trim().to_ascii_lowercase();
             let q = parts
                 .filter_map(|p| p.trim().strip_prefix("q="))
-                .find_map(|q| q.trim().parse::<f32>().ok())
-                .unwrap_or(1.0);
+                .find_map(qvalue)
+                .unwrap_or(1000);
             match kind.as_str() {
                 "text/csv" => csv = csv.max(q),
                 "application/json" | "application/*" | "*/*" => json = json.max(q),
@@ -40,7 +40,21 @@ fn wants_csv(headers: &HeaderMap) -> bool {
             }
         }
     }
-    csv > 0.0 && csv > json
+    csv > 0 && csv > json
+}
+
+/// An RFC 9110 qvalue (`0`–`1`, at most three decimals) in thousandths.
+fn qvalue(raw: &str) -> Option<u16> {
+    let (whole, frac) = raw.trim().split_once('.').unwrap_or((raw.trim(), ""));
+    if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let thousandths = format!("{frac:0<3}").parse::<u16>().ok()?;
+    match whole {
+        "0" => Some(thousandths),
+        "1" if thousandths == 0 => Some(1000),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -61,6 +75,16 @@ mod tests {
         assert!(!wants_csv(&accept("text/csv;q=0")));
         assert!(!wants_csv(&accept("application/json")));
         assert!(!wants_csv(&HeaderMap::new()));
+        assert_eq!(
+            (
+                qvalue("0.5"),
+                qvalue("1"),
+                qvalue("0"),
+                qvalue("1.5"),
+                qvalue("0.1234")
+            ),
+            (Some(500), Some(1000), Some(0), None, None)
+        );
     }
 }
 
