@@ -29,17 +29,13 @@ pub fn single_header<'h>(
     }
 }
 
-/// A body, if any, must be JSON: `application/json` or a `+json` type,
-/// parameters (charset) allowed. An empty body needs no type (an action
-/// such as finalize has nothing to send).
-pub fn require_json(headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+/// What a request says its body is: `true` for JSON (`application/json`
+/// or a `+json` type, parameters such as charset allowed), `false` when it
+/// names no type; any other type is 415.
+pub fn declares_json(headers: &HeaderMap) -> Result<bool, ApiError> {
     let value = single_header(headers, &header::CONTENT_TYPE).map_err(|_| ApiError::UnsupportedMediaType)?;
     let Some(value) = value else {
-        return if body.iter().all(u8::is_ascii_whitespace) {
-            Ok(())
-        } else {
-            Err(ApiError::UnsupportedMediaType)
-        };
+        return Ok(false);
     };
     let essence = value
         .to_str()
@@ -54,10 +50,24 @@ pub fn require_json(headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
             .strip_prefix("application/")
             .is_some_and(|sub| sub.ends_with("+json") && sub.len() > "+json".len());
     if json {
+        Ok(true)
+    } else {
+        Err(ApiError::UnsupportedMediaType)
+    }
+}
+
+/// A body must be declared JSON; an empty one needs no type (an action
+/// such as finalize has nothing to send).
+pub fn require_json(declared: bool, body: &[u8]) -> Result<(), ApiError> {
+    if declared || is_blank(body) {
         Ok(())
     } else {
         Err(ApiError::UnsupportedMediaType)
     }
+}
+
+fn is_blank(body: &[u8]) -> bool {
+    body.iter().all(u8::is_ascii_whitespace)
 }
 
 /// The body as a JSON value, for its fingerprint; called once [`parse_json`]
@@ -69,11 +79,7 @@ pub fn parse_value(body: &[u8]) -> Result<Value, ApiError> {
 }
 
 fn or_empty_object(body: &[u8]) -> &[u8] {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        body
-    }
+    if is_blank(body) { b"{}" } else { body }
 }
 
 /// Parses and validates a JSON body as `T` in one pass: 400 when it is not
@@ -228,7 +234,7 @@ mod tests {
             "Application/JSON; charset=utf-8",
             "application/merge-patch+json",
         ] {
-            assert!(require_json(&typed(ok), b"{}").is_ok(), "{ok}");
+            assert!(declares_json(&typed(ok)).unwrap(), "{ok}");
         }
         for bad in [
             "text/plain",
@@ -238,17 +244,16 @@ mod tests {
             "json",
         ] {
             assert!(
-                matches!(
-                    require_json(&typed(bad), b"{}"),
-                    Err(ApiError::UnsupportedMediaType)
-                ),
+                matches!(declares_json(&typed(bad)), Err(ApiError::UnsupportedMediaType)),
                 "{bad}"
             );
         }
-        assert!(require_json(&HeaderMap::new(), b"").is_ok());
+        assert!(!declares_json(&HeaderMap::new()).unwrap());
+        assert!(require_json(false, b" ").is_ok());
         assert!(matches!(
-            require_json(&HeaderMap::new(), b"{}"),
+            require_json(false, b"{}"),
             Err(ApiError::UnsupportedMediaType)
         ));
+        assert!(require_json(true, b"{}").is_ok());
     }
 }

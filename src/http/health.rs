@@ -52,19 +52,13 @@ pub enum MetricsFormat {
     Json,
 }
 
-/// JSON when asked by `format`, else when `Accept` names JSON and not
-/// Prometheus' text (a scraper's `Accept` names text/plain).
+/// JSON when asked by `format`, else when `Accept` prefers it to
+/// Prometheus' text (a scraper's `Accept` does not).
 fn wants_json(format: Option<MetricsFormat>, headers: &axum::http::HeaderMap) -> bool {
-    if let Some(f) = format {
-        return f == MetricsFormat::Json;
+    match format {
+        Some(f) => f == MetricsFormat::Json,
+        None => super::accept::prefers(headers, "application/json", "text/plain"),
     }
-    let accept: Vec<&str> = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let names = |t: &str| accept.iter().any(|a| a.to_ascii_lowercase().contains(t));
-    names("application/json") && !names("text/plain") && !names("openmetrics")
 }
 
 /// The service's counters, gauges and histograms: Prometheus text by

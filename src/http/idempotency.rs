@@ -14,7 +14,7 @@ use validator::Validate;
 use super::{
     AppState,
     error::{ApiError, PROBLEM_JSON},
-    extract::{parse_json, parse_value, require_json, single_header},
+    extract::{declares_json, parse_json, parse_value, require_json, single_header},
     request_id,
 };
 use crate::{
@@ -54,7 +54,7 @@ where
             .headers()
             .get(header::IF_MATCH)
             .map(|v| super::precondition::canonical(v.as_bytes()));
-        let headers = req.headers().clone();
+        let declared_json = declares_json(req.headers())?;
         let method = req.method().clone();
         let path = req
             .extensions()
@@ -67,7 +67,7 @@ where
                 ApiError::BadRequest(format!("could not read the request body: {e}"))
             }
         })?;
-        require_json(&headers, &body)?;
+        require_json(declared_json, &body)?;
         // Typed first, straight from the bytes, so a repeated field is a 422
         // rather than the last one silently winning; then the value for the
         // fingerprint.

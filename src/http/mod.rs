@@ -1,6 +1,7 @@
 //! Cross-cutting HTTP: state, auth, the executor's adapter, errors, request
 //! ids, extractors, health and metrics.
 
+pub mod accept;
 pub mod auth;
 pub mod error;
 pub mod extract;

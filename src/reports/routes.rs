@@ -21,71 +21,10 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(trial_balance))
 }
 
-/// CSV when `Accept` prefers it to JSON, q-values honoured (JSON wins a
-/// tie, and `*/*` counts for JSON).
+/// CSV when `Accept` prefers it to JSON (q-values honoured; JSON wins a
+/// tie).
 fn wants_csv(headers: &HeaderMap) -> bool {
-    let (mut csv, mut json) = (0u16, 0u16);
-    for value in headers.get_all(header::ACCEPT) {
-        for range in value.to_str().unwrap_or("").split(',') {
-            let mut parts = range.split(';');
-            let kind = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-            let q = parts
-                .filter_map(|p| p.trim().strip_prefix("q="))
-                .find_map(qvalue)
-                .unwrap_or(1000);
-            match kind.as_str() {
-                "text/csv" => csv = csv.max(q),
-                "application/json" | "application/*" | "*/*" => json = json.max(q),
-                _ => {}
-            }
-        }
-    }
-    csv > 0 && csv > json
-}
-
-/// An RFC 9110 qvalue (`0`–`1`, at most three decimals) in thousandths.
-fn qvalue(raw: &str) -> Option<u16> {
-    let (whole, frac) = raw.trim().split_once('.').unwrap_or((raw.trim(), ""));
-    if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let thousandths = format!("{frac:0<3}").parse::<u16>().ok()?;
-    match whole {
-        "0" => Some(thousandths),
-        "1" if thousandths == 0 => Some(1000),
-        _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn accept(v: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(header::ACCEPT, HeaderValue::from_str(v).unwrap());
-        h
-    }
-
-    #[test]
-    fn q_values_choose_the_format() {
-        assert!(wants_csv(&accept("text/csv")));
-        assert!(wants_csv(&accept("text/csv, application/json;q=0.5")));
-        assert!(!wants_csv(&accept("text/csv;q=0.1, application/json")));
-        assert!(!wants_csv(&accept("text/csv;q=0")));
-        assert!(!wants_csv(&accept("application/json")));
-        assert!(!wants_csv(&HeaderMap::new()));
-        assert_eq!(
-            (
-                qvalue("0.5"),
-                qvalue("1"),
-                qvalue("0"),
-                qvalue("1.5"),
-                qvalue("0.1234")
-            ),
-            (Some(500), Some(1000), Some(0), None, None)
-        );
-    }
+    crate::http::accept::prefers(headers, "text/csv", "application/json")
 }
 
 /// Reconcile a period (UTC days, `to` inclusive): per wallet opening,
@@ -144,4 +83,25 @@ async fn trial_balance(
         )
         .await?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn q_values_choose_the_format() {
+        assert!(wants_csv(&accept("text/csv")));
+        assert!(wants_csv(&accept("text/csv, application/json;q=0.5")));
+        assert!(!wants_csv(&accept("text/csv;q=0.1, application/json")));
+        assert!(!wants_csv(&accept("text/csv;q=0")));
+        assert!(!wants_csv(&accept("application/json")));
+        assert!(!wants_csv(&HeaderMap::new()));
+    }
 }

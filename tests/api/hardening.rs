@@ -9,6 +9,22 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::helpers::*;
 
+/// A one-line USD draft invoice of 5.00, due on `due_date` when given.
+fn draft_invoice(due_date: Option<&str>) -> Value {
+    let mut body = json!({"customer_ref": "c", "currency": "USD",
+                          "lines": [{"description": "x", "quantity": "1", "unit_amount": "5.00"}]});
+    if let Some(date) = due_date {
+        body["due_date"] = json!(date);
+    }
+    body
+}
+
+/// A 5.00 USD draft contract.
+fn draft_contract(interval: &str, starts_on: &str) -> Value {
+    json!({"customer_ref": "c", "title": "t", "currency": "USD", "amount": "5.00",
+           "billing_interval": interval, "starts_on": starts_on})
+}
+
 #[sqlx::test]
 async fn two_idempotency_keys_are_refused_and_store_nothing(_: PgPoolOptions, connect: PgConnectOptions) {
     let app = spawn_app(connect).await;
@@ -110,13 +126,7 @@ async fn bodies_that_are_not_json_are_415_and_move_nothing(_: PgPoolOptions, con
     assert_eq!(app.balance(&shop.key, wallet).await, "8.00");
     // An action without a body needs no type.
     let invoice: Value = app
-        .post(
-            &shop.key,
-            "/v1/invoices",
-            &fresh(),
-            &json!({"customer_ref": "c", "currency": "USD",
-                    "lines": [{"description": "x", "quantity": "1", "unit_amount": "5.00"}]}),
-        )
+        .post(&shop.key, "/v1/invoices", &fresh(), &draft_invoice(None))
         .await
         .json()
         .await
@@ -147,13 +157,7 @@ async fn dates_outside_years_0001_to_9999_are_422(_: PgPoolOptions, connect: PgC
         "2026-1-01",
     ] {
         let r = app
-            .post(
-                &shop.key,
-                "/v1/invoices",
-                &fresh(),
-                &json!({"customer_ref": "c", "currency": "USD", "due_date": bad,
-                        "lines": [{"description": "x", "quantity": "1", "unit_amount": "5.00"}]}),
-            )
+            .post(&shop.key, "/v1/invoices", &fresh(), &draft_invoice(Some(bad)))
             .await;
         let p = problem(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
         assert!(p["errors"]["due_date"].is_array(), "{p}");
@@ -162,8 +166,7 @@ async fn dates_outside_years_0001_to_9999_are_422(_: PgPoolOptions, connect: PgC
                 &shop.key,
                 "/v1/contracts",
                 &fresh(),
-                &json!({"customer_ref": "c", "title": "t", "currency": "USD", "amount": "5.00",
-                        "billing_interval": "monthly", "starts_on": bad}),
+                &draft_contract("monthly", bad),
             )
             .await;
         let p = problem(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
@@ -183,8 +186,7 @@ async fn dates_outside_years_0001_to_9999_are_422(_: PgPoolOptions, connect: PgC
             &shop.key,
             "/v1/invoices",
             &fresh(),
-            &json!({"customer_ref": "c", "currency": "USD", "due_date": "9999-12-31",
-                    "lines": [{"description": "x", "quantity": "1", "unit_amount": "5.00"}]}),
+            &draft_invoice(Some("9999-12-31")),
         )
         .await;
     assert_eq!(r.status(), StatusCode::CREATED);
@@ -200,8 +202,7 @@ async fn if_match_quoted_or_bare_is_the_same_request(_: PgPoolOptions, connect: 
             &shop.key,
             "/v1/contracts",
             &fresh(),
-            &json!({"customer_ref": "c", "title": "t", "currency": "USD", "amount": "5.00",
-                    "billing_interval": "one_time", "starts_on": "2026-01-01"}),
+            &draft_contract("one_time", "2026-01-01"),
         )
         .await
         .json()
@@ -284,8 +285,7 @@ async fn small_things_outside_trials_found(_: PgPoolOptions, connect: PgConnectO
             &shop.key,
             "/v1/contracts",
             &fresh(),
-            &json!({"customer_ref": "c", "title": "t", "currency": "USD", "amount": "5.00",
-                    "billing_interval": "one_time", "starts_on": "2026-01-01"}),
+            &draft_contract("one_time", "2026-01-01"),
         )
         .await
         .json()
@@ -305,13 +305,7 @@ async fn small_things_outside_trials_found(_: PgPoolOptions, connect: PgConnectO
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.json::<Value>().await.unwrap()["version"], 1);
     let draft: Value = app
-        .post(
-            &shop.key,
-            "/v1/invoices",
-            &fresh(),
-            &json!({"customer_ref": "c", "currency": "USD",
-                    "lines": [{"description": "x", "quantity": "1", "unit_amount": "5.00"}]}),
-        )
+        .post(&shop.key, "/v1/invoices", &fresh(), &draft_invoice(None))
         .await
         .json()
         .await
