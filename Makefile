@@ -66,7 +66,7 @@ conformance: build
 openapi:
 	cargo run -q -- openapi > openapi.yaml
 
-# The project's own bank test (README "Chaos test"): 3 instances on a
+# The project's own bank test (docs/chaos.md): 3 instances on a
 # throwaway PostgreSQL, 32 clients, re-sends, kill -9, PostgreSQL restarts,
 # terminated backends; then a checker over the answers, the API and SQL.
 # OPS=10000 for the long run; SELFTEST=1 damages the books on purpose and

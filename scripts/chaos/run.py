@@ -56,7 +56,7 @@ def env_int(name, default):
 
 
 def parse_args():
-    p = argparse.ArgumentParser(description="The project's own bank test (README: Chaos test).")
+    p = argparse.ArgumentParser(description="The project's own bank test (docs/chaos.md).")
     p.add_argument("--ops", type=int, default=env_int("CHAOS_OPS", 0),
                    help="operations of the workload (default 1500; 300 for --self-test); CHAOS_OPS")
     p.add_argument("--instances", type=int, default=env_int("CHAOS_INSTANCES", 3))
