@@ -8,7 +8,7 @@ DB := scripts/db.sh
 SQLX_CLI_VERSION := 0.8.6
 BIN := target/debug/billing-ledger
 
-.PHONY: run test lint fmt build db-start db-stop migrate prepare sqlx-cli openapi bench conformance chaos
+.PHONY: run test readme lint fmt build db-start db-stop migrate prepare sqlx-cli openapi bench conformance chaos
 
 build:
 	cargo build
@@ -41,6 +41,12 @@ test: sqlx-cli
 	cargo run -q -- migrate >/dev/null; \
 	SQLX_OFFLINE=false cargo sqlx prepare --check -- --all-targets; \
 	cargo test --all-targets
+
+# Check the README's walk-through against a server started like `make run`
+# (its own instance on a free port, stopped afterwards): every ```sh block runs
+# in order, each answer's status and shown fields are checked. A few seconds.
+readme: build
+	python3 scripts/readme/check.py
 
 lint:
 	cargo fmt --all -- --check
