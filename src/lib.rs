@@ -18,6 +18,7 @@ pub mod openapi;
 pub mod pagination;
 pub mod reports;
 pub mod reservations;
+pub mod store;
 pub mod telemetry;
 pub mod tenants;
 pub mod wallets;

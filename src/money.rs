@@ -5,6 +5,9 @@
 use std::fmt;
 
 use rust_decimal::Decimal;
+use validator::ValidationError;
+
+use crate::store::StoreError;
 
 /// Minor-unit exponents. ISO 4217 where it applies; `CREDIT` is the service's
 /// own unit for prepaid credits.
@@ -118,6 +121,33 @@ impl Currency {
     }
 }
 
+impl Currency {
+    /// A currency read back from storage. Codes are checked on the way in,
+    /// so an unknown one is a broken invariant.
+    pub fn stored(code: &str) -> Result<Self, StoreError> {
+        Currency::parse(code).map_err(|_| StoreError::broken(format!("unknown currency {code}")))
+    }
+
+    /// A stored amount (a balance, a total) as text. Amounts are checked
+    /// against their currency on the way in, so one that does not fit is a
+    /// broken invariant: answered as a failure, never rounded.
+    pub fn text(&self, value: Decimal) -> Result<String, StoreError> {
+        self.format(value)
+            .map_err(|e| StoreError::broken(format!("stored amount {value}: {e}")))
+    }
+}
+
+/// A figure for a report: an amount of a currency with its decimals, or,
+/// where it does not fit the currency (only possible when the books are
+/// damaged, which the report exists to show), the figure whole, never
+/// rounded.
+pub fn figure(currency: &str, value: Decimal) -> String {
+    Currency::parse(currency)
+        .ok()
+        .and_then(|c| c.format(value).ok())
+        .unwrap_or_else(|| value.normalize().to_string())
+}
+
 impl fmt::Display for Currency {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.code)
@@ -193,7 +223,17 @@ impl Decimalish {
     }
 }
 
-/// A strictly positive amount of a known currency.
+/// An amount of a request that is not valid in its currency, naming the
+/// request's field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {error}")]
+pub struct InvalidAmount {
+    pub field: &'static str,
+    pub error: MoneyError,
+}
+
+/// A strictly positive amount of a known currency, with no more decimals
+/// than the currency has: only `new` and `parse` make one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Money {
     amount: Decimal,
@@ -209,12 +249,56 @@ impl Money {
         Ok(Money { amount, currency })
     }
 
+    /// `raw`, the request's `field`, as an amount of `currency`: strictly
+    /// parsed, never rounded (more decimals than the currency has is an
+    /// error).
+    pub fn parse(field: &'static str, raw: &str, currency: Currency) -> Result<Self, InvalidAmount> {
+        Decimalish::parse(raw)
+            .and_then(|d| Money::new(d, currency))
+            .map_err(|error| InvalidAmount { field, error })
+    }
+
     pub fn amount(&self) -> Decimal {
         self.amount
     }
 
+    /// With exactly the currency's decimals; exact by construction.
+    pub fn text(&self) -> String {
+        let mut v = self.amount;
+        v.rescale(self.currency.exponent);
+        v.to_string()
+    }
+
     pub fn currency(&self) -> Currency {
         self.currency
+    }
+}
+
+/// Request validators (`#[validate(custom(function = …))]`): the syntax
+/// of an amount before its currency is known, and currency codes.
+pub mod validate {
+    use super::*;
+
+    fn invalid(code: &'static str, e: MoneyError) -> ValidationError {
+        ValidationError::new(code).with_message(e.to_string().into())
+    }
+
+    /// A positive decimal string.
+    pub fn amount(s: &str) -> Result<(), ValidationError> {
+        let d = Decimalish::parse(s).map_err(|e| invalid("amount", e))?;
+        if d.value().is_zero() {
+            return Err(invalid("amount", MoneyError::NotPositive));
+        }
+        Ok(())
+    }
+
+    /// A non-negative decimal string (a limit).
+    pub fn limit(s: &str) -> Result<(), ValidationError> {
+        Decimalish::parse(s).map(|_| ()).map_err(|e| invalid("amount", e))
+    }
+
+    pub fn currency(s: &str) -> Result<(), ValidationError> {
+        Currency::parse(s).map(|_| ()).map_err(|e| invalid("currency", e))
     }
 }
 

@@ -13,7 +13,13 @@ mod types;
 pub use service::*;
 pub use types::*;
 
-use crate::{invoices::InvoiceError, wallets::WalletError};
+use crate::{
+    executor::{Refusal, Verdict},
+    invoices::InvoiceError,
+    money::InvalidAmount,
+    store::{self, StoreError},
+    wallets::WalletError,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContractError {
@@ -38,6 +44,43 @@ pub enum ContractError {
 
 impl From<sqlx::Error> for ContractError {
     fn from(e: sqlx::Error) -> Self {
+        if store::has_code(&e, store::sqlstate::NUMERIC_OUT_OF_RANGE) {
+            return ContractError::Invalid("amount", "is beyond the largest supported amount".into());
+        }
+        ContractError::Wallet(WalletError::Store(e.into()))
+    }
+}
+
+impl From<StoreError> for ContractError {
+    fn from(e: StoreError) -> Self {
         ContractError::Wallet(e.into())
+    }
+}
+
+impl From<InvalidAmount> for ContractError {
+    fn from(e: InvalidAmount) -> Self {
+        ContractError::Invalid(e.field, e.error.to_string())
+    }
+}
+
+impl Refusal for ContractError {
+    fn verdict(&self) -> Verdict {
+        match self {
+            ContractError::NotFound | ContractError::InvalidState(_) => Verdict::Refused,
+            // A stale If-Match: the retry with the fresh ETag may keep its key.
+            ContractError::VersionMismatch { .. } | ContractError::Invalid(..) | ContractError::Busy => {
+                Verdict::Failed
+            }
+            ContractError::Invoice(e) => e.verdict(),
+            ContractError::Wallet(e) => e.verdict(),
+        }
+    }
+
+    fn store_error(&self) -> Option<&StoreError> {
+        match self {
+            ContractError::Invoice(e) => e.store_error(),
+            ContractError::Wallet(e) => e.store_error(),
+            _ => None,
+        }
     }
 }

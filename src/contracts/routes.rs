@@ -45,7 +45,7 @@ async fn create_contract(
     tenant: Tenant,
     Idempotent(request, input): Idempotent<CreateContract>,
 ) -> Result<Response, ApiError> {
-    state.execute(tenant, request, Create(tenant, input)).await
+    state.execute(tenant, request, Create { tenant, input }).await
 }
 
 /// List contracts, newest first.
@@ -102,7 +102,16 @@ async fn update_contract(
 ) -> Result<Response, ApiError> {
     let version = if_match.required()?;
     state
-        .execute(tenant, request, Update(tenant, id, version, input))
+        .execute(
+            tenant,
+            request,
+            Update {
+                tenant,
+                contract_id: id,
+                version,
+                input,
+            },
+        )
         .await
 }
 
@@ -122,7 +131,15 @@ async fn submit_contract(
     Idempotent(request, _input): Idempotent<NoFields>,
 ) -> Result<Response, ApiError> {
     state
-        .execute(tenant, request, Submit(tenant, id, if_match.0))
+        .execute(
+            tenant,
+            request,
+            Submit {
+                tenant,
+                contract_id: id,
+                version: if_match.0,
+            },
+        )
         .await
 }
 
@@ -144,7 +161,16 @@ async fn approve_contract(
 ) -> Result<Response, ApiError> {
     let version = if_match.required()?;
     state
-        .execute(tenant, request, Approve(tenant, id, version, input))
+        .execute(
+            tenant,
+            request,
+            Approve {
+                tenant,
+                contract_id: id,
+                version,
+                input,
+            },
+        )
         .await
 }
 
@@ -163,7 +189,16 @@ async fn reject_contract(
 ) -> Result<Response, ApiError> {
     let version = if_match.required()?;
     state
-        .execute(tenant, request, Reject(tenant, id, version, input))
+        .execute(
+            tenant,
+            request,
+            Reject {
+                tenant,
+                contract_id: id,
+                version,
+                input,
+            },
+        )
         .await
 }
 
@@ -182,5 +217,15 @@ async fn cancel_contract(
     Idempotent(request, _input): Idempotent<NoFields>,
 ) -> Result<Response, ApiError> {
     let version = if_match.required()?;
-    state.execute(tenant, request, Cancel(tenant, id, version)).await
+    state
+        .execute(
+            tenant,
+            request,
+            Cancel {
+                tenant,
+                contract_id: id,
+                version,
+            },
+        )
+        .await
 }

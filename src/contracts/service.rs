@@ -11,10 +11,10 @@ use super::{BillingInterval, Contract, ContractError, ContractStatus, CreateCont
 use crate::{
     invoices::{self, CreateInvoice, LineInput},
     metadata::{self, Metadata},
-    money::Currency,
+    money::{Currency, Money},
     pagination::{Page, PageParams},
+    store,
     tenants::Tenant,
-    wallets,
 };
 
 /// How often a change is tried again when its row matched on a second look
@@ -44,25 +44,20 @@ struct ContractRow {
     cancelled_at: Option<DateTime<Utc>>,
 }
 
-fn data_error(what: String) -> ContractError {
-    sqlx::Error::Protocol(what).into()
-}
-
 fn status_of(s: &str) -> Result<ContractStatus, ContractError> {
-    ContractStatus::parse(s).ok_or_else(|| data_error(format!("unknown contract status {s}")))
+    Ok(store::decode("contract status", s)?)
 }
 
 impl ContractRow {
     fn view(self) -> Result<Contract, ContractError> {
-        let currency = wallets::currency_of(&self.currency)?;
+        let currency = Currency::stored(&self.currency)?;
         Ok(Contract {
             id: self.id,
             customer_ref: self.customer_ref,
             title: self.title,
             currency: currency.code().to_owned(),
-            amount: wallets::text(currency, self.amount)?,
-            billing_interval: BillingInterval::parse(&self.billing_interval)
-                .ok_or_else(|| data_error(format!("unknown interval {}", self.billing_interval)))?,
+            amount: currency.text(self.amount)?,
+            billing_interval: store::decode::<BillingInterval>("billing interval", &self.billing_interval)?,
             starts_on: self.starts_on,
             terms: self.terms,
             metadata: metadata::from_json(self.metadata)?,
@@ -88,7 +83,7 @@ pub async fn create(
 ) -> Result<Contract, ContractError> {
     let currency =
         Currency::parse(&req.currency).map_err(|e| ContractError::Invalid("currency", e.to_string()))?;
-    let amount = wallets::parse_amount("amount", &req.amount, currency)?;
+    let amount = Money::parse("amount", &req.amount, currency)?.amount();
     sqlx::query_as!(
         ContractRow,
         "INSERT INTO contracts
@@ -234,10 +229,10 @@ async fn money_change(
     }
     let currency = match &req.currency {
         Some(code) => Currency::parse(code).map_err(|e| ContractError::Invalid("currency", e.to_string()))?,
-        None => wallets::currency_of(&current.currency)?,
+        None => Currency::stored(&current.currency)?,
     };
     let amount = match &req.amount {
-        Some(raw) => wallets::parse_amount("amount", raw, currency)?,
+        Some(raw) => Money::parse("amount", raw, currency)?.amount(),
         None => {
             currency.format(current.amount).map_err(|_| {
                 ContractError::Invalid(

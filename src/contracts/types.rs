@@ -7,7 +7,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 use validator::Validate;
 
-use crate::{executor::Outcome, metadata::Metadata, wallets::amount_syntax};
+use crate::{executor::Outcome, metadata::Metadata};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -79,12 +79,12 @@ pub struct CreateContract {
     #[validate(length(min = 1, max = 200, message = "must be 1 to 200 characters"))]
     #[schema(min_length = 1, max_length = 200)]
     pub title: String,
-    #[validate(custom(function = "crate::wallets::currency_code"))]
+    #[validate(custom(function = "crate::money::validate::currency"))]
     #[schema(example = "USD")]
     pub currency: String,
     /// Positive, at most the currency's decimals; per period for a
     /// recurring contract.
-    #[validate(custom(function = "amount_syntax"))]
+    #[validate(custom(function = "crate::money::validate::amount"))]
     #[schema(example = "1200.00", pattern = "^(0|[1-9][0-9]{0,14})(\\.[0-9]{1,18})?$")]
     pub amount: String,
     pub billing_interval: BillingInterval,
@@ -107,10 +107,10 @@ pub struct UpdateContract {
     #[validate(length(min = 1, max = 200, message = "must be 1 to 200 characters"))]
     #[schema(min_length = 1, max_length = 200)]
     pub title: Option<String>,
-    #[validate(custom(function = "crate::wallets::currency_code"))]
+    #[validate(custom(function = "crate::money::validate::currency"))]
     #[schema(example = "USD")]
     pub currency: Option<String>,
-    #[validate(custom(function = "amount_syntax"))]
+    #[validate(custom(function = "crate::money::validate::amount"))]
     #[schema(example = "1200.00", pattern = "^(0|[1-9][0-9]{0,14})(\\.[0-9]{1,18})?$")]
     pub amount: Option<String>,
     pub billing_interval: Option<BillingInterval>,

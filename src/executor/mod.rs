@@ -14,7 +14,8 @@ use uuid::Uuid;
 
 use crate::{
     audit,
-    idempotency::{self, Claim, ClaimParams, Completion, Fingerprint, IdempotencyKey, Stored},
+    idempotency::{self, ClaimParams, Completion, Fingerprint, IdempotencyKey, Recorded, Stored},
+    store::{self, StoreError},
     tenants::Tenant,
 };
 use in_flight::InFlight;
@@ -84,7 +85,7 @@ pub trait Outcome: Serialize {
     }
 }
 
-/// How a command took effect.
+/// How a use case took effect.
 #[derive(Debug)]
 pub enum Run<T> {
     /// Now, by this request.
@@ -92,36 +93,182 @@ pub enum Run<T> {
     /// Before, under the same key (its idempotency record had expired): the
     /// earlier effect is the answer, marked replayed and not audited again.
     Earlier(T),
-    /// Not at all: the command's claiming statement found the key taken by
-    /// another request, whose recorded outcome is the answer.
-    KeyTaken,
+}
+
+impl<T> Run<T> {
+    pub fn value(&self) -> &T {
+        match self {
+            Run::New(v) | Run::Earlier(v) => v,
+        }
+    }
+}
+
+/// Proof that the request's key is this transaction's: the executor hands
+/// it to a command whose `Key` is `Claimed`; a lean command gets it from
+/// its claiming statement (`Unit::claimed`). Only the executor makes one,
+/// and answering consumes it, so a command answers at most once and never
+/// without its key.
+#[derive(Debug)]
+pub struct Claimed(());
+
+/// The key is not claimed yet: the command's first statement claims it
+/// (`Unit::claim`).
+#[derive(Debug)]
+pub struct Unclaimed(());
+
+/// A claiming statement handed out by `Unit::claim`, its result not known.
+#[derive(Debug)]
+#[must_use = "report the claiming statement's result with Unit::claimed"]
+pub struct Claiming(());
+
+/// The claiming statement found the key taken by another request, whose
+/// recorded outcome is the answer.
+#[derive(Debug)]
+pub struct Taken(());
+
+/// How the key is held when a command starts: `Claimed` (the executor
+/// claims it in a statement of its own first) or `Unclaimed` (the lean
+/// shape: the command's first statement claims it).
+pub trait KeyState: Send + sealed::Sealed {
+    #[doc(hidden)]
+    const CLAIMED_BY_EXECUTOR: bool;
+    #[doc(hidden)]
+    fn token() -> Self;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::Claimed {}
+    impl Sealed for super::Unclaimed {}
+}
+
+impl KeyState for Claimed {
+    const CLAIMED_BY_EXECUTOR: bool = true;
+    fn token() -> Self {
+        Claimed(())
+    }
+}
+
+impl KeyState for Unclaimed {
+    const CLAIMED_BY_EXECUTOR: bool = false;
+    fn token() -> Self {
+        Unclaimed(())
+    }
+}
+
+/// A command's answer, made only from a key token: `Claimed::answer` or
+/// `Claimed::earlier` (the executor stores the outcome), `Unit::complete`
+/// (the command's write stored it), or `Taken::replay`.
+#[derive(Debug)]
+#[must_use]
+pub struct Ran<T>(Ended<T>);
+
+#[derive(Debug)]
+enum Ended<T> {
+    New(T),
+    Earlier(T),
+    /// New, and already stored with its audit row by the command's write.
+    Stored(T),
+    Taken,
+}
+
+impl<T> Ran<T> {
+    /// The outcome when this request made it.
+    pub fn fresh(&self) -> Option<&T> {
+        match &self.0 {
+            Ended::New(v) | Ended::Stored(v) => Some(v),
+            Ended::Earlier(_) | Ended::Taken => None,
+        }
+    }
+}
+
+impl Claimed {
+    pub fn answer<T>(self, value: T) -> Ran<T> {
+        Ran(Ended::New(value))
+    }
+
+    pub fn earlier<T>(self, value: T) -> Ran<T> {
+        Ran(Ended::Earlier(value))
+    }
+
+    /// A use case's result as the answer.
+    pub fn ran<T>(self, run: Run<T>) -> Ran<T> {
+        match run {
+            Run::New(v) => self.answer(v),
+            Run::Earlier(v) => self.earlier(v),
+        }
+    }
+}
+
+impl Taken {
+    /// The answer is the key's recorded outcome.
+    pub fn replay<T>(self) -> Ran<T> {
+        Ran(Ended::Taken)
+    }
 }
 
 /// A use case run exactly once per (shop, idempotency key). It runs in the
 /// executor's transaction (through its `Unit`) and never commits it.
 ///
-/// The plain shape: the executor claims the key, the command runs its
-/// statements on `unit.conn()`, the executor stores the outcome. The lean
-/// shape saves two round trips: with `CLAIMS`, the command's first
-/// statement claims the key (`query_claiming!` with `unit.claim()`, then
+/// The plain shape (`Key = Claimed`): the executor claims the key, the
+/// command runs its statements on `unit.conn()` and answers with
+/// `key.answer(..)`; the executor stores the outcome. The lean shape
+/// (`Key = Unclaimed`) saves two round trips: the command's first statement
+/// claims the key (`unit.claim(key)` with `query_claiming!`, then
 /// `unit.claimed(..)`), and its last write stores the outcome and the audit
-/// row (`query_completing!` with `unit.complete(&outcome)`, the answer built
-/// before the write).
+/// row (`unit.complete(key, outcome)` with `query_completing!`, the answer
+/// built before the write).
 pub trait Command: Send {
     /// Audit action, e.g. `wallet.debit`.
     const ACTION: &'static str;
     /// Status of a fresh success: 201 for a created object.
     const STATUS: u16 = 201;
-    /// Its first statement claims the key itself.
-    const CLAIMS: bool = false;
+    type Key: KeyState;
     type Output: Outcome + Send;
-    type Error: Send;
+    type Error: Refusal + Send;
 
-    fn run(self, unit: &mut Unit<'_>) -> impl Future<Output = Result<Run<Self::Output>, Self::Error>> + Send;
+    fn run(
+        self,
+        unit: &mut Unit<'_>,
+        key: Self::Key,
+    ) -> impl Future<Output = Result<Ran<Self::Output>, Self::Error>> + Send;
+}
+
+/// What a command's refusal means for its key; each domain error says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Invalid input or a failure: nothing is stored, and a corrected or
+    /// later retry with the same key runs afresh.
+    Failed,
+    /// A business refusal (insufficient funds, not found, a state that does
+    /// not allow it): the key's outcome, replayed to every retry.
+    Refused,
+    /// A refusal whose changes stand (a capture after expiry refuses and
+    /// releases the stale hold): the transaction commits with the refusal
+    /// as the key's outcome.
+    RefusedCommitting,
+}
+
+/// A domain error as the executor sees it.
+pub trait Refusal {
+    fn verdict(&self) -> Verdict;
+    /// The storage failure behind it, if any.
+    fn store_error(&self) -> Option<&StoreError> {
+        None
+    }
+}
+
+impl Refusal for StoreError {
+    fn verdict(&self) -> Verdict {
+        Verdict::Failed
+    }
+    fn store_error(&self) -> Option<&StoreError> {
+        Some(self)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Claimed {
+enum KeyHeld {
     /// Not asked yet.
     No,
     /// The claiming statement was handed out; its result is not known.
@@ -194,7 +341,8 @@ pub struct Unit<'a> {
     ttl_hours: u32,
     action: &'static str,
     status: u16,
-    claimed: Claimed,
+    /// For the error paths, which have no token to show.
+    held: KeyHeld,
     done: Option<Result<Done, serde_json::Error>>,
     audit: Option<audit::Entry<'a>>,
 }
@@ -213,12 +361,12 @@ impl<'a> Unit<'a> {
         &self.request.request_id
     }
 
-    /// The connection and the parameters of a claiming statement. Report
-    /// its result with `claimed`.
-    pub fn claim(&mut self) -> (&mut PgConnection, ClaimParams<'a>) {
-        self.claimed = Claimed::Asked;
+    /// The connection and the parameters of a claiming statement
+    /// (`query_claiming!`). Report its result with `claimed`.
+    pub fn claim(&mut self, _key: Unclaimed) -> (&mut PgConnection, ClaimParams<'a>, Claiming) {
+        self.held = KeyHeld::Asked;
         let params = self.claim_params();
-        (self.conn, params)
+        (self.conn, params, Claiming(()))
     }
 
     fn claim_params(&self) -> ClaimParams<'a> {
@@ -230,30 +378,46 @@ impl<'a> Unit<'a> {
         }
     }
 
-    /// Records whether the claiming statement got the key (its `ours`);
-    /// when it did not, the command returns `Run::KeyTaken` at once.
-    pub fn claimed(&mut self, ours: bool) -> bool {
-        self.claimed = if ours { Claimed::Ours } else { Claimed::Taken };
-        ours
+    /// The parameters of a claiming statement for a key this transaction
+    /// already holds: it finds the transaction's own row and changes
+    /// nothing (for a statement shared with the lean shape).
+    pub fn held(&self, _key: &Claimed) -> ClaimParams<'a> {
+        self.claim_params()
+    }
+
+    /// Whether the claiming statement got the key (its `ours`). When it
+    /// did not, the command answers `Taken::replay` at once.
+    pub fn claimed(&mut self, _claiming: Claiming, ours: bool) -> Result<Claimed, Taken> {
+        if ours {
+            self.held = KeyHeld::Ours;
+            Ok(Claimed(()))
+        } else {
+            self.held = KeyHeld::Taken;
+            Err(Taken(()))
+        }
     }
 
     /// The connection and the parameters of the write that stores `value`
-    /// as the key's outcome with its audit row; the command then answers
-    /// `Run::New` with the same value.
-    pub fn complete<O: Outcome>(&mut self, value: &O) -> (&mut PgConnection, Completion<'_>) {
+    /// as the key's outcome with its audit row (`query_completing!`), and
+    /// the answer, to return once that write succeeded.
+    pub fn complete<O: Outcome>(
+        &mut self,
+        _key: Claimed,
+        value: O,
+    ) -> (&mut PgConnection, Completion<'_>, Ran<O>) {
         let shop_id = self.actor.shop_id;
         let key = self.request.key.as_str();
-        let done = self.done.insert(Done::new(self.status, value));
+        let done = self.done.insert(Done::new(self.status, &value));
         let audit = self
             .audit
-            .insert(audit_entry(self.actor, self.action, value, self.request));
+            .insert(audit_entry(self.actor, self.action, &value, self.request));
         // An outcome that cannot be encoded stores nothing here; the
         // executor then fails the request and rolls the write back.
         let completion = match done {
             Ok(done) => Completion::new(shop_id, key, Some(&done.stored), Some(audit)),
             Err(_) => Completion::none(shop_id, key),
         };
-        (self.conn, completion)
+        (self.conn, completion, Ran(Ended::Stored(value)))
     }
 }
 
@@ -268,27 +432,13 @@ pub enum ExecError {
     Db(#[from] sqlx::Error),
     #[error("could not encode the outcome: {0}")]
     Encode(#[from] serde_json::Error),
-    #[error("executor protocol: {0}")]
-    Protocol(&'static str),
 }
 
-/// The caller's error type: what a command's error becomes, and whether it
-/// is the key's outcome.
+/// The caller's error type: what a command's error becomes.
 pub trait Rejection: From<ExecError> + Send {
-    /// The answer recorded under the key for a business rejection (e.g.
-    /// insufficient funds). `None` when the request was invalid or failed:
-    /// nothing is stored and a corrected retry with the same key runs afresh.
-    fn recorded(&self) -> Option<Stored>;
-    /// It is a lock wait that ran out (`lock_timeout`).
-    fn lock_timed_out(&self) -> bool {
-        false
-    }
-    /// The command's changes stand although it was refused (a capture
-    /// after expiry refuses and releases the stale hold): the transaction
-    /// commits with the recorded rejection as the key's outcome.
-    fn commits(&self) -> bool {
-        false
-    }
+    /// How a refusal the domain calls the key's outcome is stored; `None`
+    /// for a caller that stores only successes (the webhook worker).
+    fn stored(&self) -> Option<Stored>;
 }
 
 /// An outcome as stored under the key; `replayed` when it is not this
@@ -344,42 +494,46 @@ impl Executor {
             ttl_hours: self.ttl_hours,
             action: C::ACTION,
             status: C::STATUS,
-            claimed: Claimed::No,
+            held: KeyHeld::No,
             done: None,
             audit: None,
         };
-        if !C::CLAIMS {
+        if C::Key::CLAIMED_BY_EXECUTOR {
             let params = unit.claim_params();
             if let Some(answer) = self.claim(unit.conn, params).await? {
                 tx.rollback().await.map_err(ExecError::from)?;
                 return Ok(answer);
             }
-            unit.claimed = Claimed::Ours;
+            unit.held = KeyHeld::Ours;
         }
-        let result = command.run(&mut unit).await;
-        let Unit { claimed, done, .. } = unit;
-        let rejection: R = match result {
-            Ok(Run::KeyTaken) if claimed == Claimed::Taken => {
-                let claim = idempotency::recorded(&mut tx, self.claim_params(actor, request)).await;
+        let result = command.run(&mut unit, C::Key::token()).await;
+        let Unit { held, done, .. } = unit;
+        let refusal = match result {
+            Ok(Ran(Ended::Taken)) => {
+                let recorded = idempotency::recorded(&mut tx, self.claim_params(actor, request)).await;
                 let answer = self
-                    .answer(claim)
-                    .and_then(|a| a.ok_or(ExecError::Protocol("a taken key read as ours")));
+                    .answer(recorded.map(Some))
+                    .map(|a| a.expect("recorded, not ours"));
                 tx.rollback().await.map_err(ExecError::from)?;
                 return answer.map_err(R::from);
             }
-            Ok(_) if claimed != Claimed::Ours => {
-                return Err(ExecError::Protocol("a command answered without claiming its key").into());
-            }
-            Ok(run) => {
+            Ok(Ran(ended)) => {
                 outcome_metric("new");
-                return self.finish::<C, R>(tx, actor, request, run, done).await;
+                return self.finish::<C, R>(tx, actor, request, ended, done).await;
             }
-            Err(e) => e.into(),
+            Err(e) => e,
         };
-        if claimed == Claimed::Ours {
+        let verdict = refusal.verdict();
+        let lock_timed_out = refusal.store_error().is_some_and(StoreError::is_lock_timeout);
+        let rejection: R = refusal.into();
+        let stored = match verdict {
+            Verdict::Failed => None,
+            Verdict::Refused | Verdict::RefusedCommitting => rejection.stored(),
+        };
+        if held == KeyHeld::Ours {
             outcome_metric("new");
-            if rejection.commits()
-                && let Some(response) = rejection.recorded()
+            if verdict == Verdict::RefusedCommitting
+                && let Some(response) = stored.clone()
             {
                 let completion = Completion::new(actor.shop_id, request.key.as_str(), Some(&response), None);
                 idempotency::complete(&mut tx, completion)
@@ -397,12 +551,12 @@ impl Executor {
         // second transaction: rolling back instead of guarding every command
         // with a savepoint keeps two round trips off each success.
         tx.rollback().await.map_err(ExecError::from)?;
-        if claimed == Claimed::Asked && rejection.lock_timed_out() {
+        if held == KeyHeld::Asked && lock_timed_out {
             // The claiming statement also waited on the domain's locks: ask
             // the key alone whether it was the one held.
             return self.probe(actor, request, rejection).await;
         }
-        let Some(response) = rejection.recorded() else {
+        let Some(response) = stored else {
             return Err(rejection);
         };
         let mut tx = self.pool.begin().await.map_err(ExecError::from)?;
@@ -458,19 +612,21 @@ impl Executor {
         mut tx: Transaction<'static, Postgres>,
         actor: Actor,
         request: &Request,
-        run: Run<C::Output>,
+        ended: Ended<C::Output>,
         done: Option<Result<Done, serde_json::Error>>,
     ) -> Result<Answer, R> {
-        let (value, earlier) = match run {
-            Run::New(v) => (v, false),
-            Run::Earlier(v) => (v, true),
-            Run::KeyTaken => unreachable!("answered by execute"),
+        let (value, earlier) = match ended {
+            Ended::Stored(_) => {
+                let done = done
+                    .expect("completing stored the outcome")
+                    .map_err(ExecError::from)?;
+                tx.commit().await.map_err(ExecError::from)?;
+                return Ok(done.answer(false));
+            }
+            Ended::New(v) => (v, false),
+            Ended::Earlier(v) => (v, true),
+            Ended::Taken => unreachable!("answered by execute"),
         };
-        if let Some(done) = done {
-            let done = done.map_err(ExecError::from)?;
-            tx.commit().await.map_err(ExecError::from)?;
-            return Ok(done.answer(false));
-        }
         let done = Done::new(C::STATUS, &value).map_err(ExecError::from)?;
         let audit = audit_entry(actor, C::ACTION, &value, request);
         let audit = (!earlier).then_some(&audit);
@@ -492,26 +648,26 @@ impl Executor {
         self.answer(idempotency::claim(conn, params).await)
     }
 
-    fn answer(&self, claim: Result<Claim, sqlx::Error>) -> Result<Option<Answer>, ExecError> {
+    fn answer(&self, claim: Result<Option<Recorded>, sqlx::Error>) -> Result<Option<Answer>, ExecError> {
         match claim {
-            Ok(Claim::New) => Ok(None),
-            Ok(Claim::Replay(response)) => {
+            Ok(None) => Ok(None),
+            Ok(Some(Recorded::Replay(response))) => {
                 outcome_metric("replayed");
                 Ok(Some(Answer {
                     response,
                     replayed: true,
                 }))
             }
-            Ok(Claim::Mismatch) => {
+            Ok(Some(Recorded::Mismatch)) => {
                 outcome_metric("reused_mismatch");
                 Err(ExecError::KeyReused)
             }
-            // lock_not_available: another instance's request still holds it.
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55P03") => {
+            // Another instance's request still holds it.
+            Err(e) if store::has_code(&e, store::sqlstate::LOCK_NOT_AVAILABLE) => {
                 outcome_metric("in_use");
                 Err(ExecError::KeyInUse)
             }
-            Ok(Claim::Gone) => {
+            Ok(Some(Recorded::Gone)) => {
                 outcome_metric("in_use");
                 Err(ExecError::KeyInUse)
             }

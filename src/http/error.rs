@@ -18,6 +18,7 @@ use crate::{
     invoices::InvoiceError,
     money::MoneyError,
     reservations::ReservationError,
+    store::{self, StoreError, sqlstate},
     tenants::TenantError,
     wallets::WalletError,
     webhooks::WebhookError,
@@ -241,30 +242,20 @@ impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         // Text PostgreSQL cannot store (e.g. a NUL character in a query
         // parameter) is the caller's input, not our failure.
-        if let sqlx::Error::Database(db) = &e
-            && matches!(db.code().as_deref(), Some("22021" | "22P05"))
-        {
+        if store::has_any_code(
+            &e,
+            &[
+                sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
+                sqlstate::UNTRANSLATABLE_CHARACTER,
+            ],
+        ) {
             return ApiError::validation("body", "contains characters that cannot be stored (NUL)");
         }
-        if is_transient(&e) {
+        if store::is_transient(&e) {
             ApiError::Unavailable(e.into())
         } else {
             ApiError::Internal(e.into())
         }
-    }
-}
-
-/// Errors after which the whole transaction was rolled back and the same
-/// request may simply be retried: lock/statement timeouts, deadlocks,
-/// serialization failures, a lost connection or an exhausted pool.
-pub fn is_transient(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Database(db) => matches!(
-            db.code().as_deref(),
-            Some("55P03" | "57014" | "40P01" | "40001" | "57P01" | "57P02" | "57P03" | "53300")
-        ),
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
-        _ => false,
     }
 }
 
@@ -275,45 +266,30 @@ impl From<ExecError> for ApiError {
             ExecError::KeyInUse => ApiError::IdempotencyKeyInUse,
             ExecError::Db(e) => e.into(),
             ExecError::Encode(e) => ApiError::Internal(e.into()),
-            ExecError::Protocol(what) => ApiError::Internal(anyhow::anyhow!(what)),
         }
     }
 }
 
 impl Rejection for ApiError {
-    /// Only outcomes of execution are the key's outcome. Invalid input (also
-    /// when found during execution, e.g. too many decimals for the wallet's
-    /// currency), failed preconditions (a stale If-Match: the retry with
-    /// the fresh ETag may keep its key), key conflicts, auth failures and
-    /// 5xx are not stored, so the corrected or later retry runs afresh.
-    fn recorded(&self) -> Option<Stored> {
-        use ApiError::*;
-        match self {
-            NotFound
-            | InsufficientFunds
-            | CurrencyMismatch(_)
-            | InvalidState(_)
-            | ReservationKeyConflict(_)
-            | ExternalRefConflict(_)
-            | ReservationExpired => Some(Stored {
-                status: self.status().as_u16(),
-                content_type: PROBLEM_JSON.into(),
-                location: None,
-                etag: None,
-                body: self.body(),
-            }),
-            _ => None,
+    /// The problem as stored for a refusal the domain calls the key's
+    /// outcome (the domain error's `verdict` decides which are).
+    fn stored(&self) -> Option<Stored> {
+        Some(Stored {
+            status: self.status().as_u16(),
+            content_type: PROBLEM_JSON.into(),
+            location: None,
+            etag: None,
+            body: self.body(),
+        })
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Db(e) => e.into(),
+            StoreError::Broken(what) => ApiError::Internal(anyhow::anyhow!("broken invariant: {what}")),
         }
-    }
-
-    fn commits(&self) -> bool {
-        matches!(self, ApiError::ReservationExpired)
-    }
-
-    fn lock_timed_out(&self) -> bool {
-        matches!(self, ApiError::Unavailable(e)
-            if matches!(e.downcast_ref::<sqlx::Error>(),
-                Some(sqlx::Error::Database(db)) if db.code().as_deref() == Some("55P03")))
     }
 }
 
@@ -337,13 +313,13 @@ impl From<WalletError> for ApiError {
             WalletError::SameWallet => {
                 ApiError::validation("to_wallet_id", "must differ from from_wallet_id")
             }
-            WalletError::InvalidAmount(field, e) => ApiError::money(field, e),
+            WalletError::InvalidAmount(e) => ApiError::money(e.field, e.error),
             WalletError::KeyReused => ApiError::IdempotencyKeyReused,
             WalletError::BalanceOverflow => ApiError::validation(
                 "amount",
                 "would take the balance beyond the largest supported value",
             ),
-            WalletError::Db(e) => e.into(),
+            WalletError::Store(e) => e.into(),
         }
     }
 }

@@ -205,10 +205,9 @@ macro_rules! query_completing {
 }
 pub(crate) use query_completing;
 
+/// A key another request claimed, as committed.
 #[derive(Debug)]
-pub enum Claim {
-    /// The key is ours for this transaction: execute the request.
-    New,
+pub enum Recorded {
     /// A committed outcome of the same request.
     Replay(Stored),
     /// The key was used with a different request.
@@ -219,21 +218,24 @@ pub enum Claim {
 }
 
 /// Claims a key in a statement of its own, for commands whose first
-/// statement does not.
-pub async fn claim(conn: &mut PgConnection, params: ClaimParams<'_>) -> Result<Claim, sqlx::Error> {
+/// statement does not. `None`: the key is now this transaction's.
+pub async fn claim(
+    conn: &mut PgConnection,
+    params: ClaimParams<'_>,
+) -> Result<Option<Recorded>, sqlx::Error> {
     let ours = query_claiming!(params, "SELECT EXISTS (SELECT 1 FROM ours) AS \"ours!\"")
         .fetch_one(&mut *conn)
         .await?
         .ours;
     if ours {
-        return Ok(Claim::New);
+        return Ok(None);
     }
-    recorded(conn, params).await
+    recorded(conn, params).await.map(Some)
 }
 
 /// The committed record of a key another request claimed: its outcome when
 /// the request is the same one.
-pub async fn recorded(conn: &mut PgConnection, params: ClaimParams<'_>) -> Result<Claim, sqlx::Error> {
+pub async fn recorded(conn: &mut PgConnection, params: ClaimParams<'_>) -> Result<Recorded, sqlx::Error> {
     let row = sqlx::query!(
         "SELECT fingerprint, response_status, response_content_type, response_location,
                 response_etag, response_body
@@ -244,12 +246,12 @@ pub async fn recorded(conn: &mut PgConnection, params: ClaimParams<'_>) -> Resul
     .fetch_optional(conn)
     .await?;
     let Some(row) = row else {
-        return Ok(Claim::Gone);
+        return Ok(Recorded::Gone);
     };
     if row.fingerprint != params.fingerprint {
-        return Ok(Claim::Mismatch);
+        return Ok(Recorded::Mismatch);
     }
-    Ok(Claim::Replay(Stored {
+    Ok(Recorded::Replay(Stored {
         status: row.response_status as u16,
         content_type: row.response_content_type,
         location: row.response_location,

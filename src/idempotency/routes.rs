@@ -10,8 +10,9 @@ use validator::Validate;
 
 use super::Stats;
 use crate::{
-    executor::{Actor, Command, Outcome, Run, Unit},
+    executor::{Actor, Claimed, Command, Outcome, Ran, Unit},
     http::{AppState, auth::Admin, error::ApiError, idempotency::Idempotent},
+    store::StoreError,
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -77,11 +78,12 @@ struct Cleanup {
 impl Command for Cleanup {
     const ACTION: &'static str = "idempotency.cleanup";
     const STATUS: u16 = 200;
+    type Key = Claimed;
     type Output = CleanupResult;
-    type Error = sqlx::Error;
-    async fn run(self, _: &mut Unit<'_>) -> Result<Run<CleanupResult>, sqlx::Error> {
+    type Error = StoreError;
+    async fn run(self, _: &mut Unit<'_>, key: Claimed) -> Result<Ran<CleanupResult>, StoreError> {
         let rows_deleted = super::cleanup(&self.pool, self.batch).await?;
-        Ok(Run::New(CleanupResult {
+        Ok(key.answer(CleanupResult {
             id: Uuid::now_v7(),
             rows_deleted,
         }))

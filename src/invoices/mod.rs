@@ -11,7 +11,12 @@ mod types;
 pub use service::*;
 pub use types::*;
 
-use crate::wallets::WalletError;
+use crate::{
+    executor::{Refusal, Verdict},
+    money::InvalidAmount,
+    store::{self, StoreError},
+    wallets::WalletError,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InvoiceError {
@@ -39,6 +44,42 @@ pub enum InvoiceError {
 
 impl From<sqlx::Error> for InvoiceError {
     fn from(e: sqlx::Error) -> Self {
+        // Totals are checked before they are written; this is the last line.
+        if store::has_code(&e, store::sqlstate::NUMERIC_OUT_OF_RANGE) {
+            return InvoiceError::Invalid("lines".into(), "the invoice total is too large".into());
+        }
+        InvoiceError::Wallet(WalletError::Store(e.into()))
+    }
+}
+
+impl From<StoreError> for InvoiceError {
+    fn from(e: StoreError) -> Self {
         InvoiceError::Wallet(e.into())
+    }
+}
+
+impl From<InvalidAmount> for InvoiceError {
+    fn from(e: InvalidAmount) -> Self {
+        InvoiceError::Invalid(e.field.into(), e.error.to_string())
+    }
+}
+
+impl Refusal for InvoiceError {
+    fn verdict(&self) -> Verdict {
+        match self {
+            InvoiceError::NotFound
+            | InvoiceError::InvalidState(_)
+            | InvoiceError::ExternalRefConflict { .. }
+            | InvoiceError::CurrencyMismatch { .. } => Verdict::Refused,
+            InvoiceError::Invalid(..) => Verdict::Failed,
+            InvoiceError::Wallet(e) => e.verdict(),
+        }
+    }
+
+    fn store_error(&self) -> Option<&StoreError> {
+        match self {
+            InvoiceError::Wallet(e) => e.store_error(),
+            _ => None,
+        }
     }
 }

@@ -42,7 +42,7 @@ async fn create_invoice(
     tenant: Tenant,
     Idempotent(request, input): Idempotent<CreateInvoice>,
 ) -> Result<Response, ApiError> {
-    state.execute(tenant, request, Create(tenant, input)).await
+    state.execute(tenant, request, Create { tenant, input }).await
 }
 
 /// List invoices, newest first.
@@ -93,7 +93,17 @@ async fn update_invoice(
     PathId(id): PathId,
     Idempotent(request, input): Idempotent<UpdateInvoice>,
 ) -> Result<Response, ApiError> {
-    state.execute(tenant, request, Update(tenant, id, input)).await
+    state
+        .execute(
+            tenant,
+            request,
+            Update {
+                tenant,
+                invoice_id: id,
+                input,
+            },
+        )
+        .await
 }
 
 /// Finalize a draft: it becomes `open` with the shop's next gapless
@@ -111,7 +121,16 @@ async fn finalize_invoice(
     PathId(id): PathId,
     Idempotent(request, _input): Idempotent<NoFields>,
 ) -> Result<Response, ApiError> {
-    state.execute(tenant, request, Finalize(tenant, id)).await
+    state
+        .execute(
+            tenant,
+            request,
+            Finalize {
+                tenant,
+                invoice_id: id,
+            },
+        )
+        .await
 }
 
 /// Pay an open invoice, in part or in full (default: `amount_due`), by an
@@ -130,7 +149,17 @@ async fn pay_invoice(
     PathId(id): PathId,
     Idempotent(request, input): Idempotent<PayInvoice>,
 ) -> Result<Response, ApiError> {
-    state.execute(tenant, request, Pay(tenant, id, input)).await
+    state
+        .execute(
+            tenant,
+            request,
+            Pay {
+                tenant,
+                invoice_id: id,
+                input,
+            },
+        )
+        .await
 }
 
 /// An invoice's payments, oldest first, a page at a time.
@@ -161,5 +190,14 @@ async fn void_invoice(
     PathId(id): PathId,
     Idempotent(request, _input): Idempotent<NoFields>,
 ) -> Result<Response, ApiError> {
-    state.execute(tenant, request, Void(tenant, id)).await
+    state
+        .execute(
+            tenant,
+            request,
+            Void {
+                tenant,
+                invoice_id: id,
+            },
+        )
+        .await
 }

@@ -12,13 +12,14 @@ use super::{
     Payment, PaymentMethod, PaymentReceipt, UpdateInvoice,
 };
 use crate::{
-    executor::Run,
+    executor::{Claimed, Run, Unit},
     ledger::{self, Account, Posting},
     metadata::{self, Metadata},
-    money::{Currency, Decimalish},
+    money::{Currency, Decimalish, Money},
     pagination::{Page, PageParams},
+    store,
     tenants::Tenant,
-    wallets::{self, WalletError},
+    wallets::{self, Category, WalletError},
 };
 
 /// Amounts stay below 10^15 (15 integer digits), like every amount.
@@ -28,10 +29,6 @@ fn max_amount() -> Decimal {
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> InvoiceError {
     InvoiceError::Invalid(field.into(), message.into())
-}
-
-fn text(currency: Currency, value: Decimal) -> Result<String, InvoiceError> {
-    Ok(wallets::text(currency, value)?)
 }
 
 /// A line decimal as text with its own scale (quantities and unit amounts
@@ -173,7 +170,7 @@ async fn lock(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> Result<Locke
     Ok(Locked {
         status: status_of(&r.status)?,
         number: r.number,
-        currency: wallets::currency_of(&r.currency)?,
+        currency: Currency::stored(&r.currency)?,
         total: r.total,
         amount_paid: r.amount_paid,
         at: r.at,
@@ -181,7 +178,7 @@ async fn lock(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> Result<Locke
 }
 
 fn status_of(s: &str) -> Result<InvoiceStatus, InvoiceError> {
-    InvoiceStatus::parse(s).ok_or_else(|| sqlx::Error::Protocol(format!("unknown invoice status {s}")).into())
+    Ok(store::decode("invoice status", s)?)
 }
 
 impl Locked {
@@ -272,7 +269,7 @@ pub async fn finalize(
     let status = if invoice.total.is_zero() {
         InvoiceStatus::Paid
     } else {
-        let posting = Posting::new("invoice.finalize", invoice.currency).transfer(
+        let posting = Posting::new(ledger::Kind::InvoiceFinalize, invoice.currency).transfer(
             Account::Receivables,
             Account::Revenue,
             invoice.total,
@@ -309,7 +306,7 @@ pub async fn void(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> Result<I
     match invoice.status {
         InvoiceStatus::Draft => {}
         InvoiceStatus::Open if invoice.amount_paid.is_zero() => {
-            let posting = Posting::new("invoice.void", invoice.currency).transfer(
+            let posting = Posting::new(ledger::Kind::InvoiceVoid, invoice.currency).transfer(
                 Account::Revenue,
                 Account::Receivables,
                 invoice.total,
@@ -337,12 +334,14 @@ pub async fn void(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> Result<I
 /// payment instead, and so does a payment made under the same request
 /// `key` (its idempotency record expired since).
 pub async fn pay(
-    conn: &mut PgConnection,
+    unit: &mut Unit<'_>,
+    claimed: Claimed,
     tenant: Tenant,
     id: Uuid,
     req: PayInvoice,
-    key: &str,
-) -> Result<Run<PaymentReceipt>, InvoiceError> {
+) -> Result<(Claimed, Run<PaymentReceipt>), InvoiceError> {
+    let key = unit.key();
+    let conn = unit.conn();
     match (req.method, req.wallet_id) {
         (PaymentMethod::Wallet, None) => return Err(invalid("wallet_id", "is required with method wallet")),
         (PaymentMethod::Wallet, Some(_)) | (_, None) => {}
@@ -351,7 +350,7 @@ pub async fn pay(
     let invoice = lock(conn, tenant, id).await?;
     let amount = match &req.amount {
         None => None,
-        Some(raw) => Some(wallets::parse_amount("amount", raw, invoice.currency)?),
+        Some(raw) => Some(Money::parse("amount", raw, invoice.currency)?.amount()),
     };
     if let Some(earlier) = payment_by_key(conn, tenant, key).await? {
         // Read under the invoice's lock, like a reference below.
@@ -363,11 +362,12 @@ pub async fn pay(
         if !same {
             return Err(WalletError::KeyReused.into());
         }
-        return Ok(Run::Earlier(PaymentReceipt {
+        let receipt = PaymentReceipt {
             invoice: totals(conn, tenant, id).await?,
             payment: earlier,
             existing: true,
-        }));
+        };
+        return Ok((claimed, Run::Earlier(receipt)));
     }
     if let Some(key) = &req.external_ref
         && let Some(existing) = payment_by_ref(conn, tenant, key).await?
@@ -388,11 +388,12 @@ pub async fn pay(
                 existing: value,
             });
         }
-        return Ok(Run::New(PaymentReceipt {
+        let receipt = PaymentReceipt {
             invoice: totals(conn, tenant, id).await?,
             payment: existing,
             existing: true,
-        }));
+        };
+        return Ok((claimed, Run::New(receipt)));
     }
     invoice.require(InvoiceStatus::Open)?;
     let due = invoice.total - invoice.amount_paid;
@@ -400,14 +401,15 @@ pub async fn pay(
     if amount > due {
         return Err(invalid(
             "amount",
-            format!("must not exceed amount_due ({})", text(invoice.currency, due)?),
+            format!("must not exceed amount_due ({})", invoice.currency.text(due)?),
         ));
     }
     let number = invoice.number.map(number_text).unwrap_or_default();
     let payment_id = Uuid::now_v7();
-    let (journal_id, wallet_tx) = match req.wallet_id {
+    let (claimed, journal_id, wallet_tx) = match req.wallet_id {
         Some(wallet_id) => {
-            let wallet = wallets::lock(conn, tenant, wallet_id).await?;
+            let (claimed, wallet) = wallets::lock_one(unit, claimed, tenant, wallet_id).await?;
+            let conn = unit.conn();
             if wallet.currency != invoice.currency {
                 return Err(InvoiceError::CurrencyMismatch {
                     wallet: wallet.currency.code(),
@@ -423,27 +425,28 @@ pub async fn pay(
                 wallets::LockedDebit {
                     amount,
                     release: Decimal::ZERO,
-                    category: "invoice_payment",
-                    kind: "invoice.payment",
+                    category: Category::InvoicePayment,
+                    kind: ledger::Kind::InvoicePayment,
                     to: Account::Receivables,
                     description: Some(&description),
                     metadata: &Metadata::default(),
                 },
             )
             .await?;
-            (tx.journal_transaction_id, Some(tx.id))
+            (claimed, tx.journal_transaction_id, Some(tx.id))
         }
         None => {
             let journal_id = Uuid::now_v7();
-            let posting = Posting::new("invoice.payment", invoice.currency).transfer(
+            let posting = Posting::new(ledger::Kind::InvoicePayment, invoice.currency).transfer(
                 Account::ExternalPayments,
                 Account::Receivables,
                 amount,
             );
-            ledger::post(conn, tenant.shop_id, journal_id, &posting, invoice.at).await?;
-            (journal_id, None)
+            ledger::post(unit.conn(), tenant.shop_id, journal_id, &posting, invoice.at).await?;
+            (claimed, journal_id, None)
         }
     };
+    let conn = unit.conn();
     let recorded = sqlx::query!(
         "WITH p AS (
              INSERT INTO invoice_payments
@@ -488,7 +491,7 @@ pub async fn pay(
         id: payment_id,
         invoice_id: id,
         method: req.method,
-        amount: text(invoice.currency, amount)?,
+        amount: invoice.currency.text(amount)?,
         currency: invoice.currency.code().to_owned(),
         external_ref: req.external_ref,
         wallet_id: req.wallet_id,
@@ -496,11 +499,12 @@ pub async fn pay(
         journal_transaction_id: journal_id,
         created_at: invoice.at,
     };
-    Ok(Run::New(PaymentReceipt {
+    let receipt = PaymentReceipt {
         invoice: totals(conn, tenant, id).await?,
         payment,
         existing: false,
-    }))
+    };
+    Ok((claimed, Run::New(receipt)))
 }
 
 /// The invoice's totals as they stand (a payment's answer).
@@ -514,15 +518,15 @@ async fn totals(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> Result<Inv
     .fetch_optional(conn)
     .await?
     .ok_or(InvoiceError::NotFound)?;
-    let currency = wallets::currency_of(&r.currency)?;
+    let currency = Currency::stored(&r.currency)?;
     Ok(InvoiceTotals {
         id,
         number: r.number.map(number_text),
         status: status_of(&r.status)?,
         currency: currency.code().to_owned(),
-        total: text(currency, r.total)?,
-        amount_paid: text(currency, r.amount_paid)?,
-        amount_due: text(currency, r.total - r.amount_paid)?,
+        total: currency.text(r.total)?,
+        amount_paid: currency.text(r.amount_paid)?,
+        amount_due: currency.text(r.total - r.amount_paid)?,
         version: r.version,
         paid_at: r.paid_at,
     })
@@ -544,13 +548,12 @@ struct PaymentRow {
 
 impl PaymentRow {
     fn view(self) -> Result<Payment, InvoiceError> {
-        let currency = wallets::currency_of(&self.currency)?;
+        let currency = Currency::stored(&self.currency)?;
         Ok(Payment {
             id: self.id,
             invoice_id: self.invoice_id,
-            method: PaymentMethod::parse(&self.method)
-                .ok_or_else(|| sqlx::Error::Protocol(format!("unknown method {}", self.method)))?,
-            amount: text(currency, self.amount)?,
+            method: store::decode("payment method", &self.method)?,
+            amount: currency.text(self.amount)?,
             currency: currency.code().to_owned(),
             external_ref: self.external_ref,
             wallet_id: self.wallet_id,
@@ -679,7 +682,7 @@ async fn with_details(
     .await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
-        let currency = wallets::currency_of(&r.currency)?;
+        let currency = Currency::stored(&r.currency)?;
         let lines = lines
             .iter()
             .filter(|l| l.invoice_id == r.id)
@@ -688,7 +691,7 @@ async fn with_details(
                     description: l.description.clone(),
                     quantity: line_text(l.quantity),
                     unit_amount: line_text(l.unit_amount),
-                    amount: text(currency, l.amount)?,
+                    amount: currency.text(l.amount)?,
                 })
             })
             .collect::<Result<Vec<_>, InvoiceError>>()?;
@@ -702,10 +705,10 @@ async fn with_details(
             memo: r.memo,
             metadata: metadata::from_json(r.metadata)?,
             lines,
-            subtotal: text(currency, r.subtotal)?,
-            total: text(currency, r.total)?,
-            amount_paid: text(currency, r.amount_paid)?,
-            amount_due: text(currency, r.total - r.amount_paid)?,
+            subtotal: currency.text(r.subtotal)?,
+            total: currency.text(r.total)?,
+            amount_paid: currency.text(r.amount_paid)?,
+            amount_due: currency.text(r.total - r.amount_paid)?,
             version: r.version,
             created_at: r.created_at,
             updated_at: r.updated_at,

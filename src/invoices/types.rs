@@ -46,7 +46,7 @@ pub struct CreateInvoice {
     #[validate(length(min = 1, max = 255, message = "must be 1 to 255 characters"))]
     #[schema(min_length = 1, max_length = 255)]
     pub customer_ref: String,
-    #[validate(custom(function = "crate::wallets::currency_code"))]
+    #[validate(custom(function = "crate::money::validate::currency"))]
     #[schema(example = "USD")]
     pub currency: String,
     #[serde(default, deserialize_with = "crate::dates::optional")]
@@ -120,7 +120,7 @@ impl PaymentMethod {
 pub struct PayInvoice {
     pub method: PaymentMethod,
     /// At most `amount_due`; default `amount_due`.
-    #[validate(custom(function = "crate::wallets::amount_syntax"))]
+    #[validate(custom(function = "crate::money::validate::amount"))]
     #[schema(example = "25.00", pattern = "^(0|[1-9][0-9]{0,14})(\\.[0-9]{1,18})?$")]
     pub amount: Option<String>,
     /// The wallet to pay from; required with `method: wallet`, refused otherwise.

@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::money::Currency;
+use crate::{money::Currency, store::StoreError};
 
 /// An account: one per wallet, and per shop and currency the system accounts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,12 +43,38 @@ impl Account {
     }
 }
 
+/// What a journal transaction records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    WalletCredit,
+    WalletDebit,
+    WalletTransfer,
+    ReservationCapture,
+    InvoiceFinalize,
+    InvoiceVoid,
+    InvoicePayment,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::WalletCredit => "wallet.credit",
+            Kind::WalletDebit => "wallet.debit",
+            Kind::WalletTransfer => "wallet.transfer",
+            Kind::ReservationCapture => "reservation.capture",
+            Kind::InvoiceFinalize => "invoice.finalize",
+            Kind::InvoiceVoid => "invoice.void",
+            Kind::InvoicePayment => "invoice.payment",
+        }
+    }
+}
+
 /// A balanced set of entries, built only through [`Posting::transfer`]:
 /// each call adds a debit and the matching credit, so a posting is balanced
 /// by construction.
 #[derive(Debug, Clone)]
 pub struct Posting {
-    kind: &'static str,
+    kind: Kind,
     currency: Currency,
     entries: Vec<(Account, Decimal)>,
 }
@@ -59,8 +85,15 @@ pub enum LedgerError {
     Unbalanced,
 }
 
+impl From<LedgerError> for StoreError {
+    /// A bug, never user input.
+    fn from(e: LedgerError) -> Self {
+        StoreError::broken(e.to_string())
+    }
+}
+
 impl Posting {
-    pub fn new(kind: &'static str, currency: Currency) -> Self {
+    pub fn new(kind: Kind, currency: Currency) -> Self {
         Posting {
             kind,
             currency,
@@ -116,7 +149,7 @@ impl Posting {
             return Err(LedgerError::Unbalanced);
         }
         Ok(Rows {
-            kind: self.kind,
+            kind: self.kind.as_str(),
             currency: self.currency.code(),
             lines: (1..=self.entries.len() as i16).collect(),
             accounts: self.entries.iter().map(|(a, _)| a.name()).collect(),
@@ -134,8 +167,8 @@ pub async fn post(
     id: Uuid,
     posting: &Posting,
     at: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    let j = posting.rows().map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+) -> Result<(), StoreError> {
+    let j = posting.rows()?;
     sqlx::query!(
         "WITH jt AS (
              INSERT INTO journal_transactions (shop_id, id, kind, created_at) VALUES ($1, $2, $3, $4)
@@ -167,17 +200,21 @@ mod tests {
     #[test]
     fn postings_balance_by_construction() {
         let usd = Currency::parse("USD").unwrap();
-        let p = Posting::new("t", usd).transfer(
+        let p = Posting::new(Kind::WalletDebit, usd).transfer(
             Account::Wallet(Uuid::nil()),
             Account::Revenue,
             Decimal::new(5, 0),
         );
         assert!(p.is_balanced());
         assert!(
-            !Posting::new("t", usd).is_balanced(),
+            !Posting::new(Kind::WalletDebit, usd).is_balanced(),
             "an empty posting moves nothing"
         );
-        let zero = Posting::new("t", usd).transfer(Account::Revenue, Account::CreditGrants, Decimal::ZERO);
+        let zero = Posting::new(Kind::WalletDebit, usd).transfer(
+            Account::Revenue,
+            Account::CreditGrants,
+            Decimal::ZERO,
+        );
         assert!(!zero.is_balanced(), "zero entries are refused");
         assert!(
             zero.rows().is_err(),

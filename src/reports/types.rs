@@ -16,7 +16,7 @@ pub struct ReconciliationParams {
     #[serde(deserialize_with = "crate::dates::date")]
     pub to: NaiveDate,
     /// Only this currency.
-    #[validate(custom(function = "crate::wallets::currency_code"))]
+    #[validate(custom(function = "crate::money::validate::currency"))]
     pub currency: Option<String>,
 }
 
@@ -26,7 +26,7 @@ pub struct TrialBalanceParams {
     /// The balances at the end of this day (UTC).
     #[serde(deserialize_with = "crate::dates::date")]
     pub as_of: NaiveDate,
-    #[validate(custom(function = "crate::wallets::currency_code"))]
+    #[validate(custom(function = "crate::money::validate::currency"))]
     pub currency: Option<String>,
 }
 

@@ -12,7 +12,12 @@ mod types;
 pub use service::*;
 pub use types::*;
 
-use crate::wallets::WalletError;
+use crate::{
+    executor::{Refusal, Verdict},
+    money::InvalidAmount,
+    store::{self, StoreError},
+    wallets::WalletError,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReservationError {
@@ -37,6 +42,44 @@ pub enum ReservationError {
 
 impl From<sqlx::Error> for ReservationError {
     fn from(e: sqlx::Error) -> Self {
+        if store::has_code(&e, store::sqlstate::NUMERIC_OUT_OF_RANGE) {
+            return ReservationError::Invalid(
+                "amount",
+                "would take the wallet's reserved amount beyond the largest supported value".into(),
+            );
+        }
+        ReservationError::Wallet(WalletError::Store(e.into()))
+    }
+}
+
+impl From<StoreError> for ReservationError {
+    fn from(e: StoreError) -> Self {
         ReservationError::Wallet(e.into())
+    }
+}
+
+impl From<InvalidAmount> for ReservationError {
+    fn from(e: InvalidAmount) -> Self {
+        ReservationError::Invalid(e.field, e.error.to_string())
+    }
+}
+
+impl Refusal for ReservationError {
+    fn verdict(&self) -> Verdict {
+        match self {
+            ReservationError::NotFound
+            | ReservationError::KeyConflict { .. }
+            | ReservationError::InvalidState(_) => Verdict::Refused,
+            ReservationError::Expired => Verdict::RefusedCommitting,
+            ReservationError::Invalid(..) => Verdict::Failed,
+            ReservationError::Wallet(e) => e.verdict(),
+        }
+    }
+
+    fn store_error(&self) -> Option<&StoreError> {
+        match self {
+            ReservationError::Wallet(e) => e.store_error(),
+            _ => None,
+        }
     }
 }

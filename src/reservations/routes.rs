@@ -49,7 +49,16 @@ async fn create_reservation(
 ) -> Result<Response, ApiError> {
     let config = state.reservations.clone();
     state
-        .execute(tenant, request, Hold(tenant, id, input, config))
+        .execute(
+            tenant,
+            request,
+            Hold {
+                tenant,
+                wallet_id: id,
+                input,
+                config,
+            },
+        )
         .await
 }
 
@@ -107,7 +116,12 @@ async fn capture_reservation(
     PathId(id): PathId,
     Idempotent(request, input): Idempotent<CaptureReservation>,
 ) -> Result<Response, ApiError> {
-    state.execute(tenant, request, Capture(tenant, id, input)).await
+    let capture = Capture {
+        tenant,
+        reservation_id: id,
+        input,
+    };
+    state.execute(tenant, request, capture).await
 }
 
 /// Release a hold; nothing is posted. 409 `invalid_state` when it is
@@ -125,5 +139,9 @@ async fn release_reservation(
     PathId(id): PathId,
     Idempotent(request, _input): Idempotent<ReleaseReservation>,
 ) -> Result<Response, ApiError> {
-    state.execute(tenant, request, Release(tenant, id)).await
+    let release = Release {
+        tenant,
+        reservation_id: id,
+    };
+    state.execute(tenant, request, release).await
 }

@@ -11,13 +11,15 @@ use super::{CaptureReservation, CreateReservation, Held, Reservation, Reservatio
 use crate::{
     audit,
     config::ReservationConfig,
-    executor::Run,
+    executor::{Claimed, Ran, Taken, Unclaimed, Unit},
     idempotency::{Completion, query_completing},
-    ledger::Account,
+    ledger::{self, Account},
     metadata,
+    money::{Currency, Money},
     pagination::{Page, PageParams},
+    store,
     tenants::Tenant,
-    wallets::{self, Locked, WalletError},
+    wallets::{self, Category, Locked, WalletError},
 };
 
 /// The request id of audit rows the expiry job writes.
@@ -42,19 +44,17 @@ struct Row {
 
 impl Row {
     fn status(&self) -> Result<ReservationStatus, ReservationError> {
-        ReservationStatus::parse(&self.status).ok_or_else(|| {
-            sqlx::Error::Protocol(format!("unknown reservation status {}", self.status)).into()
-        })
+        Ok(store::decode("reservation status", &self.status)?)
     }
 
     fn view(self) -> Result<Reservation, ReservationError> {
         let status = self.status()?;
-        let currency = wallets::currency_of(&self.currency)?;
+        let currency = Currency::stored(&self.currency)?;
         Ok(Reservation {
             id: self.id,
             wallet_id: self.wallet_id,
-            amount: wallets::text(currency, self.amount)?,
-            captured_amount: wallets::text(currency, self.captured_amount)?,
+            amount: currency.text(self.amount)?,
+            captured_amount: currency.text(self.captured_amount)?,
             currency: currency.code().to_owned(),
             status,
             reservation_key: self.reservation_key,
@@ -125,13 +125,13 @@ async fn settled_under(
 /// already used answers with its reservation (same wallet and amount) or a
 /// conflict naming the field that differs.
 pub async fn create(
-    conn: &mut PgConnection,
+    unit: &mut Unit<'_>,
+    key: Unclaimed,
     tenant: Tenant,
     wallet_id: Uuid,
     req: CreateReservation,
     config: &ReservationConfig,
-    key: &str,
-) -> Result<Run<Held>, ReservationError> {
+) -> Result<Ran<Held>, ReservationError> {
     let lifetime = match req.expires_in_seconds {
         None => config.default_expiry.as_secs() as i64,
         Some(s) if s as u64 > config.max_expiry.as_secs() => {
@@ -142,8 +142,14 @@ pub async fn create(
         }
         Some(s) => s,
     };
-    let wallet = wallets::lock(conn, tenant, wallet_id).await?;
-    let amount = wallets::parse_amount("amount", &req.amount, wallet.currency)?;
+    // The wallet's lock claims the key: one round trip less.
+    let (claimed, wallet) = match wallets::lock(unit, key, tenant, &[wallet_id]).await? {
+        Ok(mut locks) => (locks.key, locks.wallets.pop().ok_or(WalletError::NotFound)?),
+        Err(taken) => return Ok(taken.replay()),
+    };
+    let key = unit.key();
+    let conn = unit.conn();
+    let amount = Money::parse("amount", &req.amount, wallet.currency)?.amount();
     if let Some(earlier) = find_where(conn, tenant, None, Some(key), None).await? {
         // Held under this request key before (its record expired since).
         if earlier.wallet_id != wallet_id
@@ -152,7 +158,7 @@ pub async fn create(
         {
             return Err(WalletError::KeyReused.into());
         }
-        return Ok(Run::Earlier(Held {
+        return Ok(claimed.earlier(Held {
             reservation: earlier.view()?,
             existing: true,
         }));
@@ -165,7 +171,7 @@ pub async fn create(
         let differs = if existing.wallet_id != wallet_id {
             Some(("wallet_id", existing.wallet_id.to_string()))
         } else if existing.amount != amount {
-            Some(("amount", wallets::text(wallet.currency, existing.amount)?))
+            Some(("amount", wallet.currency.text(existing.amount)?))
         } else {
             None
         };
@@ -176,7 +182,7 @@ pub async fn create(
                 existing: value,
             });
         }
-        return Ok(Run::New(Held {
+        return Ok(claimed.answer(Held {
             reservation: existing.view()?,
             existing: true,
         }));
@@ -226,8 +232,8 @@ pub async fn create(
     let reservation = Reservation {
         id,
         wallet_id,
-        amount: wallets::text(wallet.currency, amount)?,
-        captured_amount: wallets::text(wallet.currency, Decimal::ZERO)?,
+        amount: wallet.currency.text(amount)?,
+        captured_amount: wallet.currency.text(Decimal::ZERO)?,
         currency: wallet.currency.code().to_owned(),
         status: ReservationStatus::Active,
         reservation_key: req.reservation_key,
@@ -238,7 +244,7 @@ pub async fn create(
         settled_at: None,
         wallet_transaction_id: None,
     };
-    Ok(Run::New(Held {
+    Ok(claimed.answer(Held {
         reservation,
         existing: false,
     }))
@@ -251,57 +257,36 @@ struct Settling {
     wallet: Locked,
 }
 
-/// Locks the reservation, then its wallet (the lateral subquery runs after
-/// the first lock), and refuses one that is no longer active.
-async fn lock(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> Result<Settling, ReservationError> {
-    let r = sqlx::query!(
-        "SELECT r.id AS \"id!\", r.wallet_id AS \"wallet_id!\", r.currency AS \"currency!\",
-                r.amount AS \"amount!\", r.captured_amount AS \"captured_amount!\",
-                r.status AS \"status!\", r.reservation_key, r.description,
-                r.metadata AS \"metadata!\", r.expires_at AS \"expires_at!\",
-                r.created_at AS \"created_at!\", r.settled_at, r.wallet_transaction_id,
-                w.balance AS \"balance!\", w.reserved AS \"reserved!\",
-                w.overdraft_limit AS \"overdraft_limit!\",
-                greatest(clock_timestamp(), w.updated_at) AS \"now!\"
-           FROM (SELECT * FROM credit_reservations WHERE shop_id = $1 AND id = $2 FOR UPDATE) r
-          CROSS JOIN LATERAL
-                (SELECT balance, reserved, overdraft_limit, updated_at FROM wallets
-                  WHERE shop_id = r.shop_id AND id = r.wallet_id FOR UPDATE) w",
+/// Locks the reservation, then its wallet with the statement that claims
+/// the request's key, and refuses a reservation that is no longer active.
+async fn lock(
+    unit: &mut Unit<'_>,
+    key: Unclaimed,
+    tenant: Tenant,
+    id: Uuid,
+) -> Result<Result<(Claimed, Settling), Taken>, ReservationError> {
+    let row = sqlx::query_as!(
+        Row,
+        "SELECT id, wallet_id, currency, amount, captured_amount, status, reservation_key,
+                description, metadata, expires_at, created_at, settled_at, wallet_transaction_id
+           FROM credit_reservations WHERE shop_id = $1 AND id = $2 FOR UPDATE",
         tenant.shop_id,
         id
     )
-    .fetch_optional(&mut *conn)
+    .fetch_optional(unit.conn())
     .await?
     .ok_or(ReservationError::NotFound)?;
-    let row = Row {
-        id: r.id,
-        wallet_id: r.wallet_id,
-        currency: r.currency,
-        amount: r.amount,
-        captured_amount: r.captured_amount,
-        status: r.status,
-        reservation_key: r.reservation_key,
-        description: r.description,
-        metadata: r.metadata,
-        expires_at: r.expires_at,
-        created_at: r.created_at,
-        settled_at: r.settled_at,
-        wallet_transaction_id: r.wallet_transaction_id,
-    };
     match row.status()? {
         ReservationStatus::Active => {}
         ReservationStatus::Expired => return Err(ReservationError::Expired),
         other => return Err(ReservationError::InvalidState(other.as_str())),
     }
-    let wallet = Locked {
-        id: row.wallet_id,
-        currency: wallets::currency_of(&row.currency)?,
-        balance: r.balance,
-        reserved: r.reserved,
-        overdraft_limit: r.overdraft_limit,
-        at: r.now,
+    let mut locks = match wallets::lock(unit, key, tenant, &[row.wallet_id]).await? {
+        Ok(locks) => locks,
+        Err(taken) => return Ok(Err(taken)),
     };
-    Ok(Settling { row, wallet })
+    let wallet = locks.wallets.pop().ok_or(WalletError::NotFound)?;
+    Ok(Ok((locks.key, Settling { row, wallet })))
 }
 
 impl Settling {
@@ -372,37 +357,43 @@ impl Settling {
 /// revenue) and frees the rest. At or after `expires_at` it refuses and
 /// releases the hold instead.
 pub async fn capture(
-    conn: &mut PgConnection,
+    unit: &mut Unit<'_>,
+    key: Unclaimed,
     tenant: Tenant,
     id: Uuid,
     req: CaptureReservation,
-    request_id: &str,
-    key: &str,
-) -> Result<Run<Reservation>, ReservationError> {
-    if let Some(earlier) = settled_under(conn, tenant, id, key, ReservationStatus::Captured).await? {
+) -> Result<Ran<Reservation>, ReservationError> {
+    let (request_id, request_key) = (unit.request_id(), unit.key());
+    if let Some(earlier) =
+        settled_under(unit.conn(), tenant, id, request_key, ReservationStatus::Captured).await?
+    {
         if let Some(raw) = &req.amount {
-            let asked = wallets::parse_amount("amount", raw, wallets::currency_of(&earlier.currency)?)?;
-            if earlier.captured_amount.parse::<Decimal>().ok() != Some(asked) {
+            let asked = Money::parse("amount", raw, Currency::stored(&earlier.currency)?)?;
+            if earlier.captured_amount.parse::<Decimal>().ok() != Some(asked.amount()) {
                 return Err(WalletError::KeyReused.into());
             }
         }
-        return Ok(Run::Earlier(earlier));
+        return claim_for_earlier(unit, key, tenant, earlier).await;
     }
-    let mut s = lock(conn, tenant, id).await?;
+    let (key, mut s) = match lock(unit, key, tenant, id).await? {
+        Ok(locked) => locked,
+        Err(taken) => return Ok(taken.replay()),
+    };
+    let conn = unit.conn();
     if s.expired() {
         return Err(s.expire(conn, tenant, request_id).await);
     }
     let held = s.row.amount;
     let amount = match &req.amount {
         None => held,
-        Some(raw) => wallets::parse_amount("amount", raw, s.wallet.currency)?,
+        Some(raw) => Money::parse("amount", raw, s.wallet.currency)?.amount(),
     };
     if amount > held {
         return Err(ReservationError::Invalid(
             "amount",
             format!(
                 "must not exceed the held amount ({})",
-                wallets::text(s.wallet.currency, held)?
+                s.wallet.currency.text(held)?
             ),
         ));
     }
@@ -414,8 +405,8 @@ pub async fn capture(
         wallets::LockedDebit {
             amount,
             release: held,
-            category: "reservation_capture",
-            kind: "reservation.capture",
+            category: Category::ReservationCapture,
+            kind: ledger::Kind::ReservationCapture,
             to: Account::Revenue,
             description: s.row.description.as_deref(),
             metadata: &metadata,
@@ -432,7 +423,7 @@ pub async fn capture(
         amount,
         s.wallet.at,
         tx.id,
-        key
+        request_key
     )
     .execute(&mut *conn)
     .await?;
@@ -441,29 +432,49 @@ pub async fn capture(
     s.row.captured_amount = amount;
     s.row.settled_at = Some(s.wallet.at);
     s.row.wallet_transaction_id = Some(tx.id);
-    s.row.view().map(Run::New)
+    Ok(key.answer(s.row.view()?))
 }
 
 /// Frees the whole hold; nothing is posted.
 pub async fn release(
-    conn: &mut PgConnection,
+    unit: &mut Unit<'_>,
+    key: Unclaimed,
     tenant: Tenant,
     id: Uuid,
-    request_id: &str,
-    key: &str,
-) -> Result<Run<Reservation>, ReservationError> {
-    if let Some(earlier) = settled_under(conn, tenant, id, key, ReservationStatus::Released).await? {
-        return Ok(Run::Earlier(earlier));
+) -> Result<Ran<Reservation>, ReservationError> {
+    let (request_id, request_key) = (unit.request_id(), unit.key());
+    if let Some(earlier) =
+        settled_under(unit.conn(), tenant, id, request_key, ReservationStatus::Released).await?
+    {
+        return claim_for_earlier(unit, key, tenant, earlier).await;
     }
-    let s = lock(conn, tenant, id).await?;
+    let (key, s) = match lock(unit, key, tenant, id).await? {
+        Ok(locked) => locked,
+        Err(taken) => return Ok(taken.replay()),
+    };
+    let conn = unit.conn();
     if s.expired() {
         return Err(s.expire(conn, tenant, request_id).await);
     }
     let released = s
-        .free(conn, tenant, ReservationStatus::Released, None, Some(key))
+        .free(conn, tenant, ReservationStatus::Released, None, Some(request_key))
         .await?;
     metrics::counter!("reservations_released_total").increment(1);
-    Ok(Run::New(released))
+    Ok(key.answer(released))
+}
+
+/// Answers with a settlement made before under the request's key, once the
+/// key is claimed (the wallet's lock claims it).
+async fn claim_for_earlier(
+    unit: &mut Unit<'_>,
+    key: Unclaimed,
+    tenant: Tenant,
+    earlier: Reservation,
+) -> Result<Ran<Reservation>, ReservationError> {
+    match wallets::lock(unit, key, tenant, &[earlier.wallet_id]).await? {
+        Ok(locks) => Ok(locks.key.earlier(earlier)),
+        Err(taken) => Ok(taken.replay()),
+    }
 }
 
 pub async fn get(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> Result<Reservation, ReservationError> {

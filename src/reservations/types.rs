@@ -6,13 +6,13 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 use validator::Validate;
 
-use crate::{executor::Outcome, metadata::Metadata, wallets::amount_syntax};
+use crate::{executor::Outcome, metadata::Metadata};
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateReservation {
     /// Positive decimal string, at most the wallet currency's decimals.
-    #[validate(custom(function = "amount_syntax"))]
+    #[validate(custom(function = "crate::money::validate::amount"))]
     #[schema(example = "10.00", pattern = "^(0|[1-9][0-9]{0,14})(\\.[0-9]{1,18})?$")]
     pub amount: String,
     /// The caller's deterministic key for this hold (e.g. derived from a
@@ -38,7 +38,7 @@ pub struct CreateReservation {
 pub struct CaptureReservation {
     /// What to capture, at most the held amount; default the whole hold.
     /// The rest is released.
-    #[validate(custom(function = "amount_syntax"))]
+    #[validate(custom(function = "crate::money::validate::amount"))]
     #[schema(example = "7.50", pattern = "^(0|[1-9][0-9]{0,14})(\\.[0-9]{1,18})?$")]
     pub amount: Option<String>,
 }

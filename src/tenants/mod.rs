@@ -1,6 +1,7 @@
 //! Shops (tenants) and their API keys.
 
 pub mod auth_cache;
+pub mod commands;
 mod keys;
 pub mod routes;
 

@@ -4,12 +4,11 @@ use axum::{extract::State, response::Response};
 use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
-use uuid::Uuid;
 use validator::Validate;
 
-use super::{ApiKeyCreated, NewKey, Role, ShopCreated, TenantError};
+use super::{ApiKeyCreated, Role, ShopCreated, commands};
 use crate::{
-    executor::{Actor, Command, Outcome, Run, Unit},
+    executor::Actor,
     http::{AppState, auth::Admin, error::ApiError, extract::PathId, idempotency::Idempotent},
 };
 
@@ -45,38 +44,6 @@ pub struct CreateApiKey {
     pub label: Option<String>,
 }
 
-/// Replays never show a secret again: only its hash exists.
-fn without_secret(key: &ApiKeyCreated) -> ApiKeyCreated {
-    ApiKeyCreated {
-        secret: None,
-        ..key.clone()
-    }
-}
-
-impl Outcome for ShopCreated {
-    const ENTITY: &'static str = "shop";
-    fn entity_id(&self) -> Uuid {
-        self.id
-    }
-    fn for_storage(&self) -> Option<Vec<u8>> {
-        let stored = ShopCreated {
-            api_key: without_secret(&self.api_key),
-            ..self.clone()
-        };
-        serde_json::to_vec(&stored).ok()
-    }
-}
-
-impl Outcome for ApiKeyCreated {
-    const ENTITY: &'static str = "api_key";
-    fn entity_id(&self) -> Uuid {
-        self.id
-    }
-    fn for_storage(&self) -> Option<Vec<u8>> {
-        serde_json::to_vec(&without_secret(self)).ok()
-    }
-}
-
 /// Create a shop with its first owner API key (the secret is shown once).
 #[utoipa::path(post, path = "/v1/admin/shops", tag = "admin", operation_id = "createShop",
     params(crate::openapi::IdempotencyKeyHeader),
@@ -88,7 +55,8 @@ async fn create_shop(
     _: Admin,
     Idempotent(request, input): Idempotent<CreateShop>,
 ) -> Result<Response, ApiError> {
-    state.execute(Actor::PLATFORM, request, input).await
+    let command = commands::CreateShop { name: input.name };
+    state.execute(Actor::PLATFORM, request, command).await
 }
 
 /// Create an API key for a shop (the secret is shown once).
@@ -103,28 +71,10 @@ async fn create_api_key(
     PathId(shop_id): PathId,
     Idempotent(request, input): Idempotent<CreateApiKey>,
 ) -> Result<Response, ApiError> {
-    state.execute(Actor::PLATFORM, request, (shop_id, input)).await
-}
-
-impl Command for CreateShop {
-    const ACTION: &'static str = "shop.create";
-    type Output = ShopCreated;
-    type Error = TenantError;
-    async fn run(self, unit: &mut Unit<'_>) -> Result<Run<ShopCreated>, TenantError> {
-        super::create_shop(unit.conn(), &self.name).await.map(Run::New)
-    }
-}
-
-impl Command for (Uuid, CreateApiKey) {
-    const ACTION: &'static str = "api_key.create";
-    type Output = ApiKeyCreated;
-    type Error = TenantError;
-    async fn run(self, unit: &mut Unit<'_>) -> Result<Run<ApiKeyCreated>, TenantError> {
-        let (shop_id, input) = self;
-        let new = NewKey {
-            role: input.role,
-            label: input.label,
-        };
-        super::create_key(unit.conn(), shop_id, new).await.map(Run::New)
-    }
+    let command = commands::CreateKey {
+        shop_id,
+        role: input.role,
+        label: input.label,
+    };
+    state.execute(Actor::PLATFORM, request, command).await
 }

@@ -8,50 +8,69 @@ use super::{
     WalletTransaction,
 };
 use crate::{
-    executor::{Command, Run, Unit},
+    executor::{Claimed, Command, Ran, Unclaimed, Unit},
     tenants::Tenant,
 };
 
-pub struct Create(pub Tenant, pub CreateWallet);
-pub struct Credit(pub Tenant, pub Uuid, pub CreditRequest);
-pub struct Debit(pub Tenant, pub Uuid, pub DebitRequest);
-pub struct MakeTransfer(pub Tenant, pub TransferRequest);
+pub struct Create {
+    pub tenant: Tenant,
+    pub input: CreateWallet,
+}
+
+pub struct Credit {
+    pub tenant: Tenant,
+    pub wallet_id: Uuid,
+    pub input: CreditRequest,
+}
+
+pub struct Debit {
+    pub tenant: Tenant,
+    pub wallet_id: Uuid,
+    pub input: DebitRequest,
+}
+
+pub struct MakeTransfer {
+    pub tenant: Tenant,
+    pub input: TransferRequest,
+}
 
 impl Command for Create {
     const ACTION: &'static str = "wallet.create";
+    type Key = Claimed;
     type Output = Wallet;
     type Error = WalletError;
-    async fn run(self, unit: &mut Unit<'_>) -> Result<Run<Wallet>, WalletError> {
-        super::create(unit.conn(), self.0, self.1).await.map(Run::New)
+    async fn run(self, unit: &mut Unit<'_>, key: Claimed) -> Result<Ran<Wallet>, WalletError> {
+        let wallet = super::create(unit.conn(), self.tenant, self.input).await?;
+        Ok(key.answer(wallet))
     }
 }
 
 impl Command for Credit {
     const ACTION: &'static str = "wallet.credit";
-    const CLAIMS: bool = true;
+    type Key = Unclaimed;
     type Output = WalletTransaction;
     type Error = WalletError;
-    async fn run(self, unit: &mut Unit<'_>) -> Result<Run<WalletTransaction>, WalletError> {
-        super::credit(unit, self.0, self.1, self.2).await
+    async fn run(self, unit: &mut Unit<'_>, key: Unclaimed) -> Result<Ran<WalletTransaction>, WalletError> {
+        super::credit(unit, key, self.tenant, self.wallet_id, self.input).await
     }
 }
 
 impl Command for Debit {
     const ACTION: &'static str = "wallet.debit";
-    const CLAIMS: bool = true;
+    type Key = Unclaimed;
     type Output = WalletTransaction;
     type Error = WalletError;
-    async fn run(self, unit: &mut Unit<'_>) -> Result<Run<WalletTransaction>, WalletError> {
-        super::debit(unit, self.0, self.1, self.2).await
+    async fn run(self, unit: &mut Unit<'_>, key: Unclaimed) -> Result<Ran<WalletTransaction>, WalletError> {
+        super::debit(unit, key, self.tenant, self.wallet_id, self.input).await
     }
 }
 
 impl Command for MakeTransfer {
     const ACTION: &'static str = "wallet.transfer";
-    const CLAIMS: bool = true;
+    type Key = Unclaimed;
     type Output = Transfer;
     type Error = WalletError;
-    async fn run(self, unit: &mut Unit<'_>) -> Result<Run<Transfer>, WalletError> {
-        super::transfer(unit, self.0, self.1).await
+    async fn run(self, unit: &mut Unit<'_>, key: Unclaimed) -> Result<Ran<Transfer>, WalletError> {
+        super::transfer(unit, key, self.tenant, self.input).await
     }
 }

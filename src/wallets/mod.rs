@@ -9,7 +9,12 @@ mod types;
 pub use service::*;
 pub use types::*;
 
-use crate::money::MoneyError;
+use crate::{
+    executor::{Refusal, Verdict},
+    ledger::LedgerError,
+    money::InvalidAmount,
+    store::{self, StoreError},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WalletError {
@@ -21,36 +26,55 @@ pub enum WalletError {
     CurrencyMismatch { from: String, to: String },
     #[error("a transfer needs two different wallets")]
     SameWallet,
-    #[error("{0}: {1}")]
-    InvalidAmount(&'static str, MoneyError),
+    #[error(transparent)]
+    InvalidAmount(#[from] InvalidAmount),
     #[error("the resulting balance would be out of range")]
     BalanceOverflow,
     /// The wallet-transaction key was used before for a different movement.
     #[error("idempotency key reused")]
     KeyReused,
     #[error(transparent)]
-    Db(sqlx::Error),
+    Store(#[from] StoreError),
 }
 
 impl From<sqlx::Error> for WalletError {
     fn from(e: sqlx::Error) -> Self {
         // The CHECK constraint is the last line: no path may overdraw.
-        match &e {
-            sqlx::Error::Database(db) if db.constraint() == Some("wallets_not_overdrawn") => {
-                WalletError::InsufficientFunds
-            }
-            // numeric_value_out_of_range: a balance beyond NUMERIC(24,4).
-            sqlx::Error::Database(db) if db.code().as_deref() == Some("22003") => {
-                WalletError::BalanceOverflow
-            }
-            _ => WalletError::Db(e),
+        if store::constraint(&e) == Some("wallets_not_overdrawn") {
+            return WalletError::InsufficientFunds;
         }
+        // A balance beyond NUMERIC(24,4).
+        if store::has_code(&e, store::sqlstate::NUMERIC_OUT_OF_RANGE) {
+            return WalletError::BalanceOverflow;
+        }
+        WalletError::Store(e.into())
     }
 }
 
-impl From<crate::ledger::LedgerError> for WalletError {
-    fn from(e: crate::ledger::LedgerError) -> Self {
-        // A bug, never user input: surface it as an unexpected failure.
-        WalletError::Db(sqlx::Error::Protocol(e.to_string()))
+impl From<LedgerError> for WalletError {
+    fn from(e: LedgerError) -> Self {
+        WalletError::Store(e.into())
+    }
+}
+
+impl Refusal for WalletError {
+    fn verdict(&self) -> Verdict {
+        match self {
+            WalletError::NotFound | WalletError::InsufficientFunds | WalletError::CurrencyMismatch { .. } => {
+                Verdict::Refused
+            }
+            WalletError::SameWallet
+            | WalletError::InvalidAmount(_)
+            | WalletError::BalanceOverflow
+            | WalletError::KeyReused
+            | WalletError::Store(_) => Verdict::Failed,
+        }
+    }
+
+    fn store_error(&self) -> Option<&StoreError> {
+        match self {
+            WalletError::Store(e) => Some(e),
+            _ => None,
+        }
     }
 }

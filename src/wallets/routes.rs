@@ -58,7 +58,7 @@ async fn create_wallet(
     tenant: Tenant,
     Idempotent(request, input): Idempotent<CreateWallet>,
 ) -> Result<Response, ApiError> {
-    state.execute(tenant, request, Create(tenant, input)).await
+    state.execute(tenant, request, Create { tenant, input }).await
 }
 
 /// List wallets, newest first.
@@ -108,7 +108,17 @@ async fn credit_wallet(
     PathId(id): PathId,
     Idempotent(request, input): Idempotent<CreditRequest>,
 ) -> Result<Response, ApiError> {
-    state.execute(tenant, request, Credit(tenant, id, input)).await
+    state
+        .execute(
+            tenant,
+            request,
+            Credit {
+                tenant,
+                wallet_id: id,
+                input,
+            },
+        )
+        .await
 }
 
 /// Take money from a wallet. Fails with 422 `insufficient_funds` when
@@ -125,7 +135,17 @@ async fn debit_wallet(
     PathId(id): PathId,
     Idempotent(request, input): Idempotent<DebitRequest>,
 ) -> Result<Response, ApiError> {
-    state.execute(tenant, request, Debit(tenant, id, input)).await
+    state
+        .execute(
+            tenant,
+            request,
+            Debit {
+                tenant,
+                wallet_id: id,
+                input,
+            },
+        )
+        .await
 }
 
 /// A wallet's movements, newest first.
@@ -156,5 +176,7 @@ async fn create_transfer(
     tenant: Tenant,
     Idempotent(request, input): Idempotent<TransferRequest>,
 ) -> Result<Response, ApiError> {
-    state.execute(tenant, request, MakeTransfer(tenant, input)).await
+    state
+        .execute(tenant, request, MakeTransfer { tenant, input })
+        .await
 }

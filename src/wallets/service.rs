@@ -8,46 +8,19 @@ use sqlx::{PgConnection, types::Json};
 use uuid::Uuid;
 
 use super::{
-    CreateWallet, CreditCategory, CreditRequest, DebitCategory, DebitRequest, TransactionType, Transfer,
-    TransferRequest, Wallet, WalletError, WalletTransaction,
+    Category, CreateWallet, CreditCategory, CreditRequest, DebitCategory, DebitRequest, TransactionType,
+    Transfer, TransferRequest, Wallet, WalletError, WalletTransaction,
 };
 use crate::{
-    executor::{Run, Unit},
-    idempotency::{Completion, query_claiming, query_completing},
-    ledger::{Account, Posting, Rows},
+    executor::{Claimed, Ran, Taken, Unclaimed, Unit},
+    idempotency::{ClaimParams, Completion, query_claiming, query_completing},
+    ledger::{self, Account, Posting, Rows},
     metadata::{self, Metadata},
-    money::{Currency, Decimalish, Money},
+    money::{Currency, Decimalish, InvalidAmount, Money},
     pagination::{Page, PageParams},
+    store::{self, StoreError},
     tenants::Tenant,
 };
-
-pub(crate) fn currency_of(code: &str) -> Result<Currency, WalletError> {
-    // Stored codes were validated on the way in; a miss is a data bug.
-    Currency::parse(code)
-        .map_err(|_| WalletError::Db(sqlx::Error::Protocol(format!("unknown currency {code}"))))
-}
-
-/// An amount of the request in `currency`: strictly parsed, never rounded
-/// (more decimals than the currency has is an error naming `field`).
-pub(crate) fn parse_amount(
-    field: &'static str,
-    raw: &str,
-    currency: Currency,
-) -> Result<Decimal, WalletError> {
-    Decimalish::parse(raw)
-        .and_then(|d| Money::new(d, currency))
-        .map(|m| m.amount())
-        .map_err(|e| WalletError::InvalidAmount(field, e))
-}
-
-/// A stored amount as text. Stored amounts were checked against their
-/// currency on the way in, so an error here is a data bug: answered as a
-/// failure, never rounded.
-pub(crate) fn text(currency: Currency, value: Decimal) -> Result<String, WalletError> {
-    currency
-        .format(value)
-        .map_err(|e| WalletError::Db(sqlx::Error::Protocol(format!("stored amount {value}: {e}"))))
-}
 
 #[allow(clippy::too_many_arguments)]
 fn wallet_view(
@@ -66,10 +39,10 @@ fn wallet_view(
         id,
         customer_ref,
         currency: currency.code().to_owned(),
-        balance: text(currency, balance)?,
-        reserved: text(currency, reserved)?,
-        available: text(currency, balance - reserved)?,
-        overdraft_limit: text(currency, overdraft_limit)?,
+        balance: currency.text(balance)?,
+        reserved: currency.text(reserved)?,
+        available: currency.text(balance - reserved)?,
+        overdraft_limit: currency.text(overdraft_limit)?,
         version,
         metadata,
         created_at,
@@ -82,12 +55,18 @@ pub async fn create(
     tenant: Tenant,
     req: CreateWallet,
 ) -> Result<Wallet, WalletError> {
-    let currency = Currency::parse(&req.currency).map_err(|e| WalletError::InvalidAmount("currency", e))?;
+    let currency = Currency::parse(&req.currency).map_err(|error| InvalidAmount {
+        field: "currency",
+        error,
+    })?;
     let overdraft_limit = match &req.overdraft_limit {
         None => Decimal::ZERO,
         Some(raw) => Decimalish::parse(raw)
             .and_then(|d| d.in_currency(currency))
-            .map_err(|e| WalletError::InvalidAmount("overdraft_limit", e))?,
+            .map_err(|error| InvalidAmount {
+                field: "overdraft_limit",
+                error,
+            })?,
     };
     let id = Uuid::now_v7();
     let metadata = req.metadata.unwrap_or_default();
@@ -132,7 +111,7 @@ pub async fn get(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> Result<Wa
     wallet_view(
         r.id,
         r.customer_ref,
-        currency_of(&r.currency)?,
+        Currency::stored(&r.currency)?,
         r.balance,
         r.reserved,
         r.overdraft_limit,
@@ -172,7 +151,7 @@ pub async fn list(
             wallet_view(
                 r.id,
                 r.customer_ref,
-                currency_of(&r.currency)?,
+                Currency::stored(&r.currency)?,
                 r.balance,
                 r.reserved,
                 r.overdraft_limit,
@@ -207,53 +186,129 @@ impl Locked {
     }
 }
 
-/// Claims the unit's key and locks one wallet in one statement, reporting
-/// an earlier movement under the key, if any. `None`: the key is taken.
-async fn lock_one(
+/// Wallets locked by one statement, with the key now this transaction's.
+pub struct Locks {
+    pub key: Claimed,
+    /// In the order asked for.
+    pub wallets: Vec<Locked>,
+    /// A movement under the request's key made before (its idempotency
+    /// record has expired since).
+    pub earlier: Option<Uuid>,
+}
+
+/// Claims the request's key and locks the shop's wallets `ids` in one
+/// statement (the lean shape). `Err(Taken)`: another request has the key.
+pub async fn lock(
     unit: &mut Unit<'_>,
+    key: Unclaimed,
+    tenant: Tenant,
+    ids: &[Uuid],
+) -> Result<Result<Locks, Taken>, WalletError> {
+    let (conn, claim, claiming) = unit.claim(key);
+    let (ours, wallets, earlier) = lock_rows(conn, claim, false, tenant, ids).await?;
+    let key = match unit.claimed(claiming, ours) {
+        Ok(key) => key,
+        Err(taken) => return Ok(Err(taken)),
+    };
+    Ok(Ok(Locks {
+        key,
+        wallets: in_order(wallets, ids)?,
+        earlier,
+    }))
+}
+
+/// Locks the shop's wallets `ids` under a key the transaction holds.
+pub async fn lock_held(
+    unit: &mut Unit<'_>,
+    key: Claimed,
+    tenant: Tenant,
+    ids: &[Uuid],
+) -> Result<Locks, WalletError> {
+    let claim = unit.held(&key);
+    let (_, wallets, earlier) = lock_rows(unit.conn(), claim, true, tenant, ids).await?;
+    Ok(Locks {
+        key,
+        wallets: in_order(wallets, ids)?,
+        earlier,
+    })
+}
+
+/// Locks one wallet under a key the transaction holds.
+pub async fn lock_one(
+    unit: &mut Unit<'_>,
+    key: Claimed,
     tenant: Tenant,
     wallet_id: Uuid,
-) -> Result<Option<(Locked, Option<Uuid>)>, WalletError> {
-    let (conn, claim) = unit.claim();
-    let r = query_claiming!(
+) -> Result<(Claimed, Locked), WalletError> {
+    let mut locks = lock_held(unit, key, tenant, &[wallet_id]).await?;
+    let wallet = locks.wallets.pop().ok_or(WalletError::NotFound)?;
+    Ok((locks.key, wallet))
+}
+
+/// The wallet lock, the only statement that locks wallet rows for a
+/// movement: locks the shop's wallets `ids` for the rest of the
+/// transaction in id order, so requests locking the same wallets queue
+/// instead of deadlocking, and reads the clock above the locks once they
+/// are granted. It claims the key first unless `held` (then the claim's
+/// insert and takeover find the transaction's own row and change nothing).
+async fn lock_rows(
+    conn: &mut PgConnection,
+    claim: ClaimParams<'_>,
+    held: bool,
+    tenant: Tenant,
+    ids: &[Uuid],
+) -> Result<(bool, Vec<Locked>, Option<Uuid>), WalletError> {
+    let rows = query_claiming!(
         claim,
         ", locked AS (\
-             SELECT w.currency, w.balance, w.reserved, w.overdraft_limit, \
+             SELECT w.id, w.currency, w.balance, w.reserved, w.overdraft_limit, \
                     greatest(clock_timestamp(), w.updated_at) AS at, t.id AS earlier \
                FROM wallets w \
                LEFT JOIN wallet_transactions t ON t.shop_id = w.shop_id AND t.idempotency_key = $2 \
-              WHERE w.shop_id = $5 AND w.id = $6 AND EXISTS (SELECT 1 FROM ours) \
+              WHERE w.shop_id = $5 AND w.id = ANY($6) AND ($7 OR EXISTS (SELECT 1 FROM ours)) \
+              ORDER BY w.id \
                 FOR UPDATE OF w) \
-         SELECT EXISTS (SELECT 1 FROM ours) AS \"ours!\", l.currency AS \"currency?\", \
-                l.balance AS \"balance?\", l.reserved AS \"reserved?\", \
-                l.overdraft_limit AS \"overdraft_limit?\", l.at AS \"at?\", l.earlier \
+         SELECT EXISTS (SELECT 1 FROM ours) AS \"ours!\", l.id AS \"id?\", \
+                l.currency AS \"currency?\", l.balance AS \"balance?\", \
+                l.reserved AS \"reserved?\", l.overdraft_limit AS \"overdraft_limit?\", \
+                l.at AS \"at?\", l.earlier \
            FROM (SELECT 1) one LEFT JOIN locked l ON true",
         tenant.shop_id,
-        wallet_id
+        ids,
+        held
     )
-    .fetch_one(conn)
+    .fetch_all(conn)
     .await?;
-    if !unit.claimed(r.ours) {
-        return Ok(None);
+    let ours = rows.first().is_some_and(|r| r.ours);
+    let earlier = rows.first().and_then(|r| r.earlier);
+    let mut wallets = Vec::with_capacity(rows.len());
+    for r in rows {
+        if let (Some(id), Some(currency), Some(balance), Some(reserved), Some(overdraft_limit), Some(at)) =
+            (r.id, r.currency, r.balance, r.reserved, r.overdraft_limit, r.at)
+        {
+            wallets.push(Locked {
+                id,
+                currency: Currency::stored(&currency)?,
+                balance,
+                reserved,
+                overdraft_limit,
+                at,
+            });
+        }
     }
-    let (Some(currency), Some(balance), Some(reserved), Some(overdraft_limit), Some(at)) = (
-        r.currency.as_deref(),
-        r.balance,
-        r.reserved,
-        r.overdraft_limit,
-        r.at,
-    ) else {
-        return Err(WalletError::NotFound);
-    };
-    let locked = Locked {
-        id: wallet_id,
-        currency: currency_of(currency)?,
-        balance,
-        reserved,
-        overdraft_limit,
-        at,
-    };
-    Ok(Some((locked, r.earlier)))
+    Ok((ours, wallets, earlier))
+}
+
+/// The locked wallets in the order `ids` names them; `NotFound` when the
+/// shop lacks one.
+fn in_order(mut locked: Vec<Locked>, ids: &[Uuid]) -> Result<Vec<Locked>, WalletError> {
+    ids.iter()
+        .map(|id| {
+            let i = locked.iter().position(|w| w.id == *id)?;
+            Some(locked.swap_remove(i))
+        })
+        .collect::<Option<Vec<_>>>()
+        .ok_or(WalletError::NotFound)
 }
 
 /// One leg of a movement: the wallet row's new balance and its history row.
@@ -261,7 +316,7 @@ struct Leg<'a> {
     id: Uuid,
     wallet: &'a Locked,
     type_: TransactionType,
-    category: &'a str,
+    category: Category,
     amount: Decimal,
     description: Option<&'a str>,
     metadata: &'a Metadata,
@@ -294,10 +349,10 @@ impl Leg<'_> {
             id: self.id,
             wallet_id: self.wallet.id,
             type_: self.type_,
-            category: self.category.to_owned(),
-            amount: text(currency, self.amount)?,
+            category: self.category,
+            amount: currency.text(self.amount)?,
             currency: currency.code().to_owned(),
-            balance_after: text(currency, balance_after)?,
+            balance_after: currency.text(balance_after)?,
             description: self.description.map(str::to_owned),
             metadata: self.metadata.clone(),
             transfer_id: self.transfer_id,
@@ -317,10 +372,6 @@ async fn apply(
     posting: Option<&Posting>,
     done: Completion<'_>,
 ) -> Result<(), WalletError> {
-    let type_ = match leg.type_ {
-        TransactionType::Credit => "credit",
-        TransactionType::Debit => "debit",
-    };
     // Without a posting the arrays are empty and the journal CTEs write nothing.
     let j = posting.map_or_else(|| Ok(Rows::empty()), Posting::rows)?;
     let r = query_completing!(
@@ -353,8 +404,8 @@ async fn apply(
         leg.wallet.id,
         leg.delta(),
         leg.id,
-        type_,
-        leg.category,
+        leg.type_.as_str(),
+        leg.category.as_str(),
         leg.amount,
         leg.description,
         Json(leg.metadata) as _,
@@ -375,10 +426,7 @@ async fn apply(
     if r.balance_after != leg.wallet.balance + leg.delta() {
         // Only if the row was not locked as assumed: never commit an answer
         // that differs from the books.
-        return Err(WalletError::Db(sqlx::Error::Protocol(format!(
-            "wallet {} moved while locked",
-            leg.wallet.id
-        ))));
+        return Err(StoreError::broken(format!("wallet {} moved while locked", leg.wallet.id)).into());
     }
     Ok(())
 }
@@ -389,8 +437,8 @@ async fn apply(
 pub struct LockedDebit<'a> {
     pub amount: Decimal,
     pub release: Decimal,
-    pub category: &'a str,
-    pub kind: &'static str,
+    pub category: Category,
+    pub kind: ledger::Kind,
     pub to: Account,
     pub description: Option<&'a str>,
     pub metadata: &'a Metadata,
@@ -434,31 +482,6 @@ pub async fn debit_locked(
     Ok(view)
 }
 
-/// Locks a wallet of the shop for the rest of the transaction. The clock
-/// is read above the lock, once it is granted.
-pub async fn lock(conn: &mut PgConnection, tenant: Tenant, wallet_id: Uuid) -> Result<Locked, WalletError> {
-    let w = sqlx::query!(
-        "SELECT l.currency AS \"currency!\", l.balance AS \"balance!\", l.reserved AS \"reserved!\",
-                l.overdraft_limit AS \"overdraft_limit!\",
-                greatest(clock_timestamp(), l.updated_at) AS \"at!\"
-           FROM (SELECT currency, balance, reserved, overdraft_limit, updated_at FROM wallets
-                  WHERE shop_id = $1 AND id = $2 FOR UPDATE) l",
-        tenant.shop_id,
-        wallet_id
-    )
-    .fetch_optional(conn)
-    .await?
-    .ok_or(WalletError::NotFound)?;
-    Ok(Locked {
-        id: wallet_id,
-        currency: currency_of(&w.currency)?,
-        balance: w.balance,
-        reserved: w.reserved,
-        overdraft_limit: w.overdraft_limit,
-        at: w.at,
-    })
-}
-
 /// The same key moved money before (its idempotency record has expired):
 /// answer with that movement when it is the same one, refuse otherwise, so a
 /// wallet is never charged twice under one key.
@@ -468,7 +491,7 @@ async fn earlier_movement(
     id: Uuid,
     wallet_id: Uuid,
     type_: TransactionType,
-    category: &str,
+    category: Category,
     amount: Decimal,
 ) -> Result<WalletTransaction, WalletError> {
     let tx = transaction(conn, tenant, id).await?;
@@ -481,33 +504,47 @@ async fn earlier_movement(
 
 async fn movement(
     unit: &mut Unit<'_>,
+    key: Unclaimed,
     tenant: Tenant,
     wallet_id: Uuid,
-    type_: TransactionType,
-    category: &'static str,
+    kind: Kind,
     req: Movement,
-) -> Result<Run<WalletTransaction>, WalletError> {
-    let Some((wallet, earlier)) = lock_one(unit, tenant, wallet_id).await? else {
-        return Ok(Run::KeyTaken);
+) -> Result<Ran<WalletTransaction>, WalletError> {
+    let Locks {
+        key,
+        mut wallets,
+        earlier,
+    } = match lock(unit, key, tenant, &[wallet_id]).await? {
+        Ok(locks) => locks,
+        Err(taken) => return Ok(taken.replay()),
     };
-    let amount = parse_amount("amount", &req.amount, wallet.currency)?;
+    let wallet = wallets.pop().ok_or(WalletError::NotFound)?;
+    let amount = Money::parse("amount", &req.amount, wallet.currency)?.amount();
+    let (type_, category) = match kind {
+        Kind::Credit(c) => (TransactionType::Credit, c.category()),
+        Kind::Debit(c) => (TransactionType::Debit, c.category()),
+    };
     if let Some(earlier) = earlier {
         return earlier_movement(unit.conn(), tenant, earlier, wallet_id, type_, category, amount)
             .await
-            .map(Run::Earlier);
+            .map(|tx| key.earlier(tx));
     }
-    let posting = Posting::new(category_kind(type_), wallet.currency);
-    let posting = match type_ {
-        TransactionType::Credit => {
-            posting.transfer(counter_account(category), Account::Wallet(wallet_id), amount)
-        }
-        TransactionType::Debit => {
+    let posting = match kind {
+        Kind::Credit(c) => Posting::new(ledger::Kind::WalletCredit, wallet.currency).transfer(
+            c.source(),
+            Account::Wallet(wallet_id),
+            amount,
+        ),
+        Kind::Debit(_) => {
             wallet.ensure_can_spend(amount)?;
-            posting.transfer(Account::Wallet(wallet_id), Account::Revenue, amount)
+            Posting::new(ledger::Kind::WalletDebit, wallet.currency).transfer(
+                Account::Wallet(wallet_id),
+                Account::Revenue,
+                amount,
+            )
         }
     };
     let metadata = req.metadata.unwrap_or_default();
-    let key = unit.key();
     let leg = Leg {
         id: Uuid::now_v7(),
         wallet: &wallet,
@@ -516,30 +553,22 @@ async fn movement(
         amount,
         description: req.description.as_deref(),
         metadata: &metadata,
-        key: Some(key),
+        key: Some(unit.key()),
         transfer_id: None,
         journal_id: Uuid::now_v7(),
         release: Decimal::ZERO,
     };
     let view = leg.view()?;
-    let (conn, done) = unit.complete(&view);
+    let (conn, done, ran) = unit.complete(key, view);
     apply(conn, tenant, &leg, Some(&posting), done).await?;
-    Ok(Run::New(view))
+    Ok(ran)
 }
 
-fn category_kind(type_: TransactionType) -> &'static str {
-    match type_ {
-        TransactionType::Credit => "wallet.credit",
-        TransactionType::Debit => "wallet.debit",
-    }
-}
-
-/// Where a credit's money comes from (DESIGN §5).
-fn counter_account(category: &str) -> Account {
-    match category {
-        "top_up" => Account::ExternalPayments,
-        _ => Account::CreditGrants,
-    }
+/// A credit or a debit, with its category.
+#[derive(Clone, Copy)]
+enum Kind {
+    Credit(CreditCategory),
+    Debit(DebitCategory),
 }
 
 /// The category-independent part of a credit or debit request.
@@ -549,56 +578,38 @@ struct Movement {
     metadata: Option<Metadata>,
 }
 
-fn credit_category(c: CreditCategory) -> &'static str {
-    match c {
-        CreditCategory::TopUp => "top_up",
-        CreditCategory::Grant => "grant",
-        CreditCategory::Refund => "refund",
-        CreditCategory::Adjustment => "adjustment",
-    }
-}
-
-fn debit_category(c: DebitCategory) -> &'static str {
-    match c {
-        DebitCategory::Usage => "usage",
-        DebitCategory::Purchase => "purchase",
-        DebitCategory::Fee => "fee",
-        DebitCategory::Adjustment => "adjustment",
-    }
-}
-
 /// Claims the unit's key in its first statement and stores the answer
 /// with its last.
 pub async fn credit(
     unit: &mut Unit<'_>,
+    key: Unclaimed,
     tenant: Tenant,
     wallet_id: Uuid,
     req: CreditRequest,
-) -> Result<Run<WalletTransaction>, WalletError> {
-    let category = credit_category(req.category);
+) -> Result<Ran<WalletTransaction>, WalletError> {
     let m = Movement {
         amount: req.amount,
         description: req.description,
         metadata: req.metadata,
     };
-    movement(unit, tenant, wallet_id, TransactionType::Credit, category, m).await
+    movement(unit, key, tenant, wallet_id, Kind::Credit(req.category), m).await
 }
 
 /// Claims the unit's key in its first statement and stores the answer
 /// with its last.
 pub async fn debit(
     unit: &mut Unit<'_>,
+    key: Unclaimed,
     tenant: Tenant,
     wallet_id: Uuid,
     req: DebitRequest,
-) -> Result<Run<WalletTransaction>, WalletError> {
-    let category = debit_category(req.category);
+) -> Result<Ran<WalletTransaction>, WalletError> {
     let m = Movement {
         amount: req.amount,
         description: req.description,
         metadata: req.metadata,
     };
-    movement(unit, tenant, wallet_id, TransactionType::Debit, category, m).await
+    movement(unit, key, tenant, wallet_id, Kind::Debit(req.category), m).await
 }
 
 /// Moves money between two wallets of the shop. Both rows are locked in id
@@ -606,93 +617,50 @@ pub async fn debit(
 /// claimed in the same statement and the answer stored with the last leg.
 pub async fn transfer(
     unit: &mut Unit<'_>,
+    key: Unclaimed,
     tenant: Tenant,
     req: TransferRequest,
-) -> Result<Run<Transfer>, WalletError> {
+) -> Result<Ran<Transfer>, WalletError> {
     if req.from_wallet_id == req.to_wallet_id {
         return Err(WalletError::SameWallet);
     }
-    let (conn, claim) = unit.claim();
-    let rows = query_claiming!(
-        claim,
-        ", locked AS (\
-             SELECT w.id, w.currency, w.balance, w.reserved, w.overdraft_limit, \
-                    greatest(clock_timestamp(), w.updated_at) AS at, \
-                    (SELECT t.id FROM wallet_transactions t \
-                      WHERE t.shop_id = w.shop_id AND t.idempotency_key = $2) AS earlier \
-               FROM wallets w \
-              WHERE w.shop_id = $5 AND w.id = ANY($6) AND EXISTS (SELECT 1 FROM ours) \
-              ORDER BY w.id \
-                FOR UPDATE OF w) \
-         SELECT EXISTS (SELECT 1 FROM ours) AS \"ours!\", l.id AS \"id?\", \
-                l.currency AS \"currency?\", l.balance AS \"balance?\", \
-                l.reserved AS \"reserved?\", l.overdraft_limit AS \"overdraft_limit?\", \
-                l.at AS \"at?\", l.earlier \
-           FROM (SELECT 1) one LEFT JOIN locked l ON true",
-        tenant.shop_id,
-        &[req.from_wallet_id, req.to_wallet_id] as &[Uuid]
-    )
-    .fetch_all(conn)
-    .await?;
-    if !unit.claimed(rows.first().is_some_and(|r| r.ours)) {
-        return Ok(Run::KeyTaken);
-    }
-    let earlier = rows[0].earlier;
-    let mut locked = rows
-        .into_iter()
-        .filter_map(|r| {
-            let (id, currency, balance, reserved, overdraft_limit, at) = (
-                r.id?,
-                r.currency?,
-                r.balance?,
-                r.reserved?,
-                r.overdraft_limit?,
-                r.at?,
-            );
-            Some(currency_of(&currency).map(|currency| Locked {
-                id,
-                currency,
-                balance,
-                reserved,
-                overdraft_limit,
-                at,
-            }))
-        })
-        .collect::<Result<Vec<_>, WalletError>>()?;
-    if locked.len() != 2 {
-        return Err(WalletError::NotFound);
-    }
-    if locked[0].id != req.from_wallet_id {
-        locked.swap(0, 1);
-    }
+    let ids = [req.from_wallet_id, req.to_wallet_id];
+    let Locks {
+        key,
+        mut wallets,
+        earlier,
+    } = match lock(unit, key, tenant, &ids).await? {
+        Ok(locks) => locks,
+        Err(taken) => return Ok(taken.replay()),
+    };
     // One time for both legs and their journal transaction, no earlier
     // than either wallet's last movement.
-    let at = locked[0].at.max(locked[1].at);
-    locked.iter_mut().for_each(|w| w.at = at);
-    let (from, to) = (&locked[0], &locked[1]);
+    let at = wallets[0].at.max(wallets[1].at);
+    wallets.iter_mut().for_each(|w| w.at = at);
+    let (from, to) = (&wallets[0], &wallets[1]);
     if from.currency != to.currency {
         return Err(WalletError::CurrencyMismatch {
             from: from.currency.code().into(),
             to: to.currency.code().into(),
         });
     }
-    let amount = parse_amount("amount", &req.amount, from.currency)?;
+    let amount = Money::parse("amount", &req.amount, from.currency)?.amount();
     if let Some(earlier) = earlier {
         return earlier_transfer(unit.conn(), tenant, earlier, &req, amount)
             .await
-            .map(Run::Earlier);
+            .map(|t| key.earlier(t));
     }
     from.ensure_can_spend(amount)?;
 
     let transfer_id = Uuid::now_v7();
     let journal_id = Uuid::now_v7();
-    let posting = Posting::new("wallet.transfer", from.currency).transfer(
+    let posting = Posting::new(ledger::Kind::WalletTransfer, from.currency).transfer(
         Account::Wallet(from.id),
         Account::Wallet(to.id),
         amount,
     );
     let metadata = req.metadata.clone().unwrap_or_default();
-    let key = unit.key();
+    let request_key = unit.key();
     let leg = |wallet, type_, category, key| Leg {
         id: Uuid::now_v7(),
         wallet,
@@ -707,20 +675,25 @@ pub async fn transfer(
         release: Decimal::ZERO,
     };
     // Only the debit leg carries the key: the key is unique per shop.
-    let out = leg(from, TransactionType::Debit, "transfer_out", Some(key));
-    let into = leg(to, TransactionType::Credit, "transfer_in", None);
+    let out = leg(
+        from,
+        TransactionType::Debit,
+        Category::TransferOut,
+        Some(request_key),
+    );
+    let into = leg(to, TransactionType::Credit, Category::TransferIn, None);
     let view = transfer_view(transfer_id, req.description.clone(), out.view()?, into.view()?);
-    let (conn, done) = unit.complete(&view);
+    let (conn, done, ran) = unit.complete(key, view);
     apply(
         conn,
         tenant,
         &out,
         Some(&posting),
-        Completion::none(done.shop_id, key),
+        Completion::none(done.shop_id, request_key),
     )
     .await?;
     apply(conn, tenant, &into, None, done).await?;
-    Ok(Run::New(view))
+    Ok(ran)
 }
 
 fn transfer_view(
@@ -796,19 +769,15 @@ struct TxRow {
 
 impl TxRow {
     fn view(self) -> Result<WalletTransaction, WalletError> {
-        let currency = currency_of(&self.currency)?;
+        let currency = Currency::stored(&self.currency)?;
         Ok(WalletTransaction {
             id: self.id,
             wallet_id: self.wallet_id,
-            type_: if self.r#type == "credit" {
-                TransactionType::Credit
-            } else {
-                TransactionType::Debit
-            },
-            category: self.category,
-            amount: text(currency, self.amount)?,
+            type_: store::decode("movement type", &self.r#type)?,
+            category: store::decode("movement category", &self.category)?,
+            amount: currency.text(self.amount)?,
             currency: currency.code().to_owned(),
-            balance_after: text(currency, self.balance_after)?,
+            balance_after: currency.text(self.balance_after)?,
             description: self.description,
             metadata: metadata::from_json(self.metadata)?,
             transfer_id: self.transfer_id,

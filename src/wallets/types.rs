@@ -5,30 +5,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
-use validator::{Validate, ValidationError};
+use validator::Validate;
 
-use crate::{executor::Outcome, metadata::Metadata, money::Decimalish};
-
-pub(crate) fn amount_syntax(s: &str) -> Result<(), ValidationError> {
-    let d = Decimalish::parse(s)
-        .map_err(|e| ValidationError::new("amount").with_message(e.to_string().into()))?;
-    if d.value().is_zero() {
-        return Err(ValidationError::new("amount").with_message("must be greater than zero".into()));
-    }
-    Ok(())
-}
-
-fn limit_syntax(s: &str) -> Result<(), ValidationError> {
-    Decimalish::parse(s)
-        .map(|_| ())
-        .map_err(|e| ValidationError::new("amount").with_message(e.to_string().into()))
-}
-
-pub(crate) fn currency_code(s: &str) -> Result<(), ValidationError> {
-    crate::money::Currency::parse(s)
-        .map(|_| ())
-        .map_err(|e| ValidationError::new("currency").with_message(e.to_string().into()))
-}
+use crate::{executor::Outcome, ledger::Account, metadata::Metadata};
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -38,11 +17,11 @@ pub struct CreateWallet {
     #[schema(min_length = 1, max_length = 255)]
     pub customer_ref: String,
     /// ISO 4217 code (USD, EUR, JPY, BHD, …) or `CREDIT` (4 decimals).
-    #[validate(custom(function = "currency_code"))]
+    #[validate(custom(function = "crate::money::validate::currency"))]
     #[schema(example = "USD")]
     pub currency: String,
     /// How far below zero `available` may go. Default "0".
-    #[validate(custom(function = "limit_syntax"))]
+    #[validate(custom(function = "crate::money::validate::limit"))]
     #[schema(example = "0", pattern = "^(0|[1-9][0-9]{0,14})(\\.[0-9]{1,18})?$")]
     pub overdraft_limit: Option<String>,
     #[validate(custom(function = "crate::metadata::bounded"))]
@@ -80,7 +59,7 @@ pub enum DebitCategory {
 #[serde(deny_unknown_fields)]
 pub struct CreditRequest {
     /// Positive decimal string, at most the currency's decimals.
-    #[validate(custom(function = "amount_syntax"))]
+    #[validate(custom(function = "crate::money::validate::amount"))]
     #[schema(example = "12.50", pattern = "^(0|[1-9][0-9]{0,14})(\\.[0-9]{1,18})?$")]
     pub amount: String,
     pub category: CreditCategory,
@@ -96,7 +75,7 @@ pub struct CreditRequest {
 #[serde(deny_unknown_fields)]
 pub struct DebitRequest {
     /// Positive decimal string, at most the currency's decimals.
-    #[validate(custom(function = "amount_syntax"))]
+    #[validate(custom(function = "crate::money::validate::amount"))]
     #[schema(example = "12.50", pattern = "^(0|[1-9][0-9]{0,14})(\\.[0-9]{1,18})?$")]
     pub amount: String,
     pub category: DebitCategory,
@@ -112,7 +91,7 @@ pub struct DebitRequest {
 pub struct TransferRequest {
     pub from_wallet_id: Uuid,
     pub to_wallet_id: Uuid,
-    #[validate(custom(function = "amount_syntax"))]
+    #[validate(custom(function = "crate::money::validate::amount"))]
     #[schema(example = "5.00", pattern = "^(0|[1-9][0-9]{0,14})(\\.[0-9]{1,18})?$")]
     pub amount: String,
     #[validate(length(max = 500, message = "must be at most 500 characters"))]
@@ -149,6 +128,84 @@ pub enum TransactionType {
     Debit,
 }
 
+impl TransactionType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransactionType::Credit => "credit",
+            TransactionType::Debit => "debit",
+        }
+    }
+}
+
+/// What a movement was for, as stored: the request's credit or debit
+/// category, or the movement another use case made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    TopUp,
+    Grant,
+    Refund,
+    Adjustment,
+    Usage,
+    Purchase,
+    Fee,
+    TransferOut,
+    TransferIn,
+    ReservationCapture,
+    InvoicePayment,
+}
+
+impl Category {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::TopUp => "top_up",
+            Category::Grant => "grant",
+            Category::Refund => "refund",
+            Category::Adjustment => "adjustment",
+            Category::Usage => "usage",
+            Category::Purchase => "purchase",
+            Category::Fee => "fee",
+            Category::TransferOut => "transfer_out",
+            Category::TransferIn => "transfer_in",
+            Category::ReservationCapture => "reservation_capture",
+            Category::InvoicePayment => "invoice_payment",
+        }
+    }
+}
+
+impl CreditCategory {
+    pub fn category(self) -> Category {
+        match self {
+            CreditCategory::TopUp => Category::TopUp,
+            CreditCategory::Grant => Category::Grant,
+            CreditCategory::Refund => Category::Refund,
+            CreditCategory::Adjustment => Category::Adjustment,
+        }
+    }
+
+    /// Where the credit's money comes from (DESIGN §5): paid for from
+    /// outside, or given by the shop.
+    pub fn source(self) -> Account {
+        match self {
+            CreditCategory::TopUp => Account::ExternalPayments,
+            CreditCategory::Grant | CreditCategory::Refund | CreditCategory::Adjustment => {
+                Account::CreditGrants
+            }
+        }
+    }
+}
+
+impl DebitCategory {
+    pub fn category(self) -> Category {
+        match self {
+            DebitCategory::Usage => Category::Usage,
+            DebitCategory::Purchase => Category::Purchase,
+            DebitCategory::Fee => Category::Fee,
+            DebitCategory::Adjustment => Category::Adjustment,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct WalletTransaction {
     pub id: Uuid,
@@ -157,7 +214,8 @@ pub struct WalletTransaction {
     pub type_: TransactionType,
     /// The credit or debit category, `transfer_in` / `transfer_out`, or
     /// `reservation_capture` (a captured hold).
-    pub category: String,
+    #[schema(value_type = String)]
+    pub category: Category,
     #[schema(example = "1.00")]
     pub amount: String,
     pub currency: String,

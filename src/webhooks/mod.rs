@@ -4,7 +4,7 @@
 //! through the executor with the event id as the key, and retries failures
 //! with backoff until they are left dead.
 
-pub mod apply;
+pub mod commands;
 pub mod routes;
 mod service;
 pub mod signature;
@@ -15,9 +15,10 @@ pub use service::*;
 pub use types::*;
 
 use crate::{
-    executor::{ExecError, Rejection},
+    executor::{ExecError, Refusal, Rejection, Verdict},
     idempotency::Stored,
     invoices::InvoiceError,
+    store::StoreError,
     wallets::WalletError,
 };
 
@@ -42,7 +43,32 @@ pub enum WebhookError {
 
 impl From<sqlx::Error> for WebhookError {
     fn from(e: sqlx::Error) -> Self {
+        WebhookError::Wallet(WalletError::Store(e.into()))
+    }
+}
+
+impl From<StoreError> for WebhookError {
+    fn from(e: StoreError) -> Self {
         WebhookError::Wallet(e.into())
+    }
+}
+
+impl Refusal for WebhookError {
+    fn verdict(&self) -> Verdict {
+        match self {
+            WebhookError::NotFound | WebhookError::InvalidState(_) => Verdict::Refused,
+            WebhookError::Busy | WebhookError::Malformed(_) | WebhookError::Mismatch(_) => Verdict::Failed,
+            WebhookError::Invoice(e) => e.verdict(),
+            WebhookError::Wallet(e) => e.verdict(),
+        }
+    }
+
+    fn store_error(&self) -> Option<&StoreError> {
+        match self {
+            WebhookError::Invoice(e) => e.store_error(),
+            WebhookError::Wallet(e) => e.store_error(),
+            _ => None,
+        }
     }
 }
 
@@ -76,7 +102,7 @@ impl From<WebhookError> for Failure {
 }
 
 impl Rejection for Failure {
-    fn recorded(&self) -> Option<Stored> {
+    fn stored(&self) -> Option<Stored> {
         None
     }
 }

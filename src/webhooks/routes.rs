@@ -13,11 +13,11 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::{
-    CreateWebhookSecret, EventListParams, IncomingEvent, Receipt, WebhookError, WebhookEvent, WebhookSecret,
-    WebhookStats, signature,
+    CreateWebhookSecret, EventListParams, IncomingEvent, Receipt, WebhookEvent, WebhookSecret, WebhookStats,
+    commands::{CreateSecret, Retry},
+    signature,
 };
 use crate::{
-    executor::{Command, Run, Unit},
     http::{
         AppState,
         auth::Admin,
@@ -46,31 +46,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(webhook_stats))
 }
 
-struct CreateSecret(Tenant, String, std::time::Duration);
-
-impl Command for CreateSecret {
-    const ACTION: &'static str = "webhook_secret.create";
-    type Output = WebhookSecret;
-    type Error = WebhookError;
-    async fn run(self, unit: &mut Unit<'_>) -> Result<Run<WebhookSecret>, WebhookError> {
-        webhooks::create_secret(unit.conn(), self.0, &self.1, self.2)
-            .await
-            .map(Run::New)
-    }
-}
-
-struct Retry(Tenant, Uuid);
-
-impl Command for Retry {
-    const ACTION: &'static str = "webhook_event.retry";
-    const STATUS: u16 = 200;
-    type Output = WebhookEvent;
-    type Error = WebhookError;
-    async fn run(self, unit: &mut Unit<'_>) -> Result<Run<WebhookEvent>, WebhookError> {
-        webhooks::retry(unit.conn(), self.0, self.1).await.map(Run::New)
-    }
-}
-
 /// A new signing secret for a provider, shown once. The provider's earlier
 /// secrets keep verifying for WEBHOOK_SECRET_GRACE (24 h), so the provider
 /// can switch without losing deliveries.
@@ -86,7 +61,15 @@ async fn create_secret(
 ) -> Result<Response, ApiError> {
     let grace = state.webhooks.secret_grace;
     state
-        .execute(tenant, request, CreateSecret(tenant, input.provider, grace))
+        .execute(
+            tenant,
+            request,
+            CreateSecret {
+                tenant,
+                provider: input.provider,
+                grace,
+            },
+        )
         .await
 }
 
@@ -206,7 +189,8 @@ async fn retry_event(
     PathId(id): PathId,
     Idempotent(request, _input): Idempotent<NoFields>,
 ) -> Result<Response, ApiError> {
-    state.execute(tenant, request, Retry(tenant, id)).await
+    let retry = Retry { tenant, event_id: id };
+    state.execute(tenant, request, retry).await
 }
 
 /// The event in a verified body: a JSON object with a string `id`, a

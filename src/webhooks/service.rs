@@ -10,17 +10,17 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::{EventStatus, IncomingEvent, Receipt, WebhookError, WebhookEvent, WebhookSecret, WebhookStats};
+use super::{
+    EventStatus, EventType, IncomingEvent, Receipt, WebhookError, WebhookEvent, WebhookSecret, WebhookStats,
+};
 use crate::{
     pagination::{Page, PageParams},
+    store,
     tenants::Tenant,
 };
 
 /// The channel the receiver notifies and the worker listens on.
 pub const CHANNEL: &str = "webhook_events";
-
-/// Event types the worker acts on; others are stored as `ignored`.
-pub const HANDLED: [&str; 2] = ["payment.succeeded", "credits.purchased"];
 
 pub(crate) fn pg_interval(d: Duration) -> sqlx::postgres::types::PgInterval {
     sqlx::postgres::types::PgInterval {
@@ -102,7 +102,7 @@ pub async fn receive(
     event: &IncomingEvent,
     payload: &Value,
 ) -> Result<Receipt, sqlx::Error> {
-    let status = if HANDLED.contains(&event.type_.as_str()) {
+    let status = if EventType::of(&event.type_).is_some() {
         EventStatus::Pending
     } else {
         EventStatus::Ignored
@@ -155,8 +155,7 @@ impl EventRow {
             provider: self.provider,
             event_id: self.event_id,
             type_: self.type_,
-            status: EventStatus::parse(&self.status)
-                .ok_or_else(|| sqlx::Error::Protocol(format!("unknown event status {}", self.status)))?,
+            status: store::decode("webhook event status", &self.status)?,
             attempts: self.attempts,
             last_error: self.last_error,
             next_attempt_at: self.next_attempt_at,

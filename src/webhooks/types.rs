@@ -128,16 +128,24 @@ impl EventStatus {
             EventStatus::Ignored => "ignored",
         }
     }
+}
 
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "pending" => EventStatus::Pending,
-            "processed" => EventStatus::Processed,
-            "failed" => EventStatus::Failed,
-            "dead" => EventStatus::Dead,
-            "ignored" => EventStatus::Ignored,
-            _ => return None,
-        })
+/// The provider event types this service acts on; any other type is
+/// stored and ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum EventType {
+    /// Pays an invoice (`data`: `PaymentSucceeded`).
+    #[serde(rename = "payment.succeeded")]
+    PaymentSucceeded,
+    /// Credits a wallet (`data`: `CreditsPurchased`).
+    #[serde(rename = "credits.purchased")]
+    CreditsPurchased,
+}
+
+impl EventType {
+    /// The handled type a provider's `type` names, if any.
+    pub fn of(type_: &str) -> Option<Self> {
+        crate::store::decode("event type", type_).ok()
     }
 }
 

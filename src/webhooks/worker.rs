@@ -9,8 +9,8 @@ use sqlx::{PgPool, postgres::PgListener};
 use tokio::sync::watch;
 
 use super::{
-    CHANNEL, Failure,
-    apply::{ApplyCredit, ApplyPayment, Leased},
+    CHANNEL, EventType, Failure,
+    commands::{ApplyCredit, ApplyPayment, Leased},
 };
 use crate::{
     config::WebhookConfig,
@@ -68,16 +68,16 @@ pub async fn apply(executor: &Executor, event: Leased) -> Result<(), Failure> {
         shop_id: event.shop_id,
         key_id: None,
     };
-    match event.type_.as_str() {
-        "payment.succeeded" => executor
-            .execute::<_, Failure>(actor, &request, ApplyPayment(event))
+    match EventType::of(&event.type_) {
+        Some(EventType::PaymentSucceeded) => executor
+            .execute::<_, Failure>(actor, &request, ApplyPayment { event })
             .await
             .map(drop),
-        "credits.purchased" => executor
-            .execute::<_, Failure>(actor, &request, ApplyCredit(event))
+        Some(EventType::CreditsPurchased) => executor
+            .execute::<_, Failure>(actor, &request, ApplyCredit { event })
             .await
             .map(drop),
-        other => Err(Failure::Failed(format!("no handler for {other}"))),
+        None => Err(Failure::Failed(format!("no handler for {}", event.type_))),
     }
 }
 

@@ -1,4 +1,5 @@
-//! Applying an event: an executor command per event type, keyed by the
+//! The webhook mutations as executor commands: a signing secret, a manual
+//! retry, and applying an event — a command per event type, keyed by the
 //! provider's event id, that locks the event row, makes the domain change
 //! and marks the event processed, all in the executor's one transaction.
 
@@ -6,11 +7,12 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{CreditsPurchased, PaymentSucceeded, WebhookError};
+use super::{CreditsPurchased, EventStatus, PaymentSucceeded, WebhookError, WebhookEvent, WebhookSecret};
 use crate::{
-    executor::{Command, Run, Unit},
+    executor::{Claimed, Command, Ran, Unclaimed, Unit},
     invoices::{self, PayInvoice, PaymentMethod, PaymentReceipt},
     metadata::Metadata,
+    store,
     tenants::{Role, Tenant},
     wallets::{self, CreditCategory, CreditRequest, WalletTransaction},
 };
@@ -64,10 +66,10 @@ async fn lock_event(conn: &mut PgConnection, event: &Leased) -> Result<(), Webho
     .fetch_optional(conn)
     .await?
     .ok_or(WebhookError::Busy)?;
-    if status != "pending" && status != "failed" {
-        return Err(WebhookError::Busy);
+    match store::decode::<EventStatus>("webhook event status", &status)? {
+        EventStatus::Pending | EventStatus::Failed => Ok(()),
+        EventStatus::Processed | EventStatus::Dead | EventStatus::Ignored => Err(WebhookError::Busy),
     }
-    Ok(())
 }
 
 async fn mark_processed(conn: &mut PgConnection, event: &Leased, result: Value) -> Result<(), WebhookError> {
@@ -88,31 +90,29 @@ async fn mark_processed(conn: &mut PgConnection, event: &Leased, result: Value) 
 /// `payment.succeeded`: pays the invoice with `payment_ref` as the
 /// payment's `external_ref`, so the same payment recorded through the API
 /// (before or after) is found instead of paid twice.
-pub struct ApplyPayment(pub Leased);
+pub struct ApplyPayment {
+    pub event: Leased,
+}
 
 impl Command for ApplyPayment {
     const ACTION: &'static str = "webhook.payment_succeeded";
+    type Key = Claimed;
     type Output = PaymentReceipt;
     type Error = WebhookError;
 
-    async fn run(self, unit: &mut Unit<'_>) -> Result<Run<PaymentReceipt>, WebhookError> {
-        let event = self.0;
+    async fn run(self, unit: &mut Unit<'_>, key: Claimed) -> Result<Ran<PaymentReceipt>, WebhookError> {
+        let event = self.event;
         let data: PaymentSucceeded = event.data()?;
         reference("payment_ref", &data.payment_ref)?;
-        let key = unit.key();
-        let conn = unit.conn();
-        lock_event(conn, &event).await?;
+        lock_event(unit.conn(), &event).await?;
         let pay = PayInvoice {
             method: PaymentMethod::Other,
             amount: Some(data.amount),
             wallet_id: None,
             external_ref: Some(data.payment_ref),
         };
-        let (Run::New(receipt) | Run::Earlier(receipt)) =
-            invoices::pay(conn, event.tenant(), data.invoice_id, pay, key).await?
-        else {
-            return Err(WebhookError::Mismatch("the payment's key was taken".into()));
-        };
+        let (key, run) = invoices::pay(unit, key, event.tenant(), data.invoice_id, pay).await?;
+        let receipt = run.value();
         if receipt.invoice.currency != data.currency {
             return Err(WebhookError::Mismatch(format!(
                 "the payment is in {}, the invoice in {}",
@@ -120,23 +120,25 @@ impl Command for ApplyPayment {
             )));
         }
         let result = json!({"payment_id": receipt.payment.id, "existing": receipt.existing});
-        mark_processed(conn, &event, result).await?;
-        Ok(Run::New(receipt))
+        mark_processed(unit.conn(), &event, result).await?;
+        Ok(key.ran(run))
     }
 }
 
 /// `credits.purchased`: a `top_up` credit of the wallet, in the wallet
 /// credit's lean shape (it claims the key with the wallet's lock).
-pub struct ApplyCredit(pub Leased);
+pub struct ApplyCredit {
+    pub event: Leased,
+}
 
 impl Command for ApplyCredit {
     const ACTION: &'static str = "webhook.credits_purchased";
-    const CLAIMS: bool = true;
+    type Key = Unclaimed;
     type Output = WalletTransaction;
     type Error = WebhookError;
 
-    async fn run(self, unit: &mut Unit<'_>) -> Result<Run<WalletTransaction>, WebhookError> {
-        let event = self.0;
+    async fn run(self, unit: &mut Unit<'_>, key: Unclaimed) -> Result<Ran<WalletTransaction>, WebhookError> {
+        let event = self.event;
         let data: CreditsPurchased = event.data()?;
         reference("purchase_ref", &data.purchase_ref)?;
         lock_event(unit.conn(), &event).await?;
@@ -152,9 +154,9 @@ impl Command for ApplyCredit {
                 .into(),
             )),
         };
-        let run = wallets::credit(unit, event.tenant(), data.wallet_id, credit).await?;
-        let Run::New(tx) = run else {
-            return Ok(run);
+        let ran = wallets::credit(unit, key, event.tenant(), data.wallet_id, credit).await?;
+        let Some(tx) = ran.fresh() else {
+            return Ok(ran);
         };
         if tx.currency != data.currency {
             return Err(WebhookError::Mismatch(format!(
@@ -162,7 +164,45 @@ impl Command for ApplyCredit {
                 data.currency, tx.currency
             )));
         }
-        mark_processed(unit.conn(), &event, json!({"wallet_transaction_id": tx.id})).await?;
-        Ok(Run::New(tx))
+        let result = json!({"wallet_transaction_id": tx.id});
+        mark_processed(unit.conn(), &event, result).await?;
+        Ok(ran)
+    }
+}
+
+/// A new signing secret for a provider, shown once.
+pub struct CreateSecret {
+    pub tenant: Tenant,
+    pub provider: String,
+    /// How long the provider's earlier secrets keep verifying.
+    pub grace: std::time::Duration,
+}
+
+impl Command for CreateSecret {
+    const ACTION: &'static str = "webhook_secret.create";
+    type Key = Claimed;
+    type Output = WebhookSecret;
+    type Error = WebhookError;
+    async fn run(self, unit: &mut Unit<'_>, key: Claimed) -> Result<Ran<WebhookSecret>, WebhookError> {
+        let secret = super::create_secret(unit.conn(), self.tenant, &self.provider, self.grace).await?;
+        Ok(key.answer(secret))
+    }
+}
+
+/// A failed or dead event back to pending.
+pub struct Retry {
+    pub tenant: Tenant,
+    pub event_id: Uuid,
+}
+
+impl Command for Retry {
+    const ACTION: &'static str = "webhook_event.retry";
+    const STATUS: u16 = 200;
+    type Key = Claimed;
+    type Output = WebhookEvent;
+    type Error = WebhookError;
+    async fn run(self, unit: &mut Unit<'_>, key: Claimed) -> Result<Ran<WebhookEvent>, WebhookError> {
+        let event = super::retry(unit.conn(), self.tenant, self.event_id).await?;
+        Ok(key.answer(event))
     }
 }

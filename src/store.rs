@@ -1,0 +1,108 @@
+//! What storing or loading can fail with, for every domain: the database
+//! failed (retry may help), or data read back broke an invariant the
+//! service keeps (a bug, never the caller's input). Each domain maps its
+//! own constraint violations before an error becomes one of these.
+
+/// SQLSTATEs the service tells apart.
+pub mod sqlstate {
+    pub const LOCK_NOT_AVAILABLE: &str = "55P03";
+    pub const QUERY_CANCELED: &str = "57014";
+    pub const DEADLOCK: &str = "40P01";
+    pub const SERIALIZATION: &str = "40001";
+    pub const NUMERIC_OUT_OF_RANGE: &str = "22003";
+    pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
+    pub const UNTRANSLATABLE_CHARACTER: &str = "22P05";
+    /// Shut down, crashed or too many connections: the server is going away.
+    pub const UNAVAILABLE: [&str; 4] = ["57P01", "57P02", "57P03", "53300"];
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    #[error("broken invariant: {0}")]
+    Broken(String),
+}
+
+impl StoreError {
+    pub fn broken(what: impl Into<String>) -> Self {
+        StoreError::Broken(what.into())
+    }
+
+    /// A lock wait that ran out (`lock_timeout`).
+    pub fn is_lock_timeout(&self) -> bool {
+        matches!(self, StoreError::Db(e) if has_code(e, sqlstate::LOCK_NOT_AVAILABLE))
+    }
+
+    /// The whole transaction was rolled back and the same request may simply
+    /// be retried: lock or statement timeouts, deadlocks, serialization
+    /// failures, a lost connection or an exhausted pool.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Db(e) => is_transient(e),
+            StoreError::Broken(_) => false,
+        }
+    }
+}
+
+/// Whether a database error has this SQLSTATE.
+pub fn has_code(e: &sqlx::Error, code: &str) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some(code))
+}
+
+/// Whether a database error has one of these SQLSTATEs.
+pub fn has_any_code(e: &sqlx::Error, codes: &[&str]) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().is_some_and(|c| codes.contains(&c.as_ref())))
+}
+
+/// The constraint a database error names.
+pub fn constraint(e: &sqlx::Error) -> Option<&str> {
+    match e {
+        sqlx::Error::Database(db) => db.constraint(),
+        _ => None,
+    }
+}
+
+pub fn is_transient(e: &sqlx::Error) -> bool {
+    use sqlstate::*;
+    match e {
+        sqlx::Error::Database(_) => {
+            has_any_code(e, &[LOCK_NOT_AVAILABLE, QUERY_CANCELED, DEADLOCK, SERIALIZATION])
+                || has_any_code(e, &UNAVAILABLE)
+        }
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        _ => false,
+    }
+}
+
+/// A Rust enum stored as text (its serde name, e.g. `pending_approval`).
+/// Text that names no variant is a broken invariant, never a default.
+pub fn decode<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T, StoreError> {
+    use serde::de::IntoDeserializer;
+    T::deserialize(text.into_deserializer())
+        .map_err(|e: serde::de::value::Error| StoreError::broken(format!("{what} {text:?}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, serde::Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum Colour {
+        Red,
+        DarkBlue,
+    }
+
+    #[test]
+    fn stored_text_decodes_to_its_variant_or_is_a_broken_invariant() {
+        assert_eq!(decode::<Colour>("colour", "dark_blue").unwrap(), Colour::DarkBlue);
+        assert_eq!(decode::<Colour>("colour", "red").unwrap(), Colour::Red);
+        for bad in ["", "Red", "darkBlue", "green"] {
+            assert!(
+                matches!(decode::<Colour>("colour", bad), Err(StoreError::Broken(_))),
+                "{bad:?}"
+            );
+        }
+    }
+}
