@@ -96,6 +96,47 @@ fn pool_on(db: &DatabaseConfig, options: &PgConnectOptions) -> PgPool {
 
 /// `key_wait` bounds how long a duplicate waits for its key's running
 /// request (LOCK_TIMEOUT, like the wait on the key's row in PostgreSQL).
+/// Runs a platform command from the command line through the executor, as
+/// the admin API does: one transaction with its audit row (request id
+/// `cli`), under a key of its own. Answers the outcome, or the problem the
+/// API would have answered.
+pub async fn run_platform<C>(
+    db: &DatabaseConfig,
+    name: &str,
+    input: &serde_json::Value,
+    command: C,
+) -> anyhow::Result<Result<C::Output, crate::http::error::Problem>>
+where
+    C: crate::executor::Command,
+    C::Error: Into<crate::http::error::ApiError>,
+    C::Output: serde::de::DeserializeOwned,
+{
+    use crate::{
+        executor::{Actor, Request},
+        http::error::ApiError,
+        idempotency::{self, IdempotencyKey},
+    };
+    let executor = Executor::new(pool(db), 24, Duration::from_secs(5), 1);
+    let request = Request {
+        key: IdempotencyKey::internal("cli", &uuid::Uuid::now_v7().to_string()),
+        fingerprint: idempotency::fingerprint("CLI", name, None, input),
+        request_id: "cli".into(),
+    };
+    let answer = match executor
+        .execute::<C, ApiError>(Actor::PLATFORM, &request, command)
+        .await
+    {
+        Ok(answer) => answer,
+        Err(ApiError::Internal(e) | ApiError::Unavailable(e)) => return Err(e),
+        Err(e) => return Ok(Err(e.problem())),
+    };
+    let body = &answer.response.body;
+    if answer.response.status >= 400 {
+        return Ok(Err(serde_json::from_slice(body)?));
+    }
+    Ok(Ok(serde_json::from_slice(body)?))
+}
+
 pub fn state(pool: PgPool, config: &ServeConfig, key_wait: Duration) -> AppState {
     let idem = &config.idempotency;
     AppState {

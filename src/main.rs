@@ -8,7 +8,7 @@ use billing_ledger::{
     MIGRATOR, app,
     config::{DatabaseConfig, ServeConfig},
     jobs, telemetry,
-    tenants::{self, NewKey, Role},
+    tenants::{Role, commands},
 };
 use clap::{Parser, Subcommand, error::ErrorKind};
 use uuid::Uuid;
@@ -119,58 +119,6 @@ struct BadInput(String);
 #[error("reconciliation failed: {0}")]
 struct ChecksFailed(String);
 
-fn table(r: &billing_ledger::reports::Reconciliation) -> String {
-    use std::fmt::Write;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "reconciliation of shop {} from {} to {}{}, read from the {}",
-        r.shop_id,
-        r.from,
-        r.to,
-        if r.provisional { " (provisional)" } else { "" },
-        r.read_from.describe(r.replica_lag_ms)
-    );
-    let _ = writeln!(
-        out,
-        "{:<38}{:>6}{:>16}{:>16}{:>16}{:>16}{:>16}  ",
-        "wallet", "cur", "opening", "credits", "debits", "closing", "drift"
-    );
-    for w in &r.wallets {
-        let _ = writeln!(
-            out,
-            "{:<38}{:>6}{:>16}{:>16}{:>16}{:>16}{:>16}  {}",
-            w.wallet_id,
-            w.currency,
-            w.opening_balance,
-            w.credits,
-            w.debits,
-            w.closing_balance,
-            w.drift,
-            if w.ok { "" } else { "<< DRIFT" }
-        );
-    }
-    for t in &r.trial_balance {
-        let _ = writeln!(
-            out,
-            "trial balance {}: total {} ({})",
-            t.currency,
-            t.total,
-            if t.balanced { "balanced" } else { "NOT BALANCED" }
-        );
-    }
-    let _ = writeln!(
-        out,
-        "{}",
-        if r.ok {
-            "all checks passed".to_owned()
-        } else {
-            format!("FAILED: {}", r.failed_checks.join(", "))
-        }
-    );
-    out
-}
-
 #[derive(Subcommand)]
 enum ShopsCommand {
     /// Create a shop; prints its id and a new owner API key (shown once).
@@ -258,6 +206,25 @@ async fn connect(db: &DatabaseConfig) -> anyhow::Result<sqlx::PgConnection> {
         .context("cannot connect to the database (DATABASE_URL)")
 }
 
+/// A platform command through the executor (audited like the admin API);
+/// a refusal is the caller's input: exit 2 with the problem's detail.
+async fn platform<C>(
+    db: &DatabaseConfig,
+    name: &str,
+    input: &serde_json::Value,
+    command: C,
+) -> anyhow::Result<C::Output>
+where
+    C: billing_ledger::executor::Command,
+    C::Error: Into<billing_ledger::http::error::ApiError>,
+    C::Output: serde::de::DeserializeOwned,
+{
+    match app::run_platform(db, name, input, command).await? {
+        Ok(output) => Ok(output),
+        Err(problem) => Err(BadInput(format!("{name}: {}", problem.detail)).into()),
+    }
+}
+
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve { serve, db } => {
@@ -291,10 +258,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Shops { command, db } => {
-            let mut conn = connect(&db).await?;
             match command {
                 ShopsCommand::Create { name } => {
-                    let shop = tenants::create_shop(&mut conn, &name).await?;
+                    let input = serde_json::json!({ "name": name });
+                    let shop = platform(&db, "shops create", &input, commands::CreateShop { name }).await?;
                     println!("shop id:  {}", shop.id);
                     println!(
                         "api key:  {}  (owner; shown once)",
@@ -304,6 +271,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 ShopsCommand::SeedDemo { bind_addr } => {
                     // A demo on a schema this build does not expect would
                     // fail later, on the first request.
+                    let mut conn = connect(&db).await?;
                     let pending = billing_ledger::pending_migrations(&mut conn)
                         .await
                         .unwrap_or_else(|_| billing_ledger::MIGRATOR.iter().map(|m| m.version).collect());
@@ -313,7 +281,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
                         ))
                         .into());
                     }
-                    let key = tenants::seed_demo(&mut conn).await?;
+                    let input = serde_json::json!({});
+                    let key = platform(&db, "shops seed-demo", &input, commands::SeedDemo).await?;
                     let secret = key.secret.unwrap_or_default();
                     println!("demo shop: {}", key.shop_id);
                     println!("owner key: {secret}");
@@ -324,10 +293,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys { command, db } => {
-            let mut conn = connect(&db).await?;
             match command {
                 KeysCommand::Create { shop, role, label } => {
-                    let key = tenants::create_key(&mut conn, shop, NewKey { role, label }).await?;
+                    let input = serde_json::json!({ "shop": shop, "role": role, "label": label });
+                    let command = commands::CreateKey {
+                        shop_id: shop,
+                        role,
+                        label,
+                    };
+                    let key = platform(&db, "keys create", &input, command).await?;
                     println!("prefix:  {}", key.prefix);
                     println!(
                         "api key: {}  ({}; shown once)",
@@ -336,10 +310,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     );
                 }
                 KeysCommand::Revoke { prefix } => {
-                    if !tenants::revoke_key(&mut conn, &prefix).await? {
-                        anyhow::bail!("no live key with prefix {prefix}");
-                    }
-                    println!("revoked {prefix}");
+                    let input = serde_json::json!({ "prefix": prefix });
+                    let command = commands::RevokeKey { prefix };
+                    let revoked = platform(&db, "keys revoke", &input, command).await?;
+                    println!("revoked {}", revoked.prefix);
                 }
             }
             Ok(())
@@ -381,7 +355,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let text = match format {
                 ReportFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
                 ReportFormat::Csv => billing_ledger::reports::csv::reconciliation(&report),
-                ReportFormat::Table => table(&report),
+                ReportFormat::Table => billing_ledger::reports::table::reconciliation(&report),
             };
             match output {
                 Some(path) => {

@@ -114,7 +114,9 @@ impl Currency {
                 exponent: self.exponent,
             });
         }
-        let mut v = value;
+        // A zero reached through a negative (e.g. 0.00 − 0.00 stored as -0)
+        // is shown as zero, never "-0.00".
+        let mut v = if value.is_zero() { Decimal::ZERO } else { value };
         // Only adds or drops trailing zeros: the check above makes it exact.
         v.rescale(self.exponent);
         Ok(v.to_string())
@@ -366,6 +368,31 @@ mod tests {
                 .unwrap(),
             "1.5000"
         );
+    }
+
+    #[test]
+    fn a_negative_zero_is_shown_as_zero() {
+        let negative_zero = Decimal::new(-0, 2) - Decimal::new(0, 2);
+        let minus = -Decimal::new(0, 2);
+        for z in [negative_zero, minus] {
+            assert_eq!(usd().format(z).unwrap(), "0.00", "{z:?}");
+        }
+        assert_eq!(figure("USD", -Decimal::new(0, 4)), "0.00");
+    }
+
+    #[test]
+    fn parsed_money_keeps_its_currency_and_prints_its_decimals() {
+        let m = Money::parse("amount", "7.5", usd()).unwrap();
+        assert_eq!(m.text(), "7.50");
+        assert_eq!(m.currency(), usd());
+        let e = Money::parse("limit", "7.555", usd()).unwrap_err();
+        assert_eq!(e.field, "limit");
+        assert!(matches!(e.error, MoneyError::TooManyDecimals { .. }));
+        assert!(
+            Currency::stored("XYZ").is_err(),
+            "an unknown stored code is a broken invariant"
+        );
+        assert!(usd().text(Decimal::new(1005, 3)).is_err(), "never rounded");
     }
 
     #[test]

@@ -75,6 +75,25 @@ pub fn is_transient(e: &sqlx::Error) -> bool {
     }
 }
 
+/// Deletes rows in batches of `batch` until one comes back short: `delete`
+/// is one statement deleting at most `limit` rows (`LIMIT … FOR UPDATE SKIP
+/// LOCKED`, so several instances may run it) that commits by itself, so no
+/// row stays locked for longer than one batch. Returns the number deleted.
+pub async fn delete_in_batches<F, Fut>(batch: u32, mut delete: F) -> Result<u64, sqlx::Error>
+where
+    F: FnMut(i64) -> Fut,
+    Fut: std::future::Future<Output = Result<sqlx::postgres::PgQueryResult, sqlx::Error>>,
+{
+    let mut total = 0u64;
+    loop {
+        let deleted = delete(i64::from(batch)).await?.rows_affected();
+        total += deleted;
+        if deleted < u64::from(batch) {
+            return Ok(total);
+        }
+    }
+}
+
 /// A Rust enum stored as text (its serde name, e.g. `pending_approval`).
 /// Text that names no variant is a broken invariant, never a default.
 pub fn decode<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T, StoreError> {

@@ -4,8 +4,7 @@
 use uuid::Uuid;
 
 use super::{
-    ApproveContract, Contract, ContractError, ContractStatus, CreateContract, RejectContract, Transition,
-    UpdateContract,
+    ApproveContract, Contract, ContractError, CreateContract, RejectContract, Transition, UpdateContract,
 };
 use crate::{
     executor::{Claimed, Command, Ran, Unit},
@@ -108,12 +107,7 @@ impl Command for Approve {
     type Output = Contract;
     type Error = ContractError;
     async fn run(self, unit: &mut Unit<'_>, key: Claimed) -> Result<Ran<Contract>, ContractError> {
-        let t = Transition {
-            to: ContractStatus::Approved,
-            from: &[ContractStatus::PendingApproval],
-            note: self.input.note.as_deref(),
-            reason: None,
-        };
+        let t = Transition::approve(self.input.note.as_deref());
         let contract =
             super::transition(unit.conn(), self.tenant, self.contract_id, Some(self.version), t).await?;
         Ok(key.answer(contract))
@@ -127,12 +121,7 @@ impl Command for Reject {
     type Output = Contract;
     type Error = ContractError;
     async fn run(self, unit: &mut Unit<'_>, key: Claimed) -> Result<Ran<Contract>, ContractError> {
-        let t = Transition {
-            to: ContractStatus::Rejected,
-            from: &[ContractStatus::PendingApproval],
-            note: None,
-            reason: Some(&self.input.reason),
-        };
+        let t = Transition::reject(&self.input.reason);
         let contract =
             super::transition(unit.conn(), self.tenant, self.contract_id, Some(self.version), t).await?;
         Ok(key.answer(contract))

@@ -4,10 +4,10 @@
 use axum::{Json, extract::State, http::HeaderMap, response::Response};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::ContractError;
 use super::{
     ApproveContract, Contract, ContractListParams, CreateContract, RejectContract, UpdateContract,
     commands::{Approve, Cancel, Create, Reject, Submit, Update},
-    etag,
 };
 use crate::{
     contracts,
@@ -84,7 +84,11 @@ async fn get_contract(
 ) -> Result<Response, ApiError> {
     let mut conn = state.pool.acquire().await?;
     let contract = contracts::get(&mut conn, tenant, id).await?;
-    Ok(conditional_get(&headers, etag(contract.version), Json(contract)))
+    Ok(conditional_get(
+        &headers,
+        crate::executor::etag(contract.version),
+        Json(contract),
+    ))
 }
 
 /// Edit a draft (`terms: ""` clears the terms). Requires `If-Match`.
@@ -228,4 +232,20 @@ async fn cancel_contract(
             },
         )
         .await
+}
+
+impl From<ContractError> for ApiError {
+    fn from(e: ContractError) -> Self {
+        match e {
+            ContractError::NotFound => ApiError::NotFound,
+            ContractError::VersionMismatch { current, .. } => {
+                ApiError::VersionMismatch(e.to_string(), current)
+            }
+            ContractError::InvalidState(_) => ApiError::InvalidState(e.to_string()),
+            ContractError::Invalid(field, message) => ApiError::validation(field, message),
+            ContractError::Busy => ApiError::Unavailable(e.into()),
+            ContractError::Invoice(e) => e.into(),
+            ContractError::Wallet(e) => e.into(),
+        }
+    }
 }

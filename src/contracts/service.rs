@@ -258,7 +258,25 @@ pub struct Transition<'a> {
     pub reason: Option<&'a str>,
 }
 
-impl Transition<'_> {
+impl<'a> Transition<'a> {
+    pub fn approve(note: Option<&'a str>) -> Self {
+        Transition {
+            to: ContractStatus::Approved,
+            from: &[ContractStatus::PendingApproval],
+            note,
+            reason: None,
+        }
+    }
+
+    pub fn reject(reason: &'a str) -> Self {
+        Transition {
+            to: ContractStatus::Rejected,
+            from: &[ContractStatus::PendingApproval],
+            note: None,
+            reason: Some(reason),
+        }
+    }
+
     pub const SUBMIT: Transition<'static> = Transition {
         to: ContractStatus::PendingApproval,
         from: &[ContractStatus::Draft],
@@ -407,4 +425,44 @@ pub async fn list(
         .map(ContractRow::view)
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Page::from_rows(contracts, page.limit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [ContractStatus; 5] = [
+        ContractStatus::Draft,
+        ContractStatus::PendingApproval,
+        ContractStatus::Approved,
+        ContractStatus::Rejected,
+        ContractStatus::Cancelled,
+    ];
+
+    #[test]
+    fn the_commands_transitions_are_exactly_the_state_machine() {
+        let transitions = [
+            Transition::SUBMIT,
+            Transition::approve(None),
+            Transition::reject("r"),
+            Transition::CANCEL,
+        ];
+        let mut covered = vec![];
+        for t in &transitions {
+            for from in t.from {
+                assert!(from.successors().contains(&t.to), "{from:?} → {:?}", t.to);
+                covered.push((*from, t.to));
+            }
+        }
+        let mut allowed: Vec<_> = ALL
+            .iter()
+            .flat_map(|from| from.successors().iter().map(move |to| (*from, *to)))
+            .collect();
+        let key = |p: &(ContractStatus, ContractStatus)| (p.0.as_str(), p.1.as_str());
+        allowed.sort_by_key(key);
+        covered.sort_by_key(key);
+        assert_eq!(covered, allowed, "every allowed move has exactly one command");
+        assert!(ContractStatus::Rejected.successors().is_empty());
+        assert!(ContractStatus::Cancelled.successors().is_empty());
+    }
 }

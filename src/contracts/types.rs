@@ -26,15 +26,6 @@ impl BillingInterval {
             BillingInterval::Yearly => "yearly",
         }
     }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "one_time" => BillingInterval::OneTime,
-            "monthly" => BillingInterval::Monthly,
-            "yearly" => BillingInterval::Yearly,
-            _ => return None,
-        })
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -48,6 +39,17 @@ pub enum ContractStatus {
 }
 
 impl ContractStatus {
+    /// The statuses a contract in this one may move to: submit, approve or
+    /// reject, cancel a draft or an approved contract.
+    pub fn successors(self) -> &'static [ContractStatus] {
+        match self {
+            ContractStatus::Draft => &[ContractStatus::PendingApproval, ContractStatus::Cancelled],
+            ContractStatus::PendingApproval => &[ContractStatus::Approved, ContractStatus::Rejected],
+            ContractStatus::Approved => &[ContractStatus::Cancelled],
+            ContractStatus::Rejected | ContractStatus::Cancelled => &[],
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ContractStatus::Draft => "draft",
@@ -56,17 +58,6 @@ impl ContractStatus {
             ContractStatus::Rejected => "rejected",
             ContractStatus::Cancelled => "cancelled",
         }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "draft" => ContractStatus::Draft,
-            "pending_approval" => ContractStatus::PendingApproval,
-            "approved" => ContractStatus::Approved,
-            "rejected" => ContractStatus::Rejected,
-            "cancelled" => ContractStatus::Cancelled,
-            _ => return None,
-        })
     }
 }
 
@@ -166,11 +157,6 @@ pub struct Contract {
     pub cancelled_at: Option<DateTime<Utc>>,
 }
 
-/// A version as an entity tag: strong, quoted.
-pub fn etag(version: i64) -> String {
-    format!("\"{version}\"")
-}
-
 impl Outcome for Contract {
     const ENTITY: &'static str = "contract";
     fn entity_id(&self) -> Uuid {
@@ -180,7 +166,7 @@ impl Outcome for Contract {
         Some(format!("/v1/contracts/{}", self.id))
     }
     fn etag(&self) -> Option<String> {
-        Some(etag(self.version))
+        Some(crate::executor::etag(self.version))
     }
     /// Every change bumps the version by one: the row names the version it
     /// moved from (none for a new draft) and where it ended.

@@ -85,6 +85,11 @@ pub trait Outcome: Serialize {
     }
 }
 
+/// The strong `ETag` of an object at `version` (what `If-Match` names).
+pub fn etag(version: i64) -> String {
+    format!("\"{version}\"")
+}
+
 /// How a use case took effect.
 #[derive(Debug)]
 pub enum Run<T> {

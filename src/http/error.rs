@@ -1,5 +1,6 @@
-//! Every error the API answers with, mapped in one place to RFC 9457
-//! `application/problem+json` with a stable `code`.
+//! Every error the API answers with, as RFC 9457 `application/problem+json`
+//! with a stable `code`. Each domain maps its own error to these in its
+//! `routes.rs` (its HTTP side); this module knows no domain.
 
 use std::collections::BTreeMap;
 
@@ -11,17 +12,11 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::{
-    contracts::{self, ContractError},
-    executor::{ExecError, Rejection},
+    executor::{self, ExecError, Rejection},
     http::request_id,
     idempotency::Stored,
-    invoices::InvoiceError,
     money::MoneyError,
-    reservations::ReservationError,
     store::{self, StoreError, sqlstate},
-    tenants::TenantError,
-    wallets::WalletError,
-    webhooks::WebhookError,
 };
 
 /// Per-field messages of a 422 `validation_failed`.
@@ -230,7 +225,7 @@ impl IntoResponse for ApiError {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if let ApiError::VersionMismatch(_, current) = &self
-            && let Ok(etag) = HeaderValue::try_from(contracts::etag(*current))
+            && let Ok(etag) = HeaderValue::try_from(executor::etag(*current))
         {
             headers.insert(header::ETAG, etag);
         }
@@ -289,103 +284,6 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Db(e) => e.into(),
             StoreError::Broken(what) => ApiError::Internal(anyhow::anyhow!("broken invariant: {what}")),
-        }
-    }
-}
-
-impl From<TenantError> for ApiError {
-    fn from(e: TenantError) -> Self {
-        match e {
-            TenantError::ShopNotFound => ApiError::NotFound,
-            TenantError::Db(e) => e.into(),
-        }
-    }
-}
-
-impl From<WalletError> for ApiError {
-    fn from(e: WalletError) -> Self {
-        match e {
-            WalletError::NotFound => ApiError::NotFound,
-            WalletError::InsufficientFunds => ApiError::InsufficientFunds,
-            WalletError::CurrencyMismatch { from, to } => {
-                ApiError::CurrencyMismatch(format!("the wallets hold different currencies ({from} and {to})"))
-            }
-            WalletError::SameWallet => {
-                ApiError::validation("to_wallet_id", "must differ from from_wallet_id")
-            }
-            WalletError::InvalidAmount(e) => ApiError::money(e.field, e.error),
-            WalletError::KeyReused => ApiError::IdempotencyKeyReused,
-            WalletError::BalanceOverflow => ApiError::validation(
-                "amount",
-                "would take the balance beyond the largest supported value",
-            ),
-            WalletError::Store(e) => e.into(),
-        }
-    }
-}
-
-impl From<ReservationError> for ApiError {
-    fn from(e: ReservationError) -> Self {
-        match e {
-            ReservationError::NotFound => ApiError::NotFound,
-            ReservationError::KeyConflict { .. } => ApiError::ReservationKeyConflict(e.to_string()),
-            ReservationError::InvalidState(_) => ApiError::InvalidState(e.to_string()),
-            ReservationError::Expired => ApiError::ReservationExpired,
-            ReservationError::Invalid(field, message) => ApiError::validation(field, message),
-            ReservationError::Wallet(e) => e.into(),
-        }
-    }
-}
-
-impl From<InvoiceError> for ApiError {
-    fn from(e: InvoiceError) -> Self {
-        match e {
-            InvoiceError::NotFound => ApiError::NotFound,
-            InvoiceError::InvalidState(_) => ApiError::InvalidState(e.to_string()),
-            InvoiceError::Invalid(field, message) => ApiError::validation(&field, message),
-            InvoiceError::ExternalRefConflict { .. } => ApiError::ExternalRefConflict(e.to_string()),
-            InvoiceError::CurrencyMismatch { .. } => ApiError::CurrencyMismatch(e.to_string()),
-            InvoiceError::Wallet(e) => e.into(),
-        }
-    }
-}
-
-impl From<ContractError> for ApiError {
-    fn from(e: ContractError) -> Self {
-        match e {
-            ContractError::NotFound => ApiError::NotFound,
-            ContractError::VersionMismatch { current, .. } => {
-                ApiError::VersionMismatch(e.to_string(), current)
-            }
-            ContractError::InvalidState(_) => ApiError::InvalidState(e.to_string()),
-            ContractError::Invalid(field, message) => ApiError::validation(field, message),
-            ContractError::Busy => ApiError::Unavailable(e.into()),
-            ContractError::Invoice(e) => e.into(),
-            ContractError::Wallet(e) => e.into(),
-        }
-    }
-}
-
-impl From<WebhookError> for ApiError {
-    fn from(e: WebhookError) -> Self {
-        match e {
-            WebhookError::NotFound => ApiError::NotFound,
-            WebhookError::InvalidState(_) => ApiError::InvalidState(e.to_string()),
-            WebhookError::Busy | WebhookError::Malformed(_) | WebhookError::Mismatch(_) => {
-                ApiError::Internal(anyhow::anyhow!("{e}"))
-            }
-            WebhookError::Invoice(e) => e.into(),
-            WebhookError::Wallet(e) => e.into(),
-        }
-    }
-}
-
-impl From<crate::reports::ReportError> for ApiError {
-    fn from(e: crate::reports::ReportError) -> Self {
-        match e {
-            crate::reports::ReportError::Invalid(field, message) => ApiError::validation(field, message),
-            crate::reports::ReportError::NoSuchShop => ApiError::NotFound,
-            crate::reports::ReportError::Db(e) => e.into(),
         }
     }
 }

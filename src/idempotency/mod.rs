@@ -269,30 +269,23 @@ pub async fn complete(conn: &mut PgConnection, done: Completion<'_>) -> Result<(
     Ok(())
 }
 
-/// Deletes expired records, oldest first, in batches of `batch`. Each batch
-/// is its own statement on the pool and commits by itself, so a run holds no
-/// row locked for longer than one batch; `SKIP LOCKED` lets several
-/// instances run it at once. Returns the number of rows deleted.
+/// Deletes expired records, oldest first, in batches of `batch`
+/// (`store::delete_in_batches`), and records the run. Returns the number
+/// of rows deleted.
 pub async fn cleanup(pool: &PgPool, batch: u32) -> Result<u64, sqlx::Error> {
-    let mut total = 0u64;
-    loop {
-        let deleted = sqlx::query!(
+    let total = crate::store::delete_in_batches(batch, |limit| {
+        sqlx::query!(
             "DELETE FROM idempotency_keys k
               USING (SELECT shop_id, key FROM idempotency_keys
                       WHERE expires_at <= now()
                       ORDER BY expires_at
                       LIMIT $1 FOR UPDATE SKIP LOCKED) doomed
               WHERE k.shop_id = doomed.shop_id AND k.key = doomed.key",
-            batch as i64
+            limit
         )
         .execute(pool)
-        .await?
-        .rows_affected();
-        total += deleted;
-        if deleted < batch as u64 {
-            break;
-        }
-    }
+    })
+    .await?;
     sqlx::query!(
         "INSERT INTO idempotency_cleanup_runs (rows_deleted) VALUES ($1)",
         total as i64

@@ -3,6 +3,7 @@
 use axum::{Json, extract::State, response::Response};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::InvoiceError;
 use super::{
     CreateInvoice, Invoice, InvoiceListParams, NoFields, PayInvoice, Payment, PaymentReceipt, UpdateInvoice,
     commands::{Create, Finalize, Pay, Update, Void},
@@ -200,4 +201,17 @@ async fn void_invoice(
             },
         )
         .await
+}
+
+impl From<InvoiceError> for ApiError {
+    fn from(e: InvoiceError) -> Self {
+        match e {
+            InvoiceError::NotFound => ApiError::NotFound,
+            InvoiceError::InvalidState(_) => ApiError::InvalidState(e.to_string()),
+            InvoiceError::Invalid(field, message) => ApiError::validation(&field, message),
+            InvoiceError::ExternalRefConflict { .. } => ApiError::ExternalRefConflict(e.to_string()),
+            InvoiceError::CurrencyMismatch { .. } => ApiError::CurrencyMismatch(e.to_string()),
+            InvoiceError::Wallet(e) => e.into(),
+        }
+    }
 }

@@ -768,3 +768,106 @@ pub async fn list(
     let invoices = with_details(conn, tenant, rows).await?;
     Ok(Page::from_rows(invoices, page.limit()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(quantity: &str, unit_amount: &str) -> LineInput {
+        LineInput {
+            description: "x".into(),
+            quantity: quantity.into(),
+            unit_amount: unit_amount.into(),
+        }
+    }
+
+    fn dec(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    fn field_of(e: InvoiceError) -> String {
+        match e {
+            InvoiceError::Invalid(field, _) => field,
+            other => panic!("not a field error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_line_rounds_half_up_to_the_minor_unit_once_and_the_subtotal_adds_the_rounded_lines() {
+        let usd = Currency::parse("USD").unwrap();
+        // 3 × 0.335 = 1.005 → 1.01 (half away from zero, not banker's 1.00);
+        // 0.3333 × 1 = 0.3333 → 0.33; the subtotal sums the rounded lines.
+        let p = price(
+            &[line("3", "0.335"), line("1", "0.3333"), line("2", "0.125")],
+            usd,
+        )
+        .unwrap();
+        assert_eq!(p.amounts, [dec("1.01"), dec("0.33"), dec("0.25")]);
+        assert_eq!(p.subtotal, dec("1.59"));
+        assert_eq!(p.numbers, [1, 2, 3]);
+        assert_eq!(p.quantities[0], dec("3"));
+        assert_eq!(
+            p.unit_amounts[0],
+            dec("0.335"),
+            "unit amounts keep their own scale"
+        );
+    }
+
+    #[test]
+    fn rounding_follows_the_currency_exponent() {
+        let jpy = Currency::parse("JPY").unwrap();
+        let bhd = Currency::parse("BHD").unwrap();
+        assert_eq!(price(&[line("1", "100.5")], jpy).unwrap().subtotal, dec("101"));
+        assert_eq!(price(&[line("1", "100.4999")], jpy).unwrap().subtotal, dec("100"));
+        assert_eq!(price(&[line("3", "0.3335")], bhd).unwrap().subtotal, dec("1.001"));
+        assert_eq!(
+            price(&[], jpy).unwrap().subtotal,
+            Decimal::ZERO,
+            "no lines, nothing due"
+        );
+    }
+
+    #[test]
+    fn a_bad_or_oversized_line_names_its_field() {
+        let usd = Currency::parse("USD").unwrap();
+        assert_eq!(
+            field_of(price(&[line("1", "1"), line("1.2.3", "1")], usd).err().unwrap()),
+            "lines[1].quantity"
+        );
+        assert_eq!(
+            field_of(price(&[line("1", "-1")], usd).err().unwrap()),
+            "lines[0].unit_amount"
+        );
+        let big = "999999999999999";
+        assert_eq!(
+            field_of(price(&[line(big, big)], usd).err().unwrap()),
+            "lines[0].quantity",
+            "a line beyond 15 integer digits"
+        );
+        let half = "500000000000000";
+        assert_eq!(
+            field_of(price(&[line("1", half), line("1", half)], usd).err().unwrap()),
+            "lines",
+            "a total beyond 15 integer digits"
+        );
+    }
+
+    #[test]
+    fn only_the_required_status_passes() {
+        let locked = |status| Locked {
+            status,
+            number: None,
+            currency: Currency::parse("USD").unwrap(),
+            total: Decimal::ZERO,
+            amount_paid: Decimal::ZERO,
+            at: Utc::now(),
+        };
+        assert!(locked(InvoiceStatus::Open).require(InvoiceStatus::Open).is_ok());
+        for status in [InvoiceStatus::Draft, InvoiceStatus::Paid, InvoiceStatus::Void] {
+            assert!(matches!(
+                locked(status).require(InvoiceStatus::Open),
+                Err(InvoiceError::InvalidState(s)) if s == status.as_str()
+            ));
+        }
+    }
+}

@@ -103,16 +103,6 @@ impl PaymentMethod {
             PaymentMethod::Other => "other",
         }
     }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "bank_transfer" => PaymentMethod::BankTransfer,
-            "card" => PaymentMethod::Card,
-            "wallet" => PaymentMethod::Wallet,
-            "other" => PaymentMethod::Other,
-            _ => return None,
-        })
-    }
 }
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
@@ -149,16 +139,6 @@ impl InvoiceStatus {
             InvoiceStatus::Paid => "paid",
             InvoiceStatus::Void => "void",
         }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "draft" => InvoiceStatus::Draft,
-            "open" => InvoiceStatus::Open,
-            "paid" => InvoiceStatus::Paid,
-            "void" => InvoiceStatus::Void,
-            _ => return None,
-        })
     }
 }
 

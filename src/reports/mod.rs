@@ -8,6 +8,7 @@ pub mod csv;
 pub mod page;
 pub mod routes;
 mod service;
+pub mod table;
 mod types;
 
 pub use service::*;

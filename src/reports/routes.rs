@@ -8,6 +8,7 @@ use axum::{
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::ReportError;
 use super::{Reconciliation, ReconciliationParams, TrialBalanceParams, TrialBalanceReport};
 use crate::{
     http::{AppState, error::ApiError, extract::ValidQuery},
@@ -83,6 +84,16 @@ async fn trial_balance(
         )
         .await?,
     ))
+}
+
+impl From<ReportError> for ApiError {
+    fn from(e: ReportError) -> Self {
+        match e {
+            ReportError::Invalid(field, message) => ApiError::validation(field, message),
+            ReportError::NoSuchShop => ApiError::NotFound,
+            ReportError::Db(e) => e.into(),
+        }
+    }
 }
 
 #[cfg(test)]

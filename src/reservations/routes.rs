@@ -3,6 +3,7 @@
 use axum::{Json, extract::State, response::Response};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::ReservationError;
 use super::{
     CaptureReservation, CreateReservation, ReleaseReservation, Reservation, ReservationListParams,
     commands::{Capture, Hold, Release},
@@ -144,4 +145,17 @@ async fn release_reservation(
         reservation_id: id,
     };
     state.execute(tenant, request, release).await
+}
+
+impl From<ReservationError> for ApiError {
+    fn from(e: ReservationError) -> Self {
+        match e {
+            ReservationError::NotFound => ApiError::NotFound,
+            ReservationError::KeyConflict { .. } => ApiError::ReservationKeyConflict(e.to_string()),
+            ReservationError::InvalidState(_) => ApiError::InvalidState(e.to_string()),
+            ReservationError::Expired => ApiError::ReservationExpired,
+            ReservationError::Invalid(field, message) => ApiError::validation(field, message),
+            ReservationError::Wallet(e) => e.into(),
+        }
+    }
 }

@@ -71,16 +71,6 @@ impl ReservationStatus {
             ReservationStatus::Expired => "expired",
         }
     }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "active" => ReservationStatus::Active,
-            "captured" => ReservationStatus::Captured,
-            "released" => ReservationStatus::Released,
-            "expired" => ReservationStatus::Expired,
-            _ => return None,
-        })
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -3,7 +3,7 @@
 
 use uuid::Uuid;
 
-use super::{ApiKeyCreated, NewKey, Role, ShopCreated, TenantError};
+use super::{ApiKeyCreated, NewKey, RevokedKey, Role, ShopCreated, TenantError};
 use crate::executor::{Claimed, Command, Outcome, Ran, Refusal, Unit, Verdict};
 
 pub struct CreateShop {
@@ -74,10 +74,48 @@ impl Command for CreateKey {
     }
 }
 
+/// The demo shop if missing, with a fresh owner key (older demo keys are
+/// revoked): `make run`'s first step.
+pub struct SeedDemo;
+
+impl Command for SeedDemo {
+    const ACTION: &'static str = "shop.seed_demo";
+    type Key = Claimed;
+    type Output = ApiKeyCreated;
+    type Error = TenantError;
+    async fn run(self, unit: &mut Unit<'_>, key: Claimed) -> Result<Ran<ApiKeyCreated>, TenantError> {
+        let created = super::seed_demo(unit.conn()).await?;
+        Ok(key.answer(created))
+    }
+}
+
+pub struct RevokeKey {
+    pub prefix: String,
+}
+
+impl Outcome for RevokedKey {
+    const ENTITY: &'static str = "api_key";
+    fn entity_id(&self) -> Uuid {
+        self.id
+    }
+}
+
+impl Command for RevokeKey {
+    const ACTION: &'static str = "api_key.revoke";
+    const STATUS: u16 = 200;
+    type Key = Claimed;
+    type Output = RevokedKey;
+    type Error = TenantError;
+    async fn run(self, unit: &mut Unit<'_>, key: Claimed) -> Result<Ran<RevokedKey>, TenantError> {
+        let revoked = super::revoke(unit.conn(), &self.prefix).await?;
+        Ok(key.answer(revoked))
+    }
+}
+
 impl Refusal for TenantError {
     fn verdict(&self) -> Verdict {
         match self {
-            TenantError::ShopNotFound => Verdict::Refused,
+            TenantError::ShopNotFound | TenantError::KeyNotFound => Verdict::Refused,
             TenantError::Db(_) => Verdict::Failed,
         }
     }

@@ -25,13 +25,6 @@ impl Role {
             Role::Finance => "finance",
         }
     }
-    fn parse(s: &str) -> Option<Role> {
-        match s {
-            "owner" => Some(Role::Owner),
-            "finance" => Some(Role::Finance),
-            _ => None,
-        }
-    }
 }
 
 /// The authenticated caller: every tenant query filters by `shop_id`.
@@ -46,6 +39,8 @@ pub struct Tenant {
 pub enum TenantError {
     #[error("shop not found")]
     ShopNotFound,
+    #[error("no live key has this prefix")]
+    KeyNotFound,
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
@@ -152,15 +147,34 @@ pub async fn create_key(
     })
 }
 
+/// A key revoked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevokedKey {
+    pub id: Uuid,
+    pub shop_id: Uuid,
+    pub prefix: String,
+}
+
 /// Revokes by public prefix; `false` when no live key has it.
 pub async fn revoke_key(conn: &mut PgConnection, prefix: &str) -> Result<bool, TenantError> {
-    let done = sqlx::query!(
-        "UPDATE api_keys SET revoked_at = now() WHERE prefix = $1 AND revoked_at IS NULL",
+    match revoke(conn, prefix).await {
+        Ok(_) => Ok(true),
+        Err(TenantError::KeyNotFound) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Revokes by public prefix; `KeyNotFound` when no live key has it.
+pub async fn revoke(conn: &mut PgConnection, prefix: &str) -> Result<RevokedKey, TenantError> {
+    sqlx::query_as!(
+        RevokedKey,
+        "UPDATE api_keys SET revoked_at = now() WHERE prefix = $1 AND revoked_at IS NULL
+         RETURNING id, shop_id, prefix",
         prefix
     )
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(TenantError::KeyNotFound)
 }
 
 /// Resolves a presented key, with its [`digest`], to its tenant; `None` for
@@ -193,7 +207,8 @@ pub async fn authenticate(
             Some(Tenant {
                 shop_id: r.shop_id,
                 key_id: r.id,
-                role: Role::parse(&r.role)?,
+                // A role this build does not know authenticates nobody.
+                role: crate::store::decode::<Role>("role", &r.role).ok()?,
             })
         }))
 }

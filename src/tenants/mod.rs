@@ -8,6 +8,6 @@ pub mod routes;
 pub use auth_cache::AuthCache;
 
 pub use keys::{
-    ApiKeyCreated, NewKey, Role, ShopCreated, Tenant, TenantError, authenticate, create_key, create_shop,
-    digest, revoke_key, seed_demo,
+    ApiKeyCreated, NewKey, RevokedKey, Role, ShopCreated, Tenant, TenantError, authenticate, create_key,
+    create_shop, digest, revoke, revoke_key, seed_demo,
 };

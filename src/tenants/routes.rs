@@ -6,6 +6,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use validator::Validate;
 
+use super::TenantError;
 use super::{ApiKeyCreated, Role, ShopCreated, commands};
 use crate::{
     executor::Actor,
@@ -77,4 +78,13 @@ async fn create_api_key(
         label: input.label,
     };
     state.execute(Actor::PLATFORM, request, command).await
+}
+
+impl From<TenantError> for ApiError {
+    fn from(e: TenantError) -> Self {
+        match e {
+            TenantError::ShopNotFound | TenantError::KeyNotFound => ApiError::NotFound,
+            TenantError::Db(e) => e.into(),
+        }
+    }
 }

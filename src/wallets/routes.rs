@@ -7,6 +7,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 use validator::Validate;
 
+use super::WalletError;
 use super::{
     CreateWallet, CreditRequest, DebitRequest, Transfer, TransferRequest, Wallet, WalletTransaction,
     commands::{Create, Credit, Debit, MakeTransfer},
@@ -179,4 +180,26 @@ async fn create_transfer(
     state
         .execute(tenant, request, MakeTransfer { tenant, input })
         .await
+}
+
+impl From<WalletError> for ApiError {
+    fn from(e: WalletError) -> Self {
+        match e {
+            WalletError::NotFound => ApiError::NotFound,
+            WalletError::InsufficientFunds => ApiError::InsufficientFunds,
+            WalletError::CurrencyMismatch { from, to } => {
+                ApiError::CurrencyMismatch(format!("the wallets hold different currencies ({from} and {to})"))
+            }
+            WalletError::SameWallet => {
+                ApiError::validation("to_wallet_id", "must differ from from_wallet_id")
+            }
+            WalletError::InvalidAmount(e) => ApiError::money(e.field, e.error),
+            WalletError::KeyReused => ApiError::IdempotencyKeyReused,
+            WalletError::BalanceOverflow => ApiError::validation(
+                "amount",
+                "would take the balance beyond the largest supported value",
+            ),
+            WalletError::Store(e) => e.into(),
+        }
+    }
 }

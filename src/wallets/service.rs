@@ -856,3 +856,70 @@ pub async fn transactions(
     let items = rows.into_iter().map(TxRow::view).collect::<Result<Vec<_>, _>>()?;
     Ok(Page::from_rows(items, page.limit()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wallet(balance: i64, reserved: i64, overdraft_limit: i64) -> Locked {
+        Locked {
+            id: Uuid::nil(),
+            currency: Currency::parse("USD").unwrap(),
+            balance: Decimal::from(balance),
+            reserved: Decimal::from(reserved),
+            overdraft_limit: Decimal::from(overdraft_limit),
+            at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn spending_is_bounded_by_available_down_to_the_overdraft_limit() {
+        let spend = |w: Locked, amount: i64| w.ensure_can_spend(Decimal::from(amount)).is_ok();
+        assert!(spend(wallet(10, 0, 0), 10), "all of it");
+        assert!(!spend(wallet(10, 0, 0), 11));
+        assert!(!spend(wallet(10, 3, 0), 8), "held money is not available");
+        assert!(spend(wallet(10, 3, 0), 7));
+        assert!(spend(wallet(10, 3, 5), 12), "down to -overdraft_limit");
+        assert!(!spend(wallet(10, 3, 5), 13));
+        assert!(
+            !spend(wallet(-5, 0, 5), 1),
+            "an overdrawn wallet at its limit spends nothing"
+        );
+    }
+
+    #[test]
+    fn a_credit_comes_from_outside_only_when_it_was_paid_for() {
+        assert_eq!(CreditCategory::TopUp.source(), Account::ExternalPayments);
+        for c in [
+            CreditCategory::Grant,
+            CreditCategory::Refund,
+            CreditCategory::Adjustment,
+        ] {
+            assert_eq!(c.source(), Account::CreditGrants, "{c:?}");
+        }
+        assert_eq!(
+            CreditCategory::Adjustment.category(),
+            DebitCategory::Adjustment.category()
+        );
+    }
+
+    #[test]
+    fn stored_movement_text_decodes_exhaustively() {
+        for c in [
+            Category::TopUp,
+            Category::TransferOut,
+            Category::ReservationCapture,
+            Category::InvoicePayment,
+        ] {
+            assert_eq!(store::decode::<Category>("category", c.as_str()).unwrap(), c);
+        }
+        for t in [TransactionType::Credit, TransactionType::Debit] {
+            assert_eq!(store::decode::<TransactionType>("type", t.as_str()).unwrap(), t);
+        }
+        assert!(
+            store::decode::<TransactionType>("type", "refund").is_err(),
+            "never read as a debit"
+        );
+        assert!(store::decode::<Category>("category", "bonus").is_err());
+    }
+}

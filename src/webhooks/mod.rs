@@ -9,8 +9,9 @@ pub mod routes;
 mod service;
 pub mod signature;
 mod types;
-pub mod worker;
 
+/// The worker lives with the other background loops.
+pub use crate::jobs::webhook_worker as worker;
 pub use service::*;
 pub use types::*;
 

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
+use super::WebhookError;
 use super::{
     CreateWebhookSecret, EventListParams, IncomingEvent, Receipt, WebhookEvent, WebhookSecret, WebhookStats,
     commands::{CreateSecret, Retry},
@@ -230,4 +231,18 @@ fn event_of(payload: &serde_json::Value) -> Result<IncomingEvent, ApiError> {
     security(("admin_key" = [])))]
 async fn webhook_stats(State(state): State<AppState>, _: Admin) -> Result<Json<WebhookStats>, ApiError> {
     Ok(Json(webhooks::stats(&state.pool).await?))
+}
+
+impl From<WebhookError> for ApiError {
+    fn from(e: WebhookError) -> Self {
+        match e {
+            WebhookError::NotFound => ApiError::NotFound,
+            WebhookError::InvalidState(_) => ApiError::InvalidState(e.to_string()),
+            WebhookError::Busy | WebhookError::Malformed(_) | WebhookError::Mismatch(_) => {
+                ApiError::Internal(anyhow::anyhow!("{e}"))
+            }
+            WebhookError::Invoice(e) => e.into(),
+            WebhookError::Wallet(e) => e.into(),
+        }
+    }
 }

@@ -266,12 +266,10 @@ pub async fn queue(pool: &PgPool) -> Result<(i64, Option<i64>), sqlx::Error> {
 }
 
 /// Deletes processed and ignored events received before `retention`, in
-/// batches that commit on their own (SKIP LOCKED: several instances may
-/// run it). Returns the number deleted.
+/// batches (`store::delete_in_batches`). Returns the number deleted.
 pub async fn purge(pool: &PgPool, retention: Duration, batch: u32) -> Result<u64, sqlx::Error> {
-    let mut total = 0;
-    loop {
-        let deleted = sqlx::query!(
+    store::delete_in_batches(batch, |limit| {
+        sqlx::query!(
             "DELETE FROM webhook_events e
               USING (SELECT shop_id, id FROM webhook_events
                       WHERE status IN ('processed', 'ignored') AND received_at < now() - $1::interval
@@ -279,14 +277,9 @@ pub async fn purge(pool: &PgPool, retention: Duration, batch: u32) -> Result<u64
                       LIMIT $2 FOR UPDATE SKIP LOCKED) doomed
               WHERE e.shop_id = doomed.shop_id AND e.id = doomed.id",
             pg_interval(retention),
-            batch as i64
+            limit
         )
         .execute(pool)
-        .await?
-        .rows_affected();
-        total += deleted;
-        if deleted < batch as u64 {
-            return Ok(total);
-        }
-    }
+    })
+    .await
 }

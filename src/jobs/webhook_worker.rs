@@ -8,15 +8,15 @@ use std::{sync::Arc, time::Instant};
 use sqlx::{PgPool, postgres::PgListener};
 use tokio::sync::watch;
 
-use super::{
-    CHANNEL, EventType, Failure,
-    commands::{ApplyCredit, ApplyPayment, Leased},
-};
+use super::{Heartbeats, every};
 use crate::{
     config::WebhookConfig,
     executor::{self, Actor, Executor},
     idempotency::{self, IdempotencyKey},
-    jobs::Heartbeats,
+    webhooks::{
+        self, CHANNEL, EventType, Failure,
+        commands::{ApplyCredit, ApplyPayment, Leased},
+    },
 };
 
 pub const LOOP: &str = "webhook_worker";
@@ -34,7 +34,7 @@ async fn lease(pool: &PgPool, config: &WebhookConfig) -> Result<Vec<Leased>, sql
           WHERE e.shop_id = due.shop_id AND e.id = due.id
          RETURNING e.shop_id, e.id, e.provider, e.event_id, e.type, e.payload",
         config.batch as i64,
-        super::service::pg_interval(config.lease),
+        webhooks::pg_interval(config.lease),
     )
     .fetch_all(pool)
     .await?;
@@ -182,7 +182,7 @@ pub async fn run(
                 false
             }
         };
-        if let Ok((depth, _)) = super::queue(&pool).await {
+        if let Ok((depth, _)) = webhooks::queue(&pool).await {
             metrics::gauge!("webhook_queue_depth").set(depth as f64);
         }
         if full {
@@ -208,20 +208,25 @@ pub async fn retention_loop(
     pool: PgPool,
     config: WebhookConfig,
     heartbeats: Arc<Heartbeats>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    heartbeats.register(RETENTION_LOOP, config.retention_interval);
-    let mut ticker = tokio::time::interval(config.retention_interval);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => match super::purge(&pool, config.retention, 1000).await {
+    every(
+        RETENTION_LOOP,
+        config.retention_interval,
+        heartbeats,
+        shutdown,
+        || async {
+            match webhooks::purge(&pool, config.retention, 1000).await {
                 Ok(n) => {
-                    heartbeats.beat(RETENTION_LOOP);
                     metrics::counter!("webhook_events_purged_total").increment(n);
+                    true
                 }
-                Err(e) => tracing::warn!(error = %e, "webhook retention failed"),
-            },
-            _ = shutdown.changed() => break,
-        }
-    }
+                Err(e) => {
+                    tracing::warn!(error = %e, "webhook retention failed");
+                    false
+                }
+            }
+        },
+    )
+    .await
 }
