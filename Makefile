@@ -40,7 +40,8 @@ test: sqlx-cli
 	@url=$$($(DB) start); export DATABASE_URL=$$url; \
 	cargo run -q -- migrate >/dev/null; \
 	SQLX_OFFLINE=false cargo sqlx prepare --check -- --all-targets; \
-	cargo test --all-targets
+	cargo test --all-targets; \
+	cargo test --doc
 
 # Check the README's walk-through against a server started like `make run`
 # (its own instance on a free port, stopped afterwards): every ```sh block runs

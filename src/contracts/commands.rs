@@ -6,10 +6,7 @@ use uuid::Uuid;
 use super::{
     ApproveContract, Contract, ContractError, CreateContract, RejectContract, Transition, UpdateContract,
 };
-use crate::{
-    executor::{Claimed, Command, Ran, Unit},
-    tenants::Tenant,
-};
+use crate::{executor::command, tenants::Tenant};
 
 pub struct Create {
     pub tenant: Tenant,
@@ -51,98 +48,21 @@ pub struct Cancel {
     pub version: i64,
 }
 
-impl Command for Create {
-    const ACTION: &'static str = "contract.create";
-    type Key = Claimed;
-    type Output = Contract;
-    type Error = ContractError;
-    async fn run(self, unit: &mut Unit<'_>, key: Claimed) -> Result<Ran<Contract>, ContractError> {
-        let contract = super::create(unit.conn(), self.tenant, self.input).await?;
-        Ok(key.answer(contract))
-    }
-}
-
-impl Command for Update {
-    const ACTION: &'static str = "contract.update";
-    const STATUS: u16 = 200;
-    type Key = Claimed;
-    type Output = Contract;
-    type Error = ContractError;
-    async fn run(self, unit: &mut Unit<'_>, key: Claimed) -> Result<Ran<Contract>, ContractError> {
-        let contract = super::update(
-            unit.conn(),
-            self.tenant,
-            self.contract_id,
-            self.version,
-            self.input,
-        )
-        .await?;
-        Ok(key.answer(contract))
-    }
-}
-
-impl Command for Submit {
-    const ACTION: &'static str = "contract.submit";
-    const STATUS: u16 = 200;
-    type Key = Claimed;
-    type Output = Contract;
-    type Error = ContractError;
-    async fn run(self, unit: &mut Unit<'_>, key: Claimed) -> Result<Ran<Contract>, ContractError> {
-        let contract = super::transition(
-            unit.conn(),
-            self.tenant,
-            self.contract_id,
-            self.version,
-            Transition::SUBMIT,
-        )
-        .await?;
-        Ok(key.answer(contract))
-    }
-}
-
-impl Command for Approve {
-    const ACTION: &'static str = "contract.approve";
-    const STATUS: u16 = 200;
-    type Key = Claimed;
-    type Output = Contract;
-    type Error = ContractError;
-    async fn run(self, unit: &mut Unit<'_>, key: Claimed) -> Result<Ran<Contract>, ContractError> {
-        let t = Transition::approve(self.input.note.as_deref());
-        let contract =
-            super::transition(unit.conn(), self.tenant, self.contract_id, Some(self.version), t).await?;
-        Ok(key.answer(contract))
-    }
-}
-
-impl Command for Reject {
-    const ACTION: &'static str = "contract.reject";
-    const STATUS: u16 = 200;
-    type Key = Claimed;
-    type Output = Contract;
-    type Error = ContractError;
-    async fn run(self, unit: &mut Unit<'_>, key: Claimed) -> Result<Ran<Contract>, ContractError> {
-        let t = Transition::reject(&self.input.reason);
-        let contract =
-            super::transition(unit.conn(), self.tenant, self.contract_id, Some(self.version), t).await?;
-        Ok(key.answer(contract))
-    }
-}
-
-impl Command for Cancel {
-    const ACTION: &'static str = "contract.cancel";
-    const STATUS: u16 = 200;
-    type Key = Claimed;
-    type Output = Contract;
-    type Error = ContractError;
-    async fn run(self, unit: &mut Unit<'_>, key: Claimed) -> Result<Ran<Contract>, ContractError> {
-        let contract = super::transition(
-            unit.conn(),
-            self.tenant,
-            self.contract_id,
-            Some(self.version),
-            Transition::CANCEL,
-        )
-        .await?;
-        Ok(key.answer(contract))
-    }
-}
+command!(Create: "contract.create" => Contract, ContractError,
+    |c, conn| super::create(conn, c.tenant, c.input));
+command!(Update: "contract.update", status 200 => Contract, ContractError,
+    |c, conn| super::update(conn, c.tenant, c.contract_id, c.version, c.input));
+command!(Submit: "contract.submit", status 200 => Contract, ContractError,
+    |c, conn| super::transition(conn, c.tenant, c.contract_id, c.version, Transition::SUBMIT));
+command!(Approve: "contract.approve", status 200 => Contract, ContractError,
+|c, conn| {
+    let t = Transition::approve(c.input.note.as_deref());
+    super::transition(conn, c.tenant, c.contract_id, Some(c.version), t)
+});
+command!(Reject: "contract.reject", status 200 => Contract, ContractError,
+|c, conn| {
+    let t = Transition::reject(&c.input.reason);
+    super::transition(conn, c.tenant, c.contract_id, Some(c.version), t)
+});
+command!(Cancel: "contract.cancel", status 200 => Contract, ContractError,
+    |c, conn| super::transition(conn, c.tenant, c.contract_id, Some(c.version), Transition::CANCEL));

@@ -40,6 +40,10 @@ pub enum ContractError {
     Invoice(#[from] InvoiceError),
     #[error(transparent)]
     Wallet(#[from] WalletError),
+    #[error(transparent)]
+    Amount(#[from] InvalidAmount),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl From<sqlx::Error> for ContractError {
@@ -47,19 +51,8 @@ impl From<sqlx::Error> for ContractError {
         if store::has_code(&e, store::sqlstate::NUMERIC_OUT_OF_RANGE) {
             return ContractError::Invalid("amount", "is beyond the largest supported amount".into());
         }
-        ContractError::Wallet(WalletError::Store(e.into()))
-    }
-}
-
-impl From<StoreError> for ContractError {
-    fn from(e: StoreError) -> Self {
+        // The wallet's own constraints (a movement it makes).
         ContractError::Wallet(e.into())
-    }
-}
-
-impl From<InvalidAmount> for ContractError {
-    fn from(e: InvalidAmount) -> Self {
-        ContractError::Invalid(e.field, e.error.to_string())
     }
 }
 
@@ -72,12 +65,14 @@ impl Refusal for ContractError {
                 Verdict::Failed
             }
             ContractError::Invoice(e) => e.verdict(),
+            ContractError::Amount(_) | ContractError::Store(_) => Verdict::Failed,
             ContractError::Wallet(e) => e.verdict(),
         }
     }
 
     fn store_error(&self) -> Option<&StoreError> {
         match self {
+            ContractError::Store(e) => Some(e),
             ContractError::Invoice(e) => e.store_error(),
             ContractError::Wallet(e) => e.store_error(),
             _ => None,

@@ -245,6 +245,8 @@ impl From<ContractError> for ApiError {
             ContractError::Invalid(field, message) => ApiError::validation(field, message),
             ContractError::Busy => ApiError::Unavailable(e.into()),
             ContractError::Invoice(e) => e.into(),
+            ContractError::Amount(e) => ApiError::money(e.field, e.error),
+            ContractError::Store(e) => e.into(),
             ContractError::Wallet(e) => e.into(),
         }
     }

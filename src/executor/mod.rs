@@ -173,7 +173,7 @@ enum Ended<T> {
     New(T),
     Earlier(T),
     /// New, and already stored with its audit row by the command's write.
-    Stored(T),
+    Stored(T, Result<Done, serde_json::Error>),
     Taken,
 }
 
@@ -181,7 +181,7 @@ impl<T> Ran<T> {
     /// The outcome when this request made it.
     pub fn fresh(&self) -> Option<&T> {
         match &self.0 {
-            Ended::New(v) | Ended::Stored(v) => Some(v),
+            Ended::New(v) | Ended::Stored(v, _) => Some(v),
             Ended::Earlier(_) | Ended::Taken => None,
         }
     }
@@ -215,6 +215,34 @@ impl Taken {
 /// A use case run exactly once per (shop, idempotency key). It runs in the
 /// executor's transaction (through its `Unit`) and never commits it.
 ///
+/// Misusing the key does not compile. A command cannot answer without
+/// its key token, nor make one:
+///
+/// ```compile_fail,E0423
+/// use billing_ledger::executor::Claimed;
+/// let forged = Claimed(());
+/// ```
+///
+/// it answers once, the token consumed:
+///
+/// ```compile_fail,E0382
+/// use billing_ledger::executor::{Claimed, Ran};
+/// fn twice(key: Claimed) -> (Ran<u8>, Ran<u8>) {
+///     (key.answer(1), key.answer(2))
+/// }
+/// ```
+///
+/// and the lean shape stores its outcome only with the key its claiming
+/// statement got, never the unclaimed one:
+///
+/// ```compile_fail,E0308
+/// use billing_ledger::{executor::{Ran, Unclaimed, Unit}, wallets::Wallet};
+/// fn complete_unclaimed(unit: &mut Unit<'_>, key: Unclaimed, value: Wallet) -> Ran<Wallet> {
+///     let (_conn, _done, ran) = unit.complete(key, value);
+///     ran
+/// }
+/// ```
+///
 /// The plain shape (`Key = Claimed`): the executor claims the key, the
 /// command runs its statements on `unit.conn()` and answers with
 /// `key.answer(..)`; the executor stores the outcome. The lean shape
@@ -238,6 +266,54 @@ pub trait Command: Send {
         key: Self::Key,
     ) -> impl Future<Output = Result<Ran<Self::Output>, Self::Error>> + Send;
 }
+
+/// A command's `impl`, for a command whose use case is one call:
+/// `command!(Create: "invoice.create" => Invoice, InvoiceError, |c, conn| …)`
+/// in the plain shape (the executor claims the key; the use case's value,
+/// from the expression's future, is the answer), or with `lean` before the
+/// output and `|c, unit, key|` for one that claims its key itself (the
+/// expression's future answers `Ran`). `status 200` after the action sets
+/// the status of a fresh success (default 201).
+macro_rules! command {
+    ($name:ident: $action:literal $(, status $status:literal)? => $output:ty, $error:ty,
+     |$this:ident, $conn:ident| $body:expr) => {
+        impl $crate::executor::Command for $name {
+            const ACTION: &'static str = $action;
+            $(const STATUS: u16 = $status;)?
+            type Key = $crate::executor::Claimed;
+            type Output = $output;
+            type Error = $error;
+            async fn run(
+                self,
+                unit: &mut $crate::executor::Unit<'_>,
+                key: $crate::executor::Claimed,
+            ) -> Result<$crate::executor::Ran<$output>, $error> {
+                let $this = self;
+                let $conn = unit.conn();
+                Ok(key.answer($body.await?))
+            }
+        }
+    };
+    ($name:ident: $action:literal $(, status $status:literal)? => lean $output:ty, $error:ty,
+     |$this:ident, $unit:ident, $key:ident| $body:expr) => {
+        impl $crate::executor::Command for $name {
+            const ACTION: &'static str = $action;
+            $(const STATUS: u16 = $status;)?
+            type Key = $crate::executor::Unclaimed;
+            type Output = $output;
+            type Error = $error;
+            async fn run(
+                self,
+                $unit: &mut $crate::executor::Unit<'_>,
+                $key: $crate::executor::Unclaimed,
+            ) -> Result<$crate::executor::Ran<$output>, $error> {
+                let $this = self;
+                $body.await
+            }
+        }
+    };
+}
+pub(crate) use command;
 
 /// What a command's refusal means for its key; each domain error says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,6 +359,7 @@ enum KeyHeld {
 }
 
 /// A success as stored under the key.
+#[derive(Debug)]
 struct Done {
     stored: Stored,
     /// The live body when it differs from the stored one.
@@ -348,8 +425,6 @@ pub struct Unit<'a> {
     status: u16,
     /// For the error paths, which have no token to show.
     held: KeyHeld,
-    done: Option<Result<Done, serde_json::Error>>,
-    audit: Option<audit::Entry<'a>>,
 }
 
 impl<'a> Unit<'a> {
@@ -409,20 +484,20 @@ impl<'a> Unit<'a> {
         &mut self,
         _key: Claimed,
         value: O,
-    ) -> (&mut PgConnection, Completion<'_>, Ran<O>) {
+    ) -> (&mut PgConnection, Completion<'a>, Ran<O>) {
         let shop_id = self.actor.shop_id;
         let key = self.request.key.as_str();
-        let done = self.done.insert(Done::new(self.status, &value));
-        let audit = self
-            .audit
-            .insert(audit_entry(self.actor, self.action, &value, self.request));
+        let done = Done::new(self.status, &value);
         // An outcome that cannot be encoded stores nothing here; the
         // executor then fails the request and rolls the write back.
-        let completion = match done {
-            Ok(done) => Completion::new(shop_id, key, Some(&done.stored), Some(audit)),
-            Err(_) => Completion::none(shop_id, key),
+        let completion = match &done {
+            Ok(done) => {
+                let audit = audit_entry(self.actor, self.action, &value, self.request);
+                Completion::new(shop_id, key, Some(&done.stored), Some(&audit))
+            }
+            Err(_) => Completion::none(shop_id),
         };
-        (self.conn, completion, Ran(Ended::Stored(value)))
+        (self.conn, completion, Ran(Ended::Stored(value, done)))
     }
 }
 
@@ -500,8 +575,6 @@ impl Executor {
             action: C::ACTION,
             status: C::STATUS,
             held: KeyHeld::No,
-            done: None,
-            audit: None,
         };
         if C::Key::CLAIMED_BY_EXECUTOR {
             let params = unit.claim_params();
@@ -512,19 +585,27 @@ impl Executor {
             unit.held = KeyHeld::Ours;
         }
         let result = command.run(&mut unit, C::Key::token()).await;
-        let Unit { held, done, .. } = unit;
+        let held = unit.held;
         let refusal = match result {
             Ok(Ran(Ended::Taken)) => {
                 let recorded = idempotency::recorded(&mut tx, self.claim_params(actor, request)).await;
-                let answer = self
-                    .answer(recorded.map(Some))
-                    .map(|a| a.expect("recorded, not ours"));
+                let answer = self.replay(recorded);
                 tx.rollback().await.map_err(ExecError::from)?;
                 return answer.map_err(R::from);
             }
-            Ok(Ran(ended)) => {
+            Ok(Ran(Ended::Stored(_, done))) => {
                 outcome_metric("new");
-                return self.finish::<C, R>(tx, actor, request, ended, done).await;
+                let done = done.map_err(ExecError::from)?;
+                tx.commit().await.map_err(ExecError::from)?;
+                return Ok(done.answer(false));
+            }
+            Ok(Ran(Ended::New(value))) => {
+                outcome_metric("new");
+                return self.finish::<C, R>(tx, actor, request, value, false).await;
+            }
+            Ok(Ran(Ended::Earlier(value))) => {
+                outcome_metric("new");
+                return self.finish::<C, R>(tx, actor, request, value, true).await;
             }
             Err(e) => e,
         };
@@ -610,28 +691,15 @@ impl Executor {
         }
     }
 
-    /// Stores a success (audited unless it happened earlier), unless the
-    /// command's write already did, and commits.
+    /// Stores a success (audited unless it happened earlier) and commits.
     async fn finish<C: Command, R: Rejection>(
         &self,
         mut tx: Transaction<'static, Postgres>,
         actor: Actor,
         request: &Request,
-        ended: Ended<C::Output>,
-        done: Option<Result<Done, serde_json::Error>>,
+        value: C::Output,
+        earlier: bool,
     ) -> Result<Answer, R> {
-        let (value, earlier) = match ended {
-            Ended::Stored(_) => {
-                let done = done
-                    .expect("completing stored the outcome")
-                    .map_err(ExecError::from)?;
-                tx.commit().await.map_err(ExecError::from)?;
-                return Ok(done.answer(false));
-            }
-            Ended::New(v) => (v, false),
-            Ended::Earlier(v) => (v, true),
-            Ended::Taken => unreachable!("answered by execute"),
-        };
         let done = Done::new(C::STATUS, &value).map_err(ExecError::from)?;
         let audit = audit_entry(actor, C::ACTION, &value, request);
         let audit = (!earlier).then_some(&audit);
@@ -656,14 +724,22 @@ impl Executor {
     fn answer(&self, claim: Result<Option<Recorded>, sqlx::Error>) -> Result<Option<Answer>, ExecError> {
         match claim {
             Ok(None) => Ok(None),
-            Ok(Some(Recorded::Replay(response))) => {
+            Ok(Some(recorded)) => self.replay(Ok(recorded)).map(Some),
+            Err(e) => self.replay(Err(e)).map(Some),
+        }
+    }
+
+    /// The answer of a key another request claimed.
+    fn replay(&self, recorded: Result<Recorded, sqlx::Error>) -> Result<Answer, ExecError> {
+        match recorded {
+            Ok(Recorded::Replay(response)) => {
                 outcome_metric("replayed");
-                Ok(Some(Answer {
+                Ok(Answer {
                     response,
                     replayed: true,
-                }))
+                })
             }
-            Ok(Some(Recorded::Mismatch)) => {
+            Ok(Recorded::Mismatch) => {
                 outcome_metric("reused_mismatch");
                 Err(ExecError::KeyReused)
             }
@@ -672,7 +748,7 @@ impl Executor {
                 outcome_metric("in_use");
                 Err(ExecError::KeyInUse)
             }
-            Ok(Some(Recorded::Gone)) => {
+            Ok(Recorded::Gone) => {
                 outcome_metric("in_use");
                 Err(ExecError::KeyInUse)
             }

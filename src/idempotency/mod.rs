@@ -7,7 +7,10 @@ use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+pub mod commands;
 pub mod routes;
+
+pub use commands::CleanupResult;
 
 /// 1–255 visible ASCII characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,97 +118,96 @@ macro_rules! query_claiming {
 }
 pub(crate) use query_claiming;
 
-/// What a completing statement binds as `$1`–`$14`: the outcome stored
-/// under the key and its audit entry, each optional.
-#[derive(Debug, Clone, Copy)]
+/// What a completing statement binds as `$1`–`$4`: the shop, the key,
+/// the outcome stored under it and the audit rows, each optional (a JSON
+/// document each, so that a statement's own parameters start at `$5` in
+/// both lean shapes).
+#[derive(Debug, Clone)]
 pub struct Completion<'a> {
     pub shop_id: Uuid,
     pub key: &'a str,
-    pub status: Option<i16>,
-    pub content_type: Option<&'a str>,
-    pub location: Option<&'a str>,
-    pub etag: Option<&'a str>,
-    pub body: Option<&'a [u8]>,
-    pub audit_id: Option<Uuid>,
-    pub api_key_id: Option<Uuid>,
-    pub action: Option<&'static str>,
-    pub entity: Option<&'static str>,
-    pub entity_id: Option<Uuid>,
-    pub request_id: Option<&'a str>,
-    pub audit_detail: Option<&'a serde_json::Value>,
+    pub stored: Option<Value>,
+    pub audit: Option<Value>,
 }
 
 impl<'a> Completion<'a> {
     pub fn new(
         shop_id: Uuid,
         key: &'a str,
-        response: Option<&'a Stored>,
-        audit: Option<&'a crate::audit::Entry<'a>>,
+        response: Option<&Stored>,
+        audit: Option<&crate::audit::Entry<'_>>,
     ) -> Self {
         Completion {
             shop_id,
             key,
-            status: response.map(|r| r.status as i16),
-            content_type: response.map(|r| r.content_type.as_str()),
-            location: response.and_then(|r| r.location.as_deref()),
-            etag: response.and_then(|r| r.etag.as_deref()),
-            body: response.map(|r| r.body.as_slice()),
-            audit_id: audit.map(|_| Uuid::now_v7()),
-            api_key_id: audit.and_then(|a| a.api_key_id),
-            action: audit.map(|a| a.action),
-            entity: audit.map(|a| a.entity),
-            entity_id: audit.map(|a| a.entity_id),
-            request_id: audit.map(|a| a.request_id),
-            audit_detail: audit.and_then(|a| a.detail.as_ref()),
+            stored: response.map(|r| {
+                serde_json::json!({
+                    "status": r.status,
+                    "content_type": r.content_type,
+                    "location": r.location,
+                    "etag": r.etag,
+                    "body": hex::encode(&r.body),
+                })
+            }),
+            audit: audit.map(|a| crate::audit::rows(std::slice::from_ref(a))),
         }
     }
 
     /// Stores and audits nothing: for a statement that shares the SQL of a
     /// completing one.
-    pub fn none(shop_id: Uuid, key: &'a str) -> Self {
-        Completion::new(shop_id, key, None, None)
+    pub fn none(shop_id: Uuid) -> Self {
+        Completion {
+            shop_id,
+            key: "",
+            stored: None,
+            audit: None,
+        }
+    }
+
+    /// Audit rows of the shop and nothing stored: the audit writer for
+    /// what no request's key records (a job's changes).
+    pub fn audit_only(shop_id: Uuid, entries: &[crate::audit::Entry<'_>]) -> Self {
+        Completion {
+            audit: Some(crate::audit::rows(entries)),
+            ..Completion::none(shop_id)
+        }
     }
 }
 
 /// `sqlx::query!` for a statement that also stores the outcome under the
-/// claimed key and writes the audit row, so a change, its record and its
-/// audit entry are one round trip. The statement's SQL continues the
-/// `WITH` list or ends it; `$1` is the shop id, its own parameters start at `$15`.
+/// claimed key and writes the audit rows (the one audit writer), so a
+/// change, its record and its audit entry are one round trip. The
+/// statement's SQL continues the `WITH` list or ends it; `$1` is the shop
+/// id, its own parameters start at `$5`.
 macro_rules! query_completing {
     ($done:expr, $sql:literal $(, $args:expr)* $(,)?) => {{
         let done: $crate::idempotency::Completion<'_> = $done;
         sqlx::query!(
             "WITH stored AS (\
                  UPDATE idempotency_keys \
-                    SET response_status = $3, response_content_type = $4, response_location = $5, \
-                        response_etag = $6, response_body = $7 \
-                  WHERE shop_id = $1 AND key = $2 AND $3::smallint IS NOT NULL), \
+                    SET response_status = ($3::jsonb->>'status')::smallint, \
+                        response_content_type = $3::jsonb->>'content_type', \
+                        response_location = $3::jsonb->>'location', response_etag = $3::jsonb->>'etag', \
+                        response_body = decode($3::jsonb->>'body', 'hex') \
+                  WHERE shop_id = $1 AND key = $2 AND $3::jsonb IS NOT NULL), \
              audited AS (\
                  INSERT INTO audit_log \
                      (shop_id, id, api_key_id, action, entity, entity_id, request_id, detail) \
-                 SELECT $1, $8, $9, $10, $11, $12, $13, $14 WHERE $8::uuid IS NOT NULL) "
+                 SELECT $1, a.id, a.api_key_id, a.action, a.entity, a.entity_id, a.request_id, a.detail \
+                   FROM jsonb_to_recordset(coalesce($4::jsonb, '[]')) \
+                        AS a(id uuid, api_key_id uuid, action text, entity text, entity_id uuid, \
+                             request_id text, detail jsonb)) "
                 + $sql,
             done.shop_id,
             done.key,
-            done.status,
-            done.content_type,
-            done.location,
-            done.etag,
-            done.body,
-            done.audit_id,
-            done.api_key_id,
-            done.action,
-            done.entity,
-            done.entity_id,
-            done.request_id,
-            done.audit_detail
+            done.stored,
+            done.audit
             $(, $args)*
         )
     }};
 }
 pub(crate) use query_completing;
 
-/// A key another request claimed, as committed.
 #[derive(Debug)]
 pub enum Recorded {
     /// A committed outcome of the same request.

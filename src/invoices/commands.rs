@@ -4,7 +4,7 @@ use uuid::Uuid;
 
 use super::{CreateInvoice, Invoice, InvoiceError, PayInvoice, PaymentReceipt, UpdateInvoice};
 use crate::{
-    executor::{Claimed, Command, Ran, Unit},
+    executor::{Claimed, Command, Ran, Unit, command},
     tenants::Tenant,
 };
 
@@ -35,28 +35,11 @@ pub struct Void {
     pub invoice_id: Uuid,
 }
 
-impl Command for Create {
-    const ACTION: &'static str = "invoice.create";
-    type Key = Claimed;
-    type Output = Invoice;
-    type Error = InvoiceError;
-    async fn run(self, unit: &mut Unit<'_>, key: Claimed) -> Result<Ran<Invoice>, InvoiceError> {
-        let invoice = super::create(unit.conn(), self.tenant, Uuid::now_v7(), self.input).await?;
-        Ok(key.answer(invoice))
-    }
-}
+command!(Create: "invoice.create" => Invoice, InvoiceError,
+    |c, conn| super::create(conn, c.tenant, Uuid::now_v7(), c.input));
 
-impl Command for Update {
-    const ACTION: &'static str = "invoice.update";
-    const STATUS: u16 = 200;
-    type Key = Claimed;
-    type Output = Invoice;
-    type Error = InvoiceError;
-    async fn run(self, unit: &mut Unit<'_>, key: Claimed) -> Result<Ran<Invoice>, InvoiceError> {
-        let invoice = super::update(unit.conn(), self.tenant, self.invoice_id, self.input).await?;
-        Ok(key.answer(invoice))
-    }
-}
+command!(Update: "invoice.update", status 200 => Invoice, InvoiceError,
+    |c, conn| super::update(conn, c.tenant, c.invoice_id, c.input));
 
 impl Command for Finalize {
     const ACTION: &'static str = "invoice.finalize";
@@ -82,14 +65,5 @@ impl Command for Pay {
     }
 }
 
-impl Command for Void {
-    const ACTION: &'static str = "invoice.void";
-    const STATUS: u16 = 200;
-    type Key = Claimed;
-    type Output = Invoice;
-    type Error = InvoiceError;
-    async fn run(self, unit: &mut Unit<'_>, key: Claimed) -> Result<Ran<Invoice>, InvoiceError> {
-        let invoice = super::void(unit.conn(), self.tenant, self.invoice_id).await?;
-        Ok(key.answer(invoice))
-    }
-}
+command!(Void: "invoice.void", status 200 => Invoice, InvoiceError,
+    |c, conn| super::void(conn, c.tenant, c.invoice_id));

@@ -40,6 +40,10 @@ pub enum InvoiceError {
     },
     #[error(transparent)]
     Wallet(#[from] WalletError),
+    #[error(transparent)]
+    Amount(#[from] InvalidAmount),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl From<sqlx::Error> for InvoiceError {
@@ -48,19 +52,8 @@ impl From<sqlx::Error> for InvoiceError {
         if store::has_code(&e, store::sqlstate::NUMERIC_OUT_OF_RANGE) {
             return InvoiceError::Invalid("lines".into(), "the invoice total is too large".into());
         }
-        InvoiceError::Wallet(WalletError::Store(e.into()))
-    }
-}
-
-impl From<StoreError> for InvoiceError {
-    fn from(e: StoreError) -> Self {
+        // The wallet's own constraints (a movement it makes).
         InvoiceError::Wallet(e.into())
-    }
-}
-
-impl From<InvalidAmount> for InvoiceError {
-    fn from(e: InvalidAmount) -> Self {
-        InvoiceError::Invalid(e.field.into(), e.error.to_string())
     }
 }
 
@@ -72,12 +65,14 @@ impl Refusal for InvoiceError {
             | InvoiceError::ExternalRefConflict { .. }
             | InvoiceError::CurrencyMismatch { .. } => Verdict::Refused,
             InvoiceError::Invalid(..) => Verdict::Failed,
+            InvoiceError::Amount(_) | InvoiceError::Store(_) => Verdict::Failed,
             InvoiceError::Wallet(e) => e.verdict(),
         }
     }
 
     fn store_error(&self) -> Option<&StoreError> {
         match self {
+            InvoiceError::Store(e) => Some(e),
             InvoiceError::Wallet(e) => e.store_error(),
             _ => None,
         }

@@ -211,6 +211,8 @@ impl From<InvoiceError> for ApiError {
             InvoiceError::Invalid(field, message) => ApiError::validation(&field, message),
             InvoiceError::ExternalRefConflict { .. } => ApiError::ExternalRefConflict(e.to_string()),
             InvoiceError::CurrencyMismatch { .. } => ApiError::CurrencyMismatch(e.to_string()),
+            InvoiceError::Amount(e) => ApiError::money(e.field, e.error),
+            InvoiceError::Store(e) => e.into(),
             InvoiceError::Wallet(e) => e.into(),
         }
     }

@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use sqlx::PgPool;
 use tokio::sync::watch;
 
-use super::{Heartbeats, every};
+use super::{Heartbeats, every, record_run};
 use crate::idempotency;
 
 pub const IDEMPOTENCY_CLEANUP_LOOP: &str = "idempotency_cleanup";
@@ -13,16 +13,13 @@ pub const IDEMPOTENCY_CLEANUP_LOOP: &str = "idempotency_cleanup";
 /// One cleanup pass with its metrics.
 pub async fn cleanup_idempotency(pool: &PgPool, batch: u32) -> Result<u64, sqlx::Error> {
     let result = idempotency::cleanup(pool, batch).await;
-    match &result {
-        Ok(n) => {
-            metrics::counter!("idempotency_cleanup_rows_deleted_total").increment(*n);
-            tracing::info!(rows_deleted = n, "idempotency cleanup finished");
-        }
-        Err(e) => {
-            metrics::counter!("idempotency_cleanup_failures_total").increment(1);
-            tracing::warn!(error = %e, "idempotency cleanup failed");
-        }
-    }
+    record_run(
+        &result,
+        "idempotency cleanup",
+        "idempotency_cleanup_rows_deleted_total",
+        "idempotency_cleanup_failures_total",
+        true,
+    );
     result
 }
 

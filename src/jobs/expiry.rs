@@ -11,7 +11,7 @@ use rust_decimal::Decimal;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
-use super::{Heartbeats, every};
+use super::{Heartbeats, every, record_run};
 use crate::reservations;
 
 pub const RESERVATION_EXPIRY_LOOP: &str = "reservation_expiry";
@@ -20,18 +20,13 @@ pub const RESERVATION_EXPIRY_LOOP: &str = "reservation_expiry";
 /// holds expired.
 pub async fn expire_reservations(pool: &PgPool, batch: u32) -> Result<u64, sqlx::Error> {
     let result = reservations::expire_due(pool, batch).await;
-    match &result {
-        Ok(n) => {
-            metrics::counter!("reservations_expired_total").increment(*n);
-            if *n > 0 {
-                tracing::info!(expired = n, "reservation expiry finished");
-            }
-        }
-        Err(e) => {
-            metrics::counter!("reservation_expiry_failures_total").increment(1);
-            tracing::warn!(error = %e, "reservation expiry failed");
-        }
-    }
+    record_run(
+        &result,
+        "reservation expiry",
+        "reservations_expired_total",
+        "reservation_expiry_failures_total",
+        false,
+    );
     result
 }
 

@@ -86,6 +86,30 @@ impl Heartbeats {
     }
 }
 
+/// Counts and logs one run of a job that handles rows: the rows into the
+/// `rows` counter (and an INFO line `<job> finished` when `always_log` or
+/// any), a failure into the `failures` counter and a WARN line.
+pub fn record_run(
+    result: &Result<u64, sqlx::Error>,
+    job: &'static str,
+    rows: &'static str,
+    failures: &'static str,
+    always_log: bool,
+) {
+    match result {
+        Ok(n) => {
+            metrics::counter!(rows).increment(*n);
+            if always_log || *n > 0 {
+                tracing::info!(rows = n, "{job} finished");
+            }
+        }
+        Err(e) => {
+            metrics::counter!(failures).increment(1);
+            tracing::warn!(error = %e, "{job} failed");
+        }
+    }
+}
+
 /// Runs `run` once at start, then every `interval`, until shutdown; a run
 /// that succeeds (returns true) is `name`'s heartbeat.
 pub async fn every<F, Fut>(

@@ -4,11 +4,7 @@
 use uuid::Uuid;
 
 use super::{CaptureReservation, CreateReservation, Held, Reservation, ReservationError};
-use crate::{
-    config::ReservationConfig,
-    executor::{Command, Ran, Unclaimed, Unit},
-    tenants::Tenant,
-};
+use crate::{config::ReservationConfig, executor::command, tenants::Tenant};
 
 pub struct Hold {
     pub tenant: Tenant,
@@ -28,34 +24,9 @@ pub struct Release {
     pub reservation_id: Uuid,
 }
 
-impl Command for Hold {
-    const ACTION: &'static str = "reservation.create";
-    type Key = Unclaimed;
-    type Output = Held;
-    type Error = ReservationError;
-    async fn run(self, unit: &mut Unit<'_>, key: Unclaimed) -> Result<Ran<Held>, ReservationError> {
-        super::create(unit, key, self.tenant, self.wallet_id, self.input, &self.config).await
-    }
-}
-
-impl Command for Capture {
-    const ACTION: &'static str = "reservation.capture";
-    const STATUS: u16 = 200;
-    type Key = Unclaimed;
-    type Output = Reservation;
-    type Error = ReservationError;
-    async fn run(self, unit: &mut Unit<'_>, key: Unclaimed) -> Result<Ran<Reservation>, ReservationError> {
-        super::capture(unit, key, self.tenant, self.reservation_id, self.input).await
-    }
-}
-
-impl Command for Release {
-    const ACTION: &'static str = "reservation.release";
-    const STATUS: u16 = 200;
-    type Key = Unclaimed;
-    type Output = Reservation;
-    type Error = ReservationError;
-    async fn run(self, unit: &mut Unit<'_>, key: Unclaimed) -> Result<Ran<Reservation>, ReservationError> {
-        super::release(unit, key, self.tenant, self.reservation_id).await
-    }
-}
+command!(Hold: "reservation.create" => lean Held, ReservationError,
+    |c, unit, key| super::create(unit, key, c.tenant, c.wallet_id, c.input, &c.config));
+command!(Capture: "reservation.capture", status 200 => lean Reservation, ReservationError,
+    |c, unit, key| super::capture(unit, key, c.tenant, c.reservation_id, c.input));
+command!(Release: "reservation.release", status 200 => lean Reservation, ReservationError,
+    |c, unit, key| super::release(unit, key, c.tenant, c.reservation_id));

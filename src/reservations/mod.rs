@@ -38,6 +38,10 @@ pub enum ReservationError {
     Invalid(&'static str, String),
     #[error(transparent)]
     Wallet(#[from] WalletError),
+    #[error(transparent)]
+    Amount(#[from] InvalidAmount),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl From<sqlx::Error> for ReservationError {
@@ -48,19 +52,8 @@ impl From<sqlx::Error> for ReservationError {
                 "would take the wallet's reserved amount beyond the largest supported value".into(),
             );
         }
-        ReservationError::Wallet(WalletError::Store(e.into()))
-    }
-}
-
-impl From<StoreError> for ReservationError {
-    fn from(e: StoreError) -> Self {
+        // The wallet's own constraints (a movement it makes).
         ReservationError::Wallet(e.into())
-    }
-}
-
-impl From<InvalidAmount> for ReservationError {
-    fn from(e: InvalidAmount) -> Self {
-        ReservationError::Invalid(e.field, e.error.to_string())
     }
 }
 
@@ -72,12 +65,14 @@ impl Refusal for ReservationError {
             | ReservationError::InvalidState(_) => Verdict::Refused,
             ReservationError::Expired => Verdict::RefusedCommitting,
             ReservationError::Invalid(..) => Verdict::Failed,
+            ReservationError::Amount(_) | ReservationError::Store(_) => Verdict::Failed,
             ReservationError::Wallet(e) => e.verdict(),
         }
     }
 
     fn store_error(&self) -> Option<&StoreError> {
         match self {
+            ReservationError::Store(e) => Some(e),
             ReservationError::Wallet(e) => e.store_error(),
             _ => None,
         }

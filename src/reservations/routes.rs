@@ -155,6 +155,8 @@ impl From<ReservationError> for ApiError {
             ReservationError::InvalidState(_) => ApiError::InvalidState(e.to_string()),
             ReservationError::Expired => ApiError::ReservationExpired,
             ReservationError::Invalid(field, message) => ApiError::validation(field, message),
+            ReservationError::Amount(e) => ApiError::money(e.field, e.error),
+            ReservationError::Store(e) => e.into(),
             ReservationError::Wallet(e) => e.into(),
         }
     }

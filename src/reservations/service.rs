@@ -316,13 +316,13 @@ impl Settling {
             detail: None,
         });
         query_completing!(
-            Completion::new(tenant.shop_id, "", None, entry.as_ref()),
+            Completion::audit_only(tenant.shop_id, entry.as_slice()),
             ", w AS (
-                 UPDATE wallets SET reserved = reserved - $16, version = version + 1, updated_at = $18
-                  WHERE shop_id = $1 AND id = $17
+                 UPDATE wallets SET reserved = reserved - $6, version = version + 1, updated_at = $8
+                  WHERE shop_id = $1 AND id = $7
              )
-             UPDATE credit_reservations SET status = $19, settled_at = $18, settle_key = $20
-              WHERE shop_id = $1 AND id = $15",
+             UPDATE credit_reservations SET status = $9, settled_at = $8, settle_key = $10
+              WHERE shop_id = $1 AND id = $5",
             self.row.id,
             self.row.amount,
             self.row.wallet_id,
@@ -525,11 +525,13 @@ pub async fn list(
 
 /// One batch of the expiry job: active holds past `expires_at`, oldest
 /// first, each with its wallet, skipping rows a request holds (they are
-/// settled by that request or by a later batch). Frees them, marks them
-/// expired and audits each, in one statement. Returns (holds due in the
-/// batch, holds expired).
+/// settled by that request or by a later batch). Frees them and marks them
+/// expired in one statement, then audits each (per shop, through the audit
+/// writer), in one transaction. Returns (holds due in the batch, holds
+/// expired).
 async fn expire_batch(pool: &PgPool, batch: u32) -> Result<(i64, i64), sqlx::Error> {
-    let r = sqlx::query!(
+    let mut tx = pool.begin().await?;
+    let rows = sqlx::query!(
         "WITH due AS (
              SELECT shop_id, id, wallet_id, amount FROM credit_reservations
               WHERE status = 'active' AND expires_at <= now()
@@ -557,19 +559,33 @@ async fn expire_batch(pool: &PgPool, batch: u32) -> Result<(i64, i64), sqlx::Err
              UPDATE credit_reservations r SET status = 'expired', settled_at = now()
                FROM go WHERE r.shop_id = go.shop_id AND r.id = go.id
              RETURNING r.shop_id, r.id
-         ),
-         a AS (
-             INSERT INTO audit_log (shop_id, id, api_key_id, action, entity, entity_id, request_id)
-             SELECT shop_id, gen_random_uuid(), NULL, 'reservation.expire', 'reservation', id, $2
-               FROM r
          )
-         SELECT (SELECT count(*) FROM due) AS \"due!\", (SELECT count(*) FROM r) AS \"expired!\"",
-        batch as i64,
-        EXPIRY_JOB
+         SELECT (SELECT count(*) FROM due) AS \"due!\", r.shop_id AS \"shop_id?\", r.id AS \"id?\"
+           FROM (SELECT 1) one LEFT JOIN r ON true
+          ORDER BY r.shop_id",
+        batch as i64
     )
-    .fetch_one(pool)
+    .fetch_all(&mut *tx)
     .await?;
-    Ok((r.due, r.expired))
+    let due = rows.first().map_or(0, |r| r.due);
+    let expired: Vec<(Uuid, Uuid)> = rows.iter().filter_map(|r| Some((r.shop_id?, r.id?))).collect();
+    for shop in expired.chunk_by(|a, b| a.0 == b.0) {
+        let entries: Vec<audit::Entry> = shop
+            .iter()
+            .map(|&(shop_id, id)| audit::Entry {
+                shop_id,
+                api_key_id: None,
+                action: "reservation.expire",
+                entity: "reservation",
+                entity_id: id,
+                request_id: EXPIRY_JOB,
+                detail: None,
+            })
+            .collect();
+        audit::write(&mut tx, shop[0].0, &entries).await?;
+    }
+    tx.commit().await?;
+    Ok((due, expired.len() as i64))
 }
 
 /// Expires every due hold, batch by batch, each batch its own short

@@ -4,7 +4,7 @@
 use uuid::Uuid;
 
 use super::{ApiKeyCreated, NewKey, RevokedKey, Role, ShopCreated, TenantError};
-use crate::executor::{Claimed, Command, Outcome, Ran, Refusal, Unit, Verdict};
+use crate::executor::{Outcome, Refusal, Verdict, command};
 
 pub struct CreateShop {
     pub name: String,
@@ -48,46 +48,18 @@ impl Outcome for ApiKeyCreated {
     }
 }
 
-impl Command for CreateShop {
-    const ACTION: &'static str = "shop.create";
-    type Key = Claimed;
-    type Output = ShopCreated;
-    type Error = TenantError;
-    async fn run(self, unit: &mut Unit<'_>, key: Claimed) -> Result<Ran<ShopCreated>, TenantError> {
-        let shop = super::create_shop(unit.conn(), &self.name).await?;
-        Ok(key.answer(shop))
-    }
-}
+command!(CreateShop: "shop.create" => ShopCreated, TenantError,
+    |c, conn| super::create_shop(conn, &c.name));
 
-impl Command for CreateKey {
-    const ACTION: &'static str = "api_key.create";
-    type Key = Claimed;
-    type Output = ApiKeyCreated;
-    type Error = TenantError;
-    async fn run(self, unit: &mut Unit<'_>, key: Claimed) -> Result<Ran<ApiKeyCreated>, TenantError> {
-        let new = NewKey {
-            role: self.role,
-            label: self.label,
-        };
-        let created = super::create_key(unit.conn(), self.shop_id, new).await?;
-        Ok(key.answer(created))
-    }
-}
+command!(CreateKey: "api_key.create" => ApiKeyCreated, TenantError,
+    |c, conn| super::create_key(conn, c.shop_id, NewKey { role: c.role, label: c.label }));
 
 /// The demo shop if missing, with a fresh owner key (older demo keys are
 /// revoked): `make run`'s first step.
 pub struct SeedDemo;
 
-impl Command for SeedDemo {
-    const ACTION: &'static str = "shop.seed_demo";
-    type Key = Claimed;
-    type Output = ApiKeyCreated;
-    type Error = TenantError;
-    async fn run(self, unit: &mut Unit<'_>, key: Claimed) -> Result<Ran<ApiKeyCreated>, TenantError> {
-        let created = super::seed_demo(unit.conn()).await?;
-        Ok(key.answer(created))
-    }
-}
+command!(SeedDemo: "shop.seed_demo" => ApiKeyCreated, TenantError,
+    |_c, conn| super::seed_demo(conn));
 
 pub struct RevokeKey {
     pub prefix: String,
@@ -100,17 +72,8 @@ impl Outcome for RevokedKey {
     }
 }
 
-impl Command for RevokeKey {
-    const ACTION: &'static str = "api_key.revoke";
-    const STATUS: u16 = 200;
-    type Key = Claimed;
-    type Output = RevokedKey;
-    type Error = TenantError;
-    async fn run(self, unit: &mut Unit<'_>, key: Claimed) -> Result<Ran<RevokedKey>, TenantError> {
-        let revoked = super::revoke(unit.conn(), &self.prefix).await?;
-        Ok(key.answer(revoked))
-    }
-}
+command!(RevokeKey: "api_key.revoke", status 200 => RevokedKey, TenantError,
+    |c, conn| super::revoke(conn, &c.prefix));
 
 impl Refusal for TenantError {
     fn verdict(&self) -> Verdict {

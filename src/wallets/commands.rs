@@ -1,5 +1,6 @@
 //! The wallet mutations as executor commands: each names its audit action
-//! and runs one use case in the executor's transaction.
+//! and runs one use case in the executor's transaction. Movements take the
+//! lean shape: the wallet's lock claims the key.
 
 use uuid::Uuid;
 
@@ -7,10 +8,7 @@ use super::{
     CreateWallet, CreditRequest, DebitRequest, Transfer, TransferRequest, Wallet, WalletError,
     WalletTransaction,
 };
-use crate::{
-    executor::{Claimed, Command, Ran, Unclaimed, Unit},
-    tenants::Tenant,
-};
+use crate::{executor::command, tenants::Tenant};
 
 pub struct Create {
     pub tenant: Tenant,
@@ -34,43 +32,11 @@ pub struct MakeTransfer {
     pub input: TransferRequest,
 }
 
-impl Command for Create {
-    const ACTION: &'static str = "wallet.create";
-    type Key = Claimed;
-    type Output = Wallet;
-    type Error = WalletError;
-    async fn run(self, unit: &mut Unit<'_>, key: Claimed) -> Result<Ran<Wallet>, WalletError> {
-        let wallet = super::create(unit.conn(), self.tenant, self.input).await?;
-        Ok(key.answer(wallet))
-    }
-}
-
-impl Command for Credit {
-    const ACTION: &'static str = "wallet.credit";
-    type Key = Unclaimed;
-    type Output = WalletTransaction;
-    type Error = WalletError;
-    async fn run(self, unit: &mut Unit<'_>, key: Unclaimed) -> Result<Ran<WalletTransaction>, WalletError> {
-        super::credit(unit, key, self.tenant, self.wallet_id, self.input).await
-    }
-}
-
-impl Command for Debit {
-    const ACTION: &'static str = "wallet.debit";
-    type Key = Unclaimed;
-    type Output = WalletTransaction;
-    type Error = WalletError;
-    async fn run(self, unit: &mut Unit<'_>, key: Unclaimed) -> Result<Ran<WalletTransaction>, WalletError> {
-        super::debit(unit, key, self.tenant, self.wallet_id, self.input).await
-    }
-}
-
-impl Command for MakeTransfer {
-    const ACTION: &'static str = "wallet.transfer";
-    type Key = Unclaimed;
-    type Output = Transfer;
-    type Error = WalletError;
-    async fn run(self, unit: &mut Unit<'_>, key: Unclaimed) -> Result<Ran<Transfer>, WalletError> {
-        super::transfer(unit, key, self.tenant, self.input).await
-    }
-}
+command!(Create: "wallet.create" => Wallet, WalletError,
+    |c, conn| super::create(conn, c.tenant, c.input));
+command!(Credit: "wallet.credit" => lean WalletTransaction, WalletError,
+    |c, unit, key| super::credit(unit, key, c.tenant, c.wallet_id, c.input));
+command!(Debit: "wallet.debit" => lean WalletTransaction, WalletError,
+    |c, unit, key| super::debit(unit, key, c.tenant, c.wallet_id, c.input));
+command!(MakeTransfer: "wallet.transfer" => lean Transfer, WalletError,
+    |c, unit, key| super::transfer(unit, key, c.tenant, c.input));

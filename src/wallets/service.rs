@@ -367,59 +367,59 @@ impl Leg<'_> {
 /// view, which may already be the stored answer.
 async fn apply(
     conn: &mut PgConnection,
-    tenant: Tenant,
     leg: &Leg<'_>,
     posting: Option<&Posting>,
     done: Completion<'_>,
 ) -> Result<(), WalletError> {
     // Without a posting the arrays are empty and the journal CTEs write nothing.
     let j = posting.map_or_else(|| Ok(Rows::empty()), Posting::rows)?;
+    // $1 shop, $2–$4 the completion (key, stored outcome, audit rows);
+    // the statement's own from $5.
     let r = query_completing!(
         done,
         ", jt AS (
              INSERT INTO journal_transactions (shop_id, id, kind, created_at)
-             SELECT $15, $26, $27, $33 WHERE cardinality($29::smallint[]) > 0
+             SELECT $1, $15, $16, $22 WHERE cardinality($18::smallint[]) > 0
          ),
          je AS (
              INSERT INTO journal_entries
                  (shop_id, journal_transaction_id, line, account, wallet_id, currency, amount)
-             SELECT $15, $26, e.line, e.account, e.wallet_id, $28, e.amount
-               FROM UNNEST($29::smallint[], $30::text[], $31::uuid[], $32::numeric[])
+             SELECT $1, $15, e.line, e.account, e.wallet_id, $17, e.amount
+               FROM UNNEST($18::smallint[], $19::text[], $20::uuid[], $21::numeric[])
                     AS e(line, account, wallet_id, amount)
          ),
          w AS (
-             UPDATE wallets SET balance = balance + $17, reserved = reserved - $34,
-                                version = version + 1, updated_at = $33
-              WHERE shop_id = $15 AND id = $16
+             UPDATE wallets SET balance = balance + $6, reserved = reserved - $23,
+                                version = version + 1, updated_at = $22
+              WHERE shop_id = $1 AND id = $5
              RETURNING balance, version
          )
          INSERT INTO wallet_transactions
              (shop_id, id, wallet_id, wallet_version, type, category, amount, balance_after,
               description, metadata, idempotency_key, transfer_id, journal_transaction_id,
               created_at)
-         SELECT $15, $18, $16, w.version, $19, $20, $21, w.balance, $22, $23, $24, $25, $26, $33
+         SELECT $1, $7, $5, w.version, $8, $9, $10, w.balance, $11, $12, $13, $14, $15, $22
            FROM w
          RETURNING balance_after",
-        tenant.shop_id,
-        leg.wallet.id,
-        leg.delta(),
-        leg.id,
-        leg.type_.as_str(),
-        leg.category.as_str(),
-        leg.amount,
-        leg.description,
-        Json(leg.metadata) as _,
-        leg.key,
-        leg.transfer_id,
-        leg.journal_id,
-        j.kind,
-        j.currency,
-        &j.lines,
-        &j.accounts as &[&str],
-        &j.wallets as &[Option<Uuid>],
-        &j.amounts,
-        leg.wallet.at,
-        leg.release,
+        leg.wallet.id,                 // $5
+        leg.delta(),                   // $6
+        leg.id,                        // $7
+        leg.type_.as_str(),            // $8
+        leg.category.as_str(),         // $9
+        leg.amount,                    // $10
+        leg.description,               // $11
+        Json(leg.metadata) as _,       // $12
+        leg.key,                       // $13
+        leg.transfer_id,               // $14
+        leg.journal_id,                // $15
+        j.kind,                        // $16
+        j.currency,                    // $17
+        &j.lines,                      // $18
+        &j.accounts as &[&str],        // $19
+        &j.wallets as &[Option<Uuid>], // $20
+        &j.amounts,                    // $21
+        leg.wallet.at,                 // $22
+        leg.release,                   // $23
     )
     .fetch_one(&mut *conn)
     .await?;
@@ -471,14 +471,7 @@ pub async fn debit_locked(
         release: debit.release,
     };
     let view = leg.view()?;
-    apply(
-        conn,
-        tenant,
-        &leg,
-        Some(&posting),
-        Completion::none(tenant.shop_id, ""),
-    )
-    .await?;
+    apply(conn, &leg, Some(&posting), Completion::none(tenant.shop_id)).await?;
     Ok(view)
 }
 
@@ -507,9 +500,9 @@ async fn movement(
     key: Unclaimed,
     tenant: Tenant,
     wallet_id: Uuid,
-    kind: Kind,
-    req: Movement,
+    req: Request,
 ) -> Result<Ran<WalletTransaction>, WalletError> {
+    let (kind, amount, description, metadata) = req.split();
     let Locks {
         key,
         mut wallets,
@@ -519,7 +512,7 @@ async fn movement(
         Err(taken) => return Ok(taken.replay()),
     };
     let wallet = wallets.pop().ok_or(WalletError::NotFound)?;
-    let amount = Money::parse("amount", &req.amount, wallet.currency)?.amount();
+    let amount = Money::parse("amount", &amount, wallet.currency)?.amount();
     let (type_, category) = match kind {
         Kind::Credit(c) => (TransactionType::Credit, c.category()),
         Kind::Debit(c) => (TransactionType::Debit, c.category()),
@@ -544,14 +537,14 @@ async fn movement(
             )
         }
     };
-    let metadata = req.metadata.unwrap_or_default();
+    let metadata = metadata.unwrap_or_default();
     let leg = Leg {
         id: Uuid::now_v7(),
         wallet: &wallet,
         type_,
         category,
         amount,
-        description: req.description.as_deref(),
+        description: description.as_deref(),
         metadata: &metadata,
         key: Some(unit.key()),
         transfer_id: None,
@@ -560,7 +553,7 @@ async fn movement(
     };
     let view = leg.view()?;
     let (conn, done, ran) = unit.complete(key, view);
-    apply(conn, tenant, &leg, Some(&posting), done).await?;
+    apply(conn, &leg, Some(&posting), done).await?;
     Ok(ran)
 }
 
@@ -571,11 +564,21 @@ enum Kind {
     Debit(DebitCategory),
 }
 
-/// The category-independent part of a credit or debit request.
-struct Movement {
-    amount: String,
-    description: Option<String>,
-    metadata: Option<Metadata>,
+/// A credit or a debit request.
+enum Request {
+    Credit(CreditRequest),
+    Debit(DebitRequest),
+}
+
+impl Request {
+    /// Its kind, and the category-independent part: amount, description,
+    /// metadata.
+    fn split(self) -> (Kind, String, Option<String>, Option<Metadata>) {
+        match self {
+            Request::Credit(r) => (Kind::Credit(r.category), r.amount, r.description, r.metadata),
+            Request::Debit(r) => (Kind::Debit(r.category), r.amount, r.description, r.metadata),
+        }
+    }
 }
 
 /// Claims the unit's key in its first statement and stores the answer
@@ -587,12 +590,7 @@ pub async fn credit(
     wallet_id: Uuid,
     req: CreditRequest,
 ) -> Result<Ran<WalletTransaction>, WalletError> {
-    let m = Movement {
-        amount: req.amount,
-        description: req.description,
-        metadata: req.metadata,
-    };
-    movement(unit, key, tenant, wallet_id, Kind::Credit(req.category), m).await
+    movement(unit, key, tenant, wallet_id, Request::Credit(req)).await
 }
 
 /// Claims the unit's key in its first statement and stores the answer
@@ -604,12 +602,7 @@ pub async fn debit(
     wallet_id: Uuid,
     req: DebitRequest,
 ) -> Result<Ran<WalletTransaction>, WalletError> {
-    let m = Movement {
-        amount: req.amount,
-        description: req.description,
-        metadata: req.metadata,
-    };
-    movement(unit, key, tenant, wallet_id, Kind::Debit(req.category), m).await
+    movement(unit, key, tenant, wallet_id, Request::Debit(req)).await
 }
 
 /// Moves money between two wallets of the shop. Both rows are locked in id
@@ -684,15 +677,8 @@ pub async fn transfer(
     let into = leg(to, TransactionType::Credit, Category::TransferIn, None);
     let view = transfer_view(transfer_id, req.description.clone(), out.view()?, into.view()?);
     let (conn, done, ran) = unit.complete(key, view);
-    apply(
-        conn,
-        tenant,
-        &out,
-        Some(&posting),
-        Completion::none(done.shop_id, request_key),
-    )
-    .await?;
-    apply(conn, tenant, &into, None, done).await?;
+    apply(conn, &out, Some(&posting), Completion::none(done.shop_id)).await?;
+    apply(conn, &into, None, done).await?;
     Ok(ran)
 }
 

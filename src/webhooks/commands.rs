@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::{CreditsPurchased, EventStatus, PaymentSucceeded, WebhookError, WebhookEvent, WebhookSecret};
 use crate::{
-    executor::{Claimed, Command, Ran, Unclaimed, Unit},
+    executor::{Claimed, Command, Ran, Unclaimed, Unit, command},
     invoices::{self, PayInvoice, PaymentMethod, PaymentReceipt},
     metadata::Metadata,
     store,
@@ -49,6 +49,30 @@ fn reference(field: &str, value: &str) -> Result<(), WebhookError> {
     if value.is_empty() || value.chars().count() > 255 {
         return Err(WebhookError::Malformed(format!(
             "data.{field} must be 1 to 255 characters"
+        )));
+    }
+    Ok(())
+}
+
+/// The event's `data`, its reference checked, with the event's row locked.
+async fn open<T: serde::de::DeserializeOwned>(
+    conn: &mut PgConnection,
+    event: &Leased,
+    reference_of: fn(&T) -> (&'static str, &str),
+) -> Result<T, WebhookError> {
+    let data: T = event.data()?;
+    let (field, value) = reference_of(&data);
+    reference(field, value)?;
+    lock_event(conn, event).await?;
+    Ok(data)
+}
+
+/// The event's currency is the one of what it moves money on.
+fn same_currency(sent: (&str, &str), found: (&str, &str)) -> Result<(), WebhookError> {
+    if sent.1 != found.1 {
+        return Err(WebhookError::Mismatch(format!(
+            "the {} is in {}, the {} in {}",
+            sent.0, sent.1, found.0, found.1
         )));
     }
     Ok(())
@@ -102,9 +126,10 @@ impl Command for ApplyPayment {
 
     async fn run(self, unit: &mut Unit<'_>, key: Claimed) -> Result<Ran<PaymentReceipt>, WebhookError> {
         let event = self.event;
-        let data: PaymentSucceeded = event.data()?;
-        reference("payment_ref", &data.payment_ref)?;
-        lock_event(unit.conn(), &event).await?;
+        let data = open(unit.conn(), &event, |d: &PaymentSucceeded| {
+            ("payment_ref", &d.payment_ref)
+        })
+        .await?;
         let pay = PayInvoice {
             method: PaymentMethod::Other,
             amount: Some(data.amount),
@@ -113,12 +138,10 @@ impl Command for ApplyPayment {
         };
         let (key, run) = invoices::pay(unit, key, event.tenant(), data.invoice_id, pay).await?;
         let receipt = run.value();
-        if receipt.invoice.currency != data.currency {
-            return Err(WebhookError::Mismatch(format!(
-                "the payment is in {}, the invoice in {}",
-                data.currency, receipt.invoice.currency
-            )));
-        }
+        same_currency(
+            ("payment", &data.currency),
+            ("invoice", &receipt.invoice.currency),
+        )?;
         let result = json!({"payment_id": receipt.payment.id, "existing": receipt.existing});
         mark_processed(unit.conn(), &event, result).await?;
         Ok(key.ran(run))
@@ -139,9 +162,10 @@ impl Command for ApplyCredit {
 
     async fn run(self, unit: &mut Unit<'_>, key: Unclaimed) -> Result<Ran<WalletTransaction>, WebhookError> {
         let event = self.event;
-        let data: CreditsPurchased = event.data()?;
-        reference("purchase_ref", &data.purchase_ref)?;
-        lock_event(unit.conn(), &event).await?;
+        let data = open(unit.conn(), &event, |d: &CreditsPurchased| {
+            ("purchase_ref", &d.purchase_ref)
+        })
+        .await?;
         let credit = CreditRequest {
             amount: data.amount,
             category: CreditCategory::TopUp,
@@ -158,12 +182,7 @@ impl Command for ApplyCredit {
         let Some(tx) = ran.fresh() else {
             return Ok(ran);
         };
-        if tx.currency != data.currency {
-            return Err(WebhookError::Mismatch(format!(
-                "the purchase is in {}, the wallet in {}",
-                data.currency, tx.currency
-            )));
-        }
+        same_currency(("purchase", &data.currency), ("wallet", &tx.currency))?;
         let result = json!({"wallet_transaction_id": tx.id});
         mark_processed(unit.conn(), &event, result).await?;
         Ok(ran)
@@ -178,16 +197,8 @@ pub struct CreateSecret {
     pub grace: std::time::Duration,
 }
 
-impl Command for CreateSecret {
-    const ACTION: &'static str = "webhook_secret.create";
-    type Key = Claimed;
-    type Output = WebhookSecret;
-    type Error = WebhookError;
-    async fn run(self, unit: &mut Unit<'_>, key: Claimed) -> Result<Ran<WebhookSecret>, WebhookError> {
-        let secret = super::create_secret(unit.conn(), self.tenant, &self.provider, self.grace).await?;
-        Ok(key.answer(secret))
-    }
-}
+command!(CreateSecret: "webhook_secret.create" => WebhookSecret, WebhookError,
+    |c, conn| super::create_secret(conn, c.tenant, &c.provider, c.grace));
 
 /// A failed or dead event back to pending.
 pub struct Retry {
@@ -195,14 +206,5 @@ pub struct Retry {
     pub event_id: Uuid,
 }
 
-impl Command for Retry {
-    const ACTION: &'static str = "webhook_event.retry";
-    const STATUS: u16 = 200;
-    type Key = Claimed;
-    type Output = WebhookEvent;
-    type Error = WebhookError;
-    async fn run(self, unit: &mut Unit<'_>, key: Claimed) -> Result<Ran<WebhookEvent>, WebhookError> {
-        let event = super::retry(unit.conn(), self.tenant, self.event_id).await?;
-        Ok(key.answer(event))
-    }
-}
+command!(Retry: "webhook_event.retry", status 200 => WebhookEvent, WebhookError,
+    |c, conn| super::retry(conn, c.tenant, c.event_id));

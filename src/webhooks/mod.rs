@@ -40,16 +40,13 @@ pub enum WebhookError {
     Invoice(#[from] InvoiceError),
     #[error(transparent)]
     Wallet(#[from] WalletError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl From<sqlx::Error> for WebhookError {
     fn from(e: sqlx::Error) -> Self {
-        WebhookError::Wallet(WalletError::Store(e.into()))
-    }
-}
-
-impl From<StoreError> for WebhookError {
-    fn from(e: StoreError) -> Self {
+        // The wallet's own constraints (a movement it makes).
         WebhookError::Wallet(e.into())
     }
 }
@@ -60,12 +57,14 @@ impl Refusal for WebhookError {
             WebhookError::NotFound | WebhookError::InvalidState(_) => Verdict::Refused,
             WebhookError::Busy | WebhookError::Malformed(_) | WebhookError::Mismatch(_) => Verdict::Failed,
             WebhookError::Invoice(e) => e.verdict(),
+            WebhookError::Store(_) => Verdict::Failed,
             WebhookError::Wallet(e) => e.verdict(),
         }
     }
 
     fn store_error(&self) -> Option<&StoreError> {
         match self {
+            WebhookError::Store(e) => Some(e),
             WebhookError::Invoice(e) => e.store_error(),
             WebhookError::Wallet(e) => e.store_error(),
             _ => None,

@@ -242,6 +242,7 @@ impl From<WebhookError> for ApiError {
                 ApiError::Internal(anyhow::anyhow!("{e}"))
             }
             WebhookError::Invoice(e) => e.into(),
+            WebhookError::Store(e) => e.into(),
             WebhookError::Wallet(e) => e.into(),
         }
     }
