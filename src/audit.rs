@@ -20,40 +20,46 @@ pub struct Entry<'a> {
     pub detail: Option<serde_json::Value>,
 }
 
-/// Entries as the completing statement's audit rows (`$4`), each with a
-/// new id.
-pub fn rows(entries: &[Entry<'_>]) -> serde_json::Value {
-    entries
-        .iter()
-        .map(|e| {
-            serde_json::json!({
-                "id": Uuid::now_v7(),
-                "api_key_id": e.api_key_id,
-                "action": e.action,
-                "entity": e.entity,
-                "entity_id": e.entity_id,
-                "request_id": e.request_id,
-                "detail": e.detail,
-            })
-        })
-        .collect()
+/// Entries as the completing statement's audit columns (`$8`–`$14`),
+/// each row with a new id.
+#[derive(Debug, Clone, Default)]
+pub struct Rows<'a> {
+    pub ids: Vec<Uuid>,
+    pub api_key_ids: Vec<Option<Uuid>>,
+    pub actions: Vec<&'static str>,
+    pub entities: Vec<&'static str>,
+    pub entity_ids: Vec<Uuid>,
+    pub request_ids: Vec<&'a str>,
+    pub details: Vec<Option<serde_json::Value>>,
+}
+
+impl<'a> Rows<'a> {
+    pub fn of(entries: &[Entry<'a>]) -> Self {
+        Rows {
+            ids: entries.iter().map(|_| Uuid::now_v7()).collect(),
+            api_key_ids: entries.iter().map(|e| e.api_key_id).collect(),
+            actions: entries.iter().map(|e| e.action).collect(),
+            entities: entries.iter().map(|e| e.entity).collect(),
+            entity_ids: entries.iter().map(|e| e.entity_id).collect(),
+            request_ids: entries.iter().map(|e| e.request_id).collect(),
+            details: entries.iter().map(|e| e.detail.clone()).collect(),
+        }
+    }
 }
 
 /// Writes the audit rows of one shop that no request's key records (a
 /// job's changes), through the completing statement.
-pub async fn write(
+pub async fn write<'a>(
     conn: &mut sqlx::PgConnection,
     shop_id: Uuid,
-    entries: &[Entry<'_>],
+    entries: &[Entry<'a>],
 ) -> Result<(), sqlx::Error> {
     if entries.is_empty() {
         return Ok(());
     }
-    crate::idempotency::query_completing!(
-        crate::idempotency::Completion::audit_only(shop_id, entries),
-        "SELECT 1 AS \"one!\""
-    )
-    .fetch_one(conn)
-    .await?;
+    let done = crate::idempotency::Completion::audit_only(shop_id, entries);
+    crate::idempotency::query_completing!(done, "SELECT 1 AS \"one!\"")
+        .fetch_one(conn)
+        .await?;
     Ok(())
 }

@@ -118,16 +118,15 @@ macro_rules! query_claiming {
 }
 pub(crate) use query_claiming;
 
-/// What a completing statement binds as `$1`–`$4`: the shop, the key,
-/// the outcome stored under it and the audit rows, each optional (a JSON
-/// document each, so that a statement's own parameters start at `$5` in
-/// both lean shapes).
-#[derive(Debug, Clone)]
+/// What a completing statement binds as `$1`–`$14`: the outcome stored
+/// under the key (`$3`–`$7`, or none) and the audit rows (`$8`–`$14`, one
+/// array per column: one row for a request, several for a job, or none).
+#[derive(Debug, Clone, Default)]
 pub struct Completion<'a> {
     pub shop_id: Uuid,
     pub key: &'a str,
-    pub stored: Option<Value>,
-    pub audit: Option<Value>,
+    pub stored: Option<Stored>,
+    pub audit: crate::audit::Rows<'a>,
 }
 
 impl<'a> Completion<'a> {
@@ -135,21 +134,13 @@ impl<'a> Completion<'a> {
         shop_id: Uuid,
         key: &'a str,
         response: Option<&Stored>,
-        audit: Option<&crate::audit::Entry<'_>>,
+        audit: Option<&crate::audit::Entry<'a>>,
     ) -> Self {
         Completion {
             shop_id,
             key,
-            stored: response.map(|r| {
-                serde_json::json!({
-                    "status": r.status,
-                    "content_type": r.content_type,
-                    "location": r.location,
-                    "etag": r.etag,
-                    "body": hex::encode(&r.body),
-                })
-            }),
-            audit: audit.map(|a| crate::audit::rows(std::slice::from_ref(a))),
+            stored: response.cloned(),
+            audit: crate::audit::Rows::of(audit.map(std::slice::from_ref).unwrap_or_default()),
         }
     }
 
@@ -158,17 +149,15 @@ impl<'a> Completion<'a> {
     pub fn none(shop_id: Uuid) -> Self {
         Completion {
             shop_id,
-            key: "",
-            stored: None,
-            audit: None,
+            ..Completion::default()
         }
     }
 
     /// Audit rows of the shop and nothing stored: the audit writer for
     /// what no request's key records (a job's changes).
-    pub fn audit_only(shop_id: Uuid, entries: &[crate::audit::Entry<'_>]) -> Self {
+    pub fn audit_only(shop_id: Uuid, entries: &[crate::audit::Entry<'a>]) -> Self {
         Completion {
-            audit: Some(crate::audit::rows(entries)),
+            audit: crate::audit::Rows::of(entries),
             ..Completion::none(shop_id)
         }
     }
@@ -176,32 +165,41 @@ impl<'a> Completion<'a> {
 
 /// `sqlx::query!` for a statement that also stores the outcome under the
 /// claimed key and writes the audit rows (the one audit writer), so a
-/// change, its record and its audit entry are one round trip. The
-/// statement's SQL continues the `WITH` list or ends it; `$1` is the shop
-/// id, its own parameters start at `$5`.
+/// change, its record and its audit entry are one round trip. `$done` is a
+/// `Completion` variable. The statement's SQL continues the `WITH` list or
+/// ends it; `$1` is the shop id, its own parameters start at `$15`.
 macro_rules! query_completing {
-    ($done:expr, $sql:literal $(, $args:expr)* $(,)?) => {{
-        let done: $crate::idempotency::Completion<'_> = $done;
+    ($done:ident, $sql:literal $(, $args:expr)* $(,)?) => {{
+        let _: &$crate::idempotency::Completion<'_> = &$done;
+        let stored = $done.stored.as_ref();
         sqlx::query!(
             "WITH stored AS (\
                  UPDATE idempotency_keys \
-                    SET response_status = ($3::jsonb->>'status')::smallint, \
-                        response_content_type = $3::jsonb->>'content_type', \
-                        response_location = $3::jsonb->>'location', response_etag = $3::jsonb->>'etag', \
-                        response_body = decode($3::jsonb->>'body', 'hex') \
-                  WHERE shop_id = $1 AND key = $2 AND $3::jsonb IS NOT NULL), \
+                    SET response_status = $3, response_content_type = $4, response_location = $5, \
+                        response_etag = $6, response_body = $7 \
+                  WHERE shop_id = $1 AND key = $2 AND $3::smallint IS NOT NULL), \
              audited AS (\
                  INSERT INTO audit_log \
                      (shop_id, id, api_key_id, action, entity, entity_id, request_id, detail) \
                  SELECT $1, a.id, a.api_key_id, a.action, a.entity, a.entity_id, a.request_id, a.detail \
-                   FROM jsonb_to_recordset(coalesce($4::jsonb, '[]')) \
-                        AS a(id uuid, api_key_id uuid, action text, entity text, entity_id uuid, \
-                             request_id text, detail jsonb)) "
+                   FROM UNNEST($8::uuid[], $9::uuid[], $10::text[], $11::text[], $12::uuid[], \
+                               $13::text[], $14::jsonb[]) \
+                        AS a(id, api_key_id, action, entity, entity_id, request_id, detail)) "
                 + $sql,
-            done.shop_id,
-            done.key,
-            done.stored,
-            done.audit
+            $done.shop_id,
+            $done.key,
+            stored.map(|r| r.status as i16),
+            stored.map(|r| r.content_type.as_str()),
+            stored.and_then(|r| r.location.as_deref()),
+            stored.and_then(|r| r.etag.as_deref()),
+            stored.map(|r| r.body.as_slice()),
+            &$done.audit.ids,
+            &$done.audit.api_key_ids as &[Option<Uuid>],
+            &$done.audit.actions as &[&str],
+            &$done.audit.entities as &[&str],
+            &$done.audit.entity_ids,
+            &$done.audit.request_ids as &[&str],
+            &$done.audit.details as &[Option<serde_json::Value>]
             $(, $args)*
         )
     }};

@@ -315,14 +315,15 @@ impl Settling {
             request_id,
             detail: None,
         });
+        let done = Completion::audit_only(tenant.shop_id, entry.as_slice());
         query_completing!(
-            Completion::audit_only(tenant.shop_id, entry.as_slice()),
+            done,
             ", w AS (
-                 UPDATE wallets SET reserved = reserved - $6, version = version + 1, updated_at = $8
-                  WHERE shop_id = $1 AND id = $7
+                 UPDATE wallets SET reserved = reserved - $16, version = version + 1, updated_at = $18
+                  WHERE shop_id = $1 AND id = $17
              )
-             UPDATE credit_reservations SET status = $9, settled_at = $8, settle_key = $10
-              WHERE shop_id = $1 AND id = $5",
+             UPDATE credit_reservations SET status = $19, settled_at = $18, settle_key = $20
+              WHERE shop_id = $1 AND id = $15",
             self.row.id,
             self.row.amount,
             self.row.wallet_id,

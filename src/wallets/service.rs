@@ -373,53 +373,53 @@ async fn apply(
 ) -> Result<(), WalletError> {
     // Without a posting the arrays are empty and the journal CTEs write nothing.
     let j = posting.map_or_else(|| Ok(Rows::empty()), Posting::rows)?;
-    // $1 shop, $2–$4 the completion (key, stored outcome, audit rows);
-    // the statement's own from $5.
+    // $1 shop, $2–$14 the completion (key, stored outcome, audit rows);
+    // the statement's own from $15.
     let r = query_completing!(
         done,
         ", jt AS (
              INSERT INTO journal_transactions (shop_id, id, kind, created_at)
-             SELECT $1, $15, $16, $22 WHERE cardinality($18::smallint[]) > 0
+             SELECT $1, $25, $26, $32 WHERE cardinality($28::smallint[]) > 0
          ),
          je AS (
              INSERT INTO journal_entries
                  (shop_id, journal_transaction_id, line, account, wallet_id, currency, amount)
-             SELECT $1, $15, e.line, e.account, e.wallet_id, $17, e.amount
-               FROM UNNEST($18::smallint[], $19::text[], $20::uuid[], $21::numeric[])
+             SELECT $1, $25, e.line, e.account, e.wallet_id, $27, e.amount
+               FROM UNNEST($28::smallint[], $29::text[], $30::uuid[], $31::numeric[])
                     AS e(line, account, wallet_id, amount)
          ),
          w AS (
-             UPDATE wallets SET balance = balance + $6, reserved = reserved - $23,
-                                version = version + 1, updated_at = $22
-              WHERE shop_id = $1 AND id = $5
+             UPDATE wallets SET balance = balance + $16, reserved = reserved - $33,
+                                version = version + 1, updated_at = $32
+              WHERE shop_id = $1 AND id = $15
              RETURNING balance, version
          )
          INSERT INTO wallet_transactions
              (shop_id, id, wallet_id, wallet_version, type, category, amount, balance_after,
               description, metadata, idempotency_key, transfer_id, journal_transaction_id,
               created_at)
-         SELECT $1, $7, $5, w.version, $8, $9, $10, w.balance, $11, $12, $13, $14, $15, $22
+         SELECT $1, $17, $15, w.version, $18, $19, $20, w.balance, $21, $22, $23, $24, $25, $32
            FROM w
          RETURNING balance_after",
-        leg.wallet.id,                 // $5
-        leg.delta(),                   // $6
-        leg.id,                        // $7
-        leg.type_.as_str(),            // $8
-        leg.category.as_str(),         // $9
-        leg.amount,                    // $10
-        leg.description,               // $11
-        Json(leg.metadata) as _,       // $12
-        leg.key,                       // $13
-        leg.transfer_id,               // $14
-        leg.journal_id,                // $15
-        j.kind,                        // $16
-        j.currency,                    // $17
-        &j.lines,                      // $18
-        &j.accounts as &[&str],        // $19
-        &j.wallets as &[Option<Uuid>], // $20
-        &j.amounts,                    // $21
-        leg.wallet.at,                 // $22
-        leg.release,                   // $23
+        leg.wallet.id,                 // $15
+        leg.delta(),                   // $16
+        leg.id,                        // $17
+        leg.type_.as_str(),            // $18
+        leg.category.as_str(),         // $19
+        leg.amount,                    // $20
+        leg.description,               // $21
+        Json(leg.metadata) as _,       // $22
+        leg.key,                       // $23
+        leg.transfer_id,               // $24
+        leg.journal_id,                // $25
+        j.kind,                        // $26
+        j.currency,                    // $27
+        &j.lines,                      // $28
+        &j.accounts as &[&str],        // $29
+        &j.wallets as &[Option<Uuid>], // $30
+        &j.amounts,                    // $31
+        leg.wallet.at,                 // $32
+        leg.release,                   // $33
     )
     .fetch_one(&mut *conn)
     .await?;
@@ -471,7 +471,8 @@ pub async fn debit_locked(
         release: debit.release,
     };
     let view = leg.view()?;
-    apply(conn, &leg, Some(&posting), Completion::none(tenant.shop_id)).await?;
+    let none = Completion::none(tenant.shop_id);
+    apply(conn, &leg, Some(&posting), none).await?;
     Ok(view)
 }
 
@@ -677,7 +678,8 @@ pub async fn transfer(
     let into = leg(to, TransactionType::Credit, Category::TransferIn, None);
     let view = transfer_view(transfer_id, req.description.clone(), out.view()?, into.view()?);
     let (conn, done, ran) = unit.complete(key, view);
-    apply(conn, &out, Some(&posting), Completion::none(done.shop_id)).await?;
+    let none = Completion::none(done.shop_id);
+    apply(conn, &out, Some(&posting), none).await?;
     apply(conn, &into, None, done).await?;
     Ok(ran)
 }
