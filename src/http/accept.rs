@@ -57,17 +57,17 @@ fn qvalue(raw: &str) -> Option<u16> {
     }
 }
 
+/// Headers with this `Accept`, for tests of what a handler negotiates.
+#[cfg(test)]
+pub(crate) fn accept(v: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(header::ACCEPT, axum::http::HeaderValue::from_str(v).unwrap());
+    h
+}
+
 #[cfg(test)]
 mod tests {
-    use axum::http::HeaderValue;
-
     use super::*;
-
-    fn accept(v: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(header::ACCEPT, HeaderValue::from_str(v).unwrap());
-        h
-    }
 
     #[test]
     fn qvalues_in_thousandths() {

@@ -12,15 +12,13 @@ pub const IDEMPOTENCY_CLEANUP_LOOP: &str = "idempotency_cleanup";
 
 /// One cleanup pass with its metrics.
 pub async fn cleanup_idempotency(pool: &PgPool, batch: u32) -> Result<u64, sqlx::Error> {
-    let result = idempotency::cleanup(pool, batch).await;
     record_run(
-        &result,
+        idempotency::cleanup(pool, batch).await,
         "idempotency cleanup",
         "idempotency_cleanup_rows_deleted_total",
         "idempotency_cleanup_failures_total",
         true,
-    );
-    result
+    )
 }
 
 /// Deletes expired idempotency records once at start, then every `interval`.

@@ -19,15 +19,13 @@ pub const RESERVATION_EXPIRY_LOOP: &str = "reservation_expiry";
 /// One expiry run with its metrics and log line. Returns the number of
 /// holds expired.
 pub async fn expire_reservations(pool: &PgPool, batch: u32) -> Result<u64, sqlx::Error> {
-    let result = reservations::expire_due(pool, batch).await;
     record_run(
-        &result,
+        reservations::expire_due(pool, batch).await,
         "reservation expiry",
         "reservations_expired_total",
         "reservation_expiry_failures_total",
         false,
-    );
-    result
+    )
 }
 
 /// The amount held per currency at the expiry job's last run. It is

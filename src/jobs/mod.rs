@@ -86,17 +86,18 @@ impl Heartbeats {
     }
 }
 
-/// Counts and logs one run of a job that handles rows: the rows into the
+/// Counts and logs one run of a job that handles rows, and passes its
+/// result on: the rows into the
 /// `rows` counter (and an INFO line `<job> finished` when `always_log` or
 /// any), a failure into the `failures` counter and a WARN line.
 pub fn record_run(
-    result: &Result<u64, sqlx::Error>,
+    result: Result<u64, sqlx::Error>,
     job: &'static str,
     rows: &'static str,
     failures: &'static str,
     always_log: bool,
-) {
-    match result {
+) -> Result<u64, sqlx::Error> {
+    match &result {
         Ok(n) => {
             metrics::counter!(rows).increment(*n);
             if always_log || *n > 0 {
@@ -108,6 +109,7 @@ pub fn record_run(
             tracing::warn!(error = %e, "{job} failed");
         }
     }
+    result
 }
 
 /// Runs `run` once at start, then every `interval`, until shutdown; a run

@@ -8,8 +8,7 @@ use axum::{
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::ReportError;
-use super::{Reconciliation, ReconciliationParams, TrialBalanceParams, TrialBalanceReport};
+use super::{Reconciliation, ReconciliationParams, ReportError, TrialBalanceParams, TrialBalanceReport};
 use crate::{
     http::{AppState, error::ApiError, extract::ValidQuery},
     reports,
@@ -99,12 +98,7 @@ impl From<ReportError> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn accept(v: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(header::ACCEPT, HeaderValue::from_str(v).unwrap());
-        h
-    }
+    use crate::http::accept::accept;
 
     #[test]
     fn q_values_choose_the_format() {

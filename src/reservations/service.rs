@@ -144,7 +144,10 @@ pub async fn create(
     };
     // The wallet's lock claims the key: one round trip less.
     let (claimed, wallet) = match wallets::lock(unit, key, tenant, &[wallet_id]).await? {
-        Ok(mut locks) => (locks.key, locks.wallets.pop().ok_or(WalletError::NotFound)?),
+        Ok(locks) => {
+            let (key, wallet, _) = locks.one()?;
+            (key, wallet)
+        }
         Err(taken) => return Ok(taken.replay()),
     };
     let key = unit.key();
@@ -281,12 +284,11 @@ async fn lock(
         ReservationStatus::Expired => return Err(ReservationError::Expired),
         other => return Err(ReservationError::InvalidState(other.as_str())),
     }
-    let mut locks = match wallets::lock(unit, key, tenant, &[row.wallet_id]).await? {
-        Ok(locks) => locks,
+    let (key, wallet, _) = match wallets::lock(unit, key, tenant, &[row.wallet_id]).await? {
+        Ok(locks) => locks.one()?,
         Err(taken) => return Ok(Err(taken)),
     };
-    let wallet = locks.wallets.pop().ok_or(WalletError::NotFound)?;
-    Ok(Ok((locks.key, Settling { row, wallet })))
+    Ok(Ok((key, Settling { row, wallet })))
 }
 
 impl Settling {

@@ -196,6 +196,14 @@ pub struct Locks {
     pub earlier: Option<Uuid>,
 }
 
+impl Locks {
+    /// The one wallet locked, for a request that locks one.
+    pub fn one(mut self) -> Result<(Claimed, Locked, Option<Uuid>), WalletError> {
+        let wallet = self.wallets.pop().ok_or(WalletError::NotFound)?;
+        Ok((self.key, wallet, self.earlier))
+    }
+}
+
 /// Claims the request's key and locks the shop's wallets `ids` in one
 /// statement (the lean shape). `Err(Taken)`: another request has the key.
 pub async fn lock(
@@ -217,32 +225,23 @@ pub async fn lock(
     }))
 }
 
-/// Locks the shop's wallets `ids` under a key the transaction holds.
-pub async fn lock_held(
-    unit: &mut Unit<'_>,
-    key: Claimed,
-    tenant: Tenant,
-    ids: &[Uuid],
-) -> Result<Locks, WalletError> {
-    let claim = unit.held(&key);
-    let (_, wallets, earlier) = lock_rows(unit.conn(), claim, true, tenant, ids).await?;
-    Ok(Locks {
-        key,
-        wallets: in_order(wallets, ids)?,
-        earlier,
-    })
-}
-
-/// Locks one wallet under a key the transaction holds.
+/// Locks one wallet of the shop under a key the transaction holds
+/// (another domain's use case).
 pub async fn lock_one(
     unit: &mut Unit<'_>,
     key: Claimed,
     tenant: Tenant,
     wallet_id: Uuid,
 ) -> Result<(Claimed, Locked), WalletError> {
-    let mut locks = lock_held(unit, key, tenant, &[wallet_id]).await?;
-    let wallet = locks.wallets.pop().ok_or(WalletError::NotFound)?;
-    Ok((locks.key, wallet))
+    let claim = unit.held(&key);
+    let ids = [wallet_id];
+    let (_, wallets, earlier) = lock_rows(unit.conn(), claim, true, tenant, &ids).await?;
+    let locks = Locks {
+        key,
+        wallets: in_order(wallets, &ids)?,
+        earlier,
+    };
+    locks.one().map(|(key, wallet, _)| (key, wallet))
 }
 
 /// The wallet lock, the only statement that locks wallet rows for a
@@ -504,15 +503,10 @@ async fn movement(
     req: Request,
 ) -> Result<Ran<WalletTransaction>, WalletError> {
     let (kind, amount, description, metadata) = req.split();
-    let Locks {
-        key,
-        mut wallets,
-        earlier,
-    } = match lock(unit, key, tenant, &[wallet_id]).await? {
-        Ok(locks) => locks,
+    let (key, wallet, earlier) = match lock(unit, key, tenant, &[wallet_id]).await? {
+        Ok(locks) => locks.one()?,
         Err(taken) => return Ok(taken.replay()),
     };
-    let wallet = wallets.pop().ok_or(WalletError::NotFound)?;
     let amount = Money::parse("amount", &amount, wallet.currency)?.amount();
     let (type_, category) = match kind {
         Kind::Credit(c) => (TransactionType::Credit, c.category()),

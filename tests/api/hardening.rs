@@ -197,18 +197,7 @@ async fn dates_outside_years_0001_to_9999_are_422(_: PgPoolOptions, connect: PgC
 async fn if_match_quoted_or_bare_is_the_same_request(_: PgPoolOptions, connect: PgConnectOptions) {
     let app = spawn_app(connect).await;
     let shop = app.shop().await;
-    let created: Value = app
-        .post(
-            &shop.key,
-            "/v1/contracts",
-            &fresh(),
-            &draft_contract("one_time", "2026-01-01"),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let path = format!("/v1/contracts/{}", created["id"].as_str().unwrap());
+    let path = contract_path(&app, &shop.key).await;
     let patch = |tag: &'static str| {
         app.client
             .patch(app.url(&path))
@@ -280,18 +269,7 @@ async fn small_things_outside_trials_found(_: PgPoolOptions, connect: PgConnectO
         .unwrap();
     assert_eq!(r.headers()["content-type"], "application/json");
     // A PATCH that names nothing leaves the version alone.
-    let created: Value = app
-        .post(
-            &shop.key,
-            "/v1/contracts",
-            &fresh(),
-            &draft_contract("one_time", "2026-01-01"),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let path = format!("/v1/contracts/{}", created["id"].as_str().unwrap());
+    let path = contract_path(&app, &shop.key).await;
     let r = app
         .client
         .patch(app.url(&path))
@@ -321,4 +299,20 @@ async fn small_things_outside_trials_found(_: PgPoolOptions, connect: PgConnectO
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.json::<Value>().await.unwrap()["version"], draft["version"]);
+}
+
+/// A new one-time draft contract's path.
+async fn contract_path(app: &TestApp, key: &str) -> String {
+    let created: Value = app
+        .post(
+            key,
+            "/v1/contracts",
+            &fresh(),
+            &draft_contract("one_time", "2026-01-01"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    format!("/v1/contracts/{}", created["id"].as_str().unwrap())
 }
