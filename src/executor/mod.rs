@@ -415,6 +415,16 @@ fn audit_entry<'a, O: Outcome>(
     }
 }
 
+/// What a claiming statement binds for this request's key.
+fn claim_params(actor: Actor, request: &Request, ttl_hours: u32) -> ClaimParams<'_> {
+    ClaimParams {
+        shop_id: actor.shop_id,
+        key: request.key.as_str(),
+        fingerprint: request.fingerprint.as_slice(),
+        ttl_hours: ttl_hours as i32,
+    }
+}
+
 /// One command's view of the executor's transaction.
 pub struct Unit<'a> {
     conn: &'a mut PgConnection,
@@ -450,12 +460,7 @@ impl<'a> Unit<'a> {
     }
 
     fn claim_params(&self) -> ClaimParams<'a> {
-        ClaimParams {
-            shop_id: self.actor.shop_id,
-            key: self.request.key.as_str(),
-            fingerprint: self.request.fingerprint.as_slice(),
-            ttl_hours: self.ttl_hours as i32,
-        }
+        claim_params(self.actor, self.request, self.ttl_hours)
     }
 
     /// The parameters of a claiming statement for a key this transaction
@@ -666,12 +671,7 @@ impl Executor {
     }
 
     fn claim_params<'a>(&self, actor: Actor, request: &'a Request) -> ClaimParams<'a> {
-        ClaimParams {
-            shop_id: actor.shop_id,
-            key: request.key.as_str(),
-            fingerprint: request.fingerprint.as_slice(),
-            ttl_hours: self.ttl_hours as i32,
-        }
+        claim_params(actor, request, self.ttl_hours)
     }
 
     /// After a lock timeout in a claiming statement: a duplicate in another
