@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod audit;
+pub mod citus;
 pub mod config;
 pub mod contracts;
 pub mod dates;

@@ -1,5 +1,5 @@
 //! The `billing-ledger` command line: serve | migrate | cleanup | expire-reservations | shops |
-//! keys | openapi.
+//! keys | report | openapi | citus.
 
 use std::{net::SocketAddr, process::ExitCode};
 
@@ -78,6 +78,21 @@ enum Command {
     },
     /// Print the OpenAPI document (YAML).
     Openapi,
+    /// Scale out on Citus (docs/scale-out.md).
+    Citus {
+        #[command(subcommand)]
+        command: CitusCommand,
+        #[command(flatten)]
+        db: DatabaseConfig,
+    },
+}
+
+#[derive(Subcommand)]
+enum CitusCommand {
+    /// Distribute a migrated database on a Citus coordinator by shop
+    /// (sql/citus/distribute.sql); idempotent, run again after every
+    /// migration that adds a table.
+    Distribute,
 }
 
 #[derive(Subcommand)]
@@ -370,6 +385,22 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Openapi => {
             print!("{}", billing_ledger::openapi::yaml());
+            Ok(())
+        }
+        Command::Citus {
+            command: CitusCommand::Distribute,
+            db,
+        } => {
+            use billing_ledger::citus::{self, CitusError};
+            let mut conn = connect(&db).await?;
+            let layout = citus::distribute(&mut conn).await.map_err(|e| match e {
+                CitusError::Db(e) => anyhow::Error::from(e).context("distribution failed"),
+                refused => BadInput(refused.to_string()).into(),
+            })?;
+            for (table, kind) in &layout {
+                println!("{kind:<12} {table}");
+            }
+            println!("{} tables on Citus", layout.len());
             Ok(())
         }
     }

@@ -356,8 +356,8 @@ def main():
         # script's own queries apart.
         debits = int(psql(bench_url, "SELECT count(*) FROM wallet_transactions WHERE idempotency_key LIKE 's16-%'"))
         counts = psql(bench_url, """
-            SELECT coalesce(sum(calls) FILTER (WHERE toplevel AND query NOT LIKE '%FROM api_keys%'), 0) || ' ' ||
-                   coalesce(sum(calls) FILTER (WHERE toplevel AND query LIKE '%FROM api_keys%'), 0) || ' ' ||
+            SELECT coalesce(sum(calls) FILTER (WHERE toplevel AND query NOT LIKE '%FROM api_key%'), 0) || ' ' ||
+                   coalesce(sum(calls) FILTER (WHERE toplevel AND query LIKE '%FROM api_key%'), 0) || ' ' ||
                    coalesce(sum(calls) FILTER (WHERE NOT toplevel AND query NOT LIKE 'SELECT % FROM ONLY %'), 0) || ' ' ||
                    coalesce(sum(calls) FILTER (WHERE NOT toplevel AND query LIKE 'SELECT % FROM ONLY %'), 0)
               FROM pg_stat_statements

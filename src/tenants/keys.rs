@@ -125,6 +125,13 @@ pub async fn create_key(
     let id = Uuid::now_v7();
     let prefix = random(12);
     let secret = format!("blk_{prefix}_{}", random(40));
+    sqlx::query!(
+        "INSERT INTO api_key_prefixes (prefix, shop_id) VALUES ($1, $2)",
+        prefix,
+        shop_id
+    )
+    .execute(&mut *conn)
+    .await?;
     let created_at = sqlx::query_scalar!(
         "INSERT INTO api_keys (shop_id, id, prefix, secret_hash, role, label)
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING created_at",
@@ -166,15 +173,26 @@ pub async fn revoke_key(conn: &mut PgConnection, prefix: &str) -> Result<bool, T
 
 /// Revokes by public prefix; `KeyNotFound` when no live key has it.
 pub async fn revoke(conn: &mut PgConnection, prefix: &str) -> Result<RevokedKey, TenantError> {
+    let shops = holders(&mut *conn, prefix).await?;
     sqlx::query_as!(
         RevokedKey,
-        "UPDATE api_keys SET revoked_at = now() WHERE prefix = $1 AND revoked_at IS NULL
+        "UPDATE api_keys SET revoked_at = now()
+          WHERE shop_id = ANY($2) AND prefix = $1 AND revoked_at IS NULL
          RETURNING id, shop_id, prefix",
-        prefix
+        prefix,
+        &shops
     )
     .fetch_optional(conn)
     .await?
     .ok_or(TenantError::KeyNotFound)
+}
+
+/// The shops holding a prefix (one, but for a collision of random
+/// prefixes): found first, so the key's own row is read on its shop's shard.
+async fn holders(conn: &mut PgConnection, prefix: &str) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar!("SELECT shop_id FROM api_key_prefixes WHERE prefix = $1", prefix)
+        .fetch_all(conn)
+        .await
 }
 
 /// Resolves a presented key, with its [`digest`], to its tenant; `None` for
@@ -192,9 +210,15 @@ pub async fn authenticate(
         return Ok(None);
     };
     // Prefixes are random, not unique across shops: compare every holder.
+    let shops = holders(&mut *conn, prefix).await?;
+    if shops.is_empty() {
+        return Ok(None);
+    }
     let rows = sqlx::query!(
-        "SELECT shop_id, id, role, secret_hash FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL",
-        prefix
+        "SELECT shop_id, id, role, secret_hash FROM api_keys
+          WHERE shop_id = ANY($2) AND prefix = $1 AND revoked_at IS NULL",
+        prefix,
+        &shops
     )
     .fetch_all(conn)
     .await?;

@@ -92,6 +92,7 @@ async fn serve_waiting(pool: PgPool, config: ServeConfig, key_wait: Duration) ->
 /// Serves `state` (e.g. with its reports on a replica).
 pub async fn serve_state(state: AppState, config: ServeConfig) -> TestApp {
     let pool = state.pool.clone();
+    on_citus(&pool.connect_options()).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let router = app::router(state.clone(), config.request_timeout);
@@ -277,4 +278,65 @@ pub async fn problem(r: Response, status: StatusCode, code: &str) -> Value {
         assert!(body[field].is_string(), "problem has {field}: {body}");
     }
     body
+}
+
+/// Under `make test-citus` (BILLING_LEDGER_TEST_CITUS=1, DATABASE_URL on a
+/// Citus coordinator from scripts/citus.sh) the test's fresh, migrated
+/// database becomes a distributed one before the app serves it: the same
+/// database on every worker with the extension, the workers added, then
+/// `citus::distribute` as `billing-ledger citus distribute` runs it.
+/// Anywhere else it does nothing.
+pub async fn on_citus(test_db: &PgConnectOptions) {
+    use sqlx::{Connection, Executor, PgConnection};
+    if std::env::var("BILLING_LEDGER_TEST_CITUS").as_deref() != Ok("1") {
+        return;
+    }
+    let mut db = PgConnection::connect_with(test_db).await.unwrap();
+    let done: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_extension WHERE extname = 'citus'")
+        .fetch_optional(&mut db)
+        .await
+        .unwrap();
+    if done.is_some() {
+        return; // a second app on the same database
+    }
+    let name = test_db.get_database().expect("the test database has a name").to_owned();
+    let master: PgConnectOptions = std::env::var("DATABASE_URL")
+        .expect("DATABASE_URL names the coordinator")
+        .parse()
+        .unwrap();
+    let mut coordinator = PgConnection::connect_with(&master).await.unwrap();
+    let workers: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT nodename, nodeport FROM pg_dist_node WHERE groupid <> 0 AND noderole = 'primary' ORDER BY nodeport",
+    )
+    .fetch_all(&mut coordinator)
+    .await
+    .unwrap();
+    assert!(!workers.is_empty(), "the coordinator has no workers: scripts/citus.sh start");
+    for (host, port) in &workers {
+        let worker = master.clone().host(host).port(*port as u16);
+        let mut conn = PgConnection::connect_with(&worker).await.unwrap();
+        // A database of the same name left by an earlier run.
+        conn.execute(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)").as_str())
+            .await
+            .unwrap();
+        conn.execute(format!("CREATE DATABASE \"{name}\"").as_str()).await.unwrap();
+        let mut db = PgConnection::connect_with(&worker.database(&name)).await.unwrap();
+        db.execute("CREATE EXTENSION citus").await.unwrap();
+    }
+    db.execute("CREATE EXTENSION citus").await.unwrap();
+    sqlx::query("SELECT citus_set_coordinator_host($1, $2)")
+        .bind(master.get_host())
+        .bind(i32::from(master.get_port()))
+        .execute(&mut db)
+        .await
+        .unwrap();
+    for (host, port) in &workers {
+        sqlx::query("SELECT citus_add_node($1, $2)")
+            .bind(host)
+            .bind(port)
+            .execute(&mut db)
+            .await
+            .unwrap();
+    }
+    billing_ledger::citus::distribute(&mut db).await.unwrap();
 }
