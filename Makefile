@@ -8,7 +8,7 @@ DB := scripts/db.sh
 SQLX_CLI_VERSION := 0.8.6
 BIN := target/debug/billing-ledger
 
-.PHONY: run test readme lint fmt build db-start db-stop migrate prepare sqlx-cli openapi bench conformance chaos
+.PHONY: run test test-citus readme lint fmt build db-start db-stop migrate prepare sqlx-cli openapi bench conformance chaos
 
 build:
 	cargo build
@@ -42,6 +42,18 @@ test: sqlx-cli
 	SQLX_OFFLINE=false cargo sqlx prepare --check -- --all-targets; \
 	cargo test --all-targets; \
 	cargo test --doc
+
+# The integration tests and the conformance flows on a throwaway Citus
+# cluster (scripts/citus.sh: a coordinator and two workers on loopback),
+# every test database distributed by shop (docs/scale-out.md). Where Citus
+# is not installed it says so and passes (DEVELOPERS.md says how to get it).
+test-citus: sqlx-cli build
+	@if ! scripts/citus.sh check; then echo "test-citus: SKIPPED: Citus is not installed"; exit 0; fi; \
+	scripts/citus.sh stop; \
+	url=$$(scripts/citus.sh start | tail -1); \
+	trap 'scripts/citus.sh stop' EXIT; \
+	BILLING_LEDGER_TEST_CITUS=1 DATABASE_URL=$$url cargo test --test api; \
+	CITUS=1 DATABASE_URL=$$url scripts/conformance/run.sh
 
 # Check the README's walk-through against a server started like `make run`
 # (its own instance on a free port, stopped afterwards): every ```sh block runs

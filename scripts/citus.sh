@@ -5,6 +5,10 @@
 #   scripts/citus.sh start   start (or reuse) it; the coordinator's DATABASE_URL is the last line
 #   scripts/citus.sh stop    stop it and delete its data
 #   scripts/citus.sh check   exit 0 when Citus is installed, 3 (with the reason) when not
+#   scripts/citus.sh database NAME
+#                            make NAME a Citus database of the running cluster (created
+#                            where missing, replaced on the workers, the workers added);
+#                            prints its URL. `billing-ledger citus distribute` comes next.
 #
 # Citus 13 for PostgreSQL 15 is not packaged for Debian 12: DEVELOPERS.md says
 # how to get it onto a machine for testing. Nothing here builds or fetches it.
@@ -69,7 +73,25 @@ case "$cmd" in
     rm -rf "$root"
     exit 0 ;;
   start) installed ;;
-  *) log "usage: $0 start|stop|check"; exit 2 ;;
+  database)
+    name=${2:?usage: $0 database NAME}
+    for n in "${nodes[@]}"; do is_running "$n" || { log "the Citus cluster is not running: $0 start"; exit 1; }; done
+    for w in worker1 worker2; do
+      sql "$w" postgres "drop database if exists \"$name\" with (force)" >/dev/null
+      sql "$w" postgres "create database \"$name\"" >/dev/null
+      sql "$w" "$name" 'create extension citus' >/dev/null
+    done
+    if [ "$(sql coordinator postgres "select count(*) from pg_database where datname = '$name'")" = 0 ]; then
+      sql coordinator postgres "create database \"$name\"" >/dev/null
+    fi
+    sql coordinator "$name" 'create extension if not exists citus' >/dev/null
+    sql coordinator "$name" "select citus_set_coordinator_host('127.0.0.1', $(port_of coordinator))" >/dev/null
+    for w in worker1 worker2; do
+      sql coordinator "$name" "select citus_add_node('127.0.0.1', $(port_of "$w"))" >/dev/null
+    done
+    printf 'postgres://%s@127.0.0.1:%s/%s?sslmode=disable\n' "$db_user" "$(port_of coordinator)" "$name"
+    exit 0 ;;
+  *) log "usage: $0 start|stop|check|database NAME"; exit 2 ;;
 esac
 
 mkdir -p "$root"
@@ -90,6 +112,8 @@ max_connections = 300
 max_prepared_transactions = 300
 shared_buffers = 128MB
 shared_preload_libraries = 'citus'
+# Citus runs a maintenance worker per database: one per test database.
+max_worker_processes = 256
 # Four shards per table: several per worker, few enough for a test database each.
 citus.shard_count = 4
 EOF
@@ -108,16 +132,9 @@ done
 
 for n in "${nodes[@]}"; do
   for _ in $(seq 1 60); do sql "$n" postgres 'select 1' >/dev/null 2>&1 && break; sleep 0.5; done
-  if [ "$(sql "$n" postgres "select count(*) from pg_database where datname = '$db_name'")" = 0 ]; then
-    sql "$n" postgres "create database $db_name" >/dev/null
-  fi
-  sql "$n" "$db_name" 'create extension if not exists citus' >/dev/null
 done
-
-coordinator=$(port_of coordinator)
-sql coordinator "$db_name" "select citus_set_coordinator_host('127.0.0.1', $coordinator)" >/dev/null
-for w in worker1 worker2; do
-  sql coordinator "$db_name" "select citus_add_node('127.0.0.1', $(port_of "$w"))" >/dev/null
-done
-log "Citus $(sql coordinator "$db_name" "select extversion from pg_extension where extname = 'citus'"): coordinator 127.0.0.1:$coordinator, workers $(port_of worker1) and $(port_of worker2)"
-printf 'postgres://%s@127.0.0.1:%s/%s?sslmode=disable\n' "$db_user" "$coordinator" "$db_name"
+if [ "$(sql coordinator postgres "select count(*) from pg_database where datname = '$db_name'")" = 0 ]; then
+  "$0" database "$db_name" >/dev/null
+fi
+log "Citus $(sql coordinator "$db_name" "select extversion from pg_extension where extname = 'citus'"): coordinator 127.0.0.1:$(port_of coordinator), workers $(port_of worker1) and $(port_of worker2)"
+printf 'postgres://%s@127.0.0.1:%s/%s?sslmode=disable\n' "$db_user" "$(port_of coordinator)" "$db_name"

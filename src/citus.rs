@@ -23,6 +23,21 @@ pub enum CitusError {
     Db(#[from] sqlx::Error),
 }
 
+/// The tables `DISTRIBUTE` names as `reference` or `distributed` (its
+/// `<kind>_tables` array), so a test can hold every table of the schema
+/// to one of the two lists.
+pub fn planned(kind: &str) -> Vec<&'static str> {
+    let start = format!("{kind}_tables text[] := ARRAY[");
+    let Some((_, rest)) = DISTRIBUTE.split_once(start.as_str()) else {
+        return Vec::new();
+    };
+    let list = rest.split_once(']').map_or("", |(list, _)| list);
+    list.split(',')
+        .map(|t| t.trim().trim_matches('\''))
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
 /// How the tables ended up: `(table, "reference" | "distributed")`.
 pub type Layout = Vec<(String, String)>;
 

@@ -55,12 +55,26 @@ pub fn has_any_code(e: &sqlx::Error, codes: &[&str]) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.code().is_some_and(|c| codes.contains(&c.as_ref())))
 }
 
-/// The constraint a database error names.
+/// The constraint a database error names. On Citus a worker's error is
+/// relayed without its constraint field, its message naming the shard's
+/// copy (`violates check constraint "wallets_not_overdrawn"`,
+/// `unique constraint "credit_reservations_key_102040"`): then the name is
+/// read from the message, without the shard id.
 pub fn constraint(e: &sqlx::Error) -> Option<&str> {
-    match e {
-        sqlx::Error::Database(db) => db.constraint(),
-        _ => None,
-    }
+    let sqlx::Error::Database(db) = e else {
+        return None;
+    };
+    db.constraint().or_else(|| constraint_in_message(db.message()))
+}
+
+/// The constraint a relayed message names, without a shard's id suffix.
+fn constraint_in_message(message: &str) -> Option<&str> {
+    let (_, rest) = message.split_once("constraint \"")?;
+    let (name, _) = rest.split_once('"')?;
+    Some(match name.rsplit_once('_') {
+        Some((base, shard)) if shard.len() >= 6 && shard.bytes().all(|b| b.is_ascii_digit()) => base,
+        _ => name,
+    })
 }
 
 pub fn is_transient(e: &sqlx::Error) -> bool {
@@ -105,6 +119,30 @@ pub fn decode<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relayed_message_names_the_constraint_without_its_shard() {
+        assert_eq!(
+            constraint_in_message(
+                r#"new row for relation "wallets_102025" violates check constraint "wallets_not_overdrawn""#
+            ),
+            Some("wallets_not_overdrawn")
+        );
+        assert_eq!(
+            constraint_in_message(
+                r#"duplicate key value violates unique constraint "credit_reservations_key_102040""#
+            ),
+            Some("credit_reservations_key")
+        );
+        assert_eq!(
+            constraint_in_message("could not commit transaction for shard 102029"),
+            None
+        );
+        assert_eq!(
+            constraint_in_message(r#"violates check constraint "wallets_currency_check""#),
+            Some("wallets_currency_check")
+        );
+    }
 
     #[derive(Debug, PartialEq, serde::Deserialize)]
     #[serde(rename_all = "snake_case")]

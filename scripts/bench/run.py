@@ -443,9 +443,9 @@ def main():
             # The roll-up job runs at start; wait until it has rolled every
             # closed day (the same rule as the job's).
             deadline = time.time() + 900
-            while psql(report_url, "SELECT last_day IS NOT NULL AND last_day >= "
-                                   "((now() - interval '5 minutes') AT TIME ZONE 'UTC')::date - 1 "
-                                   "FROM journal_rollup_state").strip() != "t":
+            while psql(report_url, "SELECT coalesce(bool_and(last_day >= "
+                                   "((now() - interval '5 minutes') AT TIME ZONE 'UTC')::date - 1), false) "
+                                   "FROM journal_rollup_shops").strip() != "t":
                 if time.time() > deadline:
                     raise RuntimeError("the roll-up job did not catch up within 15 minutes")
                 time.sleep(1)

@@ -30,6 +30,9 @@
 #   PHASES        schemathesis phases        (default examples,coverage,fuzzing,stateful)
 #   KEEP_DB=1     keep the database for inspection (its name is printed)
 #   PYTHON        interpreter for the venv  (default python3; 3.10+)
+#   CITUS=1       DATABASE_URL is the coordinator of scripts/citus.sh: the
+#                 database is made on every node and distributed by shop
+#                 (`billing-ledger citus distribute`) after migrating
 #
 # Output (server log, generated clients, schemathesis JUnit/HAR reports) goes
 # to .local/conformance/ (git-ignored), replaced on every run.
@@ -184,7 +187,11 @@ start_server() {
   fi
   admin_db_url=$DATABASE_URL
   local name="conformance_$$_$(date +%s)"
-  psql "$admin_db_url" -qAt -v ON_ERROR_STOP=1 -c "CREATE DATABASE \"$name\"" >/dev/null || return 1
+  if [ "${CITUS:-}" = 1 ]; then
+    DATABASE_URL= "$top/scripts/citus.sh" database "$name" >/dev/null || return 1
+  else
+    psql "$admin_db_url" -qAt -v ON_ERROR_STOP=1 -c "CREATE DATABASE \"$name\"" >/dev/null || return 1
+  fi
   db_name=$name
   db_url=$(with_db_name "$DATABASE_URL" "$db_name")
   echo "database $db_name"
@@ -192,6 +199,9 @@ start_server() {
   # A copy, so that a rebuild during the run cannot swap the binary.
   cp "$BIN" "$work/billing-ledger" || return 1
   DATABASE_URL=$db_url "$work/billing-ledger" migrate || return 1
+  if [ "${CITUS:-}" = 1 ]; then
+    DATABASE_URL=$db_url "$work/billing-ledger" citus distribute || return 1
+  fi
 
   local port
   port=$("$venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

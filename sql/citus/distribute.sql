@@ -14,13 +14,13 @@
 -- distributed.
 DO $distribute$
 DECLARE
-    reference_tables text[] := ARRAY['shops', 'api_key_prefixes', 'idempotency_cleanup_runs',
-                                     'journal_rollup_state'];
+    reference_tables text[] := ARRAY['shops', 'api_key_prefixes', 'idempotency_cleanup_runs'];
     -- In foreign-key order, so co-location follows the first one.
     distributed_tables text[] := ARRAY['api_keys', 'audit_log', 'idempotency_keys', 'wallets',
         'journal_transactions', 'journal_entries', 'wallet_transactions', 'credit_reservations',
         'invoice_counters', 'invoices', 'invoice_lines', 'invoice_payments', 'contracts',
-        'webhook_secrets', 'webhook_events', 'journal_daily_totals', 'journal_wallet_balances'];
+        'webhook_secrets', 'webhook_events', 'journal_daily_totals', 'journal_wallet_balances',
+        'journal_rollup_shops'];
     t text;
     fk record;
     fks text[] := '{}';

@@ -4,7 +4,8 @@
 -- the primary is idle, honest when the replica is cut off); NULL when it has
 -- replayed nothing since it started. The WAL receiver's status needs
 -- pg_read_all_stats; without it the lag is the (larger) replay age.
--- Also the last day the roll-up job has rolled, as this snapshot sees it.
+-- Also the last day the roll-up job has rolled for shop $1, as this
+-- snapshot sees it.
 SELECT pg_is_in_recovery() AS "replica!",
        now() AS "now!",
        CASE WHEN pg_is_in_recovery() THEN
@@ -13,4 +14,4 @@ SELECT pg_is_in_recovery() AS "replica!",
                  ELSE (extract(epoch FROM now() - pg_last_xact_replay_timestamp()) * 1000)::bigint
             END
        END AS "lag_ms",
-       (SELECT last_day FROM journal_rollup_state) AS "rolled_through"
+       (SELECT last_day FROM journal_rollup_shops WHERE shop_id = $1) AS "rolled_through"

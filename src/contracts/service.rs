@@ -161,6 +161,7 @@ pub async fn update(
         || req.starts_on.is_some()
         || req.terms.is_some()
         || req.metadata.is_some();
+    let at = clock(conn).await?;
     for _ in 0..ATTEMPTS {
         let row = sqlx::query_as!(
             ContractRow,
@@ -172,7 +173,7 @@ pub async fn update(
                     terms = CASE WHEN $10::text IS NULL THEN terms ELSE NULLIF($10, '') END,
                     metadata = COALESCE($11, metadata),
                     version = version + $12::bool::int,
-                    updated_at = CASE WHEN $12 THEN now() ELSE updated_at END
+                    updated_at = CASE WHEN $12 THEN $13 ELSE updated_at END
               WHERE shop_id = $1 AND id = $2 AND status = 'draft' AND version = $3
              RETURNING id, customer_ref, title, currency, amount, billing_interval, starts_on, terms,
                        metadata, status, version, approval_note, rejection_reason, invoice_id,
@@ -189,6 +190,7 @@ pub async fn update(
             req.terms,
             req.metadata.as_ref().map(Json) as _,
             changes,
+            at,
         )
         .fetch_optional(&mut *conn)
         .await?;
@@ -291,6 +293,15 @@ impl<'a> Transition<'a> {
     };
 }
 
+/// The transaction's clock (`now()`), read on its own: Citus refuses a
+/// non-immutable function inside `CASE` of a distributed UPDATE, so the
+/// statements that set a time only in some cases take it as a parameter.
+async fn clock(conn: &mut PgConnection) -> Result<chrono::DateTime<chrono::Utc>, sqlx::Error> {
+    sqlx::query_scalar!(r#"SELECT now() AS "now!""#)
+        .fetch_one(conn)
+        .await
+}
+
 /// Moves the contract from one of `t.from` at version `expected` (any
 /// version when `None`) to `t.to`, in one statement. Approving a one-time
 /// contract names its invoice in that statement and issues it (created and
@@ -304,17 +315,18 @@ pub async fn transition(
     t: Transition<'_>,
 ) -> Result<Contract, ContractError> {
     let from: Vec<&str> = t.from.iter().map(|s| s.as_str()).collect();
+    let at = clock(conn).await?;
     for _ in 0..ATTEMPTS {
         let row = sqlx::query_as!(
             ContractRow,
             "UPDATE contracts
-                SET status = $5, version = version + 1, updated_at = now(),
-                    submitted_at = CASE WHEN $5 = 'pending_approval' THEN now() ELSE submitted_at END,
-                    approved_at = CASE WHEN $5 = 'approved' THEN now() ELSE approved_at END,
+                SET status = $5, version = version + 1, updated_at = $9,
+                    submitted_at = CASE WHEN $5 = 'pending_approval' THEN $9 ELSE submitted_at END,
+                    approved_at = CASE WHEN $5 = 'approved' THEN $9 ELSE approved_at END,
                     approval_note = CASE WHEN $5 = 'approved' THEN $6 ELSE approval_note END,
-                    rejected_at = CASE WHEN $5 = 'rejected' THEN now() ELSE rejected_at END,
+                    rejected_at = CASE WHEN $5 = 'rejected' THEN $9 ELSE rejected_at END,
                     rejection_reason = CASE WHEN $5 = 'rejected' THEN $7 ELSE rejection_reason END,
-                    cancelled_at = CASE WHEN $5 = 'cancelled' THEN now() ELSE cancelled_at END,
+                    cancelled_at = CASE WHEN $5 = 'cancelled' THEN $9 ELSE cancelled_at END,
                     invoice_id = CASE WHEN $5 = 'approved' AND billing_interval = 'one_time'
                                       THEN $8 ELSE invoice_id END
               WHERE shop_id = $1 AND id = $2 AND status = ANY($3::text[])
@@ -330,6 +342,7 @@ pub async fn transition(
             t.note,
             t.reason,
             Uuid::now_v7(),
+            at,
         )
         .fetch_optional(&mut *conn)
         .await?;

@@ -269,23 +269,34 @@ pub async fn complete(conn: &mut PgConnection, done: Completion<'_>) -> Result<(
     Ok(())
 }
 
-/// Deletes expired records, oldest first, in batches of `batch`
-/// (`store::delete_in_batches`), and records the run. Returns the number
-/// of rows deleted.
+/// Deletes expired records, shop by shop, oldest first, in batches of
+/// `batch` (`store::delete_in_batches`), and records the run. Returns the
+/// number of rows deleted.
 pub async fn cleanup(pool: &PgPool, batch: u32) -> Result<u64, sqlx::Error> {
-    let total = crate::store::delete_in_batches(batch, |limit| {
-        sqlx::query!(
-            "DELETE FROM idempotency_keys k
-              USING (SELECT shop_id, key FROM idempotency_keys
-                      WHERE expires_at <= now()
-                      ORDER BY expires_at
-                      LIMIT $1 FOR UPDATE SKIP LOCKED) doomed
-              WHERE k.shop_id = doomed.shop_id AND k.key = doomed.key",
-            limit
-        )
-        .execute(pool)
-    })
+    // Oldest backlog first, as one table's batches would go.
+    let shops = sqlx::query_scalar!(
+        r#"SELECT shop_id AS "shop_id!" FROM idempotency_keys WHERE expires_at <= now()
+            GROUP BY shop_id ORDER BY min(expires_at)"#
+    )
+    .fetch_all(pool)
     .await?;
+    let mut total = 0;
+    for shop in shops {
+        total += crate::store::delete_in_batches(batch, |limit| {
+            sqlx::query!(
+                "DELETE FROM idempotency_keys k
+                  USING (SELECT shop_id, key FROM idempotency_keys
+                          WHERE shop_id = $2 AND expires_at <= now()
+                          ORDER BY expires_at
+                          LIMIT $1 FOR UPDATE SKIP LOCKED) doomed
+                  WHERE k.shop_id = $2 AND k.shop_id = doomed.shop_id AND k.key = doomed.key",
+                limit,
+                shop
+            )
+            .execute(pool)
+        })
+        .await?;
+    }
     sqlx::query!(
         "INSERT INTO idempotency_cleanup_runs (rows_deleted) VALUES ($1)",
         total as i64

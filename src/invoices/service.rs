@@ -478,7 +478,7 @@ pub async fn pay(
         Ok(_) => {}
         // The same reference on another invoice, committed meanwhile (the
         // same invoice would have waited for its lock).
-        Err(sqlx::Error::Database(db)) if db.constraint() == Some("invoice_payments_external_ref") => {
+        Err(e) if store::constraint(&e) == Some("invoice_payments_external_ref") => {
             return Err(InvoiceError::ExternalRefConflict {
                 key: req.external_ref.unwrap_or_default(),
                 field: "invoice_id",

@@ -23,21 +23,43 @@ pub const LOOP: &str = "webhook_worker";
 pub const RETENTION_LOOP: &str = "webhook_retention";
 
 /// Leases up to `batch` due events for `lease`: another worker takes one
-/// again only if this one has not finished it by then (it crashed).
+/// again only if this one has not finished it by then (it crashed). The
+/// shops with due events are found by a plain read; each shop's events are
+/// then leased by a statement on its own shard (Citus runs `FOR UPDATE
+/// SKIP LOCKED` only there).
 async fn lease(pool: &PgPool, config: &WebhookConfig) -> Result<Vec<Leased>, sqlx::Error> {
-    let rows = sqlx::query!(
-        "UPDATE webhook_events e SET next_attempt_at = now() + $2::interval
-           FROM (SELECT shop_id, id FROM webhook_events
-                  WHERE status IN ('pending', 'failed') AND next_attempt_at <= now()
-                  ORDER BY next_attempt_at
-                  LIMIT $1 FOR UPDATE SKIP LOCKED) due
-          WHERE e.shop_id = due.shop_id AND e.id = due.id
-         RETURNING e.shop_id, e.id, e.provider, e.event_id, e.type, e.payload",
-        config.batch as i64,
-        webhooks::pg_interval(config.lease),
+    let shops = sqlx::query_scalar!(
+        r#"SELECT DISTINCT shop_id AS "shop_id!" FROM webhook_events
+            WHERE status IN ('pending', 'failed') AND next_attempt_at <= now()"#
     )
     .fetch_all(pool)
     .await?;
+    // A shop with a backlog does not starve the others: a random order.
+    let mut shops = shops;
+    rand::seq::SliceRandom::shuffle(shops.as_mut_slice(), &mut rand::thread_rng());
+    let mut rows = Vec::new();
+    for shop in shops {
+        let left = config.batch as i64 - rows.len() as i64;
+        if left <= 0 {
+            break;
+        }
+        rows.extend(
+            sqlx::query!(
+                "UPDATE webhook_events e SET next_attempt_at = now() + $2::interval
+                   FROM (SELECT shop_id, id FROM webhook_events
+                          WHERE shop_id = $3 AND status IN ('pending', 'failed') AND next_attempt_at <= now()
+                          ORDER BY next_attempt_at
+                          LIMIT $1 FOR UPDATE SKIP LOCKED) due
+                  WHERE e.shop_id = $3 AND e.shop_id = due.shop_id AND e.id = due.id
+                 RETURNING e.shop_id, e.id, e.provider, e.event_id, e.type, e.payload",
+                left,
+                webhooks::pg_interval(config.lease),
+                shop,
+            )
+            .fetch_all(pool)
+            .await?,
+        );
+    }
     Ok(rows
         .into_iter()
         .map(|r| Leased {

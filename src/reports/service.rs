@@ -67,6 +67,7 @@ impl Source {
 /// report sees the same state.
 async fn snapshot(
     pool: &PgPool,
+    shop_id: Uuid,
 ) -> Result<(sqlx::Transaction<'static, sqlx::Postgres>, Source), ReportError> {
     let mut tx = pool.begin().await?;
     // No JIT: the report's queries are short index seeks, but over large
@@ -78,7 +79,7 @@ async fn snapshot(
     ] {
         sqlx::query(set).execute(&mut *tx).await?;
     }
-    let s = sqlx::query_file!("sql/reports/source.sql")
+    let s = sqlx::query_file!("sql/reports/source.sql", shop_id)
         .fetch_one(&mut *tx)
         .await?;
     let source = Source {
@@ -137,7 +138,7 @@ pub async fn reconciliation_with(
         ));
     }
     let (start, end) = (start_of(from), end_of(to)?);
-    let (mut tx, source) = snapshot(pool).await?;
+    let (mut tx, source) = snapshot(pool, shop_id).await?;
     let generated_at = source.generated_at;
     // An unknown shop is an error, never an empty green report.
     sqlx::query_scalar!("SELECT 1 AS \"one!\" FROM shops WHERE id = $1", shop_id)
@@ -371,7 +372,7 @@ pub async fn trial_balance(
     as_of: NaiveDate,
     currency: Option<&str>,
 ) -> Result<TrialBalanceReport, ReportError> {
-    let (mut tx, source) = snapshot(pool).await?;
+    let (mut tx, source) = snapshot(pool, shop_id).await?;
     let currencies = trial(&mut tx, &source, shop_id, end_of(as_of)?, currency).await?;
     tx.commit().await?;
     Ok(TrialBalanceReport {
@@ -384,32 +385,48 @@ pub async fn trial_balance(
     })
 }
 
-/// A fixed key for `pg_try_advisory_xact_lock`: one roll-up at a time
-/// across instances.
-const ROLLUP_LOCK: i64 = 0x626c_726f_6c6c_7570; // "blrollup"
+/// The class of `pg_try_advisory_xact_lock(class, shop)`: one roll-up of a
+/// shop at a time across instances (on Citus, advisory locks live on the
+/// coordinator every instance connects to).
+const ROLLUP_LOCK: i32 = 0x626c_726f; // "blro"
 
-/// Rolls up every closed day not rolled yet, one day per transaction, on
-/// one instance at a time. A day is closed once its end is more than
-/// PROVISIONAL_MARGIN ago. Returns the number of days rolled.
+/// Rolls up every closed day not rolled yet, shop by shop, one day per
+/// transaction, each shop on one instance at a time. A day is closed once
+/// its end is more than PROVISIONAL_MARGIN ago. Returns the number of days
+/// rolled (summed over shops).
 pub async fn rollup(pool: &PgPool) -> Result<u32, sqlx::Error> {
+    // The shops come from the reference table (a local read on Citus);
+    // each one's roll-up reads and writes its own shard only.
+    let shops = sqlx::query_scalar!("SELECT id FROM shops ORDER BY id")
+        .fetch_all(pool)
+        .await?;
+    let mut days = 0;
+    for shop in shops {
+        days += rollup_shop(pool, shop).await?;
+    }
+    Ok(days)
+}
+
+async fn rollup_shop(pool: &PgPool, shop: Uuid) -> Result<u32, sqlx::Error> {
     let mut days = 0;
     loop {
         let mut tx = pool.begin().await?;
-        let ours: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+        let ours: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, hashtext($2::text))")
             .bind(ROLLUP_LOCK)
+            .bind(shop)
             .fetch_one(&mut *tx)
             .await?;
         if !ours {
             return Ok(days);
         }
         let closed = (Utc::now() - PROVISIONAL_MARGIN).date_naive() - Duration::days(1);
-        let next = sqlx::query_file_scalar!("sql/reports/rollup_next.sql")
+        let next = sqlx::query_file_scalar!("sql/reports/rollup_next.sql", shop)
             .fetch_one(&mut *tx)
             .await?;
         let Some(day) = next.filter(|day| *day <= closed) else {
             return Ok(days);
         };
-        sqlx::query_file!("sql/reports/rollup_day.sql", day)
+        sqlx::query_file!("sql/reports/rollup_day.sql", day, shop)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;

@@ -222,7 +222,7 @@ pub async fn create(
         Ok(_) => {}
         // The same key on another wallet, committed while this hold was
         // being written (the same wallet would have waited for its lock).
-        Err(sqlx::Error::Database(db)) if db.constraint() == Some("credit_reservations_key") => {
+        Err(e) if store::constraint(&e) == Some("credit_reservations_key") => {
             return Err(ReservationError::KeyConflict {
                 key: req.reservation_key.unwrap_or_default(),
                 field: "wallet_id",
@@ -532,19 +532,19 @@ pub async fn list(
 /// expired in one statement, then audits each (per shop, through the audit
 /// writer), in one transaction. Returns (holds due in the batch, holds
 /// expired).
-async fn expire_batch(pool: &PgPool, batch: u32) -> Result<(i64, i64), sqlx::Error> {
+async fn expire_batch(pool: &PgPool, shop: Uuid, batch: u32) -> Result<(i64, i64), sqlx::Error> {
     let mut tx = pool.begin().await?;
     let rows = sqlx::query!(
         "WITH due AS (
              SELECT shop_id, id, wallet_id, amount FROM credit_reservations
-              WHERE status = 'active' AND expires_at <= now()
+              WHERE shop_id = $2 AND status = 'active' AND expires_at <= now()
               ORDER BY expires_at
               LIMIT $1
                 FOR UPDATE SKIP LOCKED
          ),
          free AS (
              SELECT w.shop_id, w.id FROM wallets w
-              WHERE (w.shop_id, w.id) IN (SELECT shop_id, wallet_id FROM due)
+              WHERE w.shop_id = $2 AND w.id IN (SELECT wallet_id FROM due)
                 FOR UPDATE SKIP LOCKED
          ),
          go AS (
@@ -556,17 +556,18 @@ async fn expire_batch(pool: &PgPool, batch: u32) -> Result<(i64, i64), sqlx::Err
                     updated_at = greatest(now(), w.updated_at)
                FROM (SELECT shop_id, wallet_id, sum(amount) AS total, count(*) AS n
                        FROM go GROUP BY shop_id, wallet_id) g
-              WHERE w.shop_id = g.shop_id AND w.id = g.wallet_id
+              WHERE w.shop_id = $2 AND w.shop_id = g.shop_id AND w.id = g.wallet_id
          ),
          r AS (
              UPDATE credit_reservations r SET status = 'expired', settled_at = now()
-               FROM go WHERE r.shop_id = go.shop_id AND r.id = go.id
+               FROM go WHERE r.shop_id = $2 AND r.shop_id = go.shop_id AND r.id = go.id
              RETURNING r.shop_id, r.id
          )
          SELECT (SELECT count(*) FROM due) AS \"due!\", r.shop_id AS \"shop_id?\", r.id AS \"id?\"
            FROM (SELECT 1) one LEFT JOIN r ON true
           ORDER BY r.shop_id",
-        batch as i64
+        batch as i64,
+        shop
     )
     .fetch_all(&mut *tx)
     .await?;
@@ -591,18 +592,28 @@ async fn expire_batch(pool: &PgPool, batch: u32) -> Result<(i64, i64), sqlx::Err
     Ok((due, expired.len() as i64))
 }
 
-/// Expires every due hold, batch by batch, each batch its own short
-/// transaction. Stops early when a whole batch was busy (locked by
-/// requests); the next run takes those. Returns the number expired.
+/// Expires every due hold, shop by shop (each batch on its shop's shard),
+/// batch by batch, each batch its own short transaction. Stops a shop early
+/// when a whole batch was busy (locked by requests); the next run takes
+/// those. Returns the number expired.
 pub async fn expire_due(pool: &PgPool, batch: u32) -> Result<u64, sqlx::Error> {
+    let shops = sqlx::query_scalar!(
+        r#"SELECT DISTINCT shop_id AS "shop_id!" FROM credit_reservations
+            WHERE status = 'active' AND expires_at <= now()"#
+    )
+    .fetch_all(pool)
+    .await?;
     let mut total = 0u64;
-    loop {
-        let (due, expired) = expire_batch(pool, batch).await?;
-        total += expired as u64;
-        if due < batch as i64 || expired == 0 {
-            return Ok(total);
+    for shop in shops {
+        loop {
+            let (due, expired) = expire_batch(pool, shop, batch).await?;
+            total += expired as u64;
+            if due < batch as i64 || expired == 0 {
+                break;
+            }
         }
     }
+    Ok(total)
 }
 
 /// Active holds and the amount they hold, per currency.

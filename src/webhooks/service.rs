@@ -107,15 +107,11 @@ pub async fn receive(
     } else {
         EventStatus::Ignored
     };
-    let inserted = sqlx::query_scalar!(
-        "WITH ins AS (
-             INSERT INTO webhook_events
-                 (shop_id, id, provider, event_id, type, payload, status, next_attempt_at, received_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, now(), now())
-             ON CONFLICT (shop_id, provider, event_id) DO NOTHING
-             RETURNING status
-         )
-         SELECT count(*) AS \"n!\" FROM ins, LATERAL (SELECT pg_notify($8, '')) wake",
+    let inserted = sqlx::query!(
+        "INSERT INTO webhook_events
+             (shop_id, id, provider, event_id, type, payload, status, next_attempt_at, received_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, now(), now())
+         ON CONFLICT (shop_id, provider, event_id) DO NOTHING",
         shop_id,
         Uuid::now_v7(),
         provider,
@@ -123,10 +119,18 @@ pub async fn receive(
         event.type_,
         payload,
         status.as_str(),
-        CHANNEL,
     )
-    .fetch_one(pool)
-    .await?;
+    .execute(pool)
+    .await?
+    .rows_affected();
+    if inserted > 0 {
+        // After the insert committed, so a worker woken finds the event;
+        // its own statement, as Citus cannot run pg_notify (void) inside a
+        // distributed one.
+        sqlx::query!("SELECT pg_notify($1, '')", CHANNEL)
+            .execute(pool)
+            .await?;
+    }
     Ok(Receipt {
         received: true,
         duplicate: inserted == 0,
@@ -265,21 +269,36 @@ pub async fn queue(pool: &PgPool) -> Result<(i64, Option<i64>), sqlx::Error> {
     Ok((r.due, r.oldest))
 }
 
-/// Deletes processed and ignored events received before `retention`, in
-/// batches (`store::delete_in_batches`). Returns the number deleted.
+/// Deletes processed and ignored events received before `retention`, shop
+/// by shop (each delete on its shop's shard), in batches
+/// (`store::delete_in_batches`). Returns the number deleted.
 pub async fn purge(pool: &PgPool, retention: Duration, batch: u32) -> Result<u64, sqlx::Error> {
-    store::delete_in_batches(batch, |limit| {
-        sqlx::query!(
-            "DELETE FROM webhook_events e
-              USING (SELECT shop_id, id FROM webhook_events
-                      WHERE status IN ('processed', 'ignored') AND received_at < now() - $1::interval
-                      ORDER BY received_at
-                      LIMIT $2 FOR UPDATE SKIP LOCKED) doomed
-              WHERE e.shop_id = doomed.shop_id AND e.id = doomed.id",
-            pg_interval(retention),
-            limit
-        )
-        .execute(pool)
-    })
-    .await
+    let retention = pg_interval(retention);
+    let shops = sqlx::query_scalar!(
+        r#"SELECT DISTINCT shop_id AS "shop_id!" FROM webhook_events
+            WHERE status IN ('processed', 'ignored') AND received_at < now() - $1::interval"#,
+        retention
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut total = 0;
+    for shop in shops {
+        total += store::delete_in_batches(batch, |limit| {
+            sqlx::query!(
+                "DELETE FROM webhook_events e
+                  USING (SELECT shop_id, id FROM webhook_events
+                          WHERE shop_id = $3 AND status IN ('processed', 'ignored')
+                            AND received_at < now() - $1::interval
+                          ORDER BY received_at
+                          LIMIT $2 FOR UPDATE SKIP LOCKED) doomed
+                  WHERE e.shop_id = $3 AND e.shop_id = doomed.shop_id AND e.id = doomed.id",
+                retention,
+                limit,
+                shop
+            )
+            .execute(pool)
+        })
+        .await?;
+    }
+    Ok(total)
 }

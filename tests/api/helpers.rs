@@ -280,63 +280,59 @@ pub async fn problem(r: Response, status: StatusCode, code: &str) -> Value {
     body
 }
 
-/// Under `make test-citus` (BILLING_LEDGER_TEST_CITUS=1, DATABASE_URL on a
-/// Citus coordinator from scripts/citus.sh) the test's fresh, migrated
-/// database becomes a distributed one before the app serves it: the same
-/// database on every worker with the extension, the workers added, then
-/// `citus::distribute` as `billing-ledger citus distribute` runs it.
-/// Anywhere else it does nothing.
+/// Under `make test-citus` (BILLING_LEDGER_TEST_CITUS=1, DATABASE_URL on the
+/// coordinator of scripts/citus.sh) the test's fresh, migrated database
+/// becomes a distributed one before the app serves it, as an operator makes
+/// one: `scripts/citus.sh database NAME` (the database on every node, the
+/// workers added), then `billing-ledger citus distribute`. Anywhere else it
+/// does nothing.
 pub async fn on_citus(test_db: &PgConnectOptions) {
-    use sqlx::{Connection, Executor, PgConnection};
+    use sqlx::{Connection, PgConnection};
     if std::env::var("BILLING_LEDGER_TEST_CITUS").as_deref() != Ok("1") {
         return;
     }
     let mut db = PgConnection::connect_with(test_db).await.unwrap();
-    let done: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_extension WHERE extname = 'citus'")
-        .fetch_optional(&mut db)
-        .await
-        .unwrap();
-    if done.is_some() {
-        return; // a second app on the same database
-    }
-    let name = test_db.get_database().expect("the test database has a name").to_owned();
-    let master: PgConnectOptions = std::env::var("DATABASE_URL")
-        .expect("DATABASE_URL names the coordinator")
-        .parse()
-        .unwrap();
-    let mut coordinator = PgConnection::connect_with(&master).await.unwrap();
-    let workers: Vec<(String, i32)> = sqlx::query_as(
-        "SELECT nodename, nodeport FROM pg_dist_node WHERE groupid <> 0 AND noderole = 'primary' ORDER BY nodeport",
+    let state: (bool, bool) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus'),
+                to_regclass('_sqlx_migrations') IS NOT NULL",
     )
-    .fetch_all(&mut coordinator)
+    .fetch_one(&mut db)
     .await
     .unwrap();
-    assert!(!workers.is_empty(), "the coordinator has no workers: scripts/citus.sh start");
-    for (host, port) in &workers {
-        let worker = master.clone().host(host).port(*port as u16);
-        let mut conn = PgConnection::connect_with(&worker).await.unwrap();
-        // A database of the same name left by an earlier run.
-        conn.execute(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)").as_str())
-            .await
-            .unwrap();
-        conn.execute(format!("CREATE DATABASE \"{name}\"").as_str()).await.unwrap();
-        let mut db = PgConnection::connect_with(&worker.database(&name)).await.unwrap();
-        db.execute("CREATE EXTENSION citus").await.unwrap();
+    match state {
+        (true, _) => return,  // a second app on the same database
+        (_, false) => return, // a test of an unmigrated database: nothing to distribute
+        _ => {}
     }
-    db.execute("CREATE EXTENSION citus").await.unwrap();
-    sqlx::query("SELECT citus_set_coordinator_host($1, $2)")
-        .bind(master.get_host())
-        .bind(i32::from(master.get_port()))
-        .execute(&mut db)
+    let name = test_db.get_database().expect("the test database has a name");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/citus.sh");
+    // Blocking: nothing else of the test runs yet.
+    let out = std::process::Command::new(script)
+        .args(["database", name])
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "citus.sh database {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    billing_ledger::citus::distribute(&mut db).await.unwrap();
+}
+
+/// Locks a wallet's row in `conn`'s transaction, as a request would: by its
+/// shop and id (on Citus a row lock must name the shop, so the statement runs
+/// on the shop's shard).
+pub async fn lock_wallet(conn: &mut sqlx::PgConnection, wallet: Uuid) {
+    let shop: Uuid = sqlx::query_scalar("SELECT shop_id FROM wallets WHERE id = $1")
+        .bind(wallet)
+        .fetch_one(&mut *conn)
         .await
         .unwrap();
-    for (host, port) in &workers {
-        sqlx::query("SELECT citus_add_node($1, $2)")
-            .bind(host)
-            .bind(port)
-            .execute(&mut db)
-            .await
-            .unwrap();
-    }
-    billing_ledger::citus::distribute(&mut db).await.unwrap();
+    sqlx::query("SELECT 1 FROM wallets WHERE shop_id = $1 AND id = $2 FOR UPDATE")
+        .bind(shop)
+        .bind(wallet)
+        .execute(&mut *conn)
+        .await
+        .unwrap();
 }

@@ -228,11 +228,7 @@ async fn a_connection_killed_mid_transaction_commits_nothing(_: PgPoolOptions, c
     // Hold the wallet row so the request stops inside its transaction, after
     // claiming its key; then kill its backend.
     let mut blocker = app.pool.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM wallets WHERE id = $1 FOR UPDATE")
-        .bind(w)
-        .execute(&mut *blocker)
-        .await
-        .unwrap();
+    lock_wallet(&mut blocker, w).await;
     let request = tokio::spawn({
         let (client, url, key) = (app.client.clone(), app.url(&path), shop.key.clone());
         let body = body.clone();

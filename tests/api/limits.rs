@@ -175,11 +175,7 @@ async fn two_debits_in_flight(
     tokio::task::JoinHandle<Answers>,
 ) {
     let mut holder = pool.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM wallets WHERE id = $1 FOR UPDATE")
-        .bind(wallet)
-        .execute(&mut *holder)
-        .await
-        .unwrap();
+    lock_wallet(&mut holder, wallet).await;
     let (client, url, key) = (
         app.client.clone(),
         app.url(&format!("/v1/wallets/{wallet}/debit")),

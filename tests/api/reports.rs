@@ -383,17 +383,33 @@ async fn trial_balances_from_daily_rollups_equal_the_raw_journal(
     let shop = app.shop().await;
     // A wallet whose top-up is booked 3 days ago, and one more today.
     let wallet = app.wallet(&shop.key, "USD", "5.00").await;
-    // The journal is append-only; replica mode skips that trigger.
-    sqlx::raw_sql(&format!(
-        "BEGIN; SET LOCAL session_replication_role = replica;
-         UPDATE journal_transactions SET created_at = created_at - interval '3 days'
-          WHERE shop_id = '{}';
-         COMMIT;",
-        shop.id
-    ))
-    .execute(&app.pool)
+    // The journal is append-only; replica mode skips that trigger (on the
+    // workers too, on Citus, where the setting is propagated). The new times
+    // are values: Citus computes no column-dependent time in an UPDATE.
+    let mut tx = app.pool.begin().await.unwrap();
+    sqlx::raw_sql(
+        "SET LOCAL citus.propagate_set_commands = 'local';
+         SET LOCAL session_replication_role = replica;",
+    )
+    .execute(&mut *tx)
     .await
     .unwrap();
+    let booked: Vec<(Uuid, chrono::DateTime<chrono::Utc>)> =
+        sqlx::query_as("SELECT id, created_at FROM journal_transactions WHERE shop_id = $1")
+            .bind(shop.id)
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+    for (id, at) in booked {
+        sqlx::query("UPDATE journal_transactions SET created_at = $3 WHERE shop_id = $1 AND id = $2")
+            .bind(shop.id)
+            .bind(id)
+            .bind(at - chrono::Duration::days(3))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
     let journal_balance = || {
         let app = &app;
         let key = shop.key.clone();

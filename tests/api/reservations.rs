@@ -420,9 +420,16 @@ async fn reservations_are_listed_per_wallet_and_private_to_their_shop(
 
 /// Moves a hold's deadline by the database's clock.
 async fn expire_at(app: &TestApp, id: &str, offset: &str) {
-    sqlx::query("UPDATE credit_reservations SET expires_at = clock_timestamp() + $2::interval WHERE id = $1")
-        .bind(id.parse::<Uuid>().unwrap())
+    // Read first, then written as a value: Citus refuses a volatile function
+    // in a distributed UPDATE.
+    let at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT clock_timestamp() + $1::interval")
         .bind(offset)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE credit_reservations SET expires_at = $2 WHERE id = $1")
+        .bind(id.parse::<Uuid>().unwrap())
+        .bind(at)
         .execute(&app.pool)
         .await
         .unwrap();
