@@ -111,7 +111,9 @@ unix_socket_directories = ''
 max_connections = 300
 max_prepared_transactions = 300
 shared_buffers = 128MB
-shared_preload_libraries = 'citus'
+shared_preload_libraries = 'citus,pg_stat_statements'
+# Which statements ran on one shard (citus_stat_statements.partition_key).
+citus.stat_statements_track = 'all'
 # Citus runs a maintenance worker per database: one per test database.
 max_worker_processes = 256
 # Four shards per table: several per worker, few enough for a test database each.

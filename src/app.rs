@@ -123,7 +123,7 @@ where
         request_id: "cli".into(),
     };
     let answer = match executor
-        .execute::<C, ApiError>(Actor::PLATFORM, &request, command)
+        .execute::<C, ApiError>(Actor::platform(&request.key), &request, command)
         .await
     {
         Ok(answer) => answer,

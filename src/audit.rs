@@ -8,7 +8,8 @@ use uuid::Uuid;
 
 #[derive(Debug, Clone)]
 pub struct Entry<'a> {
-    /// The nil id for platform (admin) actions.
+    /// The shop, or for platform (admin) actions the key's platform scope
+    /// (`executor::Actor::platform`, a version-5 UUID).
     pub shop_id: Uuid,
     pub api_key_id: Option<Uuid>,
     pub action: &'static str,

@@ -1,7 +1,9 @@
 -- Turns a migrated database on a Citus coordinator into the distributed one
 -- (docs/scale-out.md). Run by `billing-ledger citus distribute`, in one
 -- transaction: all of it happens or none. Idempotent: a table already
--- distributed is left as it is, so running it twice changes nothing.
+-- distributed is left as it is, so running it twice changes nothing. A
+-- table a later migration created is local (or, with a foreign key to a
+-- reference table, a Citus local table) until this runs again.
 --
 -- shops and the small global tables become reference tables (a copy on
 -- every node); every table with a shop_id is distributed by shop_id, all
@@ -43,7 +45,11 @@ BEGIN
     END LOOP;
 
     FOREACH t IN ARRAY reference_tables LOOP
-        IF NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = t::regclass) THEN
+        IF to_regclass(t) IS NULL THEN -- an older schema: its migration is pending
+            RAISE NOTICE 'skipping %: no such table', t;
+            CONTINUE;
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = t::regclass AND repmodel = 't') THEN
             PERFORM create_reference_table(t);
             -- A populated table's rows were copied to the nodes; its
             -- coordinator-local copy is dead weight.
@@ -52,7 +58,11 @@ BEGIN
     END LOOP;
 
     FOREACH t IN ARRAY distributed_tables LOOP
-        IF NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = t::regclass) THEN
+        IF to_regclass(t) IS NULL THEN -- an older schema: its migration is pending
+            RAISE NOTICE 'skipping %: no such table', t;
+            CONTINUE;
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = t::regclass AND partmethod = 'h') THEN
             PERFORM create_distributed_table(t, 'shop_id', colocate_with => CASE
                 WHEN t = distributed_tables[1] THEN 'default' ELSE distributed_tables[1] END);
             PERFORM truncate_local_data_after_distributing_table(t);

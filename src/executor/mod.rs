@@ -22,19 +22,28 @@ use in_flight::InFlight;
 
 pub const JSON: &str = "application/json";
 
-/// Who acts: a shop's API key, or the platform (admin), whose records are
-/// kept under the nil shop id.
+/// Who acts: a shop's API key, or the platform (admin).
 #[derive(Debug, Clone, Copy)]
 pub struct Actor {
     pub shop_id: Uuid,
     pub key_id: Option<Uuid>,
 }
 
+/// The namespace of platform scopes (`Actor::platform`).
+const PLATFORM_SCOPES: Uuid = Uuid::from_u128(0x6b1c_4a5e_0d2f_4c7b_9e1a_70c3_5f28_d914);
+
 impl Actor {
-    pub const PLATFORM: Actor = Actor {
-        shop_id: Uuid::nil(),
-        key_id: None,
-    };
+    /// The platform (admin) acting under `key`: its records (the key's row
+    /// and the audit rows) are kept under a scope made from the key, a
+    /// version-5 UUID that is never a shop's id (shops' are version 7). One
+    /// scope per key, so on Citus platform records spread over the shards
+    /// instead of piling onto one; a retry of the key finds its scope again.
+    pub fn platform(key: &IdempotencyKey) -> Actor {
+        Actor {
+            shop_id: Uuid::new_v5(&PLATFORM_SCOPES, key.as_str().as_bytes()),
+            key_id: None,
+        }
+    }
 }
 
 impl From<Tenant> for Actor {
@@ -541,6 +550,8 @@ pub struct Executor {
     /// How long a duplicate waits for its key's running request.
     wait: Duration,
     in_flight: Arc<InFlight>,
+    /// Whether the database is a Citus coordinator, asked once.
+    citus: Arc<tokio::sync::OnceCell<bool>>,
 }
 
 fn outcome_metric(outcome: &'static str) {
@@ -554,7 +565,34 @@ impl Executor {
             ttl_hours,
             wait,
             in_flight: Arc::new(InFlight::new(max_waiters)),
+            citus: Arc::new(tokio::sync::OnceCell::new()),
         }
+    }
+
+    /// A unit of work's transaction. On Citus a request's locks are taken
+    /// on a worker, where the coordinator session's `lock_timeout` does not
+    /// reach: there the transaction sets it locally (the same wait as
+    /// LOCK_TIMEOUT, which `wait` is) and has Citus pass every `SET LOCAL`
+    /// on to the workers it touches, so a held row still answers within
+    /// LOCK_TIMEOUT (docs/scale-out.md). One round trip either way.
+    async fn begin(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        let citus = self
+            .citus
+            .get_or_try_init(|| async {
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')")
+                    .fetch_one(&self.pool)
+                    .await
+            })
+            .await?;
+        if !*citus {
+            return self.pool.begin().await;
+        }
+        self.pool
+            .begin_with(format!(
+                "BEGIN; SET LOCAL citus.propagate_set_commands = 'local'; SET LOCAL lock_timeout = '{}ms'",
+                self.wait.as_millis()
+            ))
+            .await
     }
 
     pub async fn execute<C, R>(&self, actor: Actor, request: &Request, command: C) -> Result<Answer, R>
@@ -571,7 +609,7 @@ impl Executor {
             outcome_metric("in_use");
             return Err(ExecError::KeyInUse.into());
         };
-        let mut tx = self.pool.begin().await.map_err(ExecError::from)?;
+        let mut tx = self.begin().await.map_err(ExecError::from)?;
         let mut unit = Unit {
             conn: &mut tx,
             actor,
@@ -650,7 +688,7 @@ impl Executor {
         let Some(response) = stored else {
             return Err(rejection);
         };
-        let mut tx = self.pool.begin().await.map_err(ExecError::from)?;
+        let mut tx = self.begin().await.map_err(ExecError::from)?;
         // Meanwhile another instance may have claimed the key and committed
         // its own outcome: then that one is the key's outcome.
         if let Some(answer) = self.claim(&mut tx, self.claim_params(actor, request)).await? {
@@ -678,7 +716,7 @@ impl Executor {
     /// instance holding the key is a 409 (or, committed by now, the answer);
     /// otherwise the domain's lock timed out and the rejection stands.
     async fn probe<R: Rejection>(&self, actor: Actor, request: &Request, rejection: R) -> Result<Answer, R> {
-        let mut tx = self.pool.begin().await.map_err(ExecError::from)?;
+        let mut tx = self.begin().await.map_err(ExecError::from)?;
         sqlx::query("SET LOCAL lock_timeout = '50ms'")
             .execute(&mut *tx)
             .await
@@ -754,5 +792,23 @@ impl Executor {
             }
             Err(e) => Err(ExecError::Db(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_platform_key_has_its_own_scope_never_a_shops() {
+        let key = |k: &str| IdempotencyKey::parse(k.as_bytes()).unwrap();
+        let a = Actor::platform(&key("create-shop-1")).shop_id;
+        assert_eq!(
+            a,
+            Actor::platform(&key("create-shop-1")).shop_id,
+            "a retry finds its scope"
+        );
+        assert_ne!(a, Actor::platform(&key("create-shop-2")).shop_id, "keys spread");
+        assert_eq!(a.get_version_num(), 5, "shops' ids are version 7");
     }
 }

@@ -48,5 +48,7 @@ async fn cleanup(
         pool: state.pool.clone(),
         batch: state.idempotency.cleanup_batch,
     };
-    state.execute(Actor::PLATFORM, request, command).await
+    state
+        .execute(Actor::platform(&request.key), request, command)
+        .await
 }

@@ -57,7 +57,9 @@ async fn create_shop(
     Idempotent(request, input): Idempotent<CreateShop>,
 ) -> Result<Response, ApiError> {
     let command = commands::CreateShop { name: input.name };
-    state.execute(Actor::PLATFORM, request, command).await
+    state
+        .execute(Actor::platform(&request.key), request, command)
+        .await
 }
 
 /// Create an API key for a shop (the secret is shown once).
@@ -77,7 +79,9 @@ async fn create_api_key(
         role: input.role,
         label: input.label,
     };
-    state.execute(Actor::PLATFORM, request, command).await
+    state
+        .execute(Actor::platform(&request.key), request, command)
+        .await
 }
 
 impl From<TenantError> for ApiError {

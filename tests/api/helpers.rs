@@ -291,7 +291,9 @@ pub async fn on_citus(test_db: &PgConnectOptions) {
     if std::env::var("BILLING_LEDGER_TEST_CITUS").as_deref() != Ok("1") {
         return;
     }
-    let mut db = PgConnection::connect_with(test_db).await.unwrap();
+    let Ok(mut db) = PgConnection::connect_with(test_db).await else {
+        return; // a test of a database that is down
+    };
     let state: (bool, bool) = sqlx::query_as(
         "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus'),
                 to_regclass('_sqlx_migrations') IS NOT NULL",
@@ -335,4 +337,70 @@ pub async fn lock_wallet(conn: &mut sqlx::PgConnection, wallet: Uuid) {
         .execute(&mut *conn)
         .await
         .unwrap();
+}
+
+/// Whether this run is `make test-citus`.
+pub fn citus() -> bool {
+    std::env::var("BILLING_LEDGER_TEST_CITUS").as_deref() == Ok("1")
+}
+
+/// Sessions of the test's database waiting for a lock: on every node under
+/// Citus, where a request's statements wait on its shop's worker.
+pub fn lock_waiters() -> &'static str {
+    if citus() {
+        "SELECT count(*) FROM citus_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    } else {
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    }
+}
+
+/// Advisory lock `key`, held by the test so that a trigger calling
+/// `pg_advisory_xact_lock(key)` stalls its statement until `open`: on the
+/// test's database, and under Citus on every worker too, where the
+/// triggers of distributed tables run.
+pub struct Gate {
+    key: i64,
+    held: Vec<sqlx::PgConnection>,
+}
+
+impl Gate {
+    pub async fn close(connect: &PgConnectOptions, key: i64) -> Gate {
+        use sqlx::Connection;
+        let mut here = sqlx::PgConnection::connect_with(connect).await.unwrap();
+        let mut nodes = vec![connect.clone()];
+        if citus() {
+            let workers: Vec<(String, i32)> =
+                sqlx::query_as("SELECT nodename, nodeport FROM pg_dist_node WHERE groupid <> 0")
+                    .fetch_all(&mut here)
+                    .await
+                    .unwrap();
+            nodes.extend(
+                workers
+                    .into_iter()
+                    .map(|(h, p)| connect.clone().host(&h).port(p as u16)),
+            );
+        }
+        here.close().await.unwrap();
+        let mut held = Vec::new();
+        for node in nodes {
+            let mut conn = sqlx::PgConnection::connect_with(&node).await.unwrap();
+            sqlx::query("SELECT pg_advisory_lock($1)")
+                .bind(key)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            held.push(conn);
+        }
+        Gate { key, held }
+    }
+
+    pub async fn open(mut self) {
+        for conn in &mut self.held {
+            sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(self.key)
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+        }
+    }
 }

@@ -142,13 +142,10 @@ async fn failed_authentication_is_limited_per_address(_: PgPoolOptions, connect:
 
 /// Sessions of the test database waiting on a row lock.
 async fn lock_waiters(pool: &sqlx::PgPool) -> i64 {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM pg_stat_activity
-          WHERE datname = current_database() AND wait_event_type = 'Lock'",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap()
+    sqlx::query_scalar(crate::helpers::lock_waiters())
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
 
 async fn until_waiting(pool: &sqlx::PgPool, n: i64) {

@@ -15,6 +15,7 @@ mod operations;
 pub mod process;
 mod reports;
 mod reservations;
+mod scale_out;
 mod spec;
 mod wallets;
 mod webhooks;
