@@ -75,6 +75,10 @@ case "$cmd" in
   start) installed ;;
   database)
     name=${2:?usage: $0 database NAME}
+    # One at a time: adding nodes in two databases at once races on the
+    # workers' shared catalogs ("tuple concurrently updated").
+    exec 9>"$root/database.lock"
+    flock 9
     for n in "${nodes[@]}"; do is_running "$n" || { log "the Citus cluster is not running: $0 start"; exit 1; }; done
     for w in worker1 worker2; do
       sql "$w" postgres "drop database if exists \"$name\" with (force)" >/dev/null
@@ -108,8 +112,8 @@ for n in "${nodes[@]}"; do
 # billing-ledger Citus test node
 listen_addresses = '127.0.0.1'
 unix_socket_directories = ''
-max_connections = 300
-max_prepared_transactions = 300
+max_connections = 1000
+max_prepared_transactions = 1000
 shared_buffers = 128MB
 shared_preload_libraries = 'citus,pg_stat_statements'
 # Which statements ran on one shard (citus_stat_statements.partition_key).

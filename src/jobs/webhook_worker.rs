@@ -51,7 +51,7 @@ async fn lease(pool: &PgPool, config: &WebhookConfig) -> Result<Vec<Leased>, sql
                           ORDER BY next_attempt_at
                           LIMIT $1 FOR UPDATE SKIP LOCKED) due
                   WHERE e.shop_id = $3 AND e.shop_id = due.shop_id AND e.id = due.id
-                 RETURNING e.shop_id, e.id, e.provider, e.event_id, e.type, e.payload",
+                 RETURNING e.shop_id, e.id, e.provider, e.event_id, e.type, e.payload, e.attempts",
                 left,
                 webhooks::pg_interval(config.lease),
                 shop,
@@ -69,6 +69,7 @@ async fn lease(pool: &PgPool, config: &WebhookConfig) -> Result<Vec<Leased>, sql
             event_id: r.event_id,
             type_: r.r#type,
             payload: r.payload,
+            attempts: r.attempts,
         })
         .collect())
 }
@@ -112,20 +113,30 @@ async fn record_failure(
     reason: &str,
     config: &WebhookConfig,
 ) -> Result<Option<String>, sqlx::Error> {
+    // The delay is computed here, from the attempts the lease saw (the
+    // lease makes this worker the only one on the event): Citus runs no
+    // volatile function (random) and no column-dependent time arithmetic
+    // in a distributed UPDATE.
+    let delay = config
+        .backoff_max
+        .min(
+            config
+                .backoff_base
+                .saturating_mul(2u32.saturating_pow(event.attempts.clamp(0, 31) as u32)),
+        )
+        .mul_f64(rand::Rng::gen_range(&mut rand::thread_rng(), 0.5..1.5));
     sqlx::query_scalar!(
         "UPDATE webhook_events
             SET attempts = attempts + 1, last_error = $3,
                 status = CASE WHEN attempts + 1 >= $4 THEN 'dead' ELSE 'failed' END,
-                next_attempt_at = now() + make_interval(
-                    secs => least($6::float8, $5::float8 * power(2, attempts)) * (0.5 + random()))
+                next_attempt_at = now() + $5::interval
           WHERE shop_id = $1 AND id = $2 AND status IN ('pending', 'failed')
          RETURNING status",
         event.shop_id,
         event.id,
         reason,
         config.max_attempts as i32,
-        config.backoff_base.as_secs_f64(),
-        config.backoff_max.as_secs_f64(),
+        webhooks::pg_interval(delay),
     )
     .fetch_optional(pool)
     .await

@@ -26,6 +26,8 @@ pub struct Leased {
     pub event_id: String,
     pub type_: String,
     pub payload: Value,
+    /// Failed attempts so far, when leased.
+    pub attempts: i32,
 }
 
 impl Leased {
