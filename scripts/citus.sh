@@ -89,6 +89,8 @@ case "$cmd" in
       sql coordinator postgres "create database \"$name\"" >/dev/null
     fi
     sql coordinator "$name" 'create extension if not exists citus' >/dev/null
+    # citus_stat_statements reads it (which statements ran on one shard).
+    sql coordinator "$name" 'create extension if not exists pg_stat_statements' >/dev/null
     sql coordinator "$name" "select citus_set_coordinator_host('127.0.0.1', $(port_of coordinator))" >/dev/null
     for w in worker1 worker2; do
       sql coordinator "$name" "select citus_add_node('127.0.0.1', $(port_of "$w"))" >/dev/null

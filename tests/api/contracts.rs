@@ -474,20 +474,18 @@ async fn an_approval_whose_invoice_fails_does_not_happen(_: PgPoolOptions, conne
     let app = spawn_app(connect).await;
     let shop = app.shop().await;
     let id = app.pending(&shop.key, "one_time").await;
-    sqlx::raw_sql(
-        // Triggers on distributed tables need this on Citus (a harmless
-        // placeholder on a single server).
-        "SET citus.enable_unsafe_triggers = on;
-         CREATE FUNCTION fail_finalize() RETURNS trigger LANGUAGE plpgsql AS $$
+    inject(
+        &app.pool,
+        &[
+            "CREATE FUNCTION fail_finalize() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN
              IF NEW.number IS NOT NULL THEN RAISE EXCEPTION 'injected failure at finalize'; END IF;
              RETURN NEW;
-         END $$;
-         CREATE TRIGGER fail_finalize BEFORE UPDATE ON invoices FOR EACH ROW EXECUTE FUNCTION fail_finalize();",
+         END $$",
+            "CREATE TRIGGER fail_finalize BEFORE UPDATE ON invoices FOR EACH ROW EXECUTE FUNCTION fail_finalize()",
+        ],
     )
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    .await;
     let key = fresh();
     let path = format!("/v1/contracts/{id}/approve");
     let a = app
@@ -500,10 +498,7 @@ async fn an_approval_whose_invoice_fails_does_not_happen(_: PgPoolOptions, conne
     assert_eq!(app.count("SELECT count(*) FROM journal_transactions").await, 0);
 
     // Once the fault is gone the same key approves, and issues the invoice.
-    sqlx::raw_sql("DROP TRIGGER fail_finalize ON invoices")
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    inject(&app.pool, &["DROP TRIGGER fail_finalize ON invoices"]).await;
     let a = app
         .call(Method::POST, &shop.key, &path, &key, Some("\"2\""), json!({}))
         .await;

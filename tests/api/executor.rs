@@ -228,20 +228,18 @@ async fn admin_cleanup_commits_batch_by_batch(_: PgPoolOptions, connect: PgConne
     .execute(&app.pool)
     .await
     .unwrap();
-    sqlx::raw_sql(
-        // Triggers on distributed tables need this on Citus (a harmless
-        // placeholder on a single server).
-        "SET citus.enable_unsafe_triggers = on;
-         INSERT INTO idempotency_keys (shop_id, key, fingerprint, response_status, expires_at)
-         VALUES (gen_random_uuid(), 'stall', '\\x00', 201, now() - interval '1 second');
-         CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN PERFORM pg_advisory_xact_lock(4242); RETURN OLD; END $$;
-         CREATE TRIGGER stall BEFORE DELETE ON idempotency_keys FOR EACH ROW
-             WHEN (OLD.key = 'stall') EXECUTE FUNCTION stall();",
+    inject(
+        &app.pool,
+        &[
+            "INSERT INTO idempotency_keys (shop_id, key, fingerprint, response_status, expires_at)
+         VALUES (gen_random_uuid(), 'stall', '\\x00', 201, now() - interval '1 second')",
+            "CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN PERFORM pg_advisory_xact_lock(4242); RETURN OLD; END $$",
+            "CREATE TRIGGER stall BEFORE DELETE ON idempotency_keys FOR EACH ROW
+             WHEN (OLD.key = 'stall') EXECUTE FUNCTION stall()",
+        ],
     )
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    .await;
     let gate = Gate::close(&connect, 4242).await;
 
     let cleanup = async {
@@ -570,16 +568,14 @@ async fn a_key_held_by_another_instance_is_409_and_a_held_wallet_is_503(
     let w = a.wallet(&shop.key, "USD", "10").await;
     let path = format!("/v1/wallets/{w}/debit");
     let body = json!({"amount": "1", "category": "usage"});
-    sqlx::raw_sql(
-        // Triggers on distributed tables need this on Citus (a harmless
-        // placeholder on a single server).
-        "SET citus.enable_unsafe_triggers = on;
-         CREATE FUNCTION gate() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_advisory_xact_lock(42); RETURN NEW; END $$;
-         CREATE TRIGGER gate BEFORE INSERT ON wallet_transactions FOR EACH ROW EXECUTE FUNCTION gate();",
+    inject(
+        &a.pool,
+        &[
+            "CREATE FUNCTION gate() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_advisory_xact_lock(42); RETURN NEW; END $$",
+            "CREATE TRIGGER gate BEFORE INSERT ON wallet_transactions FOR EACH ROW EXECUTE FUNCTION gate()",
+        ],
     )
-    .execute(&a.pool)
-    .await
-    .unwrap();
+    .await;
     let gate = Gate::close(&connect, 42).await;
     let first = tokio::spawn({
         let (client, url, key, body) = (a.client.clone(), a.url(&path), shop.key.clone(), body.clone());

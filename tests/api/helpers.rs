@@ -404,3 +404,19 @@ impl Gate {
         }
     }
 }
+
+/// Fault injection: `statements` (trigger functions, triggers, rows) run
+/// one at a time on one session, as Citus passes each DDL statement on to
+/// the workers alone; triggers on distributed tables need
+/// `citus.enable_unsafe_triggers` (a harmless placeholder on a single
+/// server).
+pub async fn inject(pool: &PgPool, statements: &[&str]) {
+    let mut conn = pool.acquire().await.unwrap();
+    sqlx::raw_sql("SET citus.enable_unsafe_triggers = on")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    for statement in statements {
+        sqlx::raw_sql(statement).execute(&mut *conn).await.unwrap();
+    }
+}

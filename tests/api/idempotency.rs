@@ -181,18 +181,16 @@ async fn a_failure_after_the_writes_leaves_nothing_and_the_retry_runs_once(
 
     // Injected failure in the last statement of the transaction, after the
     // wallet, its history and the journal were written.
-    sqlx::raw_sql(
-        // Triggers on distributed tables need this on Citus (a harmless
-        // placeholder on a single server).
-        "SET citus.enable_unsafe_triggers = on;
-         CREATE FUNCTION fail_audit() RETURNS trigger LANGUAGE plpgsql AS
-           $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$;
-         CREATE TRIGGER fail_audit BEFORE INSERT ON audit_log FOR EACH ROW
-           WHEN (NEW.action = 'wallet.debit') EXECUTE FUNCTION fail_audit();",
+    inject(
+        &app.pool,
+        &[
+            "CREATE FUNCTION fail_audit() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$",
+            "CREATE TRIGGER fail_audit BEFORE INSERT ON audit_log FOR EACH ROW
+           WHEN (NEW.action = 'wallet.debit') EXECUTE FUNCTION fail_audit()",
+        ],
     )
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    .await;
     let r = app.post(&shop.key, &path, "fragile", &body).await;
     problem(r, StatusCode::INTERNAL_SERVER_ERROR, "internal_error").await;
     let leftovers = app
@@ -205,10 +203,7 @@ async fn a_failure_after_the_writes_leaves_nothing_and_the_retry_runs_once(
     assert_eq!(app.count("SELECT count(*) FROM journal_entries").await, before);
     assert_eq!(app.balance(&shop.key, w).await, "10.00");
 
-    sqlx::raw_sql("DROP TRIGGER fail_audit ON audit_log")
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    inject(&app.pool, &["DROP TRIGGER fail_audit ON audit_log"]).await;
     let r = app.post(&shop.key, &path, "fragile", &body).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     assert!(r.headers().get("idempotent-replayed").is_none());
@@ -292,16 +287,14 @@ async fn a_duplicate_waits_a_bounded_time_then_gets_409(_: PgPoolOptions, connec
     let body = json!({"amount": "1", "category": "usage"});
     // A slow first request: sleeping is not a lock wait, so it outlasts the
     // duplicate's lock_timeout while holding its key.
-    sqlx::raw_sql(
-        // Triggers on distributed tables need this on Citus (a harmless
-        // placeholder on a single server).
-        "SET citus.enable_unsafe_triggers = on;
-         CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(1.5); RETURN NEW; END $$;
-         CREATE TRIGGER slow BEFORE INSERT ON wallet_transactions FOR EACH ROW EXECUTE FUNCTION slow();",
+    inject(
+        &app.pool,
+        &[
+            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(1.5); RETURN NEW; END $$",
+            "CREATE TRIGGER slow BEFORE INSERT ON wallet_transactions FOR EACH ROW EXECUTE FUNCTION slow()",
+        ],
     )
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    .await;
     let first = tokio::spawn({
         let (client, url, key, body) = (app.client.clone(), app.url(&path), shop.key.clone(), body.clone());
         async move {

@@ -156,22 +156,20 @@ async fn fifty_concurrent_finalizes_take_numbers_one_to_fifty(_: PgPoolOptions, 
     let app = spawn_app(connect).await;
     let shop = app.shop().await;
     // Finalizes that fail after taking their number roll it back with them.
-    sqlx::raw_sql(
-        // Triggers on distributed tables need this on Citus (a harmless
-        // placeholder on a single server).
-        "SET citus.enable_unsafe_triggers = on;
-         CREATE FUNCTION fail_marked() RETURNS trigger LANGUAGE plpgsql AS $$
+    inject(
+        &app.pool,
+        &[
+            "CREATE FUNCTION fail_marked() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN
              IF NEW.number IS NOT NULL AND NEW.memo = 'fail' THEN
                  RAISE EXCEPTION 'injected failure after numbering';
              END IF;
              RETURN NEW;
-         END $$;
-         CREATE TRIGGER fail_marked BEFORE UPDATE ON invoices FOR EACH ROW EXECUTE FUNCTION fail_marked();",
+         END $$",
+            "CREATE TRIGGER fail_marked BEFORE UPDATE ON invoices FOR EACH ROW EXECUTE FUNCTION fail_marked()",
+        ],
     )
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    .await;
     let mut ids = Vec::new();
     for i in 0..60 {
         let memo = if i % 6 == 5 { "fail" } else { "ok" };
@@ -208,10 +206,7 @@ async fn fifty_concurrent_finalizes_take_numbers_one_to_fifty(_: PgPoolOptions, 
         .await;
     assert_eq!(drafts, 10, "the failed finalizes left their drafts untouched");
     // The next finalize continues the sequence.
-    sqlx::query("DROP TRIGGER fail_marked ON invoices")
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    inject(&app.pool, &["DROP TRIGGER fail_marked ON invoices"]).await;
     let (s, b) = app
         .send(
             &shop.key,
@@ -369,18 +364,16 @@ async fn paying_from_a_wallet_is_one_transaction(_: PgPoolOptions, connect: PgCo
     let path = format!("/v1/invoices/{id}/pay");
 
     // A failure after the wallet's debit was written undoes both.
-    sqlx::raw_sql(
-        // Triggers on distributed tables need this on Citus (a harmless
-        // placeholder on a single server).
-        "SET citus.enable_unsafe_triggers = on;
-         CREATE FUNCTION fail_payment() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN RAISE EXCEPTION 'injected failure after the wallet debit'; END $$;
-         CREATE TRIGGER fail_payment BEFORE INSERT ON invoice_payments
-             FOR EACH ROW EXECUTE FUNCTION fail_payment();",
+    inject(
+        &app.pool,
+        &[
+            "CREATE FUNCTION fail_payment() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN RAISE EXCEPTION 'injected failure after the wallet debit'; END $$",
+            "CREATE TRIGGER fail_payment BEFORE INSERT ON invoice_payments
+             FOR EACH ROW EXECUTE FUNCTION fail_payment()",
+        ],
     )
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    .await;
     let (s, _) = app
         .send(&shop.key, &path, json!({"method": "wallet", "wallet_id": w}))
         .await;
@@ -391,10 +384,7 @@ async fn paying_from_a_wallet_is_one_transaction(_: PgPoolOptions, connect: PgCo
         .count("SELECT count(*) FROM wallet_transactions WHERE category = 'invoice_payment'")
         .await;
     assert_eq!(debits, 0);
-    sqlx::query("DROP TRIGGER fail_payment ON invoice_payments")
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    inject(&app.pool, &["DROP TRIGGER fail_payment ON invoice_payments"]).await;
 
     // Refusals change nothing.
     let (s, b) = app
