@@ -157,3 +157,97 @@ async fn every_money_statement_runs_on_one_shard(_: PgPoolOptions, connect: PgCo
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
     assert_eq!(app.balance(k, a).await, "75.59");
 }
+
+/// The background jobs find the shops with due work, then claim each
+/// shop's items on its own shard (`FOR UPDATE SKIP LOCKED` per shop): two
+/// instances running them at the same time still process every due item of
+/// every shop exactly once (on a single server and on Citus alike).
+#[sqlx::test]
+async fn two_instances_jobs_process_every_shops_due_items_once(_: PgPoolOptions, connect: PgConnectOptions) {
+    let a = spawn_app(connect.clone()).await;
+    let b = spawn_app(connect).await;
+    let mut shops = Vec::new();
+    for s in 0..3 {
+        let shop = a.shop().await;
+        let w = a.wallet(&shop.key, "USD", "100").await;
+        for i in 0..8 {
+            let r = a
+                .post(
+                    &shop.key,
+                    &format!("/v1/wallets/{w}/reservations"),
+                    &fresh(),
+                    &json!({"amount": "1.00", "reservation_key": format!("k-{s}-{i}"), "expires_in_seconds": 600}),
+                )
+                .await;
+            assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+        }
+        // Every hold due, and 25 expired idempotency records.
+        sqlx::query(
+            "UPDATE credit_reservations SET expires_at = now() - interval '1 second' WHERE shop_id = $1",
+        )
+        .bind(shop.id)
+        .execute(&a.pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO idempotency_keys (shop_id, key, fingerprint, response_status, expires_at)
+             SELECT $1, 'old-' || i, '\\x00', 201, now() - interval '1 hour' FROM generate_series(1, 25) i",
+        )
+        .bind(shop.id)
+        .execute(&a.pool)
+        .await
+        .unwrap();
+        shops.push(shop);
+    }
+    let expired_keys = a
+        .count("SELECT count(*) FROM idempotency_keys WHERE expires_at <= now()")
+        .await;
+    assert!(expired_keys >= 75);
+
+    let (x, y) = tokio::join!(
+        billing_ledger::jobs::expire_reservations(&a.pool, 5),
+        billing_ledger::jobs::expire_reservations(&b.pool, 5)
+    );
+    assert_eq!(x.unwrap() + y.unwrap(), 24, "every hold of every shop, once");
+    assert_eq!(
+        a.count("SELECT count(*) FROM credit_reservations WHERE status = 'expired'")
+            .await,
+        24
+    );
+    assert_eq!(
+        a.count("SELECT count(*) FROM audit_log WHERE action = 'reservation.expire'")
+            .await,
+        24,
+        "one audit row per hold"
+    );
+    assert_eq!(
+        a.count("SELECT count(*) FROM wallets WHERE reserved <> 0").await,
+        0
+    );
+    for shop in &shops {
+        let audited: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM audit_log WHERE shop_id = $1 AND action = 'reservation.expire'",
+        )
+        .bind(shop.id)
+        .fetch_one(&a.pool)
+        .await
+        .unwrap();
+        assert_eq!(audited, 8, "each shop's holds under its own shop");
+    }
+
+    let (x, y) = tokio::join!(
+        billing_ledger::jobs::cleanup_idempotency(&a.pool, 10),
+        billing_ledger::jobs::cleanup_idempotency(&b.pool, 10)
+    );
+    assert_eq!(
+        x.unwrap() + y.unwrap(),
+        expired_keys as u64,
+        "every expired record, once"
+    );
+    assert_eq!(
+        a.count("SELECT count(*) FROM idempotency_keys WHERE expires_at <= now()")
+            .await,
+        0
+    );
+    a.assert_ledger_consistent().await;
+}
