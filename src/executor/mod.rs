@@ -574,7 +574,9 @@ impl Executor {
     /// reach: there the transaction sets it locally (the same wait as
     /// LOCK_TIMEOUT, which `wait` is) and has Citus pass every `SET LOCAL`
     /// on to the workers it touches, so a held row still answers within
-    /// LOCK_TIMEOUT (docs/scale-out.md). One round trip either way.
+    /// LOCK_TIMEOUT (docs/scale-out.md). The settings are their own query
+    /// (one more round trip, on Citus only): Citus repeats a `SET`'s whole
+    /// query text on the workers, which must not include the `BEGIN`.
     async fn begin(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
         let citus = self
             .citus
@@ -587,12 +589,13 @@ impl Executor {
         if !*citus {
             return self.pool.begin().await;
         }
-        self.pool
-            .begin_with(format!(
-                "BEGIN; SET LOCAL citus.propagate_set_commands = 'local'; SET LOCAL lock_timeout = '{}ms'",
-                self.wait.as_millis()
-            ))
-            .await
+        let mut tx = self.pool.begin().await?;
+        let settings = format!(
+            "SET LOCAL citus.propagate_set_commands = 'local'; SET LOCAL lock_timeout = '{}ms'",
+            self.wait.as_millis()
+        );
+        sqlx::Executor::execute(&mut *tx, settings.as_str()).await?;
+        Ok(tx)
     }
 
     pub async fn execute<C, R>(&self, actor: Actor, request: &Request, command: C) -> Result<Answer, R>
