@@ -60,8 +60,8 @@ as_pg() { if [ -n "$run_as" ]; then runuser -u "$run_as" -- "$@"; else "$@"; fi;
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 port_of() { cat "$root/$1/port"; }
 is_running() { [ -f "$root/$1/data/postmaster.pid" ] && as_pg "$bin/pg_ctl" -D "$root/$1/data" status >/dev/null 2>&1; }
-sql() { # node database statement
-  psql -h 127.0.0.1 -p "$(port_of "$1")" -U "$db_user" -d "$2" -v ON_ERROR_STOP=1 -Atqc "$3"
+sql() { # node database statement (notices, e.g. "does not exist, skipping", are noise)
+  PGOPTIONS="-c client_min_messages=warning" psql -h 127.0.0.1 -p "$(port_of "$1")" -U "$db_user" -d "$2" -v ON_ERROR_STOP=1 -Atqc "$3"
 }
 
 case "$cmd" in
