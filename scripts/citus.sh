@@ -26,13 +26,8 @@ db_user=billing
 
 log() { printf '%s\n' "$*" >&2; }
 
-pg_bin() {
-  local d
-  for d in /usr/lib/postgresql/*/bin; do
-    [ -x "$d/initdb" ] && { printf '%s\n' "$d"; return 0; }
-  done
-  return 1
-}
+# shellcheck source=scripts/pg-bin.sh
+. "$(dirname "$0")/pg-bin.sh"
 
 missing() {
   log "Citus is not installed: $1"

@@ -29,13 +29,8 @@ if [ -n "${DATABASE_URL:-}" ]; then
   esac
 fi
 
-pg_bin() {
-  local d
-  for d in /usr/lib/postgresql/*/bin; do
-    [ -x "$d/initdb" ] && { printf '%s\n' "$d"; return 0; }
-  done
-  return 1
-}
+# shellcheck source=scripts/pg-bin.sh
+. "$(dirname "$0")/pg-bin.sh"
 
 bin=$(pg_bin || true)
 if [ -z "$bin" ]; then
