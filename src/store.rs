@@ -3,6 +3,8 @@
 //! service keeps (a bug, never the caller's input). Each domain maps its
 //! own constraint violations before an error becomes one of these.
 
+use uuid::Uuid;
+
 /// SQLSTATEs the service tells apart.
 pub mod sqlstate {
     pub const LOCK_NOT_AVAILABLE: &str = "55P03";
@@ -89,23 +91,28 @@ pub fn is_transient(e: &sqlx::Error) -> bool {
     }
 }
 
-/// Deletes rows in batches of `batch` until one comes back short: `delete`
-/// is one statement deleting at most `limit` rows (`LIMIT … FOR UPDATE SKIP
-/// LOCKED`, so several instances may run it) that commits by itself, so no
-/// row stays locked for longer than one batch. Returns the number deleted.
-pub async fn delete_in_batches<F, Fut>(batch: u32, mut delete: F) -> Result<u64, sqlx::Error>
+/// Deletes rows shop by shop, in batches of `batch` until one comes back
+/// short: `delete(shop, limit)` is one statement deleting at most `limit`
+/// of that shop's rows (`LIMIT … FOR UPDATE SKIP LOCKED`, so several
+/// instances may run it; per shop, so on Citus it runs on the shop's shard)
+/// that commits by itself, so no row stays locked for longer than one
+/// batch. Returns the number deleted.
+pub async fn delete_in_batches<F, Fut>(shops: &[Uuid], batch: u32, mut delete: F) -> Result<u64, sqlx::Error>
 where
-    F: FnMut(i64) -> Fut,
+    F: FnMut(Uuid, i64) -> Fut,
     Fut: std::future::Future<Output = Result<sqlx::postgres::PgQueryResult, sqlx::Error>>,
 {
     let mut total = 0u64;
-    loop {
-        let deleted = delete(i64::from(batch)).await?.rows_affected();
-        total += deleted;
-        if deleted < u64::from(batch) {
-            return Ok(total);
+    for &shop in shops {
+        loop {
+            let deleted = delete(shop, i64::from(batch)).await?.rows_affected();
+            total += deleted;
+            if deleted < u64::from(batch) {
+                break;
+            }
         }
     }
+    Ok(total)
 }
 
 /// A Rust enum stored as text (its serde name, e.g. `pending_approval`).

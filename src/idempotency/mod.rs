@@ -280,23 +280,20 @@ pub async fn cleanup(pool: &PgPool, batch: u32) -> Result<u64, sqlx::Error> {
     )
     .fetch_all(pool)
     .await?;
-    let mut total = 0;
-    for shop in shops {
-        total += crate::store::delete_in_batches(batch, |limit| {
-            sqlx::query!(
-                "DELETE FROM idempotency_keys k
-                  USING (SELECT shop_id, key FROM idempotency_keys
-                          WHERE shop_id = $2 AND expires_at <= now()
-                          ORDER BY expires_at
-                          LIMIT $1 FOR UPDATE SKIP LOCKED) doomed
-                  WHERE k.shop_id = $2 AND k.shop_id = doomed.shop_id AND k.key = doomed.key",
-                limit,
-                shop
-            )
-            .execute(pool)
-        })
-        .await?;
-    }
+    let total = crate::store::delete_in_batches(&shops, batch, |shop, limit| {
+        sqlx::query!(
+            "DELETE FROM idempotency_keys k
+              USING (SELECT shop_id, key FROM idempotency_keys
+                      WHERE shop_id = $2 AND expires_at <= now()
+                      ORDER BY expires_at
+                      LIMIT $1 FOR UPDATE SKIP LOCKED) doomed
+              WHERE k.shop_id = $2 AND k.shop_id = doomed.shop_id AND k.key = doomed.key",
+            limit,
+            shop
+        )
+        .execute(pool)
+    })
+    .await?;
     sqlx::query!(
         "INSERT INTO idempotency_cleanup_runs (rows_deleted) VALUES ($1)",
         total as i64

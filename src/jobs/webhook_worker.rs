@@ -28,14 +28,13 @@ pub const RETENTION_LOOP: &str = "webhook_retention";
 /// then leased by a statement on its own shard (Citus runs `FOR UPDATE
 /// SKIP LOCKED` only there).
 async fn lease(pool: &PgPool, config: &WebhookConfig) -> Result<Vec<Leased>, sqlx::Error> {
-    let shops = sqlx::query_scalar!(
+    let mut shops = sqlx::query_scalar!(
         r#"SELECT DISTINCT shop_id AS "shop_id!" FROM webhook_events
             WHERE status IN ('pending', 'failed') AND next_attempt_at <= now()"#
     )
     .fetch_all(pool)
     .await?;
     // A shop with a backlog does not starve the others: a random order.
-    let mut shops = shops;
     rand::seq::SliceRandom::shuffle(shops.as_mut_slice(), &mut rand::thread_rng());
     let mut rows = Vec::new();
     for shop in shops {

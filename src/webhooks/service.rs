@@ -281,24 +281,20 @@ pub async fn purge(pool: &PgPool, retention: Duration, batch: u32) -> Result<u64
     )
     .fetch_all(pool)
     .await?;
-    let mut total = 0;
-    for shop in shops {
-        total += store::delete_in_batches(batch, |limit| {
-            sqlx::query!(
-                "DELETE FROM webhook_events e
-                  USING (SELECT shop_id, id FROM webhook_events
-                          WHERE shop_id = $3 AND status IN ('processed', 'ignored')
-                            AND received_at < now() - $1::interval
-                          ORDER BY received_at
-                          LIMIT $2 FOR UPDATE SKIP LOCKED) doomed
-                  WHERE e.shop_id = $3 AND e.shop_id = doomed.shop_id AND e.id = doomed.id",
-                retention,
-                limit,
-                shop
-            )
-            .execute(pool)
-        })
-        .await?;
-    }
-    Ok(total)
+    store::delete_in_batches(&shops, batch, |shop, limit| {
+        sqlx::query!(
+            "DELETE FROM webhook_events e
+              USING (SELECT shop_id, id FROM webhook_events
+                      WHERE shop_id = $3 AND status IN ('processed', 'ignored')
+                        AND received_at < now() - $1::interval
+                      ORDER BY received_at
+                      LIMIT $2 FOR UPDATE SKIP LOCKED) doomed
+              WHERE e.shop_id = $3 AND e.shop_id = doomed.shop_id AND e.id = doomed.id",
+            retention,
+            limit,
+            shop
+        )
+        .execute(pool)
+    })
+    .await
 }

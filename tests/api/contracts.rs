@@ -9,46 +9,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::helpers::*;
 
-/// An answer: status, ETag, replayed, body.
-struct Answer {
-    status: StatusCode,
-    etag: Option<String>,
-    replayed: bool,
-    body: Value,
-}
-
 impl TestApp {
-    async fn call(
-        &self,
-        method: Method,
-        key: &str,
-        path: &str,
-        idem: &str,
-        if_match: Option<&str>,
-        body: Value,
-    ) -> Answer {
-        let mut req = self
-            .client
-            .request(method, self.url(path))
-            .bearer_auth(key)
-            .header("Idempotency-Key", idem)
-            .json(&body);
-        if let Some(tag) = if_match {
-            req = req.header("If-Match", tag);
-        }
-        let r = req.send().await.unwrap();
-        let status = r.status();
-        let etag = r.headers().get("etag").map(|v| v.to_str().unwrap().to_owned());
-        let replayed = r.headers().contains_key("idempotent-replayed");
-        let body = r.json().await.unwrap_or(Value::Null);
-        Answer {
-            status,
-            etag,
-            replayed,
-            body,
-        }
-    }
-
     /// POST `/v1/contracts/{id}/{action}` under a fresh key.
     async fn act(&self, key: &str, id: &str, action: &str, if_match: Option<&str>, body: Value) -> Answer {
         let path = format!("/v1/contracts/{id}/{action}");

@@ -9,7 +9,7 @@ use billing_ledger::{
     http::AppState,
     tenants::{self, NewKey, Role},
 };
-use reqwest::{Response, StatusCode};
+use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 use sqlx::{PgPool, postgres::PgConnectOptions};
 use uuid::Uuid;
@@ -418,5 +418,47 @@ pub async fn inject(pool: &PgPool, statements: &[&str]) {
         .unwrap();
     for statement in statements {
         sqlx::raw_sql(statement).execute(&mut *conn).await.unwrap();
+    }
+}
+
+/// An answer: status, ETag, replayed, body.
+pub struct Answer {
+    pub status: StatusCode,
+    pub etag: Option<String>,
+    pub replayed: bool,
+    pub body: Value,
+}
+
+impl TestApp {
+    /// Any method with an Idempotency-Key and an optional If-Match.
+    pub async fn call(
+        &self,
+        method: Method,
+        key: &str,
+        path: &str,
+        idem: &str,
+        if_match: Option<&str>,
+        body: Value,
+    ) -> Answer {
+        let mut req = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(key)
+            .header("Idempotency-Key", idem)
+            .json(&body);
+        if let Some(tag) = if_match {
+            req = req.header("If-Match", tag);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status();
+        let etag = r.headers().get("etag").map(|v| v.to_str().unwrap().to_owned());
+        let replayed = r.headers().contains_key("idempotent-replayed");
+        let body = r.json().await.unwrap_or(Value::Null);
+        Answer {
+            status,
+            etag,
+            replayed,
+            body,
+        }
     }
 }

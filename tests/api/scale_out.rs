@@ -9,6 +9,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::helpers::*;
 
+/// A successful answer's body.
 async fn send(
     app: &TestApp,
     key: &str,
@@ -17,20 +18,9 @@ async fn send(
     if_match: Option<&str>,
     body: Value,
 ) -> Value {
-    let mut req = app
-        .client
-        .request(method, app.url(&path))
-        .bearer_auth(key)
-        .header("Idempotency-Key", fresh())
-        .json(&body);
-    if let Some(tag) = if_match {
-        req = req.header("If-Match", tag);
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status();
-    let body: Value = r.json().await.unwrap();
-    assert!(status.is_success(), "{path}: {status} {body}");
-    body
+    let a = app.call(method, key, &path, &fresh(), if_match, body).await;
+    assert!(a.status.is_success(), "{path}: {} {}", a.status, a.body);
+    a.body
 }
 
 #[sqlx::test]
