@@ -52,6 +52,17 @@ pub enum ApiError {
     IdempotencyKeyInUse,
     #[error("the wallet's available balance is insufficient")]
     InsufficientFunds,
+    /// A request beyond what is left to give back (422): `code` names the
+    /// limit, `field` the request field that exceeds it.
+    #[error("{message}")]
+    Exceeds {
+        code: &'static str,
+        field: &'static str,
+        message: String,
+    },
+    /// The object cannot be refunded or credited at all (422).
+    #[error("{0}")]
+    NotRefundable(String),
     #[error("{0}")]
     CurrencyMismatch(String),
     #[error("{0}")]
@@ -83,7 +94,8 @@ pub enum ApiError {
     Internal(#[source] anyhow::Error),
 }
 
-/// The RFC 9457 body. `errors` only on 422 `validation_failed`.
+/// The RFC 9457 body. `errors` only on 422 `validation_failed` and on the
+/// 422s that name the field over a limit (`refund_exceeds_remaining`).
 #[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
@@ -128,9 +140,12 @@ impl ApiError {
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            Validation(_) | IdempotencyKeyReused | InsufficientFunds | CurrencyMismatch(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            Validation(_)
+            | IdempotencyKeyReused
+            | InsufficientFunds
+            | CurrencyMismatch(_)
+            | Exceeds { .. }
+            | NotRefundable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             IdempotencyKeyInUse
             | InvalidState(_)
             | ReservationKeyConflict(_)
@@ -161,6 +176,8 @@ impl ApiError {
             IdempotencyKeyReused => "idempotency_key_reused",
             IdempotencyKeyInUse => "idempotency_key_in_use",
             InsufficientFunds => "insufficient_funds",
+            Exceeds { code, .. } => code,
+            NotRefundable(_) => "not_refundable",
             CurrencyMismatch(_) => "currency_mismatch",
             InvalidState(_) => "invalid_state",
             ReservationKeyConflict(_) => "reservation_key_conflict",
@@ -196,6 +213,9 @@ impl ApiError {
             request_id: request_id::current(),
             errors: match self {
                 ApiError::Validation(errors) => Some(errors.clone()),
+                ApiError::Exceeds { field, message, .. } => {
+                    Some(BTreeMap::from([((*field).to_owned(), vec![message.clone()])]))
+                }
                 _ => None,
             },
             current_version: match self {

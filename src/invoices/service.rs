@@ -19,7 +19,7 @@ use crate::{
     pagination::{Page, PageParams},
     store,
     tenants::Tenant,
-    wallets::{self, Category, WalletError},
+    wallets::{self, Category, TransactionType, WalletError},
 };
 
 /// Amounts stay below 10^15 (15 integer digits), like every amount.
@@ -418,16 +418,17 @@ pub async fn pay(
             }
             wallet.ensure_can_spend(amount)?;
             let description = format!("invoice {number}");
-            let tx = wallets::debit_locked(
+            let tx = wallets::move_locked(
                 conn,
                 tenant,
                 &wallet,
-                wallets::LockedDebit {
+                wallets::LockedMovement {
+                    type_: TransactionType::Debit,
                     amount,
                     release: Decimal::ZERO,
                     category: Category::InvoicePayment,
                     kind: ledger::Kind::InvoicePayment,
-                    to: Account::Receivables,
+                    counterpart: Account::Receivables,
                     description: Some(&description),
                     metadata: &Metadata::default(),
                 },

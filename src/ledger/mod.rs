@@ -22,6 +22,9 @@ pub enum Account {
     Revenue,
     /// Value the shop gave away: promotions, refunds as credit.
     CreditGrants,
+    /// Overpayment the shop keeps for the customer (a credit note on a
+    /// paid invoice left as credit).
+    CustomerCredit,
 }
 
 impl Account {
@@ -32,6 +35,7 @@ impl Account {
             Account::Receivables => "receivables",
             Account::Revenue => "revenue",
             Account::CreditGrants => "credit_grants",
+            Account::CustomerCredit => "customer_credit",
         }
     }
 
@@ -49,10 +53,13 @@ pub enum Kind {
     WalletCredit,
     WalletDebit,
     WalletTransfer,
+    WalletRefund,
     ReservationCapture,
     InvoiceFinalize,
     InvoiceVoid,
     InvoicePayment,
+    PaymentRefund,
+    CreditNote,
 }
 
 impl Kind {
@@ -61,10 +68,13 @@ impl Kind {
             Kind::WalletCredit => "wallet.credit",
             Kind::WalletDebit => "wallet.debit",
             Kind::WalletTransfer => "wallet.transfer",
+            Kind::WalletRefund => "wallet.refund",
             Kind::ReservationCapture => "reservation.capture",
             Kind::InvoiceFinalize => "invoice.finalize",
             Kind::InvoiceVoid => "invoice.void",
             Kind::InvoicePayment => "invoice.payment",
+            Kind::PaymentRefund => "payment.refund",
+            Kind::CreditNote => "credit_note",
         }
     }
 }

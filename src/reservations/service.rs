@@ -19,7 +19,7 @@ use crate::{
     pagination::{Page, PageParams},
     store,
     tenants::Tenant,
-    wallets::{self, Category, Locked, WalletError},
+    wallets::{self, Category, Locked, TransactionType, WalletError},
 };
 
 /// The request id of audit rows the expiry job writes.
@@ -401,16 +401,17 @@ pub async fn capture(
         ));
     }
     let metadata = metadata::from_json(s.row.metadata.clone())?;
-    let tx = wallets::debit_locked(
+    let tx = wallets::move_locked(
         conn,
         tenant,
         &s.wallet,
-        wallets::LockedDebit {
+        wallets::LockedMovement {
+            type_: TransactionType::Debit,
             amount,
             release: held,
             category: Category::ReservationCapture,
             kind: ledger::Kind::ReservationCapture,
-            to: Account::Revenue,
+            counterpart: Account::Revenue,
             description: s.row.description.as_deref(),
             metadata: &metadata,
         },

@@ -5,8 +5,8 @@
 use uuid::Uuid;
 
 use super::{
-    CreateWallet, CreditRequest, DebitRequest, Transfer, TransferRequest, Wallet, WalletError,
-    WalletTransaction,
+    CreateWallet, CreditRequest, DebitRequest, MovementRefund, RefundRequest, Transfer, TransferRequest,
+    Wallet, WalletError, WalletTransaction,
 };
 use crate::{executor::command, tenants::Tenant};
 
@@ -40,3 +40,13 @@ command!(Debit: "wallet.debit" => lean WalletTransaction, WalletError,
     |c, unit, key| super::debit(unit, key, c.tenant, c.wallet_id, c.input));
 command!(MakeTransfer: "wallet.transfer" => lean Transfer, WalletError,
     |c, unit, key| super::transfer(unit, key, c.tenant, c.input));
+
+pub struct Refund {
+    pub tenant: Tenant,
+    pub wallet_id: Uuid,
+    pub transaction_id: Uuid,
+    pub input: RefundRequest,
+}
+
+command!(Refund: "wallet.refund" => lean MovementRefund, WalletError,
+    |c, unit, key| super::refund(unit, key, c.tenant, c.wallet_id, c.transaction_id, c.input));

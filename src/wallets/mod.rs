@@ -1,5 +1,6 @@
-//! Prepaid credit wallets: balances, credits, debits, transfers and their
-//! append-only history, every movement posted to the journal.
+//! Prepaid credit wallets: balances, credits, debits, transfers, refunds of
+//! debits and their append-only history, every movement posted to the
+//! journal.
 
 pub mod commands;
 pub mod routes;
@@ -26,6 +27,14 @@ pub enum WalletError {
     CurrencyMismatch { from: String, to: String },
     #[error("a transfer needs two different wallets")]
     SameWallet,
+    /// No such movement on this wallet of the shop.
+    #[error("wallet transaction not found")]
+    TransactionNotFound,
+    #[error("a {0} movement cannot be refunded")]
+    NotRefundable(&'static str),
+    /// More than is left to refund of the movement (`remaining`).
+    #[error("the amount exceeds what is left to refund ({remaining})")]
+    RefundExceedsRemaining { remaining: String },
     #[error(transparent)]
     InvalidAmount(#[from] InvalidAmount),
     #[error("the resulting balance would be out of range")]
@@ -60,9 +69,12 @@ impl From<LedgerError> for WalletError {
 impl Refusal for WalletError {
     fn verdict(&self) -> Verdict {
         match self {
-            WalletError::NotFound | WalletError::InsufficientFunds | WalletError::CurrencyMismatch { .. } => {
-                Verdict::Refused
-            }
+            WalletError::NotFound
+            | WalletError::InsufficientFunds
+            | WalletError::CurrencyMismatch { .. }
+            | WalletError::TransactionNotFound
+            | WalletError::NotRefundable(_)
+            | WalletError::RefundExceedsRemaining { .. } => Verdict::Refused,
             WalletError::SameWallet
             | WalletError::InvalidAmount(_)
             | WalletError::BalanceOverflow

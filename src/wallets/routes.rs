@@ -9,14 +9,15 @@ use validator::Validate;
 
 use super::WalletError;
 use super::{
-    CreateWallet, CreditRequest, DebitRequest, Transfer, TransferRequest, Wallet, WalletTransaction,
-    commands::{Create, Credit, Debit, MakeTransfer},
+    CreateWallet, CreditRequest, DebitRequest, RefundRequest, Transfer, TransferRequest, Wallet,
+    WalletTransaction,
+    commands::{Create, Credit, Debit, MakeTransfer, Refund},
 };
 use crate::{
     http::{
         AppState,
         error::ApiError,
-        extract::{PathId, ValidQuery},
+        extract::{PathId, PathIds, ValidQuery},
         idempotency::Idempotent,
     },
     pagination::{Page, PageParams},
@@ -31,6 +32,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(credit_wallet))
         .routes(routes!(debit_wallet))
         .routes(routes!(list_wallet_transactions))
+        .routes(routes!(get_wallet_transaction))
+        .routes(routes!(refund_wallet_transaction))
         .routes(routes!(create_transfer))
 }
 
@@ -165,6 +168,57 @@ async fn list_wallet_transactions(
     Ok(Json(wallets::transactions(&mut conn, tenant, id, &page).await?))
 }
 
+/// One movement of a wallet, with `refunded_amount` as it stands.
+#[utoipa::path(get, path = "/v1/wallets/{id}/transactions/{transaction_id}", tag = "wallets",
+    operation_id = "getWalletTransaction",
+    params(("id" = Uuid, Path), ("transaction_id" = Uuid, Path)),
+    responses((status = 200, body = WalletTransaction)),
+    security(("api_key" = [])))]
+async fn get_wallet_transaction(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    PathIds(id, transaction_id): PathIds,
+) -> Result<Json<WalletTransaction>, ApiError> {
+    let mut conn = state.pool.acquire().await?;
+    Ok(Json(
+        wallets::wallet_transaction(&mut conn, tenant, id, transaction_id).await?,
+    ))
+}
+
+/// Refund a debit (`usage`, `purchase`, `fee`) or a captured hold, in
+/// whole or in part (default: all that is left): a `refund` credit on the
+/// same wallet (revenue → wallet) naming the original in `refund_of`. The
+/// refunds of a movement never exceed it: 422 `refund_exceeds_remaining`
+/// (naming `amount`) beyond what is left, 422 `not_refundable` for any
+/// other movement.
+#[utoipa::path(post, path = "/v1/wallets/{id}/transactions/{transaction_id}/refund", tag = "wallets",
+    operation_id = "refundWalletTransaction",
+    params(("id" = Uuid, Path), ("transaction_id" = Uuid, Path), crate::openapi::IdempotencyKeyHeader),
+    request_body = RefundRequest,
+    responses((status = 201, description = "The refund movement", body = WalletTransaction,
+        headers(("Location" = String)),
+        links(("GetRefund" = (operation_id = "getWalletTransaction", parameters(("id" = "$response.body#/wallet_id"), ("transaction_id" = "$response.body#/id")))), ("GetRefundedTransaction" = (operation_id = "getWalletTransaction", parameters(("id" = "$response.body#/wallet_id"), ("transaction_id" = "$response.body#/refund_of")))), ("GetWallet" = (operation_id = "getWallet", parameters(("id" = "$response.body#/wallet_id"))))))),
+    security(("api_key" = [])))]
+async fn refund_wallet_transaction(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    PathIds(id, transaction_id): PathIds,
+    Idempotent(request, input): Idempotent<RefundRequest>,
+) -> Result<Response, ApiError> {
+    state
+        .execute(
+            tenant,
+            request,
+            Refund {
+                tenant,
+                wallet_id: id,
+                transaction_id,
+                input,
+            },
+        )
+        .await
+}
+
 /// Move money between two wallets of the same shop and currency.
 #[utoipa::path(post, path = "/v1/transfers", tag = "wallets", operation_id = "createTransfer",
     params(crate::openapi::IdempotencyKeyHeader),
@@ -195,6 +249,13 @@ impl From<WalletError> for ApiError {
             }
             WalletError::InvalidAmount(e) => ApiError::money(e.field, e.error),
             WalletError::KeyReused => ApiError::IdempotencyKeyReused,
+            WalletError::TransactionNotFound => ApiError::NotFound,
+            WalletError::NotRefundable(_) => ApiError::NotRefundable(e.to_string()),
+            WalletError::RefundExceedsRemaining { .. } => ApiError::Exceeds {
+                code: "refund_exceeds_remaining",
+                field: "amount",
+                message: e.to_string(),
+            },
             WalletError::BalanceOverflow => ApiError::validation(
                 "amount",
                 "would take the balance beyond the largest supported value",

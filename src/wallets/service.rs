@@ -8,8 +8,8 @@ use sqlx::{PgConnection, types::Json};
 use uuid::Uuid;
 
 use super::{
-    Category, CreateWallet, CreditCategory, CreditRequest, DebitCategory, DebitRequest, TransactionType,
-    Transfer, TransferRequest, Wallet, WalletError, WalletTransaction,
+    Category, CreateWallet, CreditCategory, CreditRequest, DebitCategory, DebitRequest, MovementRefund,
+    RefundRequest, TransactionType, Transfer, TransferRequest, Wallet, WalletError, WalletTransaction,
 };
 use crate::{
     executor::{Claimed, Ran, Taken, Unclaimed, Unit},
@@ -321,6 +321,8 @@ struct Leg<'a> {
     metadata: &'a Metadata,
     key: Option<&'a str>,
     transfer_id: Option<Uuid>,
+    /// The movement a refund gives back.
+    refund_of: Option<Uuid>,
     journal_id: Uuid,
     /// Freed from the wallet's `reserved` by the same write (a capture).
     release: Decimal,
@@ -355,6 +357,8 @@ impl Leg<'_> {
             description: self.description.map(str::to_owned),
             metadata: self.metadata.clone(),
             transfer_id: self.transfer_id,
+            refund_of: self.refund_of,
+            refunded_amount: currency.text(Decimal::ZERO)?,
             journal_transaction_id: self.journal_id,
             created_at: self.wallet.at,
         })
@@ -396,8 +400,8 @@ async fn apply(
          INSERT INTO wallet_transactions
              (shop_id, id, wallet_id, wallet_version, type, category, amount, balance_after,
               description, metadata, idempotency_key, transfer_id, journal_transaction_id,
-              created_at)
-         SELECT $1, $17, $15, w.version, $18, $19, $20, w.balance, $21, $22, $23, $24, $25, $32
+              created_at, refund_of)
+         SELECT $1, $17, $15, w.version, $18, $19, $20, w.balance, $21, $22, $23, $24, $25, $32, $34
            FROM w
          RETURNING balance_after",
         leg.wallet.id,                 // $15
@@ -419,6 +423,7 @@ async fn apply(
         &j.amounts,                    // $31
         leg.wallet.at,                 // $32
         leg.release,                   // $33
+        leg.refund_of,                 // $34
     )
     .fetch_one(&mut *conn)
     .await?;
@@ -430,44 +435,47 @@ async fn apply(
     Ok(())
 }
 
-/// A debit on a wallet the caller has locked, for another domain's use
-/// case: to `to` through the journal (kind `kind`), freeing `release` of
-/// `reserved` in the same statement (a captured hold).
-pub struct LockedDebit<'a> {
+/// A movement on a wallet the caller has locked, for another domain's use
+/// case: a debit to `counterpart` or a credit from it through the journal
+/// (kind `kind`), freeing `release` of `reserved` in the same statement (a
+/// captured hold).
+pub struct LockedMovement<'a> {
+    pub type_: TransactionType,
     pub amount: Decimal,
     pub release: Decimal,
     pub category: Category,
     pub kind: ledger::Kind,
-    pub to: Account,
+    pub counterpart: Account,
     pub description: Option<&'a str>,
     pub metadata: &'a Metadata,
 }
 
-/// Writes `debit` on `wallet` (locked by the caller) in one statement and
-/// returns its history row.
-pub async fn debit_locked(
+/// Writes `movement` on `wallet` (locked by the caller) in one statement
+/// and returns its history row.
+pub async fn move_locked(
     conn: &mut PgConnection,
     tenant: Tenant,
     wallet: &Locked,
-    debit: LockedDebit<'_>,
+    movement: LockedMovement<'_>,
 ) -> Result<WalletTransaction, WalletError> {
-    let posting = Posting::new(debit.kind, wallet.currency).transfer(
-        Account::Wallet(wallet.id),
-        debit.to,
-        debit.amount,
-    );
+    let (from, to) = match movement.type_ {
+        TransactionType::Debit => (Account::Wallet(wallet.id), movement.counterpart),
+        TransactionType::Credit => (movement.counterpart, Account::Wallet(wallet.id)),
+    };
+    let posting = Posting::new(movement.kind, wallet.currency).transfer(from, to, movement.amount);
     let leg = Leg {
         id: Uuid::now_v7(),
         wallet,
-        type_: TransactionType::Debit,
-        category: debit.category,
-        amount: debit.amount,
-        description: debit.description,
-        metadata: debit.metadata,
+        type_: movement.type_,
+        category: movement.category,
+        amount: movement.amount,
+        description: movement.description,
+        metadata: movement.metadata,
         key: None,
         transfer_id: None,
+        refund_of: None,
         journal_id: Uuid::now_v7(),
-        release: debit.release,
+        release: movement.release,
     };
     let view = leg.view()?;
     let none = Completion::none(tenant.shop_id);
@@ -543,6 +551,7 @@ async fn movement(
         metadata: &metadata,
         key: Some(unit.key()),
         transfer_id: None,
+        refund_of: None,
         journal_id: Uuid::now_v7(),
         release: Decimal::ZERO,
     };
@@ -659,6 +668,7 @@ pub async fn transfer(
         metadata: &metadata,
         key,
         transfer_id: Some(transfer_id),
+        refund_of: None,
         journal_id,
         release: Decimal::ZERO,
     };
@@ -745,6 +755,8 @@ struct TxRow {
     description: Option<String>,
     metadata: Value,
     transfer_id: Option<Uuid>,
+    refund_of: Option<Uuid>,
+    refunded: Decimal,
     journal_transaction_id: Uuid,
     created_at: DateTime<Utc>,
 }
@@ -763,6 +775,8 @@ impl TxRow {
             description: self.description,
             metadata: metadata::from_json(self.metadata)?,
             transfer_id: self.transfer_id,
+            refund_of: self.refund_of,
+            refunded_amount: currency.text(self.refunded)?,
             journal_transaction_id: self.journal_transaction_id,
             created_at: self.created_at,
         })
@@ -774,10 +788,26 @@ async fn transaction(
     tenant: Tenant,
     id: Uuid,
 ) -> Result<WalletTransaction, WalletError> {
-    sqlx::query_as!(
+    transaction_row(conn, tenant, id)
+        .await?
+        .ok_or(WalletError::NotFound)?
+        .view()
+}
+
+/// The shop's movement `id` with what has been refunded of it (the sum
+/// of its refunds, exact under its wallet's lock).
+async fn transaction_row(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    id: Uuid,
+) -> Result<Option<TxRow>, WalletError> {
+    Ok(sqlx::query_as!(
         TxRow,
         "SELECT t.id, t.wallet_id, t.type, t.category, t.amount, w.currency, t.balance_after,
-                t.description, t.metadata, t.transfer_id, t.journal_transaction_id, t.created_at
+                t.description, t.metadata, t.transfer_id, t.refund_of,
+                (SELECT COALESCE(sum(r.amount), 0) FROM wallet_transactions r
+                  WHERE r.shop_id = $1 AND r.refund_of = t.id) AS \"refunded!\",
+                t.journal_transaction_id, t.created_at
            FROM wallet_transactions t
            JOIN wallets w ON w.shop_id = t.shop_id AND w.id = t.wallet_id
           WHERE t.shop_id = $1 AND t.id = $2",
@@ -785,9 +815,98 @@ async fn transaction(
         id
     )
     .fetch_optional(conn)
-    .await?
-    .ok_or(WalletError::NotFound)?
-    .view()
+    .await?)
+}
+
+/// One movement of the shop's wallet `wallet_id`.
+pub async fn wallet_transaction(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    wallet_id: Uuid,
+    id: Uuid,
+) -> Result<WalletTransaction, WalletError> {
+    ensure_exists(conn, tenant, wallet_id).await?;
+    match transaction_row(conn, tenant, id).await? {
+        Some(row) if row.wallet_id == wallet_id => row.view(),
+        _ => Err(WalletError::TransactionNotFound),
+    }
+}
+
+/// Gives back `req.amount` (default: all that is left) of a debit or a
+/// captured hold as a `refund` credit on its wallet (revenue → wallet),
+/// in the lean shape. The wallet's lock is the refunds' turn: what is left
+/// to refund is read under it, so concurrent refunds never exceed the
+/// movement. The refund keeps the request key, so a retry after the key's
+/// record expired answers this refund again.
+pub async fn refund(
+    unit: &mut Unit<'_>,
+    key: Unclaimed,
+    tenant: Tenant,
+    wallet_id: Uuid,
+    transaction_id: Uuid,
+    req: RefundRequest,
+) -> Result<Ran<MovementRefund>, WalletError> {
+    let (key, wallet, earlier) = match lock(unit, key, tenant, &[wallet_id]).await? {
+        Ok(locks) => locks.one()?,
+        Err(taken) => return Ok(taken.replay()),
+    };
+    let amount = match &req.amount {
+        Some(raw) => Some(Money::parse("amount", raw, wallet.currency)?.amount()),
+        None => None,
+    };
+    let conn = unit.conn();
+    if let Some(earlier) = earlier {
+        let row = transaction_row(conn, tenant, earlier)
+            .await?
+            .ok_or(WalletError::KeyReused)?;
+        let same = row.wallet_id == wallet_id
+            && row.refund_of == Some(transaction_id)
+            && amount.is_none_or(|a| a == row.amount);
+        return if same {
+            Ok(key.earlier(MovementRefund(row.view()?)))
+        } else {
+            Err(WalletError::KeyReused)
+        };
+    }
+    let original = match transaction_row(conn, tenant, transaction_id).await? {
+        Some(row) if row.wallet_id == wallet_id => row,
+        _ => return Err(WalletError::TransactionNotFound),
+    };
+    let category: Category = store::decode("movement category", &original.category)?;
+    if !category.refundable() {
+        return Err(WalletError::NotRefundable(category.as_str()));
+    }
+    let remaining = original.amount - original.refunded;
+    let amount = amount.unwrap_or(remaining);
+    if amount.is_zero() || amount > remaining {
+        return Err(WalletError::RefundExceedsRemaining {
+            remaining: wallet.currency.text(remaining)?,
+        });
+    }
+    let posting = Posting::new(ledger::Kind::WalletRefund, wallet.currency).transfer(
+        Account::Revenue,
+        Account::Wallet(wallet_id),
+        amount,
+    );
+    let metadata = req.metadata.unwrap_or_default();
+    let leg = Leg {
+        id: Uuid::now_v7(),
+        wallet: &wallet,
+        type_: TransactionType::Credit,
+        category: Category::Refund,
+        amount,
+        description: req.reason.as_deref(),
+        metadata: &metadata,
+        key: Some(unit.key()),
+        transfer_id: None,
+        refund_of: Some(transaction_id),
+        journal_id: Uuid::now_v7(),
+        release: Decimal::ZERO,
+    };
+    let view = MovementRefund(leg.view()?);
+    let (conn, done, ran) = unit.complete(key, view);
+    apply(conn, &leg, Some(&posting), done).await?;
+    Ok(ran)
 }
 
 /// The shop has this wallet (for lists of what belongs to one).
@@ -819,7 +938,10 @@ pub async fn transactions(
     let rows = sqlx::query_as!(
         TxRow,
         "SELECT t.id, t.wallet_id, t.type, t.category, t.amount, w.currency, t.balance_after,
-                t.description, t.metadata, t.transfer_id, t.journal_transaction_id, t.created_at
+                t.description, t.metadata, t.transfer_id, t.refund_of,
+                (SELECT COALESCE(sum(r.amount), 0) FROM wallet_transactions r
+                  WHERE r.shop_id = $1 AND r.refund_of = t.id) AS \"refunded!\",
+                t.journal_transaction_id, t.created_at
            FROM wallet_transactions t
            JOIN wallets w ON w.shop_id = t.shop_id AND w.id = t.wallet_id
           WHERE t.shop_id = $1 AND t.wallet_id = $2

@@ -86,6 +86,23 @@ pub struct DebitRequest {
     pub metadata: Option<Metadata>,
 }
 
+/// Gives back a debit (`usage`, `purchase`, `fee`) or a captured hold, in
+/// whole or in part.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefundRequest {
+    /// Positive decimal string; default: all that is left to refund.
+    #[validate(custom(function = "crate::money::validate::amount"))]
+    #[schema(example = "4.00", pattern = "^(0|[1-9][0-9]{0,14})(\\.[0-9]{1,18})?$")]
+    pub amount: Option<String>,
+    /// Why; becomes the refund movement's `description`.
+    #[validate(length(max = 500, message = "must be at most 500 characters"))]
+    #[schema(max_length = 500)]
+    pub reason: Option<String>,
+    #[validate(custom(function = "crate::metadata::bounded"))]
+    pub metadata: Option<Metadata>,
+}
+
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransferRequest {
@@ -156,6 +173,16 @@ pub enum Category {
 }
 
 impl Category {
+    /// Whether a refund may give it back (`POST …/transactions/{id}/refund`):
+    /// spending on the shop's service. Credits, transfer legs and
+    /// adjustments are not; an invoice payment is refunded as a payment.
+    pub fn refundable(self) -> bool {
+        matches!(
+            self,
+            Category::Usage | Category::Purchase | Category::Fee | Category::ReservationCapture
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Category::TopUp => "top_up",
@@ -224,9 +251,21 @@ pub struct WalletTransaction {
     pub description: Option<String>,
     pub metadata: Metadata,
     pub transfer_id: Option<Uuid>,
+    /// The movement this one refunds (category `refund`).
+    pub refund_of: Option<Uuid>,
+    /// How much of this movement has been refunded so far ("0.00" for
+    /// one never refunded; an answer shows it as of that answer).
+    #[schema(example = "0.00")]
+    pub refunded_amount: String,
     pub journal_transaction_id: Uuid,
     pub created_at: DateTime<Utc>,
 }
+
+/// A refund movement as the refund request answers it (201 with its
+/// `Location`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MovementRefund(pub WalletTransaction);
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Transfer {
@@ -257,6 +296,19 @@ impl Outcome for WalletTransaction {
     const ENTITY: &'static str = "wallet_transaction";
     fn entity_id(&self) -> Uuid {
         self.id
+    }
+}
+
+impl Outcome for MovementRefund {
+    const ENTITY: &'static str = "wallet_transaction";
+    fn entity_id(&self) -> Uuid {
+        self.0.id
+    }
+    fn location(&self) -> Option<String> {
+        Some(format!(
+            "/v1/wallets/{}/transactions/{}",
+            self.0.wallet_id, self.0.id
+        ))
     }
 }
 

@@ -13,6 +13,7 @@ mod isolation;
 mod limits;
 mod operations;
 pub mod process;
+mod refunds;
 mod reports;
 mod reservations;
 mod scale_out;
