@@ -2,7 +2,10 @@
 
 use uuid::Uuid;
 
-use super::{CreateInvoice, Invoice, InvoiceError, PayInvoice, PaymentReceipt, UpdateInvoice};
+use super::{
+    CreateCreditNote, CreateInvoice, CreditNote, Invoice, InvoiceError, PayInvoice, PaymentReceipt,
+    RefundPayment, RefundReceipt, UpdateInvoice,
+};
 use crate::{
     executor::{Claimed, Command, Ran, Unit, command},
     tenants::Tenant,
@@ -67,3 +70,46 @@ impl Command for Pay {
 
 command!(Void: "invoice.void", status 200 => Invoice, InvoiceError,
     |c, conn| super::void(conn, c.tenant, c.invoice_id));
+
+pub struct RefundInvoicePayment {
+    pub tenant: Tenant,
+    pub invoice_id: Uuid,
+    pub payment_id: Uuid,
+    pub input: RefundPayment,
+}
+
+impl Command for RefundInvoicePayment {
+    const ACTION: &'static str = "invoice.refund_payment";
+    type Key = Claimed;
+    type Output = RefundReceipt;
+    type Error = InvoiceError;
+    async fn run(self, unit: &mut Unit<'_>, key: Claimed) -> Result<Ran<RefundReceipt>, InvoiceError> {
+        let (key, run) = super::refund_payment(
+            unit,
+            key,
+            self.tenant,
+            self.invoice_id,
+            self.payment_id,
+            self.input,
+        )
+        .await?;
+        Ok(key.ran(run))
+    }
+}
+
+pub struct IssueCreditNote {
+    pub tenant: Tenant,
+    pub invoice_id: Uuid,
+    pub input: CreateCreditNote,
+}
+
+impl Command for IssueCreditNote {
+    const ACTION: &'static str = "invoice.credit_note";
+    type Key = Claimed;
+    type Output = CreditNote;
+    type Error = InvoiceError;
+    async fn run(self, unit: &mut Unit<'_>, key: Claimed) -> Result<Ran<CreditNote>, InvoiceError> {
+        let (key, run) = super::credit_note(unit, key, self.tenant, self.invoice_id, self.input).await?;
+        Ok(key.ran(run))
+    }
+}

@@ -1,12 +1,18 @@
 //! Invoices a shop issues to its customers: drafts, finalize with a gapless
 //! per-shop number (receivables → revenue), payments by an external method
-//! or from the customer's wallet (→ receivables), and void. Lock order: the
-//! invoice, then the wallet paying it, then the shop's number counter.
+//! or from the customer's wallet (→ receivables), refunds of payments,
+//! credit notes, and void. Lock order: the invoice, then its payments, then
+//! the wallets paying or refunded, then the shop's number counter.
 
 pub mod commands;
+mod credit_notes;
+mod refunds;
 pub mod routes;
 mod service;
 mod types;
+
+pub use credit_notes::{credit_note, credit_notes, get_credit_note};
+pub use refunds::refund_payment;
 
 pub use service::*;
 pub use types::*;
@@ -33,6 +39,13 @@ pub enum InvoiceError {
         field: &'static str,
         existing: String,
     },
+    /// A credit note beyond what is left of the total (`remaining`).
+    #[error("the amount exceeds what is left to credit ({remaining})")]
+    CreditExceedsRemaining { remaining: String },
+    #[error("payment not found")]
+    PaymentNotFound,
+    #[error("credit note not found")]
+    CreditNoteNotFound,
     #[error("the wallet holds {wallet}; the invoice is in {invoice}")]
     CurrencyMismatch {
         wallet: &'static str,
@@ -63,6 +76,9 @@ impl Refusal for InvoiceError {
             InvoiceError::NotFound
             | InvoiceError::InvalidState(_)
             | InvoiceError::ExternalRefConflict { .. }
+            | InvoiceError::CreditExceedsRemaining { .. }
+            | InvoiceError::PaymentNotFound
+            | InvoiceError::CreditNoteNotFound
             | InvoiceError::CurrencyMismatch { .. } => Verdict::Refused,
             InvoiceError::Invalid(..) => Verdict::Failed,
             InvoiceError::Amount(_) | InvoiceError::Store(_) => Verdict::Failed,

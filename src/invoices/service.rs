@@ -38,7 +38,7 @@ fn line_text(value: Decimal) -> String {
 }
 
 /// The number as shown: `INV-000123`.
-fn number_text(n: i64) -> String {
+pub(super) fn number_text(n: i64) -> String {
     format!("INV-{n:06}")
 }
 
@@ -146,20 +146,40 @@ pub async fn create(
 
 /// An invoice row locked for the rest of the transaction, with the
 /// database's clock read once the lock is granted.
-struct Locked {
-    status: InvoiceStatus,
-    number: Option<i64>,
-    currency: Currency,
-    total: Decimal,
-    amount_paid: Decimal,
-    at: DateTime<Utc>,
+pub(super) struct Locked {
+    pub status: InvoiceStatus,
+    pub number: Option<i64>,
+    pub currency: Currency,
+    pub total: Decimal,
+    pub amount_credited: Decimal,
+    pub amount_paid: Decimal,
+    pub at: DateTime<Utc>,
 }
 
-async fn lock(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> Result<Locked, InvoiceError> {
+impl Locked {
+    /// `total - amount_credited - amount_paid`.
+    pub fn due(&self) -> Decimal {
+        self.total - self.amount_credited - self.amount_paid
+    }
+
+    /// The status its amounts make of an issued invoice.
+    pub fn settled_status(total: Decimal, credited: Decimal, paid: Decimal) -> InvoiceStatus {
+        if !total.is_zero() && credited == total {
+            InvoiceStatus::Credited
+        } else if credited + paid == total {
+            InvoiceStatus::Paid
+        } else {
+            InvoiceStatus::Open
+        }
+    }
+}
+
+pub(super) async fn lock(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> Result<Locked, InvoiceError> {
     let r = sqlx::query!(
         "SELECT i.status AS \"status!\", i.number, i.currency AS \"currency!\", i.total AS \"total!\",
-                i.amount_paid AS \"amount_paid!\", clock_timestamp() AS \"at!\"
-           FROM (SELECT status, number, currency, total, amount_paid FROM invoices
+                i.amount_credited AS \"amount_credited!\", i.amount_paid AS \"amount_paid!\",
+                clock_timestamp() AS \"at!\"
+           FROM (SELECT status, number, currency, total, amount_credited, amount_paid FROM invoices
                   WHERE shop_id = $1 AND id = $2 FOR UPDATE) i",
         tenant.shop_id,
         id
@@ -172,12 +192,13 @@ async fn lock(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> Result<Locke
         number: r.number,
         currency: Currency::stored(&r.currency)?,
         total: r.total,
+        amount_credited: r.amount_credited,
         amount_paid: r.amount_paid,
         at: r.at,
     })
 }
 
-fn status_of(s: &str) -> Result<InvoiceStatus, InvoiceError> {
+pub(super) fn status_of(s: &str) -> Result<InvoiceStatus, InvoiceError> {
     Ok(store::decode("invoice status", s)?)
 }
 
@@ -305,6 +326,9 @@ pub async fn void(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> Result<I
     let invoice = lock(conn, tenant, id).await?;
     match invoice.status {
         InvoiceStatus::Draft => {}
+        InvoiceStatus::Open if !invoice.amount_credited.is_zero() => {
+            return Err(InvoiceError::InvalidState("partly credited"));
+        }
         InvoiceStatus::Open if invoice.amount_paid.is_zero() => {
             let posting = Posting::new(ledger::Kind::InvoiceVoid, invoice.currency).transfer(
                 Account::Revenue,
@@ -396,7 +420,7 @@ pub async fn pay(
         return Ok((claimed, Run::New(receipt)));
     }
     invoice.require(InvoiceStatus::Open)?;
-    let due = invoice.total - invoice.amount_paid;
+    let due = invoice.due();
     let amount = amount.unwrap_or(due);
     if amount > due {
         return Err(invalid(
@@ -408,7 +432,7 @@ pub async fn pay(
     let payment_id = Uuid::now_v7();
     let (claimed, journal_id, wallet_tx) = match req.wallet_id {
         Some(wallet_id) => {
-            let (claimed, wallet) = wallets::lock_one(unit, claimed, tenant, wallet_id).await?;
+            let (claimed, mut wallet) = wallets::lock_one(unit, claimed, tenant, wallet_id).await?;
             let conn = unit.conn();
             if wallet.currency != invoice.currency {
                 return Err(InvoiceError::CurrencyMismatch {
@@ -421,7 +445,7 @@ pub async fn pay(
             let tx = wallets::move_locked(
                 conn,
                 tenant,
-                &wallet,
+                &mut wallet,
                 wallets::LockedMovement {
                     type_: TransactionType::Debit,
                     amount,
@@ -457,8 +481,8 @@ pub async fn pay(
          )
          UPDATE invoices
             SET amount_paid = amount_paid + $5,
-                status = CASE WHEN amount_paid + $5 = total THEN 'paid' ELSE status END,
-                paid_at = CASE WHEN amount_paid + $5 = total THEN $10 END,
+                status = CASE WHEN amount_credited + amount_paid + $5 = total THEN 'paid' ELSE status END,
+                paid_at = CASE WHEN amount_credited + amount_paid + $5 = total THEN $10 END,
                 version = version + 1, updated_at = $10
           WHERE shop_id = $1 AND id = $2",
         tenant.shop_id,
@@ -497,6 +521,7 @@ pub async fn pay(
         external_ref: req.external_ref,
         wallet_id: req.wallet_id,
         wallet_transaction_id: wallet_tx,
+        amount_refunded: invoice.currency.text(Decimal::ZERO)?,
         journal_transaction_id: journal_id,
         created_at: invoice.at,
     };
@@ -509,9 +534,14 @@ pub async fn pay(
 }
 
 /// The invoice's totals as they stand (a payment's answer).
-async fn totals(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> Result<InvoiceTotals, InvoiceError> {
+pub(super) async fn totals(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    id: Uuid,
+) -> Result<InvoiceTotals, InvoiceError> {
     let r = sqlx::query!(
-        "SELECT number, status, currency, total, amount_paid, version, paid_at
+        "SELECT number, status, currency, total, amount_credited, amount_paid, customer_credit, version,
+                paid_at
            FROM invoices WHERE shop_id = $1 AND id = $2",
         tenant.shop_id,
         id
@@ -526,15 +556,48 @@ async fn totals(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> Result<Inv
         status: status_of(&r.status)?,
         currency: currency.code().to_owned(),
         total: currency.text(r.total)?,
+        amount_credited: currency.text(r.amount_credited)?,
         amount_paid: currency.text(r.amount_paid)?,
-        amount_due: currency.text(r.total - r.amount_paid)?,
+        amount_due: currency.text(r.total - r.amount_credited - r.amount_paid)?,
+        customer_credit: currency.text(r.customer_credit)?,
         version: r.version,
         paid_at: r.paid_at,
     })
 }
 
+/// Writes an issued invoice's new amounts after a credit note or a
+/// refund, and the status they make (`Locked::settled_status`).
+pub(super) async fn settle(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    id: Uuid,
+    invoice: &Locked,
+    credited: Decimal,
+    paid: Decimal,
+    customer_credit: Decimal,
+) -> Result<(), InvoiceError> {
+    let status = Locked::settled_status(invoice.total, credited, paid);
+    sqlx::query!(
+        "UPDATE invoices
+            SET amount_credited = $3, amount_paid = $4, customer_credit = customer_credit + $5,
+                status = $6, paid_at = CASE WHEN $6 = 'paid' THEN COALESCE(paid_at, $7) END,
+                version = version + 1, updated_at = $7
+          WHERE shop_id = $1 AND id = $2",
+        tenant.shop_id,
+        id,
+        credited,
+        paid,
+        customer_credit,
+        status.as_str(),
+        invoice.at,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 #[derive(Clone)]
-struct PaymentRow {
+pub(super) struct PaymentRow {
     id: Uuid,
     invoice_id: Uuid,
     method: String,
@@ -543,12 +606,13 @@ struct PaymentRow {
     external_ref: Option<String>,
     wallet_id: Option<Uuid>,
     wallet_transaction_id: Option<Uuid>,
+    amount_refunded: Decimal,
     journal_transaction_id: Uuid,
     created_at: DateTime<Utc>,
 }
 
 impl PaymentRow {
-    fn view(self) -> Result<Payment, InvoiceError> {
+    pub fn view(self) -> Result<Payment, InvoiceError> {
         let currency = Currency::stored(&self.currency)?;
         Ok(Payment {
             id: self.id,
@@ -559,6 +623,7 @@ impl PaymentRow {
             external_ref: self.external_ref,
             wallet_id: self.wallet_id,
             wallet_transaction_id: self.wallet_transaction_id,
+            amount_refunded: currency.text(self.amount_refunded)?,
             journal_transaction_id: self.journal_transaction_id,
             created_at: self.created_at,
         })
@@ -576,7 +641,7 @@ async fn payment_where(
     sqlx::query_as!(
         PaymentRow,
         "SELECT p.id, p.invoice_id, p.method, p.amount, i.currency, p.external_ref, p.wallet_id,
-                p.wallet_transaction_id, p.journal_transaction_id, p.created_at
+                p.wallet_transaction_id, p.amount_refunded, p.journal_transaction_id, p.created_at
            FROM invoice_payments p
            JOIN invoices i ON i.shop_id = p.shop_id AND i.id = p.invoice_id
           WHERE p.shop_id = $1 AND (p.external_ref = $2 OR p.idempotency_key = $3)",
@@ -617,7 +682,7 @@ pub async fn payments(
     let rows = sqlx::query_as!(
         PaymentRow,
         "SELECT p.id, p.invoice_id, p.method, p.amount, i.currency, p.external_ref, p.wallet_id,
-                p.wallet_transaction_id, p.journal_transaction_id, p.created_at
+                p.wallet_transaction_id, p.amount_refunded, p.journal_transaction_id, p.created_at
            FROM invoice_payments p
            JOIN invoices i ON i.shop_id = p.shop_id AND i.id = p.invoice_id
           WHERE p.shop_id = $1 AND p.invoice_id = $2 AND ($3::uuid IS NULL OR p.id > $3)
@@ -648,7 +713,9 @@ struct InvoiceRow {
     metadata: Value,
     subtotal: Decimal,
     total: Decimal,
+    amount_credited: Decimal,
     amount_paid: Decimal,
+    customer_credit: Decimal,
     version: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -681,6 +748,8 @@ async fn with_details(
     )
     .fetch_all(&mut *conn)
     .await?;
+    let mut credit_notes = super::credit_notes::of_invoices(conn, tenant, &ids).await?;
+    let mut refunds = super::refunds::of_invoices(conn, tenant, &ids).await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let currency = Currency::stored(&r.currency)?;
@@ -708,8 +777,12 @@ async fn with_details(
             lines,
             subtotal: currency.text(r.subtotal)?,
             total: currency.text(r.total)?,
+            amount_credited: currency.text(r.amount_credited)?,
             amount_paid: currency.text(r.amount_paid)?,
-            amount_due: currency.text(r.total - r.amount_paid)?,
+            amount_due: currency.text(r.total - r.amount_credited - r.amount_paid)?,
+            customer_credit: currency.text(r.customer_credit)?,
+            credit_notes: credit_notes.remove(&r.id).unwrap_or_default(),
+            refunds: refunds.remove(&r.id).unwrap_or_default(),
             version: r.version,
             created_at: r.created_at,
             updated_at: r.updated_at,
@@ -725,7 +798,8 @@ pub async fn load(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> Result<I
     let row = sqlx::query_as!(
         InvoiceRow,
         "SELECT id, number, customer_ref, currency, status, due_date, memo, metadata, subtotal, total,
-                amount_paid, version, created_at, updated_at, finalized_at, paid_at, voided_at
+                amount_credited, amount_paid, customer_credit, version, created_at, updated_at,
+                finalized_at, paid_at, voided_at
            FROM invoices WHERE shop_id = $1 AND id = $2",
         tenant.shop_id,
         id
@@ -750,7 +824,8 @@ pub async fn list(
     let rows = sqlx::query_as!(
         InvoiceRow,
         "SELECT id, number, customer_ref, currency, status, due_date, memo, metadata, subtotal, total,
-                amount_paid, version, created_at, updated_at, finalized_at, paid_at, voided_at
+                amount_credited, amount_paid, customer_credit, version, created_at, updated_at,
+                finalized_at, paid_at, voided_at
            FROM invoices
           WHERE shop_id = $1
             AND ($2::text IS NULL OR status = $2)
@@ -860,11 +935,17 @@ mod tests {
             number: None,
             currency: Currency::parse("USD").unwrap(),
             total: Decimal::ZERO,
+            amount_credited: Decimal::ZERO,
             amount_paid: Decimal::ZERO,
             at: Utc::now(),
         };
         assert!(locked(InvoiceStatus::Open).require(InvoiceStatus::Open).is_ok());
-        for status in [InvoiceStatus::Draft, InvoiceStatus::Paid, InvoiceStatus::Void] {
+        for status in [
+            InvoiceStatus::Draft,
+            InvoiceStatus::Paid,
+            InvoiceStatus::Void,
+            InvoiceStatus::Credited,
+        ] {
             assert!(matches!(
                 locked(status).require(InvoiceStatus::Open),
                 Err(InvoiceError::InvalidState(s)) if s == status.as_str()

@@ -129,6 +129,8 @@ pub enum InvoiceStatus {
     Open,
     Paid,
     Void,
+    /// Credited in full by credit notes (terminal).
+    Credited,
 }
 
 impl InvoiceStatus {
@@ -138,6 +140,7 @@ impl InvoiceStatus {
             InvoiceStatus::Open => "open",
             InvoiceStatus::Paid => "paid",
             InvoiceStatus::Void => "void",
+            InvoiceStatus::Credited => "credited",
         }
     }
 }
@@ -162,6 +165,8 @@ pub struct Payment {
     pub wallet_id: Option<Uuid>,
     /// The wallet debit, for `method: wallet`.
     pub wallet_transaction_id: Option<Uuid>,
+    /// What of it went back to the payer (refunds).
+    pub amount_refunded: String,
     pub journal_transaction_id: Uuid,
     pub created_at: DateTime<Utc>,
 }
@@ -180,9 +185,19 @@ pub struct Invoice {
     pub lines: Vec<InvoiceLine>,
     pub subtotal: String,
     pub total: String,
+    /// What credit notes took off the total.
+    pub amount_credited: String,
+    /// Payments net of refunds and of overpayment kept as `customer_credit`.
     pub amount_paid: String,
-    /// `total - amount_paid`.
+    /// `total - amount_credited - amount_paid`.
     pub amount_due: String,
+    /// Overpayment a credit note left with the shop for the customer
+    /// (`refund: none`).
+    pub customer_credit: String,
+    /// Its credit notes, oldest first.
+    pub credit_notes: Vec<CreditNote>,
+    /// Refunds of its payments, oldest first.
+    pub refunds: Vec<PaymentRefund>,
     /// Increases with every change.
     pub version: i64,
     pub created_at: DateTime<Utc>,
@@ -201,8 +216,10 @@ pub struct InvoiceTotals {
     pub status: InvoiceStatus,
     pub currency: String,
     pub total: String,
+    pub amount_credited: String,
     pub amount_paid: String,
     pub amount_due: String,
+    pub customer_credit: String,
     pub version: i64,
     pub paid_at: Option<DateTime<Utc>>,
 }
@@ -216,6 +233,168 @@ pub struct PaymentReceipt {
     /// The payment was recorded before under this `external_ref` (answered
     /// 200, nothing recorded now).
     pub existing: bool,
+}
+
+/// Gives back a payment, in whole or in part.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefundPayment {
+    /// Default: all of the payment that is left to refund (at most what
+    /// the invoice still counts as paid).
+    #[validate(custom(function = "crate::money::validate::amount"))]
+    #[schema(example = "10.00", pattern = "^(0|[1-9][0-9]{0,14})(\\.[0-9]{1,18})?$")]
+    pub amount: Option<String>,
+    #[validate(length(max = 500, message = "must be at most 500 characters"))]
+    #[schema(max_length = 500)]
+    pub reason: Option<String>,
+    /// The provider's id of this refund (payments by an external method),
+    /// unique per shop: recording it again answers the refund already
+    /// recorded (200).
+    #[validate(length(min = 1, max = 255, message = "must be 1 to 255 characters"))]
+    #[schema(min_length = 1, max_length = 255)]
+    pub external_ref: Option<String>,
+}
+
+/// A refund of an invoice payment: back to the paying wallet, or recorded
+/// as sent to the payer.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PaymentRefund {
+    pub id: Uuid,
+    pub invoice_id: Uuid,
+    pub payment_id: Uuid,
+    pub amount: String,
+    pub currency: String,
+    pub reason: Option<String>,
+    pub external_ref: Option<String>,
+    /// The credit to the paying wallet (a wallet payment).
+    pub wallet_transaction_id: Option<Uuid>,
+    /// The credit note that made it (`refund: original`).
+    pub credit_note_id: Option<Uuid>,
+    pub journal_transaction_id: Uuid,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A refund with the invoice's totals after it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RefundReceipt {
+    pub refund: PaymentRefund,
+    pub invoice: InvoiceTotals,
+    /// Recorded before under this `external_ref` (answered 200).
+    pub existing: bool,
+}
+
+/// Where a credit note's overpayment goes (on a paid or overpaid invoice).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundMode {
+    /// Kept with the shop as the invoice's `customer_credit`.
+    None,
+    /// Credited to `wallet_id` (same shop and currency).
+    Wallet,
+    /// Refunded to the invoice's payments, newest first.
+    Original,
+}
+
+impl RefundMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefundMode::None => "none",
+            RefundMode::Wallet => "wallet",
+            RefundMode::Original => "original",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreditLineInput {
+    #[validate(length(min = 1, max = 500, message = "must be 1 to 500 characters"))]
+    #[schema(min_length = 1, max_length = 500)]
+    pub description: String,
+    #[validate(custom(function = "crate::money::validate::amount"))]
+    #[schema(example = "5.00", pattern = "^(0|[1-9][0-9]{0,14})(\\.[0-9]{1,18})?$")]
+    pub amount: String,
+}
+
+/// Lowers what the customer owes: `lines` or one `amount`, not both.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCreditNote {
+    #[validate(length(min = 1, max = 100, message = "must have 1 to 100 lines"), nested)]
+    #[schema(min_items = 1, max_items = 100)]
+    pub lines: Option<Vec<CreditLineInput>>,
+    #[validate(custom(function = "crate::money::validate::amount"))]
+    #[schema(example = "5.00", pattern = "^(0|[1-9][0-9]{0,14})(\\.[0-9]{1,18})?$")]
+    pub amount: Option<String>,
+    #[validate(length(min = 1, max = 500, message = "must be 1 to 500 characters"))]
+    #[schema(min_length = 1, max_length = 500)]
+    pub reason: String,
+    /// What happens to an overpayment the credit makes; default `none`.
+    pub refund: Option<RefundMode>,
+    /// With `refund: wallet`: the wallet credited.
+    pub wallet_id: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreditLine {
+    pub description: String,
+    pub amount: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreditNote {
+    pub id: Uuid,
+    /// `CN-000001`, per shop and gapless, its own series.
+    pub number: String,
+    pub invoice_id: Uuid,
+    pub currency: String,
+    pub amount: String,
+    pub reason: String,
+    pub lines: Vec<CreditLine>,
+    pub refund: RefundMode,
+    pub wallet_id: Option<Uuid>,
+    /// The wallet credit (`refund: wallet`).
+    pub wallet_transaction_id: Option<Uuid>,
+    /// Of the overpayment it made: what was refunded (to the wallet or the
+    /// payments) …
+    pub refunded: String,
+    /// … and what was kept as customer credit.
+    pub customer_credit: String,
+    pub journal_transaction_id: Uuid,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Outcome for CreditNote {
+    const ENTITY: &'static str = "credit_note";
+    fn entity_id(&self) -> Uuid {
+        self.id
+    }
+    fn location(&self) -> Option<String> {
+        Some(format!("/v1/credit-notes/{}", self.id))
+    }
+}
+
+impl Outcome for RefundReceipt {
+    const ENTITY: &'static str = "payment_refund";
+    fn entity_id(&self) -> Uuid {
+        self.refund.id
+    }
+    fn status(&self) -> Option<u16> {
+        self.existing.then_some(200)
+    }
+}
+
+#[derive(Debug, Deserialize, Validate, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CreditNoteListParams {
+    /// Only the credit notes of this invoice.
+    pub invoice_id: Option<Uuid>,
+    /// Page size, 1–100.
+    #[validate(range(min = 1, max = 100, message = "must be between 1 and 100"))]
+    #[param(minimum = 1, maximum = 100, default = 20)]
+    pub limit: Option<i64>,
+    /// Id of the last credit note of the previous page.
+    pub starting_after: Option<Uuid>,
 }
 
 impl Outcome for Invoice {

@@ -404,7 +404,7 @@ pub async fn capture(
     let tx = wallets::move_locked(
         conn,
         tenant,
-        &s.wallet,
+        &mut s.wallet,
         wallets::LockedMovement {
             type_: TransactionType::Debit,
             amount,

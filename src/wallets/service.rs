@@ -233,15 +233,22 @@ pub async fn lock_one(
     tenant: Tenant,
     wallet_id: Uuid,
 ) -> Result<(Claimed, Locked), WalletError> {
+    let (key, mut wallets) = lock_many(unit, key, tenant, &[wallet_id]).await?;
+    let wallet = wallets.pop().ok_or(WalletError::NotFound)?;
+    Ok((key, wallet))
+}
+
+/// Locks the shop's wallets `ids` (in id order, as every wallet lock)
+/// under a key the transaction holds; they come back in the order asked.
+pub async fn lock_many(
+    unit: &mut Unit<'_>,
+    key: Claimed,
+    tenant: Tenant,
+    ids: &[Uuid],
+) -> Result<(Claimed, Vec<Locked>), WalletError> {
     let claim = unit.held(&key);
-    let ids = [wallet_id];
-    let (_, wallets, earlier) = lock_rows(unit.conn(), claim, true, tenant, &ids).await?;
-    let locks = Locks {
-        key,
-        wallets: in_order(wallets, &ids)?,
-        earlier,
-    };
-    locks.one().map(|(key, wallet, _)| (key, wallet))
+    let (_, wallets, _) = lock_rows(unit.conn(), claim, true, tenant, ids).await?;
+    Ok((key, in_order(wallets, ids)?))
 }
 
 /// The wallet lock, the only statement that locks wallet rows for a
@@ -451,11 +458,12 @@ pub struct LockedMovement<'a> {
 }
 
 /// Writes `movement` on `wallet` (locked by the caller) in one statement
-/// and returns its history row.
+/// and returns its history row; `wallet` then holds the new balance, so a
+/// transaction may move it again.
 pub async fn move_locked(
     conn: &mut PgConnection,
     tenant: Tenant,
-    wallet: &Locked,
+    wallet: &mut Locked,
     movement: LockedMovement<'_>,
 ) -> Result<WalletTransaction, WalletError> {
     let (from, to) = match movement.type_ {
@@ -465,7 +473,7 @@ pub async fn move_locked(
     let posting = Posting::new(movement.kind, wallet.currency).transfer(from, to, movement.amount);
     let leg = Leg {
         id: Uuid::now_v7(),
-        wallet,
+        wallet: &*wallet,
         type_: movement.type_,
         category: movement.category,
         amount: movement.amount,
@@ -480,6 +488,9 @@ pub async fn move_locked(
     let view = leg.view()?;
     let none = Completion::none(tenant.shop_id);
     apply(conn, &leg, Some(&posting), none).await?;
+    let delta = leg.delta();
+    wallet.balance += delta;
+    wallet.reserved -= movement.release;
     Ok(view)
 }
 

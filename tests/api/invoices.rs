@@ -12,14 +12,14 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use crate::helpers::*;
 
 impl TestApp {
-    async fn send(&self, key: &str, path: &str, body: Value) -> (StatusCode, Value) {
+    pub async fn send(&self, key: &str, path: &str, body: Value) -> (StatusCode, Value) {
         let r = self.post(key, path, &fresh(), &body).await;
         let status = r.status();
         (status, r.json().await.unwrap())
     }
 
     /// A draft of one line `quantity × unit_amount`.
-    async fn draft(&self, key: &str, currency: &str, quantity: &str, unit_amount: &str) -> Value {
+    pub async fn draft(&self, key: &str, currency: &str, quantity: &str, unit_amount: &str) -> Value {
         let (s, b) = self
             .send(
                 key,
@@ -33,7 +33,7 @@ impl TestApp {
     }
 
     /// An open invoice of `total` (one line 1 × total).
-    async fn open_invoice(&self, key: &str, currency: &str, total: &str) -> String {
+    pub async fn open_invoice(&self, key: &str, currency: &str, total: &str) -> String {
         let id = self.draft(key, currency, "1", total).await["id"]
             .as_str()
             .unwrap()
@@ -46,7 +46,7 @@ impl TestApp {
     }
 
     /// Every payment of the invoice, following the pages.
-    async fn payments_of(&self, key: &str, id: &str) -> Vec<Value> {
+    pub async fn payments_of(&self, key: &str, id: &str) -> Vec<Value> {
         let mut all = Vec::new();
         let mut after = String::new();
         loop {
@@ -64,7 +64,7 @@ impl TestApp {
         }
     }
 
-    async fn invoice(&self, key: &str, id: &str) -> Value {
+    pub async fn invoice(&self, key: &str, id: &str) -> Value {
         self.get(key, &format!("/v1/invoices/{id}"))
             .await
             .json()

@@ -381,3 +381,399 @@ async fn a_captured_hold_is_refundable(_: PgPoolOptions, connect: PgConnectOptio
     assert_eq!(app.balance(k, wallet).await, "20.00");
     app.assert_ledger_consistent().await;
 }
+
+impl TestApp {
+    async fn pay(&self, key: &str, invoice: &str, body: Value) -> Value {
+        let (s, b) = self.send(key, &format!("/v1/invoices/{invoice}/pay"), body).await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        b
+    }
+
+    async fn refund_payment(
+        &self,
+        key: &str,
+        invoice: &str,
+        payment: &str,
+        idem: &str,
+        body: Value,
+    ) -> Answer {
+        let path = format!("/v1/invoices/{invoice}/payments/{payment}/refund");
+        self.call(Method::POST, key, &path, idem, None, body).await
+    }
+
+    async fn credit_note(&self, key: &str, invoice: &str, idem: impl Into<String>, body: Value) -> Answer {
+        let path = format!("/v1/invoices/{invoice}/credit-notes");
+        self.call(Method::POST, key, &path, &idem.into(), None, body)
+            .await
+    }
+}
+
+#[sqlx::test]
+async fn a_refunded_payment_reopens_its_invoice_and_never_exceeds_the_payment(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let app = spawn_app(connect).await;
+    let shop = app.shop().await;
+    let k = &shop.key;
+    let invoice = app.open_invoice(k, "USD", "100.00").await;
+    let paid = app
+        .pay(k, &invoice, json!({"method": "card", "external_ref": "ch_1"}))
+        .await;
+    assert_eq!(paid["invoice"]["status"], "paid");
+    let payment = paid["payment"]["id"].as_str().unwrap();
+
+    let r = app
+        .refund_payment(
+            k,
+            &invoice,
+            payment,
+            "refund-a",
+            json!({"amount": "40.00", "reason": "damaged", "external_ref": "re_1"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["refund"]["amount"], "40.00");
+    assert_eq!(r.body["refund"]["external_ref"], "re_1");
+    assert_eq!(
+        (
+            r.body["invoice"]["status"].as_str(),
+            r.body["invoice"]["amount_paid"].as_str(),
+            r.body["invoice"]["amount_due"].as_str()
+        ),
+        (Some("open"), Some("60.00"), Some("40.00")),
+        "a refunded payment reopens the paid invoice"
+    );
+    // The provider's reference again, under another key: the recorded refund.
+    let again = app
+        .refund_payment(k, &invoice, payment, &fresh(), json!({"external_ref": "re_1"}))
+        .await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(
+        (again.body["existing"].as_bool(), &again.body["refund"]["id"]),
+        (Some(true), &r.body["refund"]["id"])
+    );
+    let conflict = app
+        .refund_payment(
+            k,
+            &invoice,
+            payment,
+            &fresh(),
+            json!({"external_ref": "re_1", "amount": "1.00"}),
+        )
+        .await;
+    assert_eq!(
+        (conflict.status, conflict.body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("external_ref_conflict"))
+    );
+    let over = app
+        .refund_payment(k, &invoice, payment, &fresh(), json!({"amount": "60.01"}))
+        .await;
+    assert_eq!(
+        (over.status, over.body["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("refund_exceeds_remaining"))
+    );
+    assert!(over.body["errors"]["amount"].is_array());
+    let missing = app
+        .refund_payment(k, &invoice, &Uuid::now_v7().to_string(), &fresh(), json!({}))
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+
+    // A wallet payment goes back to its wallet.
+    let wallet = app.wallet(k, "USD", "30.00").await;
+    let second = app.open_invoice(k, "USD", "30.00").await;
+    let paid = app
+        .pay(k, &second, json!({"method": "wallet", "wallet_id": wallet}))
+        .await;
+    assert_eq!(app.balance(k, wallet).await, "0.00");
+    let r = app
+        .refund_payment(
+            k,
+            &second,
+            paid["payment"]["id"].as_str().unwrap(),
+            &fresh(),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert!(r.body["refund"]["wallet_transaction_id"].is_string());
+    assert_eq!(app.balance(k, wallet).await, "30.00");
+    let shown = app.invoice(k, &second).await;
+    assert_eq!(
+        (shown["status"].as_str(), shown["amount_due"].as_str()),
+        (Some("open"), Some("30.00"))
+    );
+    assert_eq!(shown["refunds"].as_array().unwrap().len(), 1);
+    let payments = app.payments_of(k, &second).await;
+    assert_eq!(payments[0]["amount_refunded"], "30.00");
+    app.assert_ledger_consistent().await;
+}
+
+#[sqlx::test]
+async fn credit_notes_lower_what_is_owed_and_refund_an_overpayment_as_asked(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let app = spawn_app(connect).await;
+    let shop = app.shop().await;
+    let k = &shop.key;
+
+    // On an open invoice: lowers amount_due; credited in full is terminal.
+    let open = app.open_invoice(k, "USD", "100.00").await;
+    let r = app
+        .credit_note(
+            k,
+            &open,
+            &fresh(),
+            json!({"amount": "30.00", "reason": "discount"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["number"], "CN-000001");
+    let shown = app.invoice(k, &open).await;
+    assert_eq!(
+        (shown["amount_credited"].as_str(), shown["amount_due"].as_str()),
+        (Some("30.00"), Some("70.00"))
+    );
+    let over = app
+        .credit_note(
+            k,
+            &open,
+            &fresh(),
+            json!({"amount": "70.01", "reason": "too much"}),
+        )
+        .await;
+    assert_eq!(
+        (over.status, over.body["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("credit_exceeds_remaining"))
+    );
+    assert!(over.body["errors"]["amount"].is_array());
+    let rest = app
+        .credit_note(k, &open, &fresh(), json!({"lines": [{"description": "a", "amount": "40.00"}, {"description": "b", "amount": "30.00"}], "reason": "cancelled order"}))
+        .await;
+    assert_eq!(
+        (
+            rest.status,
+            rest.body["amount"].as_str(),
+            rest.body["number"].as_str()
+        ),
+        (StatusCode::CREATED, Some("70.00"), Some("CN-000002"))
+    );
+    let shown = app.invoice(k, &open).await;
+    assert_eq!(
+        (shown["status"].as_str(), shown["amount_due"].as_str()),
+        (Some("credited"), Some("0.00"))
+    );
+    assert_eq!(shown["credit_notes"].as_array().unwrap().len(), 2);
+    let closed = app
+        .credit_note(k, &open, &fresh(), json!({"amount": "1.00", "reason": "x"}))
+        .await;
+    assert_eq!(
+        (closed.status, closed.body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("invalid_state"))
+    );
+
+    // On a paid invoice, back to a wallet.
+    let wallet = app.wallet(k, "USD", "0").await;
+    let paid = app.open_invoice(k, "USD", "100.00").await;
+    app.pay(k, &paid, json!({"method": "bank_transfer"})).await;
+    let r = app
+        .credit_note(
+            k,
+            &paid,
+            &fresh(),
+            json!({"amount": "25.00", "reason": "goodwill", "refund": "wallet", "wallet_id": wallet}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(
+        (r.body["refunded"].as_str(), r.body["number"].as_str()),
+        (Some("25.00"), Some("CN-000003"))
+    );
+    assert_eq!(app.balance(k, wallet).await, "25.00");
+    let shown = app.invoice(k, &paid).await;
+    assert_eq!(
+        (
+            shown["status"].as_str(),
+            shown["amount_credited"].as_str(),
+            shown["amount_paid"].as_str(),
+            shown["amount_due"].as_str()
+        ),
+        (Some("paid"), Some("25.00"), Some("75.00"), Some("0.00"))
+    );
+
+    // Back to the payments, newest first: the wallet's 40, then 10 of the card's 60.
+    let payer = app.wallet(k, "USD", "40.00").await;
+    let split = app.open_invoice(k, "USD", "100.00").await;
+    let card = app
+        .pay(k, &split, json!({"method": "card", "amount": "60.00"}))
+        .await;
+    let from_wallet = app
+        .pay(k, &split, json!({"method": "wallet", "wallet_id": payer}))
+        .await;
+    assert_eq!(from_wallet["invoice"]["status"], "paid");
+    let r = app
+        .credit_note(
+            k,
+            &split,
+            &fresh(),
+            json!({"amount": "50.00", "reason": "returned", "refund": "original"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(app.balance(k, payer).await, "40.00");
+    let payments = app.payments_of(k, &split).await;
+    let refunded = |id: &Value| payments.iter().find(|p| p["id"] == *id).unwrap()["amount_refunded"].clone();
+    assert_eq!(refunded(&from_wallet["payment"]["id"]), "40.00");
+    assert_eq!(refunded(&card["payment"]["id"]), "10.00");
+    let shown = app.invoice(k, &split).await;
+    assert_eq!(
+        (shown["status"].as_str(), shown["amount_paid"].as_str()),
+        (Some("paid"), Some("50.00"))
+    );
+    assert_eq!(shown["refunds"].as_array().unwrap().len(), 2);
+
+    // Kept as customer credit.
+    let kept = app.open_invoice(k, "USD", "20.00").await;
+    app.pay(k, &kept, json!({"method": "card"})).await;
+    let r = app
+        .credit_note(
+            k,
+            &kept,
+            &fresh(),
+            json!({"amount": "20.00", "reason": "refund later"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["customer_credit"].as_str()),
+        (StatusCode::CREATED, Some("20.00"))
+    );
+    let shown = app.invoice(k, &kept).await;
+    assert_eq!(
+        (
+            shown["status"].as_str(),
+            shown["customer_credit"].as_str(),
+            shown["amount_paid"].as_str()
+        ),
+        (Some("credited"), Some("20.00"), Some("0.00"))
+    );
+
+    let list: Value = app.get(k, "/v1/credit-notes?limit=2").await.json().await.unwrap();
+    assert_eq!(list["data"].as_array().unwrap().len(), 2);
+    assert_eq!(list["has_more"], true);
+    let one: Value = app
+        .get(k, &format!("/v1/credit-notes/{}", r.body["id"].as_str().unwrap()))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["number"], "CN-000005");
+    app.assert_ledger_consistent().await;
+}
+
+#[sqlx::test]
+async fn fifty_concurrent_credit_notes_with_failures_are_numbered_without_gaps(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let app = spawn_app(connect).await;
+    let shop = app.shop().await;
+    let k = &shop.key;
+    let mut invoices = Vec::new();
+    for _ in 0..5 {
+        invoices.push(app.open_invoice(k, "USD", "100.00").await);
+    }
+    // Every credit note whose reason says so fails after taking its number.
+    inject(
+        &app.pool,
+        &[
+            "CREATE FUNCTION fail_some() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF NEW.reason = 'fail' THEN RAISE EXCEPTION 'injected failure'; END IF;
+                 RETURN NEW;
+             END $$",
+            "CREATE TRIGGER fail_some AFTER INSERT ON credit_notes FOR EACH ROW EXECUTE FUNCTION fail_some()",
+        ],
+    )
+    .await;
+    let answers = join_all((0..50).map(|i| {
+        let invoice = &invoices[i % 5];
+        let reason = if i % 4 == 3 { "fail" } else { "ok" };
+        app.credit_note(
+            k,
+            invoice,
+            format!("cn-{i}"),
+            json!({"amount": "1.00", "reason": reason}),
+        )
+    }))
+    .await;
+    let created: Vec<_> = answers
+        .iter()
+        .filter(|a| a.status == StatusCode::CREATED)
+        .collect();
+    let failed = answers.iter().filter(|a| a.status.is_server_error()).count();
+    assert_eq!(
+        (created.len(), failed),
+        (38, 12),
+        "{:?}",
+        answers.iter().map(|a| a.status).collect::<Vec<_>>()
+    );
+    let mut numbers: Vec<String> = created
+        .iter()
+        .map(|a| a.body["number"].as_str().unwrap().to_owned())
+        .collect();
+    numbers.sort();
+    let expected: Vec<String> = (1..=38).map(|n| format!("CN-{n:06}")).collect();
+    assert_eq!(numbers, expected, "gapless: a failed note gave its number back");
+    for invoice in &invoices {
+        let shown = app.invoice(k, invoice).await;
+        let notes = shown["credit_notes"].as_array().unwrap().len();
+        assert_eq!(dec(&shown["amount_credited"]), Decimal::from(notes as i64));
+    }
+    app.assert_ledger_consistent().await;
+}
+
+#[sqlx::test]
+async fn refunds_and_credit_notes_retried_after_their_key_expired_answer_the_earlier_one(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let app = spawn_app(connect).await;
+    let shop = app.shop().await;
+    let k = &shop.key;
+    let invoice = app.open_invoice(k, "USD", "50.00").await;
+    let paid = app.pay(k, &invoice, json!({"method": "card"})).await;
+    let payment = paid["payment"]["id"].as_str().unwrap();
+    let first = app
+        .refund_payment(k, &invoice, payment, "r-1", json!({"amount": "5.00"}))
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    crate::idempotency::expire(&app, "r-1").await;
+    let again = app
+        .refund_payment(k, &invoice, payment, "r-1", json!({"amount": "5.00"}))
+        .await;
+    assert_eq!((again.status, again.replayed), (StatusCode::CREATED, true));
+    assert_eq!(again.body["refund"]["id"], first.body["refund"]["id"]);
+
+    let note = app
+        .credit_note(k, &invoice, "c-1", json!({"amount": "5.00", "reason": "x"}))
+        .await;
+    assert_eq!(note.status, StatusCode::CREATED, "{}", note.body);
+    crate::idempotency::expire(&app, "c-1").await;
+    let again = app
+        .credit_note(k, &invoice, "c-1", json!({"amount": "5.00", "reason": "x"}))
+        .await;
+    assert_eq!((again.status, again.replayed), (StatusCode::CREATED, true));
+    assert_eq!(again.body["id"], note.body["id"]);
+    let shown = app.invoice(k, &invoice).await;
+    assert_eq!(
+        (
+            shown["amount_credited"].as_str(),
+            shown["amount_paid"].as_str(),
+            shown["amount_due"].as_str()
+        ),
+        (Some("5.00"), Some("45.00"), Some("0.00")),
+        "each took effect once"
+    );
+    app.assert_ledger_consistent().await;
+}
