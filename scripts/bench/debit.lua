@@ -11,6 +11,8 @@
 --      pay_external, pay_wallet: payments of 0.01 on open invoices (WALLETS_FILE
 --                lines "<api key> <invoice id> <wallet id>"), by bank transfer or
 --                from the wallet of the same customer
+--      refund:   refunds of 0.01 of a large debit per wallet, spread (WALLETS_FILE
+--                lines "<api key> <wallet id> <debit id>"), a fresh key each
 -- WALLETS_FILE: lines "<api key> <wallet id>".
 
 local threads = {}
@@ -31,6 +33,9 @@ function init(args)
         body = '{"method":"wallet","amount":"0.01","wallet_id":"' .. payer .. '"}'
       end
       table.insert(wallets, { id = id, path = "/v1/invoices/" .. id .. "/pay", auth = "Bearer " .. key, body = body })
+    elseif mode == "refund" then
+      table.insert(wallets, { id = id, path = "/v1/wallets/" .. id .. "/transactions/" .. payer .. "/refund",
+                              auth = "Bearer " .. key, body = '{"amount":"0.01"}' })
     else
       table.insert(wallets, { id = id, path = "/v1/wallets/" .. id .. "/debit", auth = "Bearer " .. key })
     end

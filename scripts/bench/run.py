@@ -250,8 +250,22 @@ def main():
                 with open(self.files["invoices"], "w") as f:
                     f.writelines(f"{k} {i} {w}\n" for k, i, w in rows)
 
+            def debits_to_refund(self):
+                def make(i):
+                    key, w = self.wallets[i]
+                    d = self.api.call("POST", f"/v1/wallets/{w}/debit", key, str(uuid.uuid4()),
+                                      {"amount": "1000000.00", "category": "purchase"})
+                    return key, w, d["id"]
+
+                with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                    rows = list(pool.map(make, range(len(self.wallets))))
+                self.files["refunds"] = os.path.join(OUT, f"{self.name}-refunds.txt")
+                with open(self.files["refunds"], "w") as f:
+                    f.writelines(f"{k} {w} {d}\n" for k, w, d in rows)
+
             def wrk(self, conns, mode, run_id, **kw):
-                kind = "hot" if mode == "hot" else "invoices" if mode.startswith("pay_") else "wallets"
+                kind = ("hot" if mode == "hot" else "invoices" if mode.startswith("pay_")
+                        else "refunds" if mode == "refund" else "wallets")
                 return wrk(self.port, conns, mode, self.files[kind], run_id, self.proc.pid, **kw)
 
         service = Service(BIN, bench_url, "service")
@@ -263,6 +277,8 @@ def main():
         wallets, api = service.wallets, service.api
         log("service: opening 500 invoices, paid 0.01 at a time in runs 6c and 6d")
         service.open_invoices(500)
+        log("service: a large debit per wallet, refunded 0.01 at a time in run 6e")
+        service.debits_to_refund()
 
         log("priming the replay keys")
 
@@ -332,6 +348,9 @@ def main():
         checkpoint()
         log("6d invoice payments from wallets, 16 connections")
         results["http_pay_wallet_16"] = service.wrk(16, "pay_wallet", "v16")
+        checkpoint()
+        log("6e refunds of debits (0.01 each, spread), 16 connections")
+        results["http_refund_16"] = service.wrk(16, "refund", "u16")
 
         # Statements per debit, in a short run of its own on a restarted
         # service whose sessions track nested statements too (tracking them
@@ -484,6 +503,7 @@ def main():
             "hold_pairs_vs_new": results["http_hold_16"]["pairs_per_s"] / new16,
             "pay_external_vs_new": results["http_pay_external_16"]["rps"] / new16,
             "pay_wallet_vs_new": results["http_pay_wallet_16"]["rps"] / new16,
+            "refund_vs_new": results["http_refund_16"]["rps"] / new16,
             "victim_flooded_vs_alone": results["victim_flooded_4"]["rps"] / results["victim_alone_4"]["rps"],
             "report_history_vs_empty": (results["report_one_day_history"]["median_ms"]
                                         / results["report_one_day_empty"]["median_ms"]),
@@ -524,7 +544,8 @@ def main():
                          ("http_transfer_16", "6  HTTP transfers (16 conn)"),
                          ("http_hold_16", "6b HTTP hold+capture reqs (16 conn)"),
                          ("http_pay_external_16", "6c HTTP invoice pay, external (16)"),
-                         ("http_pay_wallet_16", "6d HTTP invoice pay, wallet (16)")):
+                         ("http_pay_wallet_16", "6d HTTP invoice pay, wallet (16)"),
+                         ("http_refund_16", "6e HTTP refunds of debits (16)")):
             r = results[k]
             print(f"{label:<34}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['non_2xx']:>9}"
                   f"{r['cpu_seconds_per_1000']:>10.3f}")

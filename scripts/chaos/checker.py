@@ -17,7 +17,15 @@ from workload import Http, problem_code
 # Journal transaction kinds the workload posts, by operation.
 KIND_OF = {"credit": "wallet.credit", "debit": "wallet.debit", "transfer": "wallet.transfer",
            "capture": "reservation.capture", "finalize": "invoice.finalize", "pay": "invoice.payment",
-           "pay_same_ref": "invoice.payment"}
+           "pay_same_ref": "invoice.payment", "refund": "wallet.refund", "payment_refund": "payment.refund",
+           "credit_note": "credit_note"}
+
+
+def settled(total, credited, paid):
+    """An issued invoice's status from its amounts (as the service says)."""
+    if total > 0 and credited == total:
+        return "credited"
+    return "paid" if credited + paid == total else "open"
 
 
 def D(x):
@@ -100,6 +108,9 @@ class Checker:
         self.balance = defaultdict(Decimal)
         self.reserved = defaultdict(Decimal)
         self.moves = {}  # wallet transaction id -> (wallet, type, category, amount, key or None, op key)
+        self.refunded = defaultdict(Decimal)  # movement id -> refunded
+        self.pay_refunded = defaultdict(Decimal)  # payment id -> refunded
+        self.by_note = set()  # credit notes that refunded wallet payments (movements not in their answer)
         self.kinds = Counter()  # (shop id, journal kind)
         self.holds = {}  # reservation id -> dict
         self.invoices = {}  # invoice id -> dict
@@ -107,8 +118,8 @@ class Checker:
             if not op.answers or not op.ok():
                 continue
             j, i, shop = op.json(), op.info, op.shop["id"]
-            posts = op.kind in ("credit", "debit", "transfer", "capture", "finalize") or (
-                op.kind in ("pay", "pay_same_ref") and op.status == 201)  # 200: an external_ref found
+            posts = op.kind in ("credit", "debit", "transfer", "capture", "finalize", "refund", "credit_note") or (
+                op.kind in ("pay", "pay_same_ref", "payment_refund") and op.status == 201)  # 200: found by ref
             if posts:
                 self.kinds[(shop, KIND_OF[op.kind])] += 1
             if op.kind == "credit":
@@ -139,9 +150,29 @@ class Checker:
                                                   f"for a capture of {i['amount']}")
                 else:
                     h["status"] = "released"
+            elif op.kind == "refund":
+                amount = D(j["amount"])
+                self.balance[i["wallet"]] += amount
+                self.moves[j["id"]] = (i["wallet"], "credit", "refund", amount, op.key, op.key)
+                self.refunded[i["of"]] += amount
+            elif op.kind == "payment_refund":
+                if op.status == 200:
+                    continue  # a provider refund found by its external_ref: nothing new
+                inv = self.invoices[i["invoice"]]
+                amount = D(j["refund"]["amount"])
+                self.pay_refunded[i["payment"]] += amount
+                inv["paid"] -= amount
+                inv["status"] = settled(inv["total"], inv["credited"], inv["paid"])
+                if i["wallet"]:
+                    self.balance[i["wallet"]] += amount
+                    self.moves[j["refund"]["wallet_transaction_id"]] = (i["wallet"], "credit", "refund", amount,
+                                                                        None, op.key)
+            elif op.kind == "credit_note":
+                self.credit_note(op, j, i, shop)
             elif op.kind == "invoice_create":
                 self.invoices[j["id"]] = {"shop": shop, "total": D(j["total"]), "paid": Decimal(0),
-                                          "status": "draft", "payments": [], "key": op.key}
+                                          "credited": Decimal(0), "status": "draft", "payments": [],
+                                          "ids": [], "key": op.key}
             elif op.kind == "finalize":
                 self.invoices[i["invoice"]]["status"] = "open"
             elif op.kind in ("pay", "pay_same_ref"):
@@ -150,14 +181,47 @@ class Checker:
                 inv = self.invoices[i["invoice"]]
                 inv["paid"] += i["amount"]
                 inv["payments"].append((i["method"], i["amount"], i["external_ref"]))
-                if inv["paid"] == inv["total"]:
-                    inv["status"] = "paid"
+                inv["ids"].append((j["payment"]["id"], i["amount"], i["wallet"]))
+                inv["status"] = settled(inv["total"], inv["credited"], inv["paid"])
                 if i["method"] == "wallet":
                     self.balance[i["wallet"]] -= i["amount"]
                     wtx = (j.get("payment") or {}).get("wallet_transaction_id") if isinstance(j, dict) else None
                     if wtx:
                         self.moves[wtx] = (i["wallet"], "debit", "invoice_payment", i["amount"], None, op.key)
+        for tid, amount in self.refunded.items():
+            if tid in self.moves and amount > self.moves[tid][3]:
+                self.add("over_refund", f"movement {tid}: acknowledged refunds {amount} exceed its "
+                                        f"{self.moves[tid][3]}")
         self.figures["acknowledged_movements"] = len(self.moves)
+
+    def credit_note(self, op, j, i, shop):
+        """A credit note's effects: what it credits, and the overpayment it
+        makes refunded to the wallet, to the payments newest first, or
+        kept as customer credit."""
+        inv = self.invoices[i["invoice"]]
+        amount = D(j["amount"])
+        inv["credited"] += amount
+        over = max(Decimal(0), inv["paid"] + inv["credited"] - inv["total"])
+        if over and i["mode"] == "wallet":
+            self.balance[i["wallet"]] += over
+            self.moves[j["wallet_transaction_id"]] = (i["wallet"], "credit", "refund", over, None, op.key)
+            self.kinds[(shop, "credit_note")] += 1  # the wallet's credit posts its own
+        elif over and i["mode"] == "original":
+            left = over
+            for pid, paid, wallet in reversed(inv["ids"]):
+                take = min(paid - self.pay_refunded[pid], left)
+                if take <= 0:
+                    continue
+                left -= take
+                self.pay_refunded[pid] += take
+                self.kinds[(shop, "payment.refund")] += 1
+                if wallet:
+                    self.balance[wallet] += take
+                    self.by_note.add(j["id"])
+                if not left:
+                    break
+        inv["paid"] -= over
+        inv["status"] = settled(inv["total"], inv["credited"], inv["paid"])
 
     # --- SQL -------------------------------------------------------------
 
@@ -177,9 +241,10 @@ class Checker:
         self.figures["movement_rows"] = len(rows)
         holds = {h["id"]: h for h in pg.rows(
             "SELECT id, wallet_id, status, amount, captured_amount, wallet_transaction_id FROM credit_reservations")}
-        invoices = {v["id"]: v for v in pg.rows("SELECT id, shop_id, status, total, amount_paid FROM invoices")}
-        payments = pg.rows("SELECT id, invoice_id, method, amount, external_ref, wallet_id, wallet_transaction_id "
-                           "FROM invoice_payments")
+        invoices = {v["id"]: v for v in pg.rows(
+            "SELECT id, shop_id, status, total, amount_paid, amount_credited FROM invoices")}
+        payments = pg.rows("SELECT id, invoice_id, method, amount, external_ref, wallet_id, wallet_transaction_id, "
+                           "amount_refunded FROM invoice_payments")
 
         # Exactly once: every history row is an acknowledged movement, and
         # every acknowledged movement is there once.
@@ -198,6 +263,20 @@ class Checker:
         for iid in by_invoice:
             if iid not in self.invoices:
                 add("payments", f"invoice {iid} has payments but no acknowledged invoice")
+        for p in payments:
+            if D(p["amount_refunded"]) != self.pay_refunded[p["id"]]:
+                add("payment_refunded", f"payment {p['id']}: {p['amount_refunded']} refunded in the database, "
+                                        f"{self.pay_refunded[p['id']]} acknowledged")
+            if D(p["amount_refunded"]) > D(p["amount"]):
+                add("over_refund", f"payment {p['id']}: {p['amount_refunded']} refunded of {p['amount']}")
+        # A credit note's refunds to wallet payments are movements its answer
+        # does not list: explained by the refund rows of acknowledged notes
+        # (their amounts are checked through the balances).
+        if self.by_note:
+            explained |= {r["w"] for r in pg.rows(
+                "SELECT wallet_transaction_id AS w, credit_note_id::text AS c FROM payment_refunds "
+                "WHERE credit_note_id IS NOT NULL AND wallet_transaction_id IS NOT NULL")
+                if r["c"] in self.by_note}
         seen = set()
         keys = Counter()
         for r in rows:
@@ -305,7 +384,8 @@ class Checker:
         receivable = pg.rows(
             "SELECT s.shop_id, s.currency, s.total AS receivables, coalesce(o.due, 0) AS due FROM "
             "(SELECT shop_id, currency, sum(amount) AS total FROM journal_entries WHERE account = 'receivables' "
-            " GROUP BY 1, 2) s LEFT JOIN (SELECT shop_id, currency, sum(total - amount_paid) AS due FROM invoices "
+            " GROUP BY 1, 2) s LEFT JOIN (SELECT shop_id, currency, sum(total - amount_credited - amount_paid) AS due "
+            " FROM invoices "
             " WHERE status = 'open' GROUP BY 1, 2) o USING (shop_id, currency) "
             "WHERE -s.total <> coalesce(o.due, 0)")
         for r in receivable:
@@ -329,9 +409,11 @@ class Checker:
             s = invoices.get(iid)
             if s is None:
                 add("invoice", f"acknowledged invoice {iid} is not in the database")
-            elif (s["status"], D(s["amount_paid"]), D(s["total"])) != (inv["status"], inv["paid"], inv["total"]):
-                add("invoice", f"invoice {iid}: {s['status']} paid {s['amount_paid']} of {s['total']} in the "
-                               f"database, acknowledged {inv['status']} paid {inv['paid']} of {inv['total']}")
+            elif (s["status"], D(s["amount_paid"]), D(s["amount_credited"]), D(s["total"])) != \
+                    (inv["status"], inv["paid"], inv["credited"], inv["total"]):
+                add("invoice", f"invoice {iid}: {s['status']} paid {s['amount_paid']} credited "
+                               f"{s['amount_credited']} of {s['total']} in the database, acknowledged "
+                               f"{inv['status']} paid {inv['paid']} credited {inv['credited']} of {inv['total']}")
         for iid in invoices:
             if iid not in self.invoices:
                 add("invoice", f"invoice {iid} matches no acknowledged invoice")
@@ -366,7 +448,8 @@ class Checker:
             "SELECT table_name AS t, column_name AS c FROM information_schema.columns "
             "WHERE table_schema = current_schema() AND (table_name, column_name) IN "
             "(('invoice_payments', 'idempotency_key'), ('invoices', 'finalize_key'), "
-            "('credit_reservations', 'idempotency_key'), ('credit_reservations', 'settle_key'))")}
+            "('credit_reservations', 'idempotency_key'), ('credit_reservations', 'settle_key'), "
+            "('payment_refunds', 'idempotency_key'), ('credit_notes', 'idempotency_key'))")}
         if not have:
             return
         want = {}  # (table, column) -> {key: row id or (invoice id, amount)}
@@ -383,6 +466,10 @@ class Checker:
             elif op.kind in ("pay", "pay_same_ref") and op.status == 201:
                 want.setdefault(("invoice_payments", "idempotency_key"), {})[op.key] = \
                     (i["invoice"], i["amount"])
+            elif op.kind == "payment_refund" and op.status == 201:
+                want.setdefault(("payment_refunds", "idempotency_key"), {})[op.key] = op.json()["refund"]["id"]
+            elif op.kind == "credit_note":
+                want.setdefault(("credit_notes", "idempotency_key"), {})[op.key] = op.json()["id"]
         checked = 0
         for table, column in sorted(have):
             target = "invoice_id, amount" if table == "invoice_payments" else "id"
@@ -434,7 +521,7 @@ class Checker:
         for iid, inv in self.invoices.items():
             got = self.get(tokens[inv["shop"]], f"/v1/invoices/{iid}")
             if got is not None and (got["status"], D(got["amount_paid"]), D(got["amount_due"])) != \
-                    (inv["status"], inv["paid"], inv["total"] - inv["paid"]):
+                    (inv["status"], inv["paid"], inv["total"] - inv["credited"] - inv["paid"]):
                 self.add("api_invoice", f"invoice {iid}: API says {got['status']} paid {got['amount_paid']} due "
                                         f"{got['amount_due']}, acknowledged {inv['status']} paid {inv['paid']}")
         today = datetime.now(timezone.utc).date().isoformat()

@@ -354,8 +354,38 @@ class Worker(threading.Thread):
         big = self.rng.random() < 0.1
         amount = rand_amount(self.rng, cur, 100, 600) if big else rand_amount(self.rng, cur, 0.01, 40)
         body = {"amount": fmt(cur, amount), "category": self.rng.choice(("usage", "purchase", "fee", "adjustment"))}
-        self.do(shop, "debit", f"/v1/wallets/{w}/debit", body, {"wallet": w, "amount": amount},
-                {(201, None), (422, "insufficient_funds")})
+        op = self.do(shop, "debit", f"/v1/wallets/{w}/debit", body, {"wallet": w, "amount": amount},
+                     {(201, None), (422, "insufficient_funds")})
+        if op.status == 201 and body["category"] != "adjustment" and self.rng.random() < 0.35:
+            self.refund_movement(shop, op, w, cur, amount)
+
+    def refund_movement(self, shop, debit, w, cur, amount):
+        """One or two refunds of an acknowledged debit, in full or in part,
+        the second sometimes beyond what is left (refused), while the client
+        re-sends the debit itself: its replay never moves money again."""
+        tid = debit.json()["id"]
+        unit = Decimal(1).scaleb(-DECIMALS[cur])
+
+        def resend_debit():
+            c = Http(self.engine.ports)
+            try:
+                self.engine.send_until_definite(c, debit, random.randrange(len(self.engine.ports)), "race-refund")
+            finally:
+                c.close()
+
+        race = threading.Thread(target=resend_debit)
+        race.start()
+        try:
+            for _ in range(self.rng.randint(1, 2)):
+                body = {}
+                if self.rng.random() < 0.7:
+                    body["amount"] = fmt(cur, unit * self.rng.randint(1, int(amount / unit)))
+                if self.rng.random() < 0.3:
+                    body["reason"] = "chaos refund"
+                self.do(shop, "refund", f"/v1/wallets/{w}/transactions/{tid}/refund", body,
+                        {"wallet": w, "of": tid}, {(201, None), (422, "refund_exceeds_remaining")})
+        finally:
+            race.join()
 
     def transfer(self, shop):
         if self.rng.random() < 0.08:
@@ -414,6 +444,7 @@ class Worker(threading.Thread):
             return
         unit = Decimal(1).scaleb(-DECIMALS[cur])
         due = total
+        payments = []  # {id, method, amount, refunded}, oldest first
 
         def pay(method, amount=None, ref=None, kind="pay", expect=None):
             nonlocal due
@@ -431,6 +462,9 @@ class Worker(threading.Thread):
                           "wallet": w if method == "wallet" else None, "external_ref": ref}, expect)
             if op.status == 201:
                 due -= paid
+                if kind == "pay":
+                    payments.append({"id": op.json()["payment"]["id"], "method": method, "amount": paid,
+                                     "refunded": Decimal(0)})
             return op
 
         def partial():
@@ -459,6 +493,38 @@ class Worker(threading.Thread):
             op = pay("wallet", partial())
             if due > 0:
                 pay("bank_transfer", due if self.rng.random() < 0.5 else None, ref)
+        if self.rng.random() < 0.4:
+            self.give_back(shop, iid, cur, w, total, payments)
+
+    def give_back(self, shop, iid, cur, w, total, payments):
+        """A refund of one of the invoice's payments (sometimes beyond what
+        is left, refused; a provider refund recorded again by its
+        external_ref), or a credit note refunded to the wallet, to the
+        payments, or kept as customer credit."""
+        unit = Decimal(1).scaleb(-DECIMALS[cur])
+        if payments and self.rng.random() < 0.5:
+            p = self.rng.choice(payments)
+            body = {}
+            if self.rng.random() < 0.7:
+                body["amount"] = fmt(cur, unit * self.rng.randint(1, int(p["amount"] / unit) + 1))
+            ref = None
+            if p["method"] != "wallet" and self.rng.random() < 0.5:
+                ref = body["external_ref"] = f"re-{self.tag}-{p['id']}"
+            path = f"/v1/invoices/{iid}/payments/{p['id']}/refund"
+            info = {"invoice": iid, "payment": p["id"], "wallet": w if p["method"] == "wallet" else None}
+            op = self.do(shop, "payment_refund", path, body, info,
+                         {(201, None), (422, "refund_exceeds_remaining")})
+            if op.status == 201 and ref and self.rng.random() < 0.4:
+                self.do(shop, "payment_refund_same_ref", path, body, info, {(200, None)})
+            return
+        mode = self.rng.choice(("none", "wallet", "original"))
+        body = {"amount": fmt(cur, unit * self.rng.randint(1, int(total / unit) + 1)), "reason": "chaos credit",
+                "refund": mode}
+        if mode == "wallet":
+            body["wallet_id"] = w
+        self.do(shop, "credit_note", f"/v1/invoices/{iid}/credit-notes", body,
+                {"invoice": iid, "mode": mode, "wallet": w},
+                {(201, None), (422, "credit_exceeds_remaining")})
 
 
 class Faults(threading.Thread):

@@ -39,12 +39,16 @@ from billing_ledger_client.api.webhooks import (
 )
 from billing_ledger_client.api.reports import get_reconciliation, get_trial_balance
 from billing_ledger_client.api.invoices import (
+    create_credit_note,
     create_invoice,
     finalize_invoice,
+    get_credit_note,
     get_invoice,
+    list_credit_notes,
     list_invoice_payments,
     list_invoices,
     pay_invoice,
+    refund_invoice_payment,
     void_invoice,
 )
 from billing_ledger_client.api.reservations import (
@@ -60,8 +64,10 @@ from billing_ledger_client.api.wallets import (
     credit_wallet,
     debit_wallet,
     get_wallet,
+    get_wallet_transaction,
     list_wallet_transactions,
     list_wallets,
+    refund_wallet_transaction,
 )
 from billing_ledger_client.models import (
     ApproveContract,
@@ -82,6 +88,12 @@ from billing_ledger_client.models import (
     WebhookEvent,
     WebhookSecret,
     CaptureReservation,
+    CreateCreditNote,
+    CreditNote,
+    PageCreditNote,
+    RefundPayment,
+    RefundReceipt,
+    RefundRequest,
     CreateInvoice,
     Invoice,
     InvoiceStatus,
@@ -379,6 +391,61 @@ def main() -> int:
         page = expect(list_invoices.sync_detailed(client=client, customer_ref=ref_a, status=InvoiceStatus.PAID),
                       200, PageInvoice, "listInvoices")
         check([x.id for x in page.data] == [inv.id], "listInvoices finds it", [x.id for x in page.data])
+
+        print("refund 10.00 of the 30.00 debit twice with one Idempotency-Key; more than is left: 422")
+        refund_key = key()
+        refund_body = RefundRequest(amount="10.00", reason="py flow")
+        first = refund_wallet_transaction.sync_detailed(a.id, d1.id, client=client, idempotency_key=refund_key,
+                                                        body=refund_body)
+        rf = expect(first, 201, WalletTransaction, "refundWalletTransaction")
+        check(header(first, "Location") == f"/v1/wallets/{a.id}/transactions/{rf.id}",
+              "refundWalletTransaction: Location header", header(first, "Location"))
+        check((rf.category, rf.refund_of, rf.amount, rf.balance_after) == ("refund", d1.id, "10.00", "49.99"),
+              "a refund credit of 10.00 naming the debit", (rf.category, rf.refund_of, rf.amount, rf.balance_after))
+        second = refund_wallet_transaction.sync_detailed(a.id, d1.id, client=client, idempotency_key=refund_key,
+                                                         body=refund_body)
+        rf2 = expect(second, 201, WalletTransaction, "refundWalletTransaction (same key again)")
+        check(rf2.id == rf.id and header(second, "Idempotent-Replayed") == "true", "the replay is the same refund",
+              (rf.id, rf2.id, header(second, "Idempotent-Replayed")))
+        orig = expect(get_wallet_transaction.sync_detailed(a.id, d1.id, client=client), 200, WalletTransaction,
+                      "getWalletTransaction")
+        check(orig.refunded_amount == "10.00", "the debit shows 10.00 refunded (once)", orig.refunded_amount)
+        resp = refund_wallet_transaction.sync_detailed(a.id, d1.id, client=client, idempotency_key=key(),
+                                                       body=RefundRequest(amount="20.01"))
+        p = expect(resp, 422, Problem, "refundWalletTransaction beyond what is left")
+        check(p.code == "refund_exceeds_remaining" and p.errors is not None and "amount" in p.errors.to_dict(),
+              "422 refund_exceeds_remaining naming amount", p.to_dict())
+
+        print("credit the paid invoice 3.00 back to wallet A, then refund 2.00 of the card payment")
+        resp = create_credit_note.sync_detailed(
+            inv.id, client=client, idempotency_key=key(),
+            body=CreateCreditNote.from_dict({"amount": "3.00", "reason": "py flow", "refund": "wallet",
+                                             "wallet_id": str(a.id)}),
+        )
+        note = expect(resp, 201, CreditNote, "createCreditNote")
+        check(note.number.startswith("CN-") and (note.amount, note.refunded) == ("3.00", "3.00"),
+              "a numbered credit note refunded to the wallet", (note.number, note.amount, note.refunded))
+        check(header(resp, "Location") == f"/v1/credit-notes/{note.id}", "createCreditNote: Location",
+              header(resp, "Location"))
+        got = expect(get_invoice.sync_detailed(inv.id, client=client), 200, Invoice, "getInvoice after the note")
+        check((got.status, got.amount_credited, got.amount_paid, got.amount_due) ==
+              (InvoiceStatus.PAID, "3.00", "8.01", "0.00"),
+              "still paid: 11.01 = 3.00 credited + 8.01 paid", (got.status, got.amount_credited, got.amount_paid))
+        check([x.id for x in got.credit_notes] == [note.id], "the invoice shows its credit note")
+        w = expect(get_wallet.sync_detailed(a.id, client=client), 200, Wallet, "getWallet A after the credit note")
+        check(w.balance == "52.99", "A got the 10.00 refund and the 3.00 credit", w.balance)
+        check(expect(get_credit_note.sync_detailed(note.id, client=client), 200, CreditNote, "getCreditNote").id
+              == note.id, "getCreditNote finds it")
+        notes = expect(list_credit_notes.sync_detailed(client=client, invoice_id=inv.id), 200, PageCreditNote,
+                       "listCreditNotes")
+        check([x.id for x in notes.data] == [note.id], "listCreditNotes by invoice", [x.id for x in notes.data])
+        back = expect(
+            refund_invoice_payment.sync_detailed(inv.id, r1.payment.id, client=client, idempotency_key=key(),
+                                                 body=RefundPayment(amount="2.00", external_ref=f"re-{run}")),
+            201, RefundReceipt, "refundInvoicePayment",
+        )
+        check((back.refund.amount, back.invoice.status, back.invoice.amount_due) == ("2.00", InvoiceStatus.OPEN, "2.00"),
+              "a refunded payment reopens the invoice", (back.refund.amount, back.invoice.status))
 
         print("contract: draft, edit and submit with ETags; a stale approval 412; approve issues the invoice")
         resp = create_contract.sync_detailed(

@@ -31,6 +31,8 @@ OPERATIONS = {
     ("post", "/v1/wallets/{id}/credit"): "creditWallet",
     ("post", "/v1/wallets/{id}/debit"): "debitWallet",
     ("get", "/v1/wallets/{id}/transactions"): "listWalletTransactions",
+    ("get", "/v1/wallets/{id}/transactions/{transaction_id}"): "getWalletTransaction",
+    ("post", "/v1/wallets/{id}/transactions/{transaction_id}/refund"): "refundWalletTransaction",
     ("post", "/v1/wallets/{id}/reservations"): "createReservation",
     ("get", "/v1/wallets/{id}/reservations"): "listReservations",
     ("get", "/v1/reservations/{id}"): "getReservation",
@@ -44,6 +46,10 @@ OPERATIONS = {
     ("post", "/v1/invoices/{id}/pay"): "payInvoice",
     ("get", "/v1/invoices/{id}/payments"): "listInvoicePayments",
     ("post", "/v1/invoices/{id}/void"): "voidInvoice",
+    ("post", "/v1/invoices/{id}/payments/{payment_id}/refund"): "refundInvoicePayment",
+    ("post", "/v1/invoices/{id}/credit-notes"): "createCreditNote",
+    ("get", "/v1/credit-notes"): "listCreditNotes",
+    ("get", "/v1/credit-notes/{id}"): "getCreditNote",
     ("post", "/v1/contracts"): "createContract",
     ("get", "/v1/contracts"): "listContracts",
     ("get", "/v1/contracts/{id}"): "getContract",
@@ -85,7 +91,10 @@ LINKS = {
     ("finalizeInvoice", "200"): {"payInvoice"},
     ("createContract", "201"): {"getContract", "updateContract", "submitContract", "cancelContract"},
     ("submitContract", "200"): {"approveContract", "rejectContract"},
-    ("debitWallet", "201"): {"getWallet"},
+    ("debitWallet", "201"): {"getWallet", "refundWalletTransaction"},
+    ("refundWalletTransaction", "201"): {"getWalletTransaction", "getWallet"},
+    ("createCreditNote", "201"): {"getCreditNote", "getInvoice"},
+    ("refundInvoicePayment", "201"): {"getInvoice"},
 }
 
 PROBLEM = "#/components/schemas/Problem"

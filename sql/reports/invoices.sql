@@ -1,6 +1,7 @@
 -- Per currency: invoices issued, paid and voided in [$2, $3) and those open
--- now with what is due. Each part is a range of its own index, so the cost
--- follows the period (and the open invoices), not the shop's history.
+-- now with what is due (total − amount_credited − amount_paid). Each part
+-- is a range of its own index, so the cost follows the period (and the
+-- open invoices), not the shop's history.
 WITH parts AS (
     SELECT currency, 'issued' AS kind, total AS amount FROM invoices
      WHERE shop_id = $1 AND finalized_at >= $2 AND finalized_at < $3
@@ -11,7 +12,7 @@ WITH parts AS (
     SELECT currency, 'voided', total FROM invoices
      WHERE shop_id = $1 AND voided_at >= $2 AND voided_at < $3
     UNION ALL
-    SELECT currency, 'open', total - amount_paid FROM invoices
+    SELECT currency, 'open', total - amount_credited - amount_paid FROM invoices
      WHERE shop_id = $1 AND status = 'open'
 )
 SELECT currency AS "currency!",

@@ -1,10 +1,11 @@
--- Payments that did not reach the books: provider payments whose event
--- failed (still retried) or is dead (matched no invoice it could pay), and
+-- Payments that did not reach the books: provider payments and refunds
+-- whose event failed (still retried) or is dead (matched no invoice or
+-- payment it could apply to), and
 -- invoice payments of the period [$2, $3) without their journal transaction.
 SELECT (SELECT count(*) FROM webhook_events
-         WHERE shop_id = $1 AND type = 'payment.succeeded' AND status = 'failed') AS "failing!",
+         WHERE shop_id = $1 AND type IN ('payment.succeeded', 'refund.succeeded') AND status = 'failed') AS "failing!",
        ARRAY(SELECT id FROM webhook_events
-              WHERE shop_id = $1 AND type = 'payment.succeeded' AND status = 'dead'
+              WHERE shop_id = $1 AND type IN ('payment.succeeded', 'refund.succeeded') AND status = 'dead'
               ORDER BY id LIMIT 100) AS "dead!",
        (SELECT count(*) FROM invoice_payments p
          WHERE p.shop_id = $1 AND p.created_at >= $2 AND p.created_at < $3

@@ -394,7 +394,7 @@ pub async fn pay(
         return Ok((claimed, Run::Earlier(receipt)));
     }
     if let Some(key) = &req.external_ref
-        && let Some(existing) = payment_by_ref(conn, tenant, key).await?
+        && let Some(existing) = payment_with_ref(conn, tenant, key).await?
     {
         // Read under the invoice's lock: a payment of this invoice with
         // this reference has committed by now.
@@ -655,7 +655,8 @@ async fn payment_where(
     .transpose()
 }
 
-async fn payment_by_ref(
+/// The shop's payment with this `external_ref` (a provider's id).
+pub async fn payment_with_ref(
     conn: &mut PgConnection,
     tenant: Tenant,
     external_ref: &str,

@@ -15,7 +15,7 @@ use crate::{
     idempotency::{self, IdempotencyKey},
     webhooks::{
         self, CHANNEL, EventType, Failure,
-        commands::{ApplyCredit, ApplyPayment, Leased},
+        commands::{ApplyCredit, ApplyPayment, ApplyRefund, Leased},
     },
 };
 
@@ -93,6 +93,10 @@ pub async fn apply(executor: &Executor, event: Leased) -> Result<(), Failure> {
     match EventType::of(&event.type_) {
         Some(EventType::PaymentSucceeded) => executor
             .execute::<_, Failure>(actor, &request, ApplyPayment { event })
+            .await
+            .map(drop),
+        Some(EventType::RefundSucceeded) => executor
+            .execute::<_, Failure>(actor, &request, ApplyRefund { event })
             .await
             .map(drop),
         Some(EventType::CreditsPurchased) => executor

@@ -8,8 +8,8 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::{
-    AccountBalance, DailyNet, InvoiceSummary, PaymentChecks, ReadFrom, Reconciliation, ReportError,
-    ReservationCheck, TrialBalance, TrialBalanceReport, WalletLine,
+    AccountBalance, DailyNet, InvoiceSummary, PaymentChecks, ReadFrom, Reconciliation, RefundChecks,
+    RefundSummary, ReportError, ReservationCheck, TrialBalance, TrialBalanceReport, WalletLine,
 };
 use crate::money::Currency;
 
@@ -96,11 +96,12 @@ async fn snapshot(
 }
 
 /// The parts of a report, in the order `reconciliation_with` reads them.
-pub const STEPS: [&str; 6] = [
+pub const STEPS: [&str; 7] = [
     "wallets",
     "reservations",
     "invoices",
     "payments",
+    "refunds",
     "daily",
     "trial balance",
 ];
@@ -264,6 +265,37 @@ pub async fn reconciliation_with(
     };
     step(STEPS[3]);
 
+    let summary = sqlx::query_file!("sql/reports/refunds.sql", shop_id, start, end, currency)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|r| {
+            let c = r.currency.as_str();
+            RefundSummary {
+                movement_refunds: r.movement_refunds,
+                movement_refunds_total: text(c, r.movement_refunds_total),
+                payment_refunds: r.payment_refunds,
+                payment_refunds_total: text(c, r.payment_refunds_total),
+                credit_notes: r.credit_notes,
+                credit_notes_total: text(c, r.credit_notes_total),
+                currency: r.currency,
+            }
+        })
+        .collect();
+    let c = sqlx::query_file!("sql/reports/refund_checks.sql", shop_id, start, end)
+        .fetch_one(&mut *tx)
+        .await?;
+    let refunds = RefundChecks {
+        ok: c.over_refunded_transactions.is_empty()
+            && c.over_refunded_payments.is_empty()
+            && c.invoices_not_adding_up.is_empty(),
+        summary,
+        over_refunded_transaction_ids: c.over_refunded_transactions,
+        over_refunded_payment_ids: c.over_refunded_payments,
+        invoices_not_adding_up: c.invoices_not_adding_up,
+    };
+    step(STEPS[4]);
+
     let daily = sqlx::query_file!("sql/reports/daily.sql", shop_id, start, end, currency)
         .fetch_all(&mut *tx)
         .await?
@@ -274,10 +306,10 @@ pub async fn reconciliation_with(
             currency: r.currency,
         })
         .collect();
-    step(STEPS[4]);
+    step(STEPS[5]);
     let trial_balance = trial(&mut tx, &source, shop_id, end, currency).await?;
     tx.commit().await?;
-    step(STEPS[5]);
+    step(STEPS[6]);
 
     let mut report = Reconciliation {
         shop_id,
@@ -294,6 +326,7 @@ pub async fn reconciliation_with(
         reservations,
         invoices,
         payments,
+        refunds,
         trial_balance,
         daily,
     };

@@ -95,10 +95,42 @@ pub struct PaymentChecks {
     pub ok: bool,
 }
 
+/// Money that flowed back in the period, per currency.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RefundSummary {
+    pub currency: String,
+    /// Refunds of wallet movements (debits, captured holds).
+    pub movement_refunds: i64,
+    pub movement_refunds_total: String,
+    /// Refunds of invoice payments (to wallets or to payers).
+    pub payment_refunds: i64,
+    pub payment_refunds_total: String,
+    pub credit_notes: i64,
+    pub credit_notes_total: String,
+}
+
+/// Refunds and credit notes of the period, and what they touched checked
+/// against the rows that explain it (at most 100 ids each).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RefundChecks {
+    pub summary: Vec<RefundSummary>,
+    /// Movements refunded beyond their amount, or that are not spending,
+    /// or whose refunds are not credits of their own wallet.
+    pub over_refunded_transaction_ids: Vec<Uuid>,
+    /// Payments whose `amount_refunded` exceeds them or is not the sum of
+    /// their refunds.
+    pub over_refunded_payment_ids: Vec<Uuid>,
+    /// Invoices whose `amount_credited` or `amount_paid` is not what their
+    /// credit notes, payments and refunds say, or whose `amount_due`
+    /// (total − amount_credited − amount_paid) is below zero.
+    pub invoices_not_adding_up: Vec<Uuid>,
+    pub ok: bool,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AccountBalance {
     /// `wallet` (all wallets), `external_payments`, `receivables`, `revenue`,
-    /// `credit_grants`. Positive: credited.
+    /// `credit_grants`, `customer_credit`. Positive: credited.
     pub account: String,
     pub balance: String,
 }
@@ -159,6 +191,7 @@ pub struct Reconciliation {
     pub reservations: Vec<ReservationCheck>,
     pub invoices: Vec<InvoiceSummary>,
     pub payments: PaymentChecks,
+    pub refunds: RefundChecks,
     /// As of the end of the period.
     pub trial_balance: Vec<TrialBalance>,
     /// Per UTC day and currency: the wallets' net movement (credits −
@@ -169,12 +202,13 @@ pub struct Reconciliation {
 impl Reconciliation {
     /// Each check by name with whether it passed, in the report's order:
     /// what `failed_checks` and the CSV's check rows are made of.
-    pub fn checks(&self) -> [(&'static str, bool); 5] {
+    pub fn checks(&self) -> [(&'static str, bool); 6] {
         [
             ("wallet_drift", self.wallets.iter().all(|w| w.ok)),
             ("reservations_held", self.reservations.iter().all(|r| r.ok)),
             ("receivables", self.invoices.iter().all(|i| i.ok)),
             ("payments_unbooked", self.payments.ok),
+            ("refunds", self.refunds.ok),
             ("trial_balance", self.trial_balance.iter().all(|t| t.balanced)),
         ]
     }

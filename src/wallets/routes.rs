@@ -131,7 +131,7 @@ async fn credit_wallet(
     params(("id" = Uuid, Path), crate::openapi::IdempotencyKeyHeader),
     request_body = DebitRequest,
     responses((status = 201, body = WalletTransaction,
-        links(("GetWallet" = (operation_id = "getWallet", parameters(("id" = "$response.body#/wallet_id")))), ("DebitWallet" = (operation_id = "debitWallet", parameters(("id" = "$response.body#/wallet_id")))), ("ListWalletTransactions" = (operation_id = "listWalletTransactions", parameters(("id" = "$response.body#/wallet_id"))))))),
+        links(("GetWallet" = (operation_id = "getWallet", parameters(("id" = "$response.body#/wallet_id")))), ("DebitWallet" = (operation_id = "debitWallet", parameters(("id" = "$response.body#/wallet_id")))), ("ListWalletTransactions" = (operation_id = "listWalletTransactions", parameters(("id" = "$response.body#/wallet_id")))), ("RefundWalletTransaction" = (operation_id = "refundWalletTransaction", parameters(("id" = "$response.body#/wallet_id"), ("transaction_id" = "$response.body#/id"))))))),
     security(("api_key" = [])))]
 async fn debit_wallet(
     State(state): State<AppState>,

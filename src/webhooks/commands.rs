@@ -7,10 +7,13 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{CreditsPurchased, EventStatus, PaymentSucceeded, WebhookError, WebhookEvent, WebhookSecret};
+use super::{
+    CreditsPurchased, EventStatus, PaymentSucceeded, RefundSucceeded, WebhookError, WebhookEvent,
+    WebhookSecret,
+};
 use crate::{
     executor::{Claimed, Command, Ran, Unclaimed, Unit, command},
-    invoices::{self, PayInvoice, PaymentMethod, PaymentReceipt},
+    invoices::{self, PayInvoice, PaymentMethod, PaymentReceipt, RefundPayment, RefundReceipt},
     metadata::Metadata,
     store,
     tenants::{Role, Tenant},
@@ -145,6 +148,49 @@ impl Command for ApplyPayment {
             ("invoice", &receipt.invoice.currency),
         )?;
         let result = json!({"payment_id": receipt.payment.id, "existing": receipt.existing});
+        mark_processed(unit.conn(), &event, result).await?;
+        Ok(key.ran(run))
+    }
+}
+
+/// `refund.succeeded`: refunds the payment with `payment_ref` as its
+/// `external_ref`, the refund keeping `refund_ref` as its own, so the same
+/// refund recorded through the API (before or after) is found instead of
+/// made twice. A payment not recorded yet fails the attempt: the event is
+/// retried, as its `payment.succeeded` may still be on its way.
+pub struct ApplyRefund {
+    pub event: Leased,
+}
+
+impl Command for ApplyRefund {
+    const ACTION: &'static str = "webhook.refund_succeeded";
+    type Key = Claimed;
+    type Output = RefundReceipt;
+    type Error = WebhookError;
+
+    async fn run(self, unit: &mut Unit<'_>, key: Claimed) -> Result<Ran<RefundReceipt>, WebhookError> {
+        let event = self.event;
+        let data = open(unit.conn(), &event, |d: &RefundSucceeded| {
+            ("refund_ref", &d.refund_ref)
+        })
+        .await?;
+        reference("payment_ref", &data.payment_ref)?;
+        let tenant = event.tenant();
+        let payment = invoices::payment_with_ref(unit.conn(), tenant, &data.payment_ref)
+            .await?
+            .ok_or_else(|| {
+                WebhookError::Mismatch(format!("no payment has payment_ref {:?} yet", data.payment_ref))
+            })?;
+        let refund = RefundPayment {
+            amount: Some(data.amount),
+            reason: Some(format!("refunded by {}", event.provider)),
+            external_ref: Some(data.refund_ref),
+        };
+        let (key, run) =
+            invoices::refund_payment(unit, key, tenant, payment.invoice_id, payment.id, refund).await?;
+        let receipt = run.value();
+        same_currency(("refund", &data.currency), ("invoice", &receipt.invoice.currency))?;
+        let result = json!({"refund_id": receipt.refund.id, "existing": receipt.existing});
         mark_processed(unit.conn(), &event, result).await?;
         Ok(key.ran(run))
     }

@@ -68,7 +68,8 @@ pub struct IncomingEvent {
     /// shop and provider (a redelivery repeats it).
     #[schema(min_length = 1, max_length = 200, pattern = "^[!-~]{1,200}$")]
     pub id: String,
-    /// `payment.succeeded`, `credits.purchased`; others are stored and ignored.
+    /// `payment.succeeded`, `refund.succeeded`, `credits.purchased`; others
+    /// are stored and ignored.
     #[serde(rename = "type")]
     #[schema(min_length = 1, max_length = 100)]
     pub type_: String,
@@ -85,6 +86,18 @@ pub struct PaymentSucceeded {
     pub amount: String,
     pub currency: String,
     pub payment_ref: String,
+}
+
+/// `data` of `refund.succeeded`: refunds `amount` of the payment whose
+/// `external_ref` is `payment_ref`, `refund_ref` being the refund's
+/// `external_ref` (a refund recorded through the API with it is the same
+/// refund, whichever came first).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RefundSucceeded {
+    pub payment_ref: String,
+    pub refund_ref: String,
+    pub amount: String,
+    pub currency: String,
 }
 
 /// `data` of `credits.purchased`: a `top_up` credit of the wallet.
@@ -137,6 +150,9 @@ pub enum EventType {
     /// Pays an invoice (`data`: `PaymentSucceeded`).
     #[serde(rename = "payment.succeeded")]
     PaymentSucceeded,
+    /// Refunds an invoice payment (`data`: `RefundSucceeded`).
+    #[serde(rename = "refund.succeeded")]
+    RefundSucceeded,
     /// Credits a wallet (`data`: `CreditsPurchased`).
     #[serde(rename = "credits.purchased")]
     CreditsPurchased,

@@ -777,3 +777,93 @@ async fn refunds_and_credit_notes_retried_after_their_key_expired_answer_the_ear
     );
     app.assert_ledger_consistent().await;
 }
+
+#[sqlx::test]
+async fn the_report_shows_refunds_and_credit_notes_and_flags_a_payment_refunded_behind_its_back(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let app = spawn_app(connect).await;
+    let shop = app.shop().await;
+    let k = &shop.key;
+    let finance = app.key(&shop, billing_ledger::tenants::Role::Finance).await;
+    let wallet = app.wallet(k, "USD", "50.00").await;
+    let debit = app
+        .movement(
+            k,
+            wallet,
+            "debit",
+            json!({"amount": "20.00", "category": "usage"}),
+        )
+        .await;
+    assert_eq!(
+        app.refund(k, wallet, &debit, fresh(), json!({"amount": "5.00"}))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let invoice = app.open_invoice(k, "USD", "40.00").await;
+    let paid = app.pay(k, &invoice, json!({"method": "card"})).await;
+    let payment = paid["payment"]["id"].as_str().unwrap();
+    let note = app
+        .credit_note(
+            k,
+            &invoice,
+            fresh(),
+            json!({"amount": "10.00", "reason": "x", "refund": "wallet", "wallet_id": wallet}),
+        )
+        .await;
+    assert_eq!(note.status, StatusCode::CREATED);
+    let back = app
+        .refund_payment(k, &invoice, payment, &fresh(), json!({"amount": "6.00"}))
+        .await;
+    assert_eq!(back.status, StatusCode::CREATED);
+
+    let today = chrono::Utc::now().date_naive();
+    let path = format!("/v1/reports/reconciliation?from={today}&to={today}");
+    let report: Value = app.get(&finance, &path).await.json().await.unwrap();
+    assert_eq!(report["ok"], true, "{report:#}");
+    let summary = &report["refunds"]["summary"][0];
+    assert_eq!(
+        (
+            summary["movement_refunds"].as_i64(),
+            summary["movement_refunds_total"].as_str()
+        ),
+        (Some(1), Some("5.00"))
+    );
+    assert_eq!(
+        (
+            summary["payment_refunds"].as_i64(),
+            summary["payment_refunds_total"].as_str()
+        ),
+        (Some(1), Some("6.00"))
+    );
+    assert_eq!(
+        (
+            summary["credit_notes"].as_i64(),
+            summary["credit_notes_total"].as_str()
+        ),
+        (Some(1), Some("10.00"))
+    );
+    let receivables = &report["invoices"][0];
+    assert_eq!(
+        (
+            receivables["outstanding_total"].as_str(),
+            receivables["receivables"].as_str()
+        ),
+        (Some("6.00"), Some("6.00")),
+        "the reopened invoice owes what was refunded"
+    );
+    app.assert_ledger_consistent().await;
+
+    // A refund recorded behind the service's back is caught, on that payment.
+    sqlx::query("UPDATE invoice_payments SET amount_refunded = amount_refunded + 1 WHERE id = $1::uuid")
+        .bind(payment)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let report: Value = app.get(&finance, &path).await.json().await.unwrap();
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["failed_checks"], json!(["refunds"]));
+    assert_eq!(report["refunds"]["over_refunded_payment_ids"], json!([payment]));
+}

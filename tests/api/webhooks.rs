@@ -345,6 +345,70 @@ async fn a_payment_by_webhook_and_by_the_api_is_recorded_once_in_either_order(
 }
 
 #[sqlx::test]
+async fn a_provider_refund_by_webhook_and_by_the_api_is_recorded_once_in_either_order(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let app = spawn_app(connect).await;
+    let shop = app.shop().await;
+    let secret = app.secret(&shop.key, "acme").await;
+    let worker = app.worker(worker_config());
+    for (round, api_first) in [(0, true), (1, false)] {
+        let invoice = app.open_usd_invoice(&shop.key, "25.00").await;
+        let paid = format!("pay_refunded_{round}");
+        let r = app
+            .post(
+                &shop.key,
+                &format!("/v1/invoices/{invoice}/pay"),
+                &fresh(),
+                &json!({"method": "card", "external_ref": paid}),
+            )
+            .await;
+        let payment_id = r.json::<Value>().await.unwrap()["payment"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let refund_ref = format!("re_either_{round}");
+        let path = format!("/v1/invoices/{invoice}/payments/{payment_id}/refund");
+        let body = json!({"amount": "10.00", "external_ref": refund_ref});
+        let via_api = || async { app.post(&shop.key, &path, &fresh(), &body).await };
+        let event_id = format!("evt_refund_{round}");
+        let event = json!({"id": event_id, "type": "refund.succeeded", "created": 1_790_000_000,
+            "data": {"payment_ref": paid, "refund_ref": refund_ref, "amount": "10.00", "currency": "USD"}});
+        if api_first {
+            assert_eq!(via_api().await.status(), StatusCode::CREATED);
+            app.deliver(&shop, &secret, &event).await;
+            let row = app.until_status(&event_id, "processed").await;
+            assert_eq!(row["result"]["existing"], true);
+        } else {
+            app.deliver(&shop, &secret, &event).await;
+            app.until_status(&event_id, "processed").await;
+            let r = via_api().await;
+            assert_eq!(r.status(), StatusCode::OK, "the API finds the webhook's refund");
+            assert_eq!(r.json::<Value>().await.unwrap()["existing"], true);
+        }
+        let refunds = app
+            .count(&format!(
+                "SELECT count(*) FROM payment_refunds WHERE invoice_id = '{invoice}'"
+            ))
+            .await;
+        assert_eq!(refunds, 1, "round {round}");
+        let shown: Value = app
+            .get(&shop.key, &format!("/v1/invoices/{invoice}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            (shown["status"].as_str(), shown["amount_due"].as_str()),
+            (Some("open"), Some("10.00"))
+        );
+    }
+    worker.stop().await;
+    app.assert_ledger_consistent().await;
+}
+
+#[sqlx::test]
 async fn a_failing_event_backs_off_dies_and_is_retried_once_fixed(
     _: PgPoolOptions,
     connect: PgConnectOptions,

@@ -289,6 +289,36 @@ async function main(): Promise<void> {
   check(lost === 1 && payment?.invoice.status === "paid" && payment?.payment.amount === "15.00", "paid 15.00 once", payment);
   check((await getBalance(wallet.id)) === "49.00", "the wallet paid 15.00 once (49.00)");
 
+  console.log("refund 10.00 of the 30.00 debit, twice with one key; credit the paid invoice 4.00 back to the wallet");
+  const debitId = result.data?.id ?? "";
+  const refundKey = crypto.randomUUID();
+  const refund = () =>
+    client.POST("/v1/wallets/{id}/transactions/{transaction_id}/refund", {
+      params: { path: { id: wallet.id, transaction_id: debitId }, header: { "Idempotency-Key": refundKey } },
+      body: { amount: "10.00", reason: "ts flow" },
+    });
+  const refunded = await refund();
+  check(refunded.response.status === 201 && refunded.data?.category === "refund" && refunded.data?.refund_of === debitId,
+    "a refund credit naming the debit", refunded.data ?? refunded.error);
+  const refundedAgain = await refund();
+  check(refundedAgain.response.headers.get("Idempotent-Replayed") === "true" && refundedAgain.data?.id === refunded.data?.id,
+    "the same key again is the same refund", refundedAgain.data);
+  const original = await client.GET("/v1/wallets/{id}/transactions/{transaction_id}", {
+    params: { path: { id: wallet.id, transaction_id: debitId } },
+  });
+  check(original.data?.refunded_amount === "10.00", "the debit shows 10.00 refunded, once", original.data);
+  check((await getBalance(wallet.id)) === "59.00", "refunded once (59.00)");
+  const noted = await client.POST("/v1/invoices/{id}/credit-notes", {
+    params: { path: { id: invoice.id }, header: { "Idempotency-Key": crypto.randomUUID() } },
+    body: { amount: "4.00", reason: "ts flow", refund: "wallet", wallet_id: wallet.id },
+  });
+  check(noted.response.status === 201 && noted.data?.number.startsWith("CN-") === true && noted.data?.refunded === "4.00",
+    "a numbered credit note refunded to the wallet", noted.data ?? noted.error);
+  const credited = await client.GET("/v1/invoices/{id}", { params: { path: { id: invoice.id } } });
+  check(credited.data?.status === "paid" && credited.data?.amount_credited === "4.00" && credited.data?.amount_paid === "11.00"
+    && credited.data?.amount_due === "0.00", "still paid: 4.00 credited, 11.00 paid", credited.data);
+  check((await getBalance(wallet.id)) === "63.00", "the credit note went back to the wallet (63.00)");
+
   console.log("a contract approved by two reviewers at once with the same ETag: one wins, the other gets 412");
   const drafted = await client.POST("/v1/contracts", {
     params: { header: { "Idempotency-Key": crypto.randomUUID() } },
