@@ -32,9 +32,11 @@ pub enum InvoiceError {
     InvalidState(&'static str),
     #[error("{0}: {1}")]
     Invalid(String, String),
-    /// The external_ref names a payment of another invoice or amount.
-    #[error("external_ref {key:?} already names a payment with another {field} ({existing})")]
+    /// The external_ref names a payment (or refund) of another invoice (or
+    /// payment) or amount.
+    #[error("external_ref {key:?} already names a {what} with another {field} ({existing})")]
     ExternalRefConflict {
+        what: &'static str,
         key: String,
         field: &'static str,
         existing: String,

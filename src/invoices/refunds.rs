@@ -157,6 +157,7 @@ pub(super) async fn write(
         // meanwhile (this invoice's would have waited for its lock).
         Err(e) if store::constraint(&e) == Some("payment_refunds_external_ref") => {
             return Err(InvoiceError::ExternalRefConflict {
+                what: "refund",
                 key: r.external_ref.unwrap_or_default().to_owned(),
                 field: "payment_id",
                 existing: "another invoice's payment".into(),
@@ -229,6 +230,7 @@ pub async fn refund_payment(
         };
         if let Some((field, value)) = differs {
             return Err(InvoiceError::ExternalRefConflict {
+                what: "refund",
                 key: external_ref.clone(),
                 field,
                 existing: value,

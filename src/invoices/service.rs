@@ -157,6 +157,13 @@ pub(super) struct Locked {
 }
 
 impl Locked {
+    fn require(&self, status: InvoiceStatus) -> Result<(), InvoiceError> {
+        if self.status != status {
+            return Err(InvoiceError::InvalidState(self.status.as_str()));
+        }
+        Ok(())
+    }
+
     /// `total - amount_credited - amount_paid`.
     pub fn due(&self) -> Decimal {
         self.total - self.amount_credited - self.amount_paid
@@ -200,15 +207,6 @@ pub(super) async fn lock(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> R
 
 pub(super) fn status_of(s: &str) -> Result<InvoiceStatus, InvoiceError> {
     Ok(store::decode("invoice status", s)?)
-}
-
-impl Locked {
-    fn require(&self, status: InvoiceStatus) -> Result<(), InvoiceError> {
-        if self.status != status {
-            return Err(InvoiceError::InvalidState(self.status.as_str()));
-        }
-        Ok(())
-    }
 }
 
 /// Replaces what the request names on a draft; `memo: ""` clears the memo.
@@ -407,6 +405,7 @@ pub async fn pay(
         };
         if let Some((field, value)) = differs {
             return Err(InvoiceError::ExternalRefConflict {
+                what: "payment",
                 key: key.clone(),
                 field,
                 existing: value,
@@ -505,6 +504,7 @@ pub async fn pay(
         // same invoice would have waited for its lock).
         Err(e) if store::constraint(&e) == Some("invoice_payments_external_ref") => {
             return Err(InvoiceError::ExternalRefConflict {
+                what: "payment",
                 key: req.external_ref.unwrap_or_default(),
                 field: "invoice_id",
                 existing: "another invoice".into(),
@@ -926,6 +926,26 @@ mod tests {
             field_of(price(&[line("1", half), line("1", half)], usd).err().unwrap()),
             "lines",
             "a total beyond 15 integer digits"
+        );
+    }
+
+    #[test]
+    fn an_issued_invoices_amounts_make_its_status() {
+        let status =
+            |credited: &str, paid: &str| Locked::settled_status(dec("10.00"), dec(credited), dec(paid));
+        assert_eq!(status("0", "0"), InvoiceStatus::Open);
+        assert_eq!(status("3.00", "6.99"), InvoiceStatus::Open, "0.01 still due");
+        assert_eq!(
+            status("3.00", "7.00"),
+            InvoiceStatus::Paid,
+            "credited and paid cover it"
+        );
+        assert_eq!(status("0", "10.00"), InvoiceStatus::Paid);
+        assert_eq!(status("10.00", "0"), InvoiceStatus::Credited, "credited in full");
+        assert_eq!(
+            Locked::settled_status(Decimal::ZERO, Decimal::ZERO, Decimal::ZERO),
+            InvoiceStatus::Paid,
+            "a zero total is paid, never credited"
         );
     }
 

@@ -47,11 +47,12 @@ async fn every_money_statement_runs_on_one_shard(_: PgPoolOptions, connect: PgCo
     let b = app.wallet(k, "USD", "0").await;
 
     let post = |path: String, body: Value| send(&app, k, Method::POST, path, None, body);
-    post(
+    let debit = post(
         format!("/v1/wallets/{a}/debit"),
         json!({"amount": "5", "category": "usage"}),
     )
     .await;
+    let debit = debit["id"].as_str().unwrap().to_owned();
     post(
         "/v1/transfers".into(),
         json!({"from_wallet_id": a, "to_wallet_id": b, "amount": "10"}),
@@ -86,9 +87,29 @@ async fn every_money_statement_runs_on_one_shard(_: PgPoolOptions, connect: PgCo
     .await;
     let invoice = invoice["id"].as_str().unwrap().to_owned();
     post(format!("/v1/invoices/{invoice}/finalize"), json!({})).await;
-    post(
+    let paid = post(
         format!("/v1/invoices/{invoice}/pay"),
         json!({"method": "wallet", "wallet_id": a, "amount": "1.01"}),
+    )
+    .await;
+    // Money back: a movement's refund, a credit note refunded to the
+    // payments, a payment's refund.
+    post(
+        format!("/v1/wallets/{a}/transactions/{debit}/refund"),
+        json!({"amount": "2.00"}),
+    )
+    .await;
+    post(
+        format!("/v1/invoices/{invoice}/credit-notes"),
+        json!({"amount": "0.50", "reason": "x", "refund": "original"}),
+    )
+    .await;
+    post(
+        format!(
+            "/v1/invoices/{invoice}/payments/{}/refund",
+            paid["payment"]["id"].as_str().unwrap()
+        ),
+        json!({}),
     )
     .await;
     let contract = post(
@@ -121,6 +142,9 @@ async fn every_money_statement_runs_on_one_shard(_: PgPoolOptions, connect: PgCo
     for path in [
         format!("/v1/wallets/{a}"),
         format!("/v1/wallets/{a}/transactions"),
+        format!("/v1/wallets/{a}/transactions/{debit}"),
+        format!("/v1/invoices/{invoice}"),
+        format!("/v1/credit-notes?invoice_id={invoice}"),
         "/v1/reports/reconciliation?from=2026-11-01&to=2026-12-31".to_owned(),
     ] {
         let r = app.get(k, &path).await;
@@ -145,7 +169,7 @@ async fn every_money_statement_runs_on_one_shard(_: PgPoolOptions, connect: PgCo
         )
         .await;
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
-    assert_eq!(app.balance(k, a).await, "75.59");
+    assert_eq!(app.balance(k, a).await, "78.60");
 }
 
 /// The background jobs find the shops with due work, then claim each
