@@ -279,8 +279,10 @@ pub trait Command: Send {
 /// A command's `impl`, for a command whose use case is one call:
 /// `command!(Create: "invoice.create" => Invoice, InvoiceError, |c, conn| …)`
 /// in the plain shape (the executor claims the key; the use case's value,
-/// from the expression's future, is the answer), or with `lean` before the
-/// output and `|c, unit, key|` for one that claims its key itself (the
+/// from the expression's future, is the answer); with `keyed` before the
+/// output and `|c, unit, key|` for a plain-shape use case that takes the
+/// key on (to lock wallets under it) and hands it back with its `Run`; or
+/// with `lean` and `|c, unit, key|` for one that claims its key itself (the
 /// expression's future answers `Ran`). `status 200` after the action sets
 /// the status of a fresh success (default 201).
 macro_rules! command {
@@ -300,6 +302,25 @@ macro_rules! command {
                 let $this = self;
                 let $conn = unit.conn();
                 Ok(key.answer($body.await?))
+            }
+        }
+    };
+    ($name:ident: $action:literal $(, status $status:literal)? => keyed $output:ty, $error:ty,
+     |$this:ident, $unit:ident, $key:ident| $body:expr) => {
+        impl $crate::executor::Command for $name {
+            const ACTION: &'static str = $action;
+            $(const STATUS: u16 = $status;)?
+            type Key = $crate::executor::Claimed;
+            type Output = $output;
+            type Error = $error;
+            async fn run(
+                self,
+                $unit: &mut $crate::executor::Unit<'_>,
+                $key: $crate::executor::Claimed,
+            ) -> Result<$crate::executor::Ran<$output>, $error> {
+                let $this = self;
+                let (key, run) = $body.await?;
+                Ok(key.ran(run))
             }
         }
     };

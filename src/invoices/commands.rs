@@ -57,16 +57,8 @@ impl Command for Finalize {
     }
 }
 
-impl Command for Pay {
-    const ACTION: &'static str = "invoice.pay";
-    type Key = Claimed;
-    type Output = PaymentReceipt;
-    type Error = InvoiceError;
-    async fn run(self, unit: &mut Unit<'_>, key: Claimed) -> Result<Ran<PaymentReceipt>, InvoiceError> {
-        let (key, run) = super::pay(unit, key, self.tenant, self.invoice_id, self.input).await?;
-        Ok(key.ran(run))
-    }
-}
+command!(Pay: "invoice.pay" => keyed PaymentReceipt, InvoiceError,
+    |c, unit, key| super::pay(unit, key, c.tenant, c.invoice_id, c.input));
 
 command!(Void: "invoice.void", status 200 => Invoice, InvoiceError,
     |c, conn| super::void(conn, c.tenant, c.invoice_id));
@@ -78,24 +70,8 @@ pub struct RefundInvoicePayment {
     pub input: RefundPayment,
 }
 
-impl Command for RefundInvoicePayment {
-    const ACTION: &'static str = "invoice.refund_payment";
-    type Key = Claimed;
-    type Output = RefundReceipt;
-    type Error = InvoiceError;
-    async fn run(self, unit: &mut Unit<'_>, key: Claimed) -> Result<Ran<RefundReceipt>, InvoiceError> {
-        let (key, run) = super::refund_payment(
-            unit,
-            key,
-            self.tenant,
-            self.invoice_id,
-            self.payment_id,
-            self.input,
-        )
-        .await?;
-        Ok(key.ran(run))
-    }
-}
+command!(RefundInvoicePayment: "invoice.refund_payment" => keyed RefundReceipt, InvoiceError,
+    |c, unit, key| super::refund_payment(unit, key, c.tenant, c.invoice_id, c.payment_id, c.input));
 
 pub struct IssueCreditNote {
     pub tenant: Tenant,
@@ -103,13 +79,5 @@ pub struct IssueCreditNote {
     pub input: CreateCreditNote,
 }
 
-impl Command for IssueCreditNote {
-    const ACTION: &'static str = "invoice.credit_note";
-    type Key = Claimed;
-    type Output = CreditNote;
-    type Error = InvoiceError;
-    async fn run(self, unit: &mut Unit<'_>, key: Claimed) -> Result<Ran<CreditNote>, InvoiceError> {
-        let (key, run) = super::credit_note(unit, key, self.tenant, self.invoice_id, self.input).await?;
-        Ok(key.ran(run))
-    }
-}
+command!(IssueCreditNote: "invoice.credit_note" => keyed CreditNote, InvoiceError,
+    |c, unit, key| super::credit_note(unit, key, c.tenant, c.invoice_id, c.input));
