@@ -555,6 +555,30 @@ async fn report_queries_use_their_indexes(_: PgPoolOptions, connect: PgConnectOp
         .unwrap();
     let plan = payments.join("\n");
     assert!(plan.contains("invoice_payments_shop_time"), "{plan}");
+    // Money that flowed back: the shop's refunds by their partial index,
+    // never its whole history of movements.
+    for (name, sql) in [
+        ("refunds", include_str!("../../sql/reports/refunds.sql")),
+        (
+            "refund_checks",
+            include_str!("../../sql/reports/refund_checks.sql"),
+        ),
+    ] {
+        let text = explain(sql);
+        let mut query = sqlx::query_scalar::<_, String>(&text)
+            .bind(shop.id)
+            .bind(today - chrono::Duration::days(1))
+            .bind(today);
+        if name == "refunds" {
+            query = query.bind(None::<String>);
+        }
+        let plan = query.fetch_all(&mut *conn).await.unwrap().join("\n");
+        assert!(plan.contains("wallet_transactions_refund_of"), "{name}: {plan}");
+        assert!(
+            !plan.contains("wallet_transactions_wallet_time"),
+            "{name}: {plan}"
+        );
+    }
     let trial: Vec<String> =
         sqlx::query_scalar(&explain(include_str!("../../sql/reports/trial_balance.sql")))
             .bind(shop.id)
