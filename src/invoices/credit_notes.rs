@@ -79,8 +79,14 @@ pub async fn credit_note(
     }
     let invoice = service::lock(conn, tenant, invoice_id).await?;
     let lines = lines_of(&req, invoice.currency)?;
+    let amount: Decimal = lines.iter().map(|(_, a)| *a).sum();
     if let Some(earlier) = note_where(conn, tenant, None, Some(key)).await? {
-        if earlier.invoice_id != invoice_id {
+        // The same credit note only: same invoice, amount, refund and wallet.
+        let same = earlier.invoice_id == invoice_id
+            && earlier.amount == invoice.currency.text(amount)?
+            && earlier.refund == mode
+            && earlier.wallet_id == req.wallet_id;
+        if !same {
             return Err(WalletError::KeyReused.into());
         }
         return Ok((claimed, Run::Earlier(earlier)));
@@ -89,7 +95,6 @@ pub async fn credit_note(
         InvoiceStatus::Open | InvoiceStatus::Paid => {}
         other => return Err(InvoiceError::InvalidState(other.as_str())),
     }
-    let amount: Decimal = lines.iter().map(|(_, a)| *a).sum();
     let remaining = invoice.total - invoice.amount_credited;
     if amount > remaining {
         return Err(InvoiceError::CreditExceedsRemaining {

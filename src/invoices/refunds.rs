@@ -41,7 +41,9 @@ impl LockedPayment {
     }
 }
 
-/// Locks the invoice's payment `only`, or all its payments, newest first.
+/// Locks the invoice's payment `only`, or all its payments, newest first
+/// (by the invoice lock's clock each was recorded at, which orders them as
+/// the lock did, whichever instance made their ids).
 pub(super) async fn lock_payments(
     conn: &mut PgConnection,
     tenant: Tenant,
@@ -51,7 +53,7 @@ pub(super) async fn lock_payments(
     let rows = sqlx::query!(
         "SELECT id, method, amount, amount_refunded, wallet_id FROM invoice_payments
           WHERE shop_id = $1 AND invoice_id = $2 AND ($3::uuid IS NULL OR id = $3)
-          ORDER BY id DESC
+          ORDER BY created_at DESC, id DESC
             FOR UPDATE",
         tenant.shop_id,
         invoice_id,
@@ -221,7 +223,9 @@ pub async fn refund_payment(
     {
         // Read under the invoice's lock: a refund of this invoice with this
         // reference has committed by now.
-        let differs = if existing.payment_id != payment_id {
+        let differs = if existing.invoice_id != invoice_id {
+            Some(("invoice_id", existing.invoice_id.to_string()))
+        } else if existing.payment_id != payment_id {
             Some(("payment_id", existing.payment_id.to_string()))
         } else if amount.is_some_and(|a| a != existing_amount) {
             Some(("amount", existing.amount.clone()))

@@ -181,6 +181,7 @@ impl Command for ApplyRefund {
             .ok_or_else(|| {
                 WebhookError::Mismatch(format!("no payment has payment_ref {:?} yet", data.payment_ref))
             })?;
+        same_currency(("refund", &data.currency), ("payment", &payment.currency))?;
         let refund = RefundPayment {
             amount: Some(data.amount),
             reason: Some(format!("refunded by {}", event.provider)),
@@ -189,7 +190,6 @@ impl Command for ApplyRefund {
         let (key, run) =
             invoices::refund_payment(unit, key, tenant, payment.invoice_id, payment.id, refund).await?;
         let receipt = run.value();
-        same_currency(("refund", &data.currency), ("invoice", &receipt.invoice.currency))?;
         let result = json!({"refund_id": receipt.refund.id, "existing": receipt.existing});
         mark_processed(unit.conn(), &event, result).await?;
         Ok(key.ran(run))

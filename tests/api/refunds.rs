@@ -453,6 +453,16 @@ async fn a_refunded_payment_reopens_its_invoice_and_never_exceeds_the_payment(
         (again.body["existing"].as_bool(), &again.body["refund"]["id"]),
         (Some(true), &r.body["refund"]["id"])
     );
+    let elsewhere = app.open_invoice(k, "USD", "1.00").await;
+    let wrong = app
+        .refund_payment(k, &elsewhere, payment, &fresh(), json!({"external_ref": "re_1"}))
+        .await;
+    assert_eq!(
+        (wrong.status, wrong.body["code"].as_str()),
+        (StatusCode::CONFLICT, Some("external_ref_conflict")),
+        "a known reference under another invoice's path: {}",
+        wrong.body
+    );
     let conflict = app
         .refund_payment(
             k,
@@ -765,6 +775,15 @@ async fn refunds_and_credit_notes_retried_after_their_key_expired_answer_the_ear
         .await;
     assert_eq!((again.status, again.replayed), (StatusCode::CREATED, true));
     assert_eq!(again.body["id"], note.body["id"]);
+    crate::idempotency::expire(&app, "c-1").await;
+    let other = app
+        .credit_note(k, &invoice, "c-1", json!({"amount": "7.00", "reason": "x"}))
+        .await;
+    assert_eq!(
+        (other.status, other.body["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("idempotency_key_reused")),
+        "another credit note under the same key is never answered with the first"
+    );
     let shown = app.invoice(k, &invoice).await;
     assert_eq!(
         (
