@@ -245,9 +245,11 @@ async fn bad_deliveries_are_refused_and_store_nothing(_: PgPoolOptions, connect:
             StatusCode::BAD_REQUEST,
             "timestamp_out_of_tolerance",
         ),
+        // A minute beyond the tolerance: the clock moves towards a future
+        // timestamp while the cases before it run, on a busy machine too.
         (
             "future timestamp",
-            Some(signature::sign(&secret, now + 301, &body)),
+            Some(signature::sign(&secret, now + 360, &body)),
             body.clone(),
             StatusCode::BAD_REQUEST,
             "timestamp_out_of_tolerance",
