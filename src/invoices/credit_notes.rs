@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::{
     CreateCreditNote, CreditLine, CreditNote, InvoiceError, InvoiceStatus, RefundMode,
     refunds::{self, Refunding},
-    service,
+    service::{self, invalid},
 };
 use crate::{
     executor::{Claimed, Run, Unit},
@@ -27,10 +27,6 @@ use crate::{
     tenants::Tenant,
     wallets::{self, Category, TransactionType, WalletError},
 };
-
-fn invalid(field: &str, message: &str) -> InvoiceError {
-    InvoiceError::Invalid(field.into(), message.into())
-}
 
 /// The number as shown: `CN-000007`.
 fn number_text(n: i64) -> String {
@@ -46,7 +42,7 @@ fn lines_of(req: &CreateCreditNote, currency: Currency) -> Result<Vec<(String, D
             .map(|(i, l)| {
                 Money::parse("amount", &l.amount, currency)
                     .map(|m| (l.description.clone(), m.amount()))
-                    .map_err(|e| InvoiceError::Invalid(format!("lines[{i}].amount"), e.error.to_string()))
+                    .map_err(|e| invalid(format!("lines[{i}].amount"), e.error.to_string()))
             })
             .collect(),
         (None, Some(amount)) => Ok(vec![(

@@ -248,9 +248,9 @@ pub async fn refund_payment(
         .pop()
         .ok_or(InvoiceError::PaymentNotFound)?;
     if payment.method == PaymentMethod::Wallet && req.external_ref.is_some() {
-        return Err(InvoiceError::Invalid(
-            "external_ref".into(),
-            "is only for payments by an external method; a wallet payment goes back to its wallet".into(),
+        return Err(service::invalid(
+            "external_ref",
+            "is only for payments by an external method; a wallet payment goes back to its wallet",
         ));
     }
     let remaining = payment.remaining().min(invoice.amount_paid);

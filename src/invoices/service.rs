@@ -27,7 +27,7 @@ fn max_amount() -> Decimal {
     Decimal::from(1_000_000_000_000_000i64)
 }
 
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> InvoiceError {
+pub(super) fn invalid(field: impl Into<String>, message: impl Into<String>) -> InvoiceError {
     InvoiceError::Invalid(field.into(), message.into())
 }
 
