@@ -223,6 +223,13 @@ impl Application {
                 beats.clone(),
                 stop_rx.clone(),
             )),
+            tokio::spawn(jobs::grant_expiry_loop(
+                pool.clone(),
+                config.grants.expiry_interval,
+                config.grants.expiry_batch,
+                beats.clone(),
+                stop_rx.clone(),
+            )),
             tokio::spawn(webhooks::worker::run(
                 pool.clone(),
                 state.executor.clone(),

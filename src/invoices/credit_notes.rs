@@ -25,7 +25,7 @@ use crate::{
     pagination::{Page, PageParams},
     store,
     tenants::Tenant,
-    wallets::{self, Category, TransactionType, WalletError},
+    wallets::{self, Category, TransactionType, WalletError, grants::GrantSpec},
 };
 
 /// The number as shown: `CN-000007`.
@@ -133,6 +133,8 @@ pub async fn credit_note(
                         counterpart: Account::Receivables,
                         description: Some(&description),
                         metadata: &Metadata::default(),
+                        // Overpayment given back: the customer's own money.
+                        grants: wallets::GrantPlan::New(GrantSpec::paid()),
                     },
                 )
                 .await?;
@@ -165,6 +167,7 @@ pub async fn credit_note(
             ids.sort();
             ids.dedup();
             let (claimed, mut locked) = wallets::lock_many(unit, claimed, tenant, &ids).await?;
+            let request_id = unit.request_id();
             let conn = unit.conn();
             for (payment, take) in &plan {
                 let wallet = payment
@@ -176,6 +179,7 @@ pub async fn credit_note(
                     external_ref: None,
                     credit_note_id: Some(id),
                     key: None,
+                    request_id,
                 };
                 refunds::write(conn, tenant, invoice_id, &invoice, payment, wallet, refunding).await?;
             }

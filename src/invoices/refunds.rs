@@ -22,7 +22,7 @@ use crate::{
     money::{Currency, Money},
     store,
     tenants::Tenant,
-    wallets::{self, Category, TransactionType, WalletError},
+    wallets::{self, Category, TransactionType, WalletError, grants::GrantSpec},
 };
 
 /// A payment row locked for the rest of the transaction (after its
@@ -33,6 +33,9 @@ pub(super) struct LockedPayment {
     pub amount: Decimal,
     pub amount_refunded: Decimal,
     pub wallet_id: Option<Uuid>,
+    /// A wallet payment's movement: its refunds give back to the grants it
+    /// took from.
+    pub wallet_transaction_id: Option<Uuid>,
 }
 
 impl LockedPayment {
@@ -51,7 +54,7 @@ pub(super) async fn lock_payments(
     only: Option<Uuid>,
 ) -> Result<Vec<LockedPayment>, InvoiceError> {
     let rows = sqlx::query!(
-        "SELECT id, method, amount, amount_refunded, wallet_id FROM invoice_payments
+        "SELECT id, method, amount, amount_refunded, wallet_id, wallet_transaction_id FROM invoice_payments
           WHERE shop_id = $1 AND invoice_id = $2 AND ($3::uuid IS NULL OR id = $3)
           ORDER BY created_at DESC, id DESC
             FOR UPDATE",
@@ -69,6 +72,7 @@ pub(super) async fn lock_payments(
                 amount: r.amount,
                 amount_refunded: r.amount_refunded,
                 wallet_id: r.wallet_id,
+                wallet_transaction_id: r.wallet_transaction_id,
             })
         })
         .collect()
@@ -81,6 +85,8 @@ pub(super) struct Refunding<'a> {
     pub external_ref: Option<&'a str>,
     pub credit_note_id: Option<Uuid>,
     pub key: Option<&'a str>,
+    /// The request's id, for the audit rows of credit it expires.
+    pub request_id: &'a str,
 }
 
 /// Writes one refund of `payment` (locked, with its wallet locked for a
@@ -112,9 +118,15 @@ pub(super) async fn write(
                     counterpart: Account::Receivables,
                     description: Some(&description),
                     metadata: &Metadata::default(),
+                    grants: match payment.wallet_transaction_id {
+                        Some(of) => wallets::GrantPlan::Restore { of },
+                        None => wallets::GrantPlan::New(GrantSpec::paid()),
+                    },
                 },
             )
             .await?;
+            // Credit given back for a grant past its deadline expires at once.
+            wallets::expire_due(conn, tenant.shop_id, Some(tenant.key_id), r.request_id, wallet).await?;
             (tx.journal_transaction_id, Some(tx.id))
         }
         None => {
@@ -268,6 +280,7 @@ pub async fn refund_payment(
         }
         None => (claimed, None),
     };
+    let request_id = unit.request_id();
     let conn = unit.conn();
     let refunding = Refunding {
         amount,
@@ -275,6 +288,7 @@ pub async fn refund_payment(
         external_ref: req.external_ref.as_deref(),
         credit_note_id: None,
         key: Some(key),
+        request_id,
     };
     let refund = write(
         conn,

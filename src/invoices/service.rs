@@ -454,6 +454,7 @@ pub async fn pay(
                     counterpart: Account::Receivables,
                     description: Some(&description),
                     metadata: &Metadata::default(),
+                    grants: wallets::GrantPlan::Spend { hold: None },
                 },
             )
             .await?;

@@ -25,6 +25,8 @@ pub enum Account {
     /// Overpayment the shop keeps for the customer (a credit note on a
     /// paid invoice left as credit).
     CustomerCredit,
+    /// Credit that expired unspent (a grant's remainder at its deadline).
+    Breakage,
 }
 
 impl Account {
@@ -36,6 +38,7 @@ impl Account {
             Account::Revenue => "revenue",
             Account::CreditGrants => "credit_grants",
             Account::CustomerCredit => "customer_credit",
+            Account::Breakage => "breakage",
         }
     }
 
@@ -60,6 +63,7 @@ pub enum Kind {
     InvoicePayment,
     PaymentRefund,
     CreditNote,
+    GrantExpiry,
 }
 
 impl Kind {
@@ -75,6 +79,7 @@ impl Kind {
             Kind::InvoicePayment => "invoice.payment",
             Kind::PaymentRefund => "payment.refund",
             Kind::CreditNote => "credit_note",
+            Kind::GrantExpiry => "grant.expire",
         }
     }
 }

@@ -143,7 +143,7 @@ pub async fn create(
         Some(s) => s,
     };
     // The wallet's lock claims the key: one round trip less.
-    let (claimed, wallet) = match wallets::lock(unit, key, tenant, &[wallet_id]).await? {
+    let (claimed, mut wallet) = match wallets::lock(unit, key, tenant, &[wallet_id]).await? {
         Ok(locks) => {
             let (key, wallet, _) = locks.one()?;
             (key, wallet)
@@ -194,11 +194,25 @@ pub async fn create(
     let id = Uuid::now_v7();
     let metadata = req.metadata.unwrap_or_default();
     let expires_at = wallet.at + chrono::Duration::seconds(lifetime);
+    // Free live credit in burn order; what it does not cover, the overdraft.
+    let (grants, reserved): (Vec<Uuid>, Vec<Decimal>) =
+        wallet.grants.reserve(amount, wallet.at).into_iter().unzip();
     let inserted = sqlx::query!(
         "WITH w AS (
              UPDATE wallets SET reserved = reserved + $5, version = version + 1, updated_at = $9
               WHERE shop_id = $1 AND id = $2
              RETURNING 1
+         ),
+         pinned AS (
+             SELECT * FROM UNNEST($12::uuid[], $13::numeric[]) AS p(grant_id, amount)
+         ),
+         held AS (
+             UPDATE credit_grants x SET held = x.held + p.amount
+               FROM pinned p WHERE x.shop_id = $1 AND x.wallet_id = $2 AND x.id = p.grant_id
+         ),
+         allocated AS (
+             INSERT INTO reservation_grants (shop_id, reservation_id, grant_id, amount)
+             SELECT $1, $3, p.grant_id, p.amount FROM pinned p
          )
          INSERT INTO credit_reservations
              (shop_id, id, wallet_id, currency, amount, reservation_key, description, metadata,
@@ -215,6 +229,8 @@ pub async fn create(
         wallet.at,
         expires_at,
         key,
+        &grants,
+        &reserved,
     )
     .execute(&mut *conn)
     .await;
@@ -254,10 +270,12 @@ pub async fn create(
 }
 
 /// An active reservation and its wallet, both locked, with the database's
-/// clock read once both locks are granted.
+/// clock read once both locks are granted, and what it reserved from each
+/// grant.
 struct Settling {
     row: Row,
     wallet: Locked,
+    own: Vec<(Uuid, Decimal)>,
 }
 
 /// Locks the reservation, then its wallet with the statement that claims
@@ -288,7 +306,20 @@ async fn lock(
         Ok(locks) => locks.one()?,
         Err(taken) => return Ok(Err(taken)),
     };
-    Ok(Ok((key, Settling { row, wallet })))
+    // Read under the wallet's lock: an overdraft spending other holds'
+    // credit changes them only under it.
+    let own = sqlx::query!(
+        "SELECT grant_id, amount FROM reservation_grants
+          WHERE shop_id = $1 AND reservation_id = $2 ORDER BY grant_id",
+        tenant.shop_id,
+        id
+    )
+    .fetch_all(unit.conn())
+    .await?
+    .into_iter()
+    .map(|r| (r.grant_id, r.amount))
+    .collect();
+    Ok(Ok((key, Settling { row, wallet, own })))
 }
 
 impl Settling {
@@ -307,6 +338,7 @@ impl Settling {
         status: ReservationStatus,
         expired_by: Option<&str>,
         settle_key: Option<&str>,
+        request_id: &str,
     ) -> Result<Reservation, ReservationError> {
         let entry = expired_by.map(|request_id| audit::Entry {
             shop_id: tenant.shop_id,
@@ -323,6 +355,14 @@ impl Settling {
             ", w AS (
                  UPDATE wallets SET reserved = reserved - $16, version = version + 1, updated_at = $18
                   WHERE shop_id = $1 AND id = $17
+             ),
+             freed AS (
+                 DELETE FROM reservation_grants WHERE shop_id = $1 AND reservation_id = $15
+                 RETURNING grant_id, amount
+             ),
+             unheld AS (
+                 UPDATE credit_grants x SET held = x.held - f.amount
+                   FROM freed f WHERE x.shop_id = $1 AND x.wallet_id = $17 AND x.id = f.grant_id
              )
              UPDATE credit_reservations SET status = $19, settled_at = $18, settle_key = $20
               WHERE shop_id = $1 AND id = $15",
@@ -335,6 +375,9 @@ impl Settling {
         )
         .execute(&mut *conn)
         .await?;
+        // What it frees from a grant past its deadline expires now.
+        self.wallet.grants.unreserve(&self.own);
+        wallets::expire_due(conn, tenant.shop_id, Some(tenant.key_id), request_id, &mut self.wallet).await?;
         self.row.status = status.as_str().to_owned();
         self.row.settled_at = Some(self.wallet.at);
         self.row.view()
@@ -344,7 +387,7 @@ impl Settling {
     /// transaction, and the caller is told it expired.
     async fn expire(self, conn: &mut PgConnection, tenant: Tenant, request_id: &str) -> ReservationError {
         match self
-            .free(conn, tenant, ReservationStatus::Expired, Some(request_id), None)
+            .free(conn, tenant, ReservationStatus::Expired, Some(request_id), None, request_id)
             .await
         {
             Ok(_) => {
@@ -414,11 +457,17 @@ pub async fn capture(
             counterpart: Account::Revenue,
             description: s.row.description.as_deref(),
             metadata: &metadata,
+            grants: wallets::GrantPlan::Spend {
+                hold: Some((id, &s.own)),
+            },
         },
     )
     .await?;
     sqlx::query!(
-        "UPDATE credit_reservations
+        "WITH settled AS (
+             DELETE FROM reservation_grants WHERE shop_id = $1 AND reservation_id = $2
+         )
+         UPDATE credit_reservations
             SET status = 'captured', captured_amount = $3, settled_at = $4, wallet_transaction_id = $5,
                 settle_key = $6
           WHERE shop_id = $1 AND id = $2",
@@ -431,6 +480,8 @@ pub async fn capture(
     )
     .execute(&mut *conn)
     .await?;
+    // What the capture freed from a grant past its deadline expires now.
+    wallets::expire_due(conn, tenant.shop_id, Some(tenant.key_id), request_id, &mut s.wallet).await?;
     metrics::counter!("reservations_captured_total").increment(1);
     s.row.status = ReservationStatus::Captured.as_str().to_owned();
     s.row.captured_amount = amount;
@@ -461,7 +512,7 @@ pub async fn release(
         return Err(s.expire(conn, tenant, request_id).await);
     }
     let released = s
-        .free(conn, tenant, ReservationStatus::Released, None, Some(request_key))
+        .free(conn, tenant, ReservationStatus::Released, None, Some(request_key), request_id)
         .await?;
     metrics::counter!("reservations_released_total").increment(1);
     Ok(key.answer(released))
@@ -563,6 +614,16 @@ async fn expire_batch(pool: &PgPool, shop: Uuid, batch: u32) -> Result<(i64, i64
              UPDATE credit_reservations r SET status = 'expired', settled_at = now()
                FROM go WHERE r.shop_id = $2 AND r.shop_id = go.shop_id AND r.id = go.id
              RETURNING r.shop_id, r.id
+         ),
+         freed AS (
+             DELETE FROM reservation_grants a USING go
+              WHERE a.shop_id = $2 AND a.reservation_id = go.id
+             RETURNING a.grant_id, a.amount
+         ),
+         unheld AS (
+             UPDATE credit_grants x SET held = x.held - f.amount
+               FROM (SELECT grant_id, sum(amount) AS amount FROM freed GROUP BY grant_id) f
+              WHERE x.shop_id = $2 AND x.id = f.grant_id
          )
          SELECT (SELECT count(*) FROM due) AS \"due!\", r.shop_id AS \"shop_id?\", r.id AS \"id?\"
            FROM (SELECT 1) one LEFT JOIN r ON true

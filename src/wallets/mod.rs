@@ -3,10 +3,13 @@
 //! journal.
 
 pub mod commands;
+mod grant_store;
+pub mod grants;
 pub mod routes;
 mod service;
 mod types;
 
+pub use grant_store::{GRANT_EXPIRY_JOB, expire_due, expire_grants, grants as list_grants};
 pub use service::*;
 pub use types::*;
 
@@ -37,6 +40,9 @@ pub enum WalletError {
     RefundExceedsRemaining { remaining: String },
     #[error(transparent)]
     InvalidAmount(#[from] InvalidAmount),
+    /// A field the request names is invalid: (field, why).
+    #[error("{0} {1}")]
+    Invalid(&'static str, String),
     #[error("the resulting balance would be out of range")]
     BalanceOverflow,
     /// The wallet-transaction key was used before for a different movement.
@@ -77,6 +83,7 @@ impl Refusal for WalletError {
             | WalletError::RefundExceedsRemaining { .. } => Verdict::Refused,
             WalletError::SameWallet
             | WalletError::InvalidAmount(_)
+            | WalletError::Invalid(..)
             | WalletError::BalanceOverflow
             | WalletError::KeyReused
             | WalletError::Store(_) => Verdict::Failed,

@@ -9,8 +9,8 @@ use validator::Validate;
 
 use super::WalletError;
 use super::{
-    CreateWallet, CreditRequest, DebitRequest, RefundRequest, Transfer, TransferRequest, Wallet,
-    WalletTransaction,
+    CreateWallet, CreditGrant, CreditRequest, DebitRequest, GrantStatus, RefundRequest, Transfer,
+    TransferRequest, Wallet, WalletTransaction,
     commands::{Create, Credit, Debit, MakeTransfer, Refund},
 };
 use crate::{
@@ -34,6 +34,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_wallet_transactions))
         .routes(routes!(get_wallet_transaction))
         .routes(routes!(refund_wallet_transaction))
+        .routes(routes!(list_wallet_grants))
         .routes(routes!(create_transfer))
 }
 
@@ -219,6 +220,44 @@ async fn refund_wallet_transaction(
         .await
 }
 
+#[derive(Debug, Deserialize, Validate, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct GrantListParams {
+    /// Only grants in this status.
+    status: Option<GrantStatus>,
+    /// Page size, 1–100.
+    #[validate(range(min = 1, max = 100, message = "must be between 1 and 100"))]
+    #[param(minimum = 1, maximum = 100, default = 20)]
+    limit: Option<i64>,
+    /// Id of the last grant of the previous page.
+    starting_after: Option<Uuid>,
+}
+
+/// A wallet's credit grants, newest first: what each was, what is left,
+/// what is held and what expired. `status`: `active` (credit left, before
+/// its deadline), `depleted` (nothing left, before its deadline or without
+/// one), `expired` (its deadline passed).
+#[utoipa::path(get, path = "/v1/wallets/{id}/grants", tag = "wallets",
+    operation_id = "listWalletGrants",
+    params(("id" = Uuid, Path), GrantListParams),
+    responses((status = 200, body = Page<CreditGrant>)),
+    security(("api_key" = [])))]
+async fn list_wallet_grants(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    PathId(id): PathId,
+    ValidQuery(q): ValidQuery<GrantListParams>,
+) -> Result<Json<Page<CreditGrant>>, ApiError> {
+    let page = PageParams {
+        limit: q.limit,
+        starting_after: q.starting_after,
+    };
+    let mut conn = state.pool.acquire().await?;
+    Ok(Json(
+        wallets::list_grants(&mut conn, tenant, id, q.status, &page).await?,
+    ))
+}
+
 /// Move money between two wallets of the same shop and currency.
 #[utoipa::path(post, path = "/v1/transfers", tag = "wallets", operation_id = "createTransfer",
     params(crate::openapi::IdempotencyKeyHeader),
@@ -248,6 +287,7 @@ impl From<WalletError> for ApiError {
                 ApiError::validation("to_wallet_id", "must differ from from_wallet_id")
             }
             WalletError::InvalidAmount(e) => ApiError::money(e.field, e.error),
+            WalletError::Invalid(field, why) => ApiError::validation(field, why),
             WalletError::KeyReused => ApiError::IdempotencyKeyReused,
             WalletError::TransactionNotFound => ApiError::NotFound,
             WalletError::NotRefundable(_) => ApiError::NotRefundable(e.to_string()),

@@ -8,8 +8,10 @@ use sqlx::{PgConnection, types::Json};
 use uuid::Uuid;
 
 use super::{
-    Category, CreateWallet, CreditCategory, CreditRequest, DebitCategory, DebitRequest, MovementRefund,
-    RefundRequest, TransactionType, Transfer, TransferRequest, Wallet, WalletError, WalletTransaction,
+    Category, Consumption, CreateWallet, CreditCategory, CreditRequest, DebitCategory, DebitRequest,
+    GrantAmount, MovementRefund, RefundRequest, TransactionType, Transfer, TransferRequest, Wallet,
+    WalletError, WalletTransaction, grant_store,
+    grants::{GrantSpec, GrantWrites, Grants},
 };
 use crate::{
     executor::{Claimed, Ran, Taken, Unclaimed, Unit},
@@ -34,12 +36,15 @@ fn wallet_view(
     metadata: Metadata,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    (paid, granted): (Decimal, Decimal),
 ) -> Result<Wallet, WalletError> {
     Ok(Wallet {
         id,
         customer_ref,
         currency: currency.code().to_owned(),
         balance: currency.text(balance)?,
+        balance_paid: currency.text(paid)?,
+        balance_granted: currency.text(granted)?,
         reserved: currency.text(reserved)?,
         available: currency.text(balance - reserved)?,
         overdraft_limit: currency.text(overdraft_limit)?,
@@ -94,14 +99,21 @@ pub async fn create(
         metadata,
         r.created_at,
         r.updated_at,
+        (Decimal::ZERO, Decimal::ZERO),
     )
 }
 
 pub async fn get(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> Result<Wallet, WalletError> {
     let r = sqlx::query!(
-        "SELECT id, customer_ref, currency, balance, reserved, overdraft_limit, version, metadata,
-                created_at, updated_at
-           FROM wallets WHERE shop_id = $1 AND id = $2",
+        "SELECT w.id, w.customer_ref, w.currency, w.balance, w.reserved, w.overdraft_limit, w.version,
+                w.metadata, w.created_at, w.updated_at, g.paid AS \"paid!\", g.granted AS \"granted!\"
+           FROM wallets w
+           LEFT JOIN LATERAL (
+               SELECT COALESCE(sum(x.remaining) FILTER (WHERE x.kind = 'paid'), 0) AS paid,
+                      COALESCE(sum(x.remaining) FILTER (WHERE x.kind = 'granted'), 0) AS granted
+                 FROM credit_grants x
+                WHERE x.shop_id = $1 AND x.wallet_id = w.id AND x.remaining > 0) g ON true
+          WHERE w.shop_id = $1 AND w.id = $2",
         tenant.shop_id,
         id
     )
@@ -119,6 +131,7 @@ pub async fn get(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> Result<Wa
         metadata::from_json(r.metadata)?,
         r.created_at,
         r.updated_at,
+        (r.paid, r.granted),
     )
 }
 
@@ -130,13 +143,18 @@ pub async fn list(
     page: &PageParams,
 ) -> Result<Page<Wallet>, WalletError> {
     let rows = sqlx::query!(
-        "SELECT id, customer_ref, currency, balance, reserved, overdraft_limit, version, metadata,
-                created_at, updated_at
-           FROM wallets
-          WHERE shop_id = $1
-            AND ($2::text IS NULL OR customer_ref = $2)
-            AND ($3::uuid IS NULL OR id < $3)
-          ORDER BY id DESC
+        "SELECT w.id, w.customer_ref, w.currency, w.balance, w.reserved, w.overdraft_limit, w.version,
+                w.metadata, w.created_at, w.updated_at, g.paid AS \"paid!\", g.granted AS \"granted!\"
+           FROM wallets w
+           LEFT JOIN LATERAL (
+               SELECT COALESCE(sum(x.remaining) FILTER (WHERE x.kind = 'paid'), 0) AS paid,
+                      COALESCE(sum(x.remaining) FILTER (WHERE x.kind = 'granted'), 0) AS granted
+                 FROM credit_grants x
+                WHERE x.shop_id = $1 AND x.wallet_id = w.id AND x.remaining > 0) g ON true
+          WHERE w.shop_id = $1
+            AND ($2::text IS NULL OR w.customer_ref = $2)
+            AND ($3::uuid IS NULL OR w.id < $3)
+          ORDER BY w.id DESC
           LIMIT $4",
         tenant.shop_id,
         customer_ref,
@@ -159,13 +177,14 @@ pub async fn list(
                 metadata::from_json(r.metadata)?,
                 r.created_at,
                 r.updated_at,
+                (r.paid, r.granted),
             )
         })
         .collect::<Result<Vec<_>, WalletError>>()?;
     Ok(Page::from_rows(wallets, page.limit()))
 }
 
-/// A wallet row locked for the rest of the transaction.
+/// A wallet row locked for the rest of the transaction, with its grants.
 pub struct Locked {
     pub id: Uuid,
     pub currency: Currency,
@@ -174,6 +193,8 @@ pub struct Locked {
     pub overdraft_limit: Decimal,
     /// The transaction's time: every row it writes carries it.
     pub at: DateTime<Utc>,
+    /// Its grants with credit left, as of the lock.
+    pub grants: Grants,
 }
 
 impl Locked {
@@ -205,7 +226,8 @@ impl Locks {
 }
 
 /// Claims the request's key and locks the shop's wallets `ids` in one
-/// statement (the lean shape). `Err(Taken)`: another request has the key.
+/// statement (the lean shape), then expires what their grants hold past
+/// its deadline. `Err(Taken)`: another request has the key.
 pub async fn lock(
     unit: &mut Unit<'_>,
     key: Unclaimed,
@@ -218,9 +240,11 @@ pub async fn lock(
         Ok(key) => key,
         Err(taken) => return Ok(Err(taken)),
     };
+    let mut wallets = in_order(wallets, ids)?;
+    expire_due_in_request(unit, tenant, &mut wallets).await?;
     Ok(Ok(Locks {
         key,
-        wallets: in_order(wallets, ids)?,
+        wallets,
         earlier,
     }))
 }
@@ -239,7 +263,8 @@ pub async fn lock_one(
 }
 
 /// Locks the shop's wallets `ids` (in id order, as every wallet lock)
-/// under a key the transaction holds; they come back in the order asked.
+/// under a key the transaction holds; they come back in the order asked,
+/// with what their grants held past its deadline expired.
 pub async fn lock_many(
     unit: &mut Unit<'_>,
     key: Claimed,
@@ -248,7 +273,24 @@ pub async fn lock_many(
 ) -> Result<(Claimed, Vec<Locked>), WalletError> {
     let claim = unit.held(&key);
     let (_, wallets, _) = lock_rows(unit.conn(), claim, true, tenant, ids).await?;
-    Ok((key, in_order(wallets, ids)?))
+    let mut wallets = in_order(wallets, ids)?;
+    expire_due_in_request(unit, tenant, &mut wallets).await?;
+    Ok((key, wallets))
+}
+
+/// A request's money path expires what it finds due, exactly as the job
+/// would, before it moves anything: no movement spends a grant at or after
+/// its deadline, whether or not the job has run.
+async fn expire_due_in_request(
+    unit: &mut Unit<'_>,
+    tenant: Tenant,
+    wallets: &mut [Locked],
+) -> Result<(), WalletError> {
+    let request_id = unit.request_id();
+    for wallet in wallets {
+        grant_store::expire_due(unit.conn(), tenant.shop_id, Some(tenant.key_id), request_id, wallet).await?;
+    }
+    Ok(())
 }
 
 /// The wallet lock, the only statement that locks wallet rows for a
@@ -257,6 +299,11 @@ pub async fn lock_many(
 /// instead of deadlocking, and reads the clock above the locks once they
 /// are granted. It claims the key first unless `held` (then the claim's
 /// insert and takeover find the transaction's own row and change nothing).
+///
+/// It reads the wallets' grants too, in the statement's snapshot, which
+/// predates the lock when the lock had to wait: they are current only if
+/// the wallet's version in that snapshot is the locked row's (every change
+/// to grants bumps it), and are read again otherwise.
 async fn lock_rows(
     conn: &mut PgConnection,
     claim: ClaimParams<'_>,
@@ -267,7 +314,7 @@ async fn lock_rows(
     let rows = query_claiming!(
         claim,
         ", locked AS (\
-             SELECT w.id, w.currency, w.balance, w.reserved, w.overdraft_limit, \
+             SELECT w.id, w.currency, w.balance, w.reserved, w.overdraft_limit, w.version, \
                     greatest(clock_timestamp(), w.updated_at) AS at, t.id AS earlier \
                FROM wallets w \
                LEFT JOIN wallet_transactions t ON t.shop_id = w.shop_id AND t.idempotency_key = $2 \
@@ -277,30 +324,58 @@ async fn lock_rows(
          SELECT EXISTS (SELECT 1 FROM ours) AS \"ours!\", l.id AS \"id?\", \
                 l.currency AS \"currency?\", l.balance AS \"balance?\", \
                 l.reserved AS \"reserved?\", l.overdraft_limit AS \"overdraft_limit?\", \
-                l.at AS \"at?\", l.earlier \
-           FROM (SELECT 1) one LEFT JOIN locked l ON true",
+                l.at AS \"at?\", l.earlier, l.version = s.version AS \"current?\", \
+                g.ids AS \"grant_ids?: Vec<Uuid>\", g.kinds AS \"grant_kinds?: Vec<String>\", \
+                g.remaining AS \"grant_remaining?: Vec<Decimal>\", g.held AS \"grant_held?: Vec<Decimal>\", \
+                g.priority AS \"grant_priority?: Vec<i16>\", \
+                g.expires AS \"grant_expires?: Vec<Option<DateTime<Utc>>>\", \
+                g.created AS \"grant_created?: Vec<DateTime<Utc>>\" \
+           FROM (SELECT 1) one LEFT JOIN locked l ON true \
+           LEFT JOIN wallets s ON s.shop_id = $5 AND s.id = l.id \
+           LEFT JOIN LATERAL (\
+               SELECT array_agg(x.id) AS ids, array_agg(x.kind) AS kinds, \
+                      array_agg(x.remaining) AS remaining, array_agg(x.held) AS held, \
+                      array_agg(x.priority) AS priority, array_agg(x.expires_at) AS expires, \
+                      array_agg(x.created_at) AS created \
+                 FROM credit_grants x \
+                WHERE x.shop_id = $5 AND x.wallet_id = l.id AND x.remaining > 0) g ON true",
         tenant.shop_id,
         ids,
         held
     )
-    .fetch_all(conn)
+    .fetch_all(&mut *conn)
     .await?;
     let ours = rows.first().is_some_and(|r| r.ours);
     let earlier = rows.first().and_then(|r| r.earlier);
     let mut wallets = Vec::with_capacity(rows.len());
     for r in rows {
-        if let (Some(id), Some(currency), Some(balance), Some(reserved), Some(overdraft_limit), Some(at)) =
+        let (Some(id), Some(currency), Some(balance), Some(reserved), Some(overdraft_limit), Some(at)) =
             (r.id, r.currency, r.balance, r.reserved, r.overdraft_limit, r.at)
-        {
-            wallets.push(Locked {
-                id,
-                currency: Currency::stored(&currency)?,
-                balance,
-                reserved,
-                overdraft_limit,
-                at,
-            });
-        }
+        else {
+            continue;
+        };
+        let grants = if r.current == Some(true) {
+            grant_store::from_columns(
+                r.grant_ids.unwrap_or_default(),
+                r.grant_kinds.unwrap_or_default(),
+                r.grant_remaining.unwrap_or_default(),
+                r.grant_held.unwrap_or_default(),
+                r.grant_priority.unwrap_or_default(),
+                r.grant_expires.unwrap_or_default(),
+                r.grant_created.unwrap_or_default(),
+            )?
+        } else {
+            grant_store::live(&mut *conn, tenant.shop_id, id).await?
+        };
+        wallets.push(Locked {
+            id,
+            currency: Currency::stored(&currency)?,
+            balance,
+            reserved,
+            overdraft_limit,
+            at,
+            grants,
+        });
     }
     Ok((ours, wallets, earlier))
 }
@@ -317,22 +392,24 @@ fn in_order(mut locked: Vec<Locked>, ids: &[Uuid]) -> Result<Vec<Locked>, Wallet
         .ok_or(WalletError::NotFound)
 }
 
-/// One leg of a movement: the wallet row's new balance and its history row.
-struct Leg<'a> {
-    id: Uuid,
-    wallet: &'a Locked,
-    type_: TransactionType,
-    category: Category,
-    amount: Decimal,
-    description: Option<&'a str>,
-    metadata: &'a Metadata,
-    key: Option<&'a str>,
-    transfer_id: Option<Uuid>,
+/// One leg of a movement: the wallet row's new balance, its history row
+/// and what it does to the wallet's grants.
+pub(super) struct Leg<'a> {
+    pub id: Uuid,
+    pub wallet: &'a Locked,
+    pub type_: TransactionType,
+    pub category: Category,
+    pub amount: Decimal,
+    pub description: Option<&'a str>,
+    pub metadata: &'a Metadata,
+    pub key: Option<&'a str>,
+    pub transfer_id: Option<Uuid>,
     /// The movement a refund gives back.
-    refund_of: Option<Uuid>,
-    journal_id: Uuid,
+    pub refund_of: Option<Uuid>,
+    pub journal_id: Uuid,
     /// Freed from the wallet's `reserved` by the same write (a capture).
-    release: Decimal,
+    pub release: Decimal,
+    pub grants: GrantWrites,
 }
 
 impl Leg<'_> {
@@ -346,13 +423,15 @@ impl Leg<'_> {
     /// The history row as it will be written: under the wallet's lock its
     /// new balance and the transaction's time are known before the write,
     /// so the answer can be stored by the write itself.
-    fn view(&self) -> Result<WalletTransaction, WalletError> {
+    pub(super) fn view(&self) -> Result<WalletTransaction, WalletError> {
         let currency = self.wallet.currency;
         let balance_after = self
             .wallet
             .balance
             .checked_add(self.delta())
             .ok_or(WalletError::BalanceOverflow)?;
+        let uses = self.grants.uses.iter().map(|u| (u.grant_id, u.amount));
+        let granted = self.grants.created.iter().map(|g| (g.id, g.amount));
         Ok(WalletTransaction {
             id: self.id,
             wallet_id: self.wallet.id,
@@ -366,16 +445,52 @@ impl Leg<'_> {
             transfer_id: self.transfer_id,
             refund_of: self.refund_of,
             refunded_amount: currency.text(Decimal::ZERO)?,
+            consumptions: consumptions(currency, self.type_, self.amount, uses)?,
+            granted: granted
+                .map(|(grant_id, amount)| {
+                    Ok(GrantAmount {
+                        grant_id,
+                        amount: currency.text(amount)?,
+                    })
+                })
+                .collect::<Result<_, WalletError>>()?,
             journal_transaction_id: self.journal_id,
             created_at: self.wallet.at,
         })
     }
 }
 
-/// Writes one leg, the journal transaction when there is a `posting`, and
-/// whatever `done` stores, in one statement. The row must match the leg's
-/// view, which may already be the stored answer.
-async fn apply(
+/// A movement's consumptions as the API shows them: a debit's part beyond
+/// every grant (what overdrew the wallet) is a line without a grant, so
+/// the lines of a debit always sum to its amount.
+fn consumptions(
+    currency: Currency,
+    type_: TransactionType,
+    amount: Decimal,
+    uses: impl Iterator<Item = (Uuid, Decimal)>,
+) -> Result<Vec<Consumption>, WalletError> {
+    let mut lines = Vec::new();
+    let mut used = Decimal::ZERO;
+    for (grant_id, a) in uses {
+        used += a;
+        lines.push(Consumption {
+            grant_id: Some(grant_id),
+            amount: currency.text(a)?,
+        });
+    }
+    if type_ == TransactionType::Debit && used < amount {
+        lines.push(Consumption {
+            grant_id: None,
+            amount: currency.text(amount - used)?,
+        });
+    }
+    Ok(lines)
+}
+
+/// Writes one leg, the journal transaction when there is a `posting`, its
+/// grants' changes and whatever `done` stores, in one statement. The row
+/// must match the leg's view, which may already be the stored answer.
+pub(super) async fn apply(
     conn: &mut PgConnection,
     leg: &Leg<'_>,
     posting: Option<&Posting>,
@@ -383,6 +498,7 @@ async fn apply(
 ) -> Result<(), WalletError> {
     // Without a posting the arrays are empty and the journal CTEs write nothing.
     let j = posting.map_or_else(|| Ok(Rows::empty()), Posting::rows)?;
+    let g = GrantRows::of(&leg.grants);
     // $1 shop, $2–$14 the completion (key, stored outcome, audit rows);
     // the statement's own from $15.
     let r = query_completing!(
@@ -397,6 +513,32 @@ async fn apply(
              SELECT $1, $25, e.line, e.account, e.wallet_id, $27, e.amount
                FROM UNNEST($28::smallint[], $29::text[], $30::uuid[], $31::numeric[])
                     AS e(line, account, wallet_id, amount)
+         ),
+         gn AS (
+             INSERT INTO credit_grants
+                 (shop_id, id, wallet_id, kind, amount, remaining, priority, expires_at,
+                  wallet_transaction_id, source_grant_id, metadata, created_at)
+             SELECT $1, n.id, $15, n.kind, n.amount, n.remaining, n.priority, n.expires_at, $17,
+                    n.source, n.metadata, $32
+               FROM UNNEST($35::uuid[], $36::text[], $37::numeric[], $38::numeric[], $39::smallint[],
+                           $40::timestamptz[], $41::uuid[], $42::jsonb[])
+                    AS n(id, kind, amount, remaining, priority, expires_at, source, metadata)
+         ),
+         gc AS (
+             UPDATE credit_grants x
+                SET remaining = x.remaining - c.taken, held = x.held - c.unheld,
+                    expired = x.expired + c.expired,
+                    expired_at = CASE WHEN c.expired > 0 THEN coalesce(x.expired_at, $32)
+                                      ELSE x.expired_at END
+               FROM UNNEST($43::uuid[], $44::numeric[], $45::numeric[], $46::numeric[])
+                    AS c(id, taken, unheld, expired)
+              WHERE x.shop_id = $1 AND x.wallet_id = $15 AND x.id = c.id
+         ),
+         gu AS (
+             INSERT INTO grant_consumptions (shop_id, wallet_transaction_id, line, grant_id, amount, held)
+             SELECT $1, $17, u.line, u.grant_id, u.amount, u.held
+               FROM UNNEST($47::uuid[], $48::numeric[], $49::bool[]) WITH ORDINALITY
+                    AS u(grant_id, amount, held, line)
          ),
          w AS (
              UPDATE wallets SET balance = balance + $16, reserved = reserved - $33,
@@ -431,6 +573,21 @@ async fn apply(
         leg.wallet.at,                 // $32
         leg.release,                   // $33
         leg.refund_of,                 // $34
+        &g.new_ids,                    // $35
+        &g.new_kinds as &[&str],       // $36
+        &g.new_amounts,                // $37
+        &g.new_remaining,              // $38
+        &g.new_priorities,             // $39
+        &g.new_expires as &[Option<DateTime<Utc>>], // $40
+        &g.new_sources as &[Option<Uuid>], // $41
+        &g.new_metadata,               // $42
+        &g.changed_ids,                // $43
+        &g.changed_taken,              // $44
+        &g.changed_unheld,             // $45
+        &g.changed_expired,            // $46
+        &g.use_grants,                 // $47
+        &g.use_amounts,                // $48
+        &g.use_held,                   // $49
     )
     .fetch_one(&mut *conn)
     .await?;
@@ -440,6 +597,77 @@ async fn apply(
         return Err(StoreError::broken(format!("wallet {} moved while locked", leg.wallet.id)).into());
     }
     Ok(())
+}
+
+/// A leg's grant writes as the columns `apply` unnests.
+struct GrantRows {
+    new_ids: Vec<Uuid>,
+    new_kinds: Vec<&'static str>,
+    new_amounts: Vec<Decimal>,
+    new_remaining: Vec<Decimal>,
+    new_priorities: Vec<i16>,
+    new_expires: Vec<Option<DateTime<Utc>>>,
+    new_sources: Vec<Option<Uuid>>,
+    new_metadata: Vec<Value>,
+    changed_ids: Vec<Uuid>,
+    changed_taken: Vec<Decimal>,
+    changed_unheld: Vec<Decimal>,
+    changed_expired: Vec<Decimal>,
+    use_grants: Vec<Uuid>,
+    use_amounts: Vec<Decimal>,
+    use_held: Vec<bool>,
+}
+
+impl GrantRows {
+    fn of(w: &GrantWrites) -> Self {
+        GrantRows {
+            new_ids: w.created.iter().map(|g| g.id).collect(),
+            new_kinds: w.created.iter().map(|g| g.spec.kind.as_str()).collect(),
+            new_amounts: w.created.iter().map(|g| g.amount).collect(),
+            new_remaining: w.created.iter().map(|g| g.remaining).collect(),
+            new_priorities: w.created.iter().map(|g| g.spec.priority).collect(),
+            new_expires: w.created.iter().map(|g| g.spec.expires_at).collect(),
+            new_sources: w.created.iter().map(|g| g.spec.source).collect(),
+            new_metadata: w.created.iter().map(|g| serde_json::to_value(&g.spec.metadata).unwrap_or_default()).collect(),
+            changed_ids: w.changed.iter().map(|(id, _)| *id).collect(),
+            changed_taken: w.changed.iter().map(|(_, c)| c.taken).collect(),
+            changed_unheld: w.changed.iter().map(|(_, c)| c.unheld).collect(),
+            changed_expired: w.changed.iter().map(|(_, c)| c.expired).collect(),
+            use_grants: w.uses.iter().map(|u| u.grant_id).collect(),
+            use_amounts: w.uses.iter().map(|u| u.amount).collect(),
+            use_held: w.uses.iter().map(|u| u.held).collect(),
+        }
+    }
+}
+
+/// Writes `leg` (its wallet locked) and what it lent from other holds,
+/// and returns its history row; the caller's wallet then holds the new
+/// balance.
+pub(super) async fn write_leg(
+    conn: &mut PgConnection,
+    leg: Leg<'_>,
+    posting: Option<&Posting>,
+    done: Completion<'_>,
+    own_hold: Option<Uuid>,
+) -> Result<(WalletTransaction, Decimal), WalletError> {
+    let view = leg.view()?;
+    let shop_id = done.shop_id;
+    apply(conn, &leg, posting, done).await?;
+    if !leg.grants.lent.is_empty() {
+        grant_store::lend_holds(conn, shop_id, own_hold, &leg.grants.lent).await?;
+    }
+    Ok((view, leg.delta()))
+}
+
+/// Where a movement on a locked wallet takes its grants from or puts them.
+pub enum GrantPlan<'a> {
+    /// A debit: burn-down, a capture's own reservation first.
+    Spend { hold: Option<(Uuid, &'a [(Uuid, Decimal)])> },
+    /// A credit that makes one grant.
+    New(GrantSpec),
+    /// A refund of movement `of` (an invoice payment): back to the grants
+    /// it took from.
+    Restore { of: Uuid },
 }
 
 /// A movement on a wallet the caller has locked, for another domain's use
@@ -455,11 +683,12 @@ pub struct LockedMovement<'a> {
     pub counterpart: Account,
     pub description: Option<&'a str>,
     pub metadata: &'a Metadata,
+    pub grants: GrantPlan<'a>,
 }
 
 /// Writes `movement` on `wallet` (locked by the caller) in one statement
-/// and returns its history row; `wallet` then holds the new balance, so a
-/// transaction may move it again.
+/// and returns its history row; `wallet` then holds the new balance and
+/// grants, so a transaction may move it again.
 pub async fn move_locked(
     conn: &mut PgConnection,
     tenant: Tenant,
@@ -471,6 +700,22 @@ pub async fn move_locked(
         TransactionType::Credit => (movement.counterpart, Account::Wallet(wallet.id)),
     };
     let posting = Posting::new(movement.kind, wallet.currency).transfer(from, to, movement.amount);
+    let (grants, own_hold) = match movement.grants {
+        GrantPlan::Spend { hold } => {
+            let own = hold.map_or(&[][..], |(_, own)| own);
+            let w = wallet.grants.spend_hold(movement.amount, wallet.at, own);
+            (w, hold.map(|(id, _)| id))
+        }
+        GrantPlan::New(spec) => {
+            let w = wallet.grants.credit(wallet.balance, wallet.at, vec![(spec, movement.amount)]);
+            (w, None)
+        }
+        GrantPlan::Restore { of } => {
+            let taken = grant_store::restorable(&mut *conn, tenant.shop_id, of).await?;
+            let w = wallet.grants.restore(wallet.balance, movement.amount, wallet.at, taken);
+            (w, None)
+        }
+    };
     let leg = Leg {
         id: Uuid::now_v7(),
         wallet: &*wallet,
@@ -484,11 +729,10 @@ pub async fn move_locked(
         refund_of: None,
         journal_id: Uuid::now_v7(),
         release: movement.release,
+        grants,
     };
-    let view = leg.view()?;
     let none = Completion::none(tenant.shop_id);
-    apply(conn, &leg, Some(&posting), none).await?;
-    let delta = leg.delta();
+    let (view, delta) = write_leg(conn, leg, Some(&posting), none, own_hold).await?;
     wallet.balance += delta;
     wallet.reserved -= movement.release;
     Ok(view)
@@ -522,13 +766,13 @@ async fn movement(
     req: Request,
 ) -> Result<Ran<WalletTransaction>, WalletError> {
     let (kind, amount, description, metadata) = req.split();
-    let (key, wallet, earlier) = match lock(unit, key, tenant, &[wallet_id]).await? {
+    let (key, mut wallet, earlier) = match lock(unit, key, tenant, &[wallet_id]).await? {
         Ok(locks) => locks.one()?,
         Err(taken) => return Ok(taken.replay()),
     };
     let amount = Money::parse("amount", &amount, wallet.currency)?.amount();
     let (type_, category) = match kind {
-        Kind::Credit(c) => (TransactionType::Credit, c.category()),
+        Kind::Credit { category, .. } => (TransactionType::Credit, category.category()),
         Kind::Debit(c) => (TransactionType::Debit, c.category()),
     };
     if let Some(earlier) = earlier {
@@ -536,22 +780,42 @@ async fn movement(
             .await
             .map(|tx| key.earlier(tx));
     }
-    let posting = match kind {
-        Kind::Credit(c) => Posting::new(ledger::Kind::WalletCredit, wallet.currency).transfer(
-            c.source(),
-            Account::Wallet(wallet_id),
-            amount,
-        ),
+    let metadata = metadata.unwrap_or_default();
+    let (posting, grants) = match kind {
+        Kind::Credit {
+            category,
+            priority,
+            expires_at,
+        } => {
+            if let Some(deadline) = expires_at
+                && deadline <= wallet.at
+            {
+                return Err(WalletError::Invalid("expires_at", "must be in the future".into()));
+            }
+            let spec = GrantSpec {
+                kind: category.grant_kind(),
+                priority: priority.unwrap_or(GrantSpec::DEFAULT_PRIORITY),
+                expires_at,
+                metadata: metadata.clone(),
+                source: None,
+            };
+            let posting = Posting::new(ledger::Kind::WalletCredit, wallet.currency).transfer(
+                category.source(),
+                Account::Wallet(wallet_id),
+                amount,
+            );
+            (posting, wallet.grants.credit(wallet.balance, wallet.at, vec![(spec, amount)]))
+        }
         Kind::Debit(_) => {
             wallet.ensure_can_spend(amount)?;
-            Posting::new(ledger::Kind::WalletDebit, wallet.currency).transfer(
+            let posting = Posting::new(ledger::Kind::WalletDebit, wallet.currency).transfer(
                 Account::Wallet(wallet_id),
                 Account::Revenue,
                 amount,
-            )
+            );
+            (posting, wallet.grants.spend(amount, wallet.at, &[]))
         }
     };
-    let metadata = metadata.unwrap_or_default();
     let leg = Leg {
         id: Uuid::now_v7(),
         wallet: &wallet,
@@ -565,17 +829,22 @@ async fn movement(
         refund_of: None,
         journal_id: Uuid::now_v7(),
         release: Decimal::ZERO,
+        grants,
     };
     let view = leg.view()?;
     let (conn, done, ran) = unit.complete(key, view);
-    apply(conn, &leg, Some(&posting), done).await?;
+    write_leg(conn, leg, Some(&posting), done, None).await?;
     Ok(ran)
 }
 
-/// A credit or a debit, with its category.
+/// A credit (with the grant it makes) or a debit, with its category.
 #[derive(Clone, Copy)]
 enum Kind {
-    Credit(CreditCategory),
+    Credit {
+        category: CreditCategory,
+        priority: Option<i16>,
+        expires_at: Option<DateTime<Utc>>,
+    },
     Debit(DebitCategory),
 }
 
@@ -590,7 +859,16 @@ impl Request {
     /// metadata.
     fn split(self) -> (Kind, String, Option<String>, Option<Metadata>) {
         match self {
-            Request::Credit(r) => (Kind::Credit(r.category), r.amount, r.description, r.metadata),
+            Request::Credit(r) => (
+                Kind::Credit {
+                    category: r.category,
+                    priority: r.priority,
+                    expires_at: r.expires_at,
+                },
+                r.amount,
+                r.description,
+                r.metadata,
+            ),
             Request::Debit(r) => (Kind::Debit(r.category), r.amount, r.description, r.metadata),
         }
     }
@@ -645,7 +923,9 @@ pub async fn transfer(
     // than either wallet's last movement.
     let at = wallets[0].at.max(wallets[1].at);
     wallets.iter_mut().for_each(|w| w.at = at);
-    let (from, to) = (&wallets[0], &wallets[1]);
+    let [from, to] = &mut wallets[..] else {
+        return Err(WalletError::NotFound);
+    };
     if from.currency != to.currency {
         return Err(WalletError::CurrencyMismatch {
             from: from.currency.code().into(),
@@ -669,7 +949,11 @@ pub async fn transfer(
     );
     let metadata = req.metadata.clone().unwrap_or_default();
     let request_key = unit.key();
-    let leg = |wallet, type_, category, key| Leg {
+    // What leaves the source arrives as grants like those it came from.
+    let taken = from.grants.spend(amount, from.at, &[]);
+    let carried = from.grants.carried(&taken, amount);
+    let given = to.grants.credit(to.balance, to.at, carried);
+    let leg = |wallet, type_, category, key, grants| Leg {
         id: Uuid::now_v7(),
         wallet,
         type_,
@@ -682,20 +966,22 @@ pub async fn transfer(
         refund_of: None,
         journal_id,
         release: Decimal::ZERO,
+        grants,
     };
     // Only the debit leg carries the key: the key is unique per shop.
     let out = leg(
-        from,
+        &*from,
         TransactionType::Debit,
         Category::TransferOut,
         Some(request_key),
+        taken,
     );
-    let into = leg(to, TransactionType::Credit, Category::TransferIn, None);
+    let into = leg(&*to, TransactionType::Credit, Category::TransferIn, None, given);
     let view = transfer_view(transfer_id, req.description.clone(), out.view()?, into.view()?);
     let (conn, done, ran) = unit.complete(key, view);
     let none = Completion::none(done.shop_id);
-    apply(conn, &out, Some(&posting), none).await?;
-    apply(conn, &into, None, done).await?;
+    write_leg(conn, out, Some(&posting), none, None).await?;
+    write_leg(conn, into, None, done, None).await?;
     Ok(ran)
 }
 
@@ -768,6 +1054,10 @@ struct TxRow {
     transfer_id: Option<Uuid>,
     refund_of: Option<Uuid>,
     refunded: Decimal,
+    /// [[grant_id, amount], …] in line order.
+    uses: Option<Value>,
+    /// [[grant_id, amount], …] of the grants it created.
+    granted: Option<Value>,
     journal_transaction_id: Uuid,
     created_at: DateTime<Utc>,
 }
@@ -775,10 +1065,21 @@ struct TxRow {
 impl TxRow {
     fn view(self) -> Result<WalletTransaction, WalletError> {
         let currency = Currency::stored(&self.currency)?;
+        let type_ = store::decode("movement type", &self.r#type)?;
+        let uses = pairs(self.uses)?;
+        let granted = pairs(self.granted)?
+            .into_iter()
+            .map(|(grant_id, amount)| {
+                Ok(GrantAmount {
+                    grant_id,
+                    amount: currency.text(amount)?,
+                })
+            })
+            .collect::<Result<_, WalletError>>()?;
         Ok(WalletTransaction {
             id: self.id,
             wallet_id: self.wallet_id,
-            type_: store::decode("movement type", &self.r#type)?,
+            type_,
             category: store::decode("movement category", &self.category)?,
             amount: currency.text(self.amount)?,
             currency: currency.code().to_owned(),
@@ -788,10 +1089,26 @@ impl TxRow {
             transfer_id: self.transfer_id,
             refund_of: self.refund_of,
             refunded_amount: currency.text(self.refunded)?,
+            consumptions: consumptions(currency, type_, self.amount, uses.into_iter())?,
+            granted,
             journal_transaction_id: self.journal_transaction_id,
             created_at: self.created_at,
         })
     }
+}
+
+/// `[[grant_id, "amount"], …]` as the movement queries aggregate them.
+fn pairs(v: Option<Value>) -> Result<Vec<(Uuid, Decimal)>, WalletError> {
+    let Some(v) = v else { return Ok(Vec::new()) };
+    let raw: Vec<(Uuid, String)> =
+        serde_json::from_value(v).map_err(|e| StoreError::broken(format!("grant amounts: {e}")))?;
+    raw.into_iter()
+        .map(|(id, a)| {
+            a.parse::<Decimal>()
+                .map(|a| (id, a))
+                .map_err(|e| StoreError::broken(format!("grant amount {a}: {e}")).into())
+        })
+        .collect()
 }
 
 async fn transaction(
@@ -818,6 +1135,12 @@ async fn transaction_row(
                 t.description, t.metadata, t.transfer_id, t.refund_of,
                 (SELECT COALESCE(sum(r.amount), 0) FROM wallet_transactions r
                   WHERE r.shop_id = $1 AND r.refund_of = t.id) AS \"refunded!\",
+                (SELECT jsonb_agg(jsonb_build_array(c.grant_id, c.amount::text) ORDER BY c.line)
+                   FROM grant_consumptions c
+                  WHERE c.shop_id = $1 AND c.wallet_transaction_id = t.id) AS uses,
+                (SELECT jsonb_agg(jsonb_build_array(g.id, g.amount::text) ORDER BY g.id)
+                   FROM credit_grants g
+                  WHERE g.shop_id = $1 AND g.wallet_transaction_id = t.id) AS granted,
                 t.journal_transaction_id, t.created_at
            FROM wallet_transactions t
            JOIN wallets w ON w.shop_id = t.shop_id AND w.id = t.wallet_id
@@ -857,7 +1180,7 @@ pub async fn refund(
     transaction_id: Uuid,
     req: RefundRequest,
 ) -> Result<Ran<MovementRefund>, WalletError> {
-    let (key, wallet, earlier) = match lock(unit, key, tenant, &[wallet_id]).await? {
+    let (key, mut wallet, earlier) = match lock(unit, key, tenant, &[wallet_id]).await? {
         Ok(locks) => locks.one()?,
         Err(taken) => return Ok(taken.replay()),
     };
@@ -900,6 +1223,8 @@ pub async fn refund(
         amount,
     );
     let metadata = req.metadata.unwrap_or_default();
+    let taken = grant_store::restorable(unit.conn(), tenant.shop_id, transaction_id).await?;
+    let grants = wallet.grants.restore(wallet.balance, amount, wallet.at, taken);
     let leg = Leg {
         id: Uuid::now_v7(),
         wallet: &wallet,
@@ -913,10 +1238,15 @@ pub async fn refund(
         refund_of: Some(transaction_id),
         journal_id: Uuid::now_v7(),
         release: Decimal::ZERO,
+        grants,
     };
     let view = MovementRefund(leg.view()?);
+    let request_id = unit.request_id();
     let (conn, done, ran) = unit.complete(key, view);
-    apply(conn, &leg, Some(&posting), done).await?;
+    let (_, delta) = write_leg(conn, leg, Some(&posting), done, None).await?;
+    wallet.balance += delta;
+    // Credit given back for a grant past its deadline expires at once.
+    grant_store::expire_due(conn, tenant.shop_id, Some(tenant.key_id), request_id, &mut wallet).await?;
     Ok(ran)
 }
 
@@ -952,6 +1282,12 @@ pub async fn transactions(
                 t.description, t.metadata, t.transfer_id, t.refund_of,
                 (SELECT COALESCE(sum(r.amount), 0) FROM wallet_transactions r
                   WHERE r.shop_id = $1 AND r.refund_of = t.id) AS \"refunded!\",
+                (SELECT jsonb_agg(jsonb_build_array(c.grant_id, c.amount::text) ORDER BY c.line)
+                   FROM grant_consumptions c
+                  WHERE c.shop_id = $1 AND c.wallet_transaction_id = t.id) AS uses,
+                (SELECT jsonb_agg(jsonb_build_array(g.id, g.amount::text) ORDER BY g.id)
+                   FROM credit_grants g
+                  WHERE g.shop_id = $1 AND g.wallet_transaction_id = t.id) AS granted,
                 t.journal_transaction_id, t.created_at
            FROM wallet_transactions t
            JOIN wallets w ON w.shop_id = t.shop_id AND w.id = t.wallet_id
@@ -984,6 +1320,7 @@ mod tests {
             reserved: Decimal::from(reserved),
             overdraft_limit: Decimal::from(overdraft_limit),
             at: Utc::now(),
+            grants: Grants::default(),
         }
     }
 

@@ -7,6 +7,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 use validator::Validate;
 
+use super::grants::GrantKind;
 use crate::{executor::Outcome, ledger::Account, metadata::Metadata};
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
@@ -66,8 +67,17 @@ pub struct CreditRequest {
     #[validate(length(max = 500, message = "must be at most 500 characters"))]
     #[schema(max_length = 500)]
     pub description: Option<String>,
+    /// Copied to the grant the credit makes.
     #[validate(custom(function = "crate::metadata::bounded"))]
     pub metadata: Option<Metadata>,
+    /// When the grant this credit makes expires (RFC 3339, in the future);
+    /// none: never. What is left of it then leaves the wallet as a
+    /// `grant_expired` movement.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// 0–100, default 50: lower is spent first.
+    #[validate(range(min = 0, max = 100, message = "must be between 0 and 100"))]
+    #[schema(minimum = 0, maximum = 100, default = 50)]
+    pub priority: Option<i16>,
 }
 
 /// Money out of a wallet.
@@ -126,6 +136,14 @@ pub struct Wallet {
     /// Money in the wallet, holds included.
     #[schema(example = "20.00")]
     pub balance: String,
+    /// What of `balance` is paid credit (the `remaining` of its `paid`
+    /// grants). `balance_paid + balance_granted` = `balance` when it is
+    /// not negative, "0.00" each when it is.
+    #[schema(example = "15.00")]
+    pub balance_paid: String,
+    /// What of `balance` is granted credit (promotions, goodwill).
+    #[schema(example = "5.00")]
+    pub balance_granted: String,
     /// Held by active reservations.
     pub reserved: String,
     /// `balance - reserved`: what may be spent (down to `-overdraft_limit`).
@@ -170,6 +188,8 @@ pub enum Category {
     TransferIn,
     ReservationCapture,
     InvoicePayment,
+    /// A grant's remainder leaving at its deadline (wallet → breakage).
+    GrantExpired,
 }
 
 impl Category {
@@ -196,6 +216,7 @@ impl Category {
             Category::TransferIn => "transfer_in",
             Category::ReservationCapture => "reservation_capture",
             Category::InvoicePayment => "invoice_payment",
+            Category::GrantExpired => "grant_expired",
         }
     }
 }
@@ -207,6 +228,16 @@ impl CreditCategory {
             CreditCategory::Grant => Category::Grant,
             CreditCategory::Refund => Category::Refund,
             CreditCategory::Adjustment => Category::Adjustment,
+        }
+    }
+
+    /// The grant it makes: paid when the customer paid for it.
+    pub fn grant_kind(self) -> GrantKind {
+        match self {
+            CreditCategory::TopUp => GrantKind::Paid,
+            CreditCategory::Grant | CreditCategory::Refund | CreditCategory::Adjustment => {
+                GrantKind::Granted
+            }
         }
     }
 
@@ -257,7 +288,90 @@ pub struct WalletTransaction {
     /// one never refunded; an answer shows it as of that answer).
     #[schema(example = "0.00")]
     pub refunded_amount: String,
+    /// What the movement took from each grant, in the order it took
+    /// ("7.00 from promo grant A, 3.00 from paid grant B"); a negative
+    /// amount is credit a refund gave back to the grant. A debit's line
+    /// without `grant_id` is what overdrew the wallet, so a debit's lines
+    /// sum to its amount. A credit into an overdrawn wallet lists what of
+    /// its own grant repaid the overdraft.
+    pub consumptions: Vec<Consumption>,
+    /// The grants this movement created (a credit, a transfer's receiving
+    /// leg, a refund that gives back credit of an expired grant).
+    pub granted: Vec<GrantAmount>,
     pub journal_transaction_id: Uuid,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What a movement took from (or gave back to) one grant.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Consumption {
+    /// None: beyond every grant, the overdraft.
+    pub grant_id: Option<Uuid>,
+    #[schema(example = "7.00")]
+    pub amount: String,
+}
+
+/// A grant and an amount of it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GrantAmount {
+    pub grant_id: Uuid,
+    #[schema(example = "10.00")]
+    pub amount: String,
+}
+
+/// Where a grant stands: `active` (credit left, before its deadline),
+/// `depleted` (nothing left, before its deadline or without one), `expired`
+/// (its deadline passed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantStatus {
+    Active,
+    Depleted,
+    Expired,
+}
+
+impl GrantStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantStatus::Active => "active",
+            GrantStatus::Depleted => "depleted",
+            GrantStatus::Expired => "expired",
+        }
+    }
+}
+
+/// Credit on a wallet: paid (a top-up) or granted (a promotion, goodwill),
+/// spent in burn order and expiring at `expires_at`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreditGrant {
+    pub id: Uuid,
+    pub wallet_id: Uuid,
+    pub kind: GrantKind,
+    pub status: GrantStatus,
+    /// What it was created with.
+    #[schema(example = "10.00")]
+    pub amount: String,
+    /// What is left of it (held included).
+    #[schema(example = "4.00")]
+    pub remaining: String,
+    /// What of `remaining` active holds reserve: it does not expire while
+    /// held.
+    pub held: String,
+    /// What of it expired (the breakage).
+    pub expired_amount: String,
+    pub currency: String,
+    /// 0–100: lower is spent first.
+    pub priority: i16,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When its remainder (first) expired.
+    pub expired_at: Option<DateTime<Utc>>,
+    /// The credit movement that made it (none: a balance that predates
+    /// grants).
+    pub wallet_transaction_id: Option<Uuid>,
+    /// The grant a transfer carried it from, or whose credit a refund gave
+    /// back in it.
+    pub source_grant_id: Option<Uuid>,
+    pub metadata: Metadata,
     pub created_at: DateTime<Utc>,
 }
 

@@ -225,6 +225,8 @@ impl Command for ApplyCredit {
                 ]
                 .into(),
             )),
+            expires_at: None,
+            priority: None,
         };
         let ran = wallets::credit(unit, key, event.tenant(), data.wallet_id, credit).await?;
         let Some(tx) = ran.fresh() else {

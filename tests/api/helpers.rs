@@ -3,7 +3,7 @@ use std::time::Duration;
 use billing_ledger::{
     app,
     config::{
-        DatabaseConfig, IdempotencyConfig, LimitConfig, LogFormat, ReservationConfig, Secret, ServeConfig,
+        DatabaseConfig, GrantConfig, IdempotencyConfig, LimitConfig, LogFormat, ReservationConfig, Secret, ServeConfig,
         WebhookConfig,
     },
     http::AppState,
@@ -41,6 +41,7 @@ pub fn serve_config() -> ServeConfig {
         auth_cache_ttl: Duration::ZERO,
         idempotency: IdempotencyConfig::default(),
         reservations: ReservationConfig::default(),
+        grants: GrantConfig::default(),
         webhooks: WebhookConfig::default(),
         // Off: the other tests send bursts from one shop on purpose; the
         // limits' own tests switch them on.
