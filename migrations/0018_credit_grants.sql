@@ -39,9 +39,12 @@ CREATE TABLE credit_grants (
     FOREIGN KEY (shop_id, wallet_id) REFERENCES wallets (shop_id, id),
     CONSTRAINT credit_grants_amounts CHECK (
         held >= 0 AND held <= remaining AND expired >= 0 AND remaining + expired <= amount),
-    -- Once expired, only credit a hold still reserves is left in it.
+    -- Expired at or after its deadline. (Once expired, only credit a hold
+    -- still reserves is left in it; a capture or release frees the rest and
+    -- expires it in the same transaction, so that holds at commit and is
+    -- checked by the reconciliation report, not by this row check.)
     CONSTRAINT credit_grants_expired CHECK (
-        expired_at IS NULL OR (remaining = held AND expires_at IS NOT NULL AND expired_at >= expires_at))
+        expired_at IS NULL OR (expires_at IS NOT NULL AND expired_at >= expires_at))
 );
 CREATE INDEX credit_grants_wallet ON credit_grants (shop_id, wallet_id, id);
 -- What a movement reads under its wallet's lock: the grants with credit left.

@@ -225,8 +225,8 @@ impl Application {
             )),
             tokio::spawn(jobs::grant_expiry_loop(
                 pool.clone(),
-                config.grants.expiry_interval,
-                config.grants.expiry_batch,
+                config.grants.grant_expiry_interval,
+                config.grants.grant_expiry_batch,
                 beats.clone(),
                 stop_rx.clone(),
             )),

@@ -255,18 +255,18 @@ pub struct GrantConfig {
     /// How often the expiry job expires credit grants past their
     /// expires_at (also once at start).
     #[arg(long = "grant-expiry-interval", env = "GRANT_EXPIRY_INTERVAL", default_value = "30s", value_parser = parse_interval)]
-    pub expiry_interval: Duration,
+    pub grant_expiry_interval: Duration,
 
     /// Most grants due per batch (one short transaction each).
     #[arg(long = "grant-expiry-batch", env = "GRANT_EXPIRY_BATCH", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub expiry_batch: u32,
+    pub grant_expiry_batch: u32,
 }
 
 impl Default for GrantConfig {
     fn default() -> Self {
         GrantConfig {
-            expiry_interval: Duration::from_secs(30),
-            expiry_batch: 500,
+            grant_expiry_interval: Duration::from_secs(30),
+            grant_expiry_batch: 500,
         }
     }
 }

@@ -65,6 +65,7 @@ from billing_ledger_client.api.wallets import (
     debit_wallet,
     get_wallet,
     get_wallet_transaction,
+    list_wallet_grants,
     list_wallet_transactions,
     list_wallets,
     refund_wallet_transaction,
@@ -108,9 +109,12 @@ from billing_ledger_client.models import (
     CreateWallet,
     CreditCategory,
     CreditRequest,
+    GrantKind,
+    GrantStatus,
     DebitCategory,
     DebitRequest,
     PageReservation,
+    PageCreditGrant,
     PageWallet,
     PageWalletTransaction,
     Problem,
@@ -267,6 +271,39 @@ def main() -> int:
 
         wallets = expect(list_wallets.sync_detailed(client=client, customer_ref=ref_a), 200, PageWallet, "listWallets by customer_ref")
         check([x.id for x in wallets.data] == [a.id] and wallets.has_more is False, "listWallets finds exactly A")
+
+        print("grants: a promo that expires spends before paid credit")
+        g = expect(
+            create_wallet.sync_detailed(
+                client=client, idempotency_key=key(), body=CreateWallet(customer_ref=f"py-flow-{run}-g", currency="USD")
+            ),
+            201, Wallet, "createWallet (grants)",
+        )
+        expect(credit_wallet.sync_detailed(g.id, client=client, idempotency_key=key(),
+                                           body=CreditRequest(amount="10.00", category=CreditCategory.TOP_UP)),
+               201, WalletTransaction, "creditWallet paid")
+        deadline = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=30)
+        promo = expect(credit_wallet.sync_detailed(g.id, client=client, idempotency_key=key(),
+                                                   body=CreditRequest(amount="5.00", category=CreditCategory.GRANT,
+                                                                      expires_at=deadline, priority=10)),
+                       201, WalletTransaction, "creditWallet promo with expires_at and priority")
+        promo_id = promo.granted[0].grant_id
+        spent = expect(debit_wallet.sync_detailed(g.id, client=client, idempotency_key=key(),
+                                                  body=DebitRequest(amount="7.00", category=DebitCategory.USAGE)),
+                       201, WalletTransaction, "debitWallet across grants")
+        check([(c.grant_id, c.amount) for c in spent.consumptions][0] == (promo_id, "5.00")
+              and [c.amount for c in spent.consumptions] == ["5.00", "2.00"],
+              "the promo first, then paid credit", [(c.grant_id, c.amount) for c in spent.consumptions])
+        gw = expect(get_wallet.sync_detailed(g.id, client=client), 200, Wallet, "getWallet (grants)")
+        check((gw.balance_paid, gw.balance_granted) == ("8.00", "0.00"), "balance split paid/granted",
+              (gw.balance_paid, gw.balance_granted))
+        active = expect(list_wallet_grants.sync_detailed(g.id, client=client, status=GrantStatus.ACTIVE), 200,
+                        PageCreditGrant, "listWalletGrants active")
+        check([(x.kind, x.remaining) for x in active.data] == [(GrantKind.PAID, "8.00")], "one paid grant left",
+              [(x.kind, x.remaining) for x in active.data])
+        depleted = expect(list_wallet_grants.sync_detailed(g.id, client=client, status=GrantStatus.DEPLETED), 200,
+                          PageCreditGrant, "listWalletGrants depleted")
+        check([(x.id, x.priority) for x in depleted.data] == [(promo_id, 10)], "the promo is depleted")
 
         print("debit more than A holds")
         resp = debit_wallet.sync_detailed(

@@ -32,6 +32,7 @@ OPERATIONS = {
     ("post", "/v1/wallets/{id}/debit"): "debitWallet",
     ("get", "/v1/wallets/{id}/transactions"): "listWalletTransactions",
     ("get", "/v1/wallets/{id}/transactions/{transaction_id}"): "getWalletTransaction",
+    ("get", "/v1/wallets/{id}/grants"): "listWalletGrants",
     ("post", "/v1/wallets/{id}/transactions/{transaction_id}/refund"): "refundWalletTransaction",
     ("post", "/v1/wallets/{id}/reservations"): "createReservation",
     ("get", "/v1/wallets/{id}/reservations"): "listReservations",
@@ -85,7 +86,7 @@ PRECONDITIONED = {"updateContract", "approveContract", "rejectContract", "cancel
 # (source operationId, status) -> operationIds its links must reach with `id`.
 LINKS = {
     ("createWallet", "201"): {"getWallet", "creditWallet", "debitWallet", "listWalletTransactions"},
-    ("creditWallet", "201"): {"getWallet", "createReservation"},
+    ("creditWallet", "201"): {"getWallet", "createReservation", "listWalletGrants"},
     ("createReservation", "201"): {"getReservation", "captureReservation", "releaseReservation"},
     ("createInvoice", "201"): {"getInvoice", "updateInvoice", "finalizeInvoice", "voidInvoice"},
     ("finalizeInvoice", "200"): {"payInvoice"},

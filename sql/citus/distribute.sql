@@ -22,7 +22,8 @@ DECLARE
         'journal_transactions', 'journal_entries', 'wallet_transactions', 'credit_reservations',
         'invoice_counters', 'invoices', 'invoice_lines', 'invoice_payments', 'contracts',
         'webhook_secrets', 'webhook_events', 'journal_daily_totals', 'journal_wallet_balances',
-        'journal_rollup_shops', 'credit_note_counters', 'credit_notes', 'payment_refunds'];
+        'journal_rollup_shops', 'credit_note_counters', 'credit_notes', 'payment_refunds',
+        'credit_grants', 'grant_consumptions', 'reservation_grants'];
     t text;
     fk record;
     fks text[] := '{}';

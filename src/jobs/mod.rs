@@ -20,8 +20,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
 pub use cleanup::{IDEMPOTENCY_CLEANUP_LOOP, cleanup_idempotency, idempotency_cleanup_loop};
-pub use grant_expiry::{GRANT_EXPIRY_LOOP, expire_grants, grant_expiry_loop};
 pub use expiry::{RESERVATION_EXPIRY_LOOP, expire_reservations, render_held, reservation_expiry_loop};
+pub use grant_expiry::{GRANT_EXPIRY_LOOP, expire_grants, grant_expiry_loop};
 pub use rollup::{JOURNAL_ROLLUP_INTERVAL, JOURNAL_ROLLUP_LOOP, journal_rollup_loop};
 
 /// When each background loop of this instance last finished a run, for

@@ -8,8 +8,9 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::{
-    AccountBalance, DailyNet, InvoiceSummary, PaymentChecks, ReadFrom, Reconciliation, RefundChecks,
-    RefundSummary, ReportError, ReservationCheck, TrialBalance, TrialBalanceReport, WalletLine,
+    AccountBalance, DailyNet, GrantChecks, GrantSummary, InvoiceSummary, PaymentChecks, ReadFrom,
+    Reconciliation, RefundChecks, RefundSummary, ReportError, ReservationCheck, TrialBalance,
+    TrialBalanceReport, WalletLine,
 };
 use crate::money::Currency;
 
@@ -96,12 +97,13 @@ async fn snapshot(
 }
 
 /// The parts of a report, in the order `reconciliation_with` reads them.
-pub const STEPS: [&str; 7] = [
+pub const STEPS: [&str; 8] = [
     "wallets",
     "reservations",
     "invoices",
     "payments",
     "refunds",
+    "grants",
     "daily",
     "trial balance",
 ];
@@ -296,6 +298,9 @@ pub async fn reconciliation_with(
     };
     step(STEPS[4]);
 
+    let grants = grant_checks(&mut tx, shop_id, start, end, currency).await?;
+    step(STEPS[5]);
+
     let daily = sqlx::query_file!("sql/reports/daily.sql", shop_id, start, end, currency)
         .fetch_all(&mut *tx)
         .await?
@@ -306,10 +311,10 @@ pub async fn reconciliation_with(
             currency: r.currency,
         })
         .collect();
-    step(STEPS[5]);
+    step(STEPS[6]);
     let trial_balance = trial(&mut tx, &source, shop_id, end, currency).await?;
     tx.commit().await?;
-    step(STEPS[6]);
+    step(STEPS[7]);
 
     let mut report = Reconciliation {
         shop_id,
@@ -327,6 +332,7 @@ pub async fn reconciliation_with(
         invoices,
         payments,
         refunds,
+        grants,
         trial_balance,
         daily,
     };
@@ -369,6 +375,53 @@ async fn balances(
             .push((r.account, r.balance));
     }
     Ok(by_currency)
+}
+
+/// The period's grants and the grant invariants over what moved in it.
+/// Movements before grants existed (the migration that made them) have no
+/// consumptions and are not checked.
+async fn grant_checks(
+    conn: &mut PgConnection,
+    shop_id: Uuid,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    currency: Option<&str>,
+) -> Result<GrantChecks, ReportError> {
+    let summary = sqlx::query_file!("sql/reports/grants.sql", shop_id, start, end, currency)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|r| {
+            let c = r.currency.as_str();
+            GrantSummary {
+                paid_issued: text(c, r.paid_issued),
+                granted_issued: text(c, r.granted_issued),
+                spent: text(c, r.spent),
+                expired: text(c, r.expired),
+                currency: r.currency,
+            }
+        })
+        .collect();
+    // sqlx's own table, which every migrated database has.
+    let since: DateTime<Utc> =
+        sqlx::query_scalar("SELECT installed_on FROM _sqlx_migrations WHERE version = 18")
+            .fetch_optional(&mut *conn)
+            .await?
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let c = sqlx::query_file!("sql/reports/grant_checks.sql", shop_id, start, end, since)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(GrantChecks {
+        ok: c.wallets_not_matching_grants.is_empty()
+            && c.grants_not_adding_up.is_empty()
+            && c.movements_not_adding_up.is_empty()
+            && c.overdue_grant_ids.is_empty(),
+        summary,
+        wallets_not_matching_grants: c.wallets_not_matching_grants,
+        grants_not_adding_up: c.grants_not_adding_up,
+        movements_not_adding_up: c.movements_not_adding_up,
+        overdue_grant_ids: c.overdue_grant_ids,
+    })
 }
 
 async fn trial(

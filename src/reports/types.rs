@@ -127,6 +127,40 @@ pub struct RefundChecks {
     pub ok: bool,
 }
 
+/// Credit grants of the period per currency: issued, spent and expired.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GrantSummary {
+    pub currency: String,
+    /// Paid credit issued (top-ups, carried paid credit, refunds of
+    /// overdrawn spending).
+    pub paid_issued: String,
+    /// Granted credit issued (promotions, goodwill, adjustments).
+    pub granted_issued: String,
+    /// What movements took from grants, net of what refunds gave back.
+    pub spent: String,
+    /// What expired unspent: the breakage.
+    pub expired: String,
+}
+
+/// The grants of the period and the grant invariants over what moved in
+/// it (at most 100 ids each).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GrantChecks {
+    pub summary: Vec<GrantSummary>,
+    /// Wallets whose grants' `remaining` is not their non-negative balance.
+    pub wallets_not_matching_grants: Vec<Uuid>,
+    /// Grants whose amount is not what is left plus what movements took,
+    /// or that kept free credit once expired.
+    pub grants_not_adding_up: Vec<Uuid>,
+    /// Movements whose consumptions do not add up, or that took free
+    /// credit from a grant at or after its deadline.
+    pub movements_not_adding_up: Vec<Uuid>,
+    /// Grants more than five minutes past their deadline with free credit
+    /// the expiry job has not expired.
+    pub overdue_grant_ids: Vec<Uuid>,
+    pub ok: bool,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AccountBalance {
     /// `wallet` (all wallets), `external_payments`, `receivables`, `revenue`,
@@ -192,6 +226,7 @@ pub struct Reconciliation {
     pub invoices: Vec<InvoiceSummary>,
     pub payments: PaymentChecks,
     pub refunds: RefundChecks,
+    pub grants: GrantChecks,
     /// As of the end of the period.
     pub trial_balance: Vec<TrialBalance>,
     /// Per UTC day and currency: the wallets' net movement (credits −
@@ -202,13 +237,14 @@ pub struct Reconciliation {
 impl Reconciliation {
     /// Each check by name with whether it passed, in the report's order:
     /// what `failed_checks` and the CSV's check rows are made of.
-    pub fn checks(&self) -> [(&'static str, bool); 6] {
+    pub fn checks(&self) -> [(&'static str, bool); 7] {
         [
             ("wallet_drift", self.wallets.iter().all(|w| w.ok)),
             ("reservations_held", self.reservations.iter().all(|r| r.ok)),
             ("receivables", self.invoices.iter().all(|i| i.ok)),
             ("payments_unbooked", self.payments.ok),
             ("refunds", self.refunds.ok),
+            ("grants", self.grants.ok),
             ("trial_balance", self.trial_balance.iter().all(|t| t.balanced)),
         ]
     }

@@ -377,7 +377,14 @@ impl Settling {
         .await?;
         // What it frees from a grant past its deadline expires now.
         self.wallet.grants.unreserve(&self.own);
-        wallets::expire_due(conn, tenant.shop_id, Some(tenant.key_id), request_id, &mut self.wallet).await?;
+        wallets::expire_due(
+            conn,
+            tenant.shop_id,
+            Some(tenant.key_id),
+            request_id,
+            &mut self.wallet,
+        )
+        .await?;
         self.row.status = status.as_str().to_owned();
         self.row.settled_at = Some(self.wallet.at);
         self.row.view()
@@ -387,7 +394,14 @@ impl Settling {
     /// transaction, and the caller is told it expired.
     async fn expire(self, conn: &mut PgConnection, tenant: Tenant, request_id: &str) -> ReservationError {
         match self
-            .free(conn, tenant, ReservationStatus::Expired, Some(request_id), None, request_id)
+            .free(
+                conn,
+                tenant,
+                ReservationStatus::Expired,
+                Some(request_id),
+                None,
+                request_id,
+            )
             .await
         {
             Ok(_) => {
@@ -481,7 +495,14 @@ pub async fn capture(
     .execute(&mut *conn)
     .await?;
     // What the capture freed from a grant past its deadline expires now.
-    wallets::expire_due(conn, tenant.shop_id, Some(tenant.key_id), request_id, &mut s.wallet).await?;
+    wallets::expire_due(
+        conn,
+        tenant.shop_id,
+        Some(tenant.key_id),
+        request_id,
+        &mut s.wallet,
+    )
+    .await?;
     metrics::counter!("reservations_captured_total").increment(1);
     s.row.status = ReservationStatus::Captured.as_str().to_owned();
     s.row.captured_amount = amount;
@@ -512,7 +533,14 @@ pub async fn release(
         return Err(s.expire(conn, tenant, request_id).await);
     }
     let released = s
-        .free(conn, tenant, ReservationStatus::Released, None, Some(request_key), request_id)
+        .free(
+            conn,
+            tenant,
+            ReservationStatus::Released,
+            None,
+            Some(request_key),
+            request_id,
+        )
         .await?;
     metrics::counter!("reservations_released_total").increment(1);
     Ok(key.answer(released))

@@ -42,9 +42,16 @@ pub(super) fn from_columns(
     created: Vec<DateTime<Utc>>,
 ) -> Result<Grants, StoreError> {
     let n = ids.len();
-    if [kinds.len(), remaining.len(), held.len(), priority.len(), expires.len(), created.len()]
-        .iter()
-        .any(|&l| l != n)
+    if [
+        kinds.len(),
+        remaining.len(),
+        held.len(),
+        priority.len(),
+        expires.len(),
+        created.len(),
+    ]
+    .iter()
+    .any(|&l| l != n)
     {
         return Err(StoreError::broken("grant columns of different lengths"));
     }
@@ -64,7 +71,11 @@ pub(super) fn from_columns(
 }
 
 /// A wallet's grants with credit left, read under its lock.
-pub(super) async fn live(conn: &mut PgConnection, shop_id: Uuid, wallet_id: Uuid) -> Result<Grants, WalletError> {
+pub(super) async fn live(
+    conn: &mut PgConnection,
+    shop_id: Uuid,
+    wallet_id: Uuid,
+) -> Result<Grants, WalletError> {
     let rows = sqlx::query!(
         "SELECT id, kind, remaining, held, priority, expires_at, created_at
            FROM credit_grants WHERE shop_id = $1 AND wallet_id = $2 AND remaining > 0",
@@ -95,7 +106,11 @@ pub(super) async fn live(conn: &mut PgConnection, shop_id: Uuid, wallet_id: Uuid
 /// (its `refund_of` movements, or the wallet refunds of the invoice
 /// payment it made) gave back to it or, for a grant past its deadline, in
 /// a grant that replaced it.
-pub(super) async fn restorable(conn: &mut PgConnection, shop_id: Uuid, of: Uuid) -> Result<Vec<Restorable>, WalletError> {
+pub(super) async fn restorable(
+    conn: &mut PgConnection,
+    shop_id: Uuid,
+    of: Uuid,
+) -> Result<Vec<Restorable>, WalletError> {
     let rows = sqlx::query!(
         r#"WITH refunds AS (
                SELECT id FROM wallet_transactions WHERE shop_id = $1 AND refund_of = $2

@@ -196,10 +196,12 @@ impl Grants {
 
     /// Σ remaining by kind: (paid, granted).
     pub fn split(&self) -> (Decimal, Decimal) {
-        self.0.iter().fold((Decimal::ZERO, Decimal::ZERO), |(p, g), x| match x.kind {
-            GrantKind::Paid => (p + x.remaining, g),
-            GrantKind::Granted => (p, g + x.remaining),
-        })
+        self.0
+            .iter()
+            .fold((Decimal::ZERO, Decimal::ZERO), |(p, g), x| match x.kind {
+                GrantKind::Paid => (p + x.remaining, g),
+                GrantKind::Granted => (p, g + x.remaining),
+            })
     }
 
     /// Plans spending `amount` at `at`: the hold's own reservation `own`
@@ -259,7 +261,12 @@ impl Grants {
     /// (spec, amount; the parts sum to `amount`) on a wallet whose balance
     /// is `balance`: whatever the wallet owes is repaid first, from the
     /// new grants in burn order, and what is left of them stays.
-    pub fn credit(&mut self, balance: Decimal, at: DateTime<Utc>, parts: Vec<(GrantSpec, Decimal)>) -> GrantWrites {
+    pub fn credit(
+        &mut self,
+        balance: Decimal,
+        at: DateTime<Utc>,
+        parts: Vec<(GrantSpec, Decimal)>,
+    ) -> GrantWrites {
         let mut w = GrantWrites::default();
         let mut owed = (-balance).max(Decimal::ZERO);
         let mut created: Vec<Grant> = Vec::with_capacity(parts.len());
@@ -299,7 +306,8 @@ impl Grants {
                 });
             }
         }
-        self.0.extend(created.into_iter().filter(|g| g.remaining > Decimal::ZERO));
+        self.0
+            .extend(created.into_iter().filter(|g| g.remaining > Decimal::ZERO));
         w
     }
 
@@ -556,8 +564,16 @@ mod tests {
         ]);
         assert_eq!(grants.due(now()).len(), 1);
         let w = grants.spend(d("6"), now(), &[]);
-        assert_eq!(taken(&w), vec![(2, d("4"))], "2.00 beyond every live grant is overdraft");
-        assert_eq!(grants.0[0].remaining, d("10"), "the expired grant is left to expire");
+        assert_eq!(
+            taken(&w),
+            vec![(2, d("4"))],
+            "2.00 beyond every live grant is overdraft"
+        );
+        assert_eq!(
+            grants.0[0].remaining,
+            d("10"),
+            "the expired grant is left to expire"
+        );
     }
 
     #[test]
@@ -614,11 +630,22 @@ mod tests {
             now(),
             vec![r(1, "5", Some(-1)), r(2, "3", None), r(3, "4", Some(5))],
         );
-        assert_eq!(taken(&w), vec![(3, d("-4")), (2, d("-3"))], "the last taken comes back first");
+        assert_eq!(
+            taken(&w),
+            vec![(3, d("-4")), (2, d("-3"))],
+            "the last taken comes back first"
+        );
         assert_eq!(w.created.len(), 1, "the expired grant's share is a new grant");
         assert_eq!(w.created[0].amount, d("2"));
         assert_eq!(w.created[0].spec.source, Some(Uuid::from_u128(1)));
-        assert!(!grants.0.iter().find(|g| g.id == w.created[0].id).unwrap().live_at(now()));
+        assert!(
+            !grants
+                .0
+                .iter()
+                .find(|g| g.id == w.created[0].id)
+                .unwrap()
+                .live_at(now())
+        );
         let (paid, granted) = grants.split();
         assert_eq!(paid + granted, d("10"));
     }
@@ -631,7 +658,10 @@ mod tests {
             grant(3, GrantKind::Granted, "9", 0, Some(-1)),
         ]);
         let held = grants.reserve(d("5"), now());
-        assert_eq!(held, vec![(Uuid::from_u128(2), d("3")), (Uuid::from_u128(1), d("2"))]);
+        assert_eq!(
+            held,
+            vec![(Uuid::from_u128(2), d("3")), (Uuid::from_u128(1), d("2"))]
+        );
         grants.unreserve(&held);
         assert!(grants.0.iter().all(|g| g.held.is_zero()));
     }

@@ -105,7 +105,7 @@ async fn get_wallet(
     params(("id" = Uuid, Path), crate::openapi::IdempotencyKeyHeader),
     request_body = CreditRequest,
     responses((status = 201, body = WalletTransaction,
-        links(("GetWallet" = (operation_id = "getWallet", parameters(("id" = "$response.body#/wallet_id")))), ("DebitWallet" = (operation_id = "debitWallet", parameters(("id" = "$response.body#/wallet_id")))), ("ListWalletTransactions" = (operation_id = "listWalletTransactions", parameters(("id" = "$response.body#/wallet_id")))), ("CreateReservation" = (operation_id = "createReservation", parameters(("id" = "$response.body#/wallet_id")))), ("ListReservations" = (operation_id = "listReservations", parameters(("id" = "$response.body#/wallet_id"))))))),
+        links(("GetWallet" = (operation_id = "getWallet", parameters(("id" = "$response.body#/wallet_id")))), ("DebitWallet" = (operation_id = "debitWallet", parameters(("id" = "$response.body#/wallet_id")))), ("ListWalletTransactions" = (operation_id = "listWalletTransactions", parameters(("id" = "$response.body#/wallet_id")))), ("CreateReservation" = (operation_id = "createReservation", parameters(("id" = "$response.body#/wallet_id")))), ("ListReservations" = (operation_id = "listReservations", parameters(("id" = "$response.body#/wallet_id")))), ("ListWalletGrants" = (operation_id = "listWalletGrants", parameters(("id" = "$response.body#/wallet_id"))))))),
     security(("api_key" = [])))]
 async fn credit_wallet(
     State(state): State<AppState>,

@@ -288,7 +288,14 @@ async fn expire_due_in_request(
 ) -> Result<(), WalletError> {
     let request_id = unit.request_id();
     for wallet in wallets {
-        grant_store::expire_due(unit.conn(), tenant.shop_id, Some(tenant.key_id), request_id, wallet).await?;
+        grant_store::expire_due(
+            unit.conn(),
+            tenant.shop_id,
+            Some(tenant.key_id),
+            request_id,
+            wallet,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -553,41 +560,41 @@ pub(super) async fn apply(
          SELECT $1, $17, $15, w.version, $18, $19, $20, w.balance, $21, $22, $23, $24, $25, $32, $34
            FROM w
          RETURNING balance_after",
-        leg.wallet.id,                 // $15
-        leg.delta(),                   // $16
-        leg.id,                        // $17
-        leg.type_.as_str(),            // $18
-        leg.category.as_str(),         // $19
-        leg.amount,                    // $20
-        leg.description,               // $21
-        Json(leg.metadata) as _,       // $22
-        leg.key,                       // $23
-        leg.transfer_id,               // $24
-        leg.journal_id,                // $25
-        j.kind,                        // $26
-        j.currency,                    // $27
-        &j.lines,                      // $28
-        &j.accounts as &[&str],        // $29
-        &j.wallets as &[Option<Uuid>], // $30
-        &j.amounts,                    // $31
-        leg.wallet.at,                 // $32
-        leg.release,                   // $33
-        leg.refund_of,                 // $34
-        &g.new_ids,                    // $35
-        &g.new_kinds as &[&str],       // $36
-        &g.new_amounts,                // $37
-        &g.new_remaining,              // $38
-        &g.new_priorities,             // $39
+        leg.wallet.id,                              // $15
+        leg.delta(),                                // $16
+        leg.id,                                     // $17
+        leg.type_.as_str(),                         // $18
+        leg.category.as_str(),                      // $19
+        leg.amount,                                 // $20
+        leg.description,                            // $21
+        Json(leg.metadata) as _,                    // $22
+        leg.key,                                    // $23
+        leg.transfer_id,                            // $24
+        leg.journal_id,                             // $25
+        j.kind,                                     // $26
+        j.currency,                                 // $27
+        &j.lines,                                   // $28
+        &j.accounts as &[&str],                     // $29
+        &j.wallets as &[Option<Uuid>],              // $30
+        &j.amounts,                                 // $31
+        leg.wallet.at,                              // $32
+        leg.release,                                // $33
+        leg.refund_of,                              // $34
+        &g.new_ids,                                 // $35
+        &g.new_kinds as &[&str],                    // $36
+        &g.new_amounts,                             // $37
+        &g.new_remaining,                           // $38
+        &g.new_priorities,                          // $39
         &g.new_expires as &[Option<DateTime<Utc>>], // $40
-        &g.new_sources as &[Option<Uuid>], // $41
-        &g.new_metadata,               // $42
-        &g.changed_ids,                // $43
-        &g.changed_taken,              // $44
-        &g.changed_unheld,             // $45
-        &g.changed_expired,            // $46
-        &g.use_grants,                 // $47
-        &g.use_amounts,                // $48
-        &g.use_held,                   // $49
+        &g.new_sources as &[Option<Uuid>],          // $41
+        &g.new_metadata,                            // $42
+        &g.changed_ids,                             // $43
+        &g.changed_taken,                           // $44
+        &g.changed_unheld,                          // $45
+        &g.changed_expired,                         // $46
+        &g.use_grants,                              // $47
+        &g.use_amounts,                             // $48
+        &g.use_held,                                // $49
     )
     .fetch_one(&mut *conn)
     .await?;
@@ -628,7 +635,11 @@ impl GrantRows {
             new_priorities: w.created.iter().map(|g| g.spec.priority).collect(),
             new_expires: w.created.iter().map(|g| g.spec.expires_at).collect(),
             new_sources: w.created.iter().map(|g| g.spec.source).collect(),
-            new_metadata: w.created.iter().map(|g| serde_json::to_value(&g.spec.metadata).unwrap_or_default()).collect(),
+            new_metadata: w
+                .created
+                .iter()
+                .map(|g| serde_json::to_value(&g.spec.metadata).unwrap_or_default())
+                .collect(),
             changed_ids: w.changed.iter().map(|(id, _)| *id).collect(),
             changed_taken: w.changed.iter().map(|(_, c)| c.taken).collect(),
             changed_unheld: w.changed.iter().map(|(_, c)| c.unheld).collect(),
@@ -662,7 +673,9 @@ pub(super) async fn write_leg(
 /// Where a movement on a locked wallet takes its grants from or puts them.
 pub enum GrantPlan<'a> {
     /// A debit: burn-down, a capture's own reservation first.
-    Spend { hold: Option<(Uuid, &'a [(Uuid, Decimal)])> },
+    Spend {
+        hold: Option<(Uuid, &'a [(Uuid, Decimal)])>,
+    },
     /// A credit that makes one grant.
     New(GrantSpec),
     /// A refund of movement `of` (an invoice payment): back to the grants
@@ -707,12 +720,16 @@ pub async fn move_locked(
             (w, hold.map(|(id, _)| id))
         }
         GrantPlan::New(spec) => {
-            let w = wallet.grants.credit(wallet.balance, wallet.at, vec![(spec, movement.amount)]);
+            let w = wallet
+                .grants
+                .credit(wallet.balance, wallet.at, vec![(spec, movement.amount)]);
             (w, None)
         }
         GrantPlan::Restore { of } => {
             let taken = grant_store::restorable(&mut *conn, tenant.shop_id, of).await?;
-            let w = wallet.grants.restore(wallet.balance, movement.amount, wallet.at, taken);
+            let w = wallet
+                .grants
+                .restore(wallet.balance, movement.amount, wallet.at, taken);
             (w, None)
         }
     };
@@ -804,7 +821,12 @@ async fn movement(
                 Account::Wallet(wallet_id),
                 amount,
             );
-            (posting, wallet.grants.credit(wallet.balance, wallet.at, vec![(spec, amount)]))
+            (
+                posting,
+                wallet
+                    .grants
+                    .credit(wallet.balance, wallet.at, vec![(spec, amount)]),
+            )
         }
         Kind::Debit(_) => {
             wallet.ensure_can_spend(amount)?;

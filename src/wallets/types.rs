@@ -235,9 +235,7 @@ impl CreditCategory {
     pub fn grant_kind(self) -> GrantKind {
         match self {
             CreditCategory::TopUp => GrantKind::Paid,
-            CreditCategory::Grant | CreditCategory::Refund | CreditCategory::Adjustment => {
-                GrantKind::Granted
-            }
+            CreditCategory::Grant | CreditCategory::Refund | CreditCategory::Adjustment => GrantKind::Granted,
         }
     }
 

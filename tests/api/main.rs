@@ -5,6 +5,7 @@ mod concurrency;
 mod contracts;
 mod executor;
 mod foundation;
+mod grants;
 mod hardening;
 mod helpers;
 pub mod idempotency;
