@@ -16,10 +16,12 @@ service CPU per 1,000 debits compares in one run (2b).
 """
 
 import concurrent.futures
+import datetime
 import http.client
 import json
 import os
 import platform
+import random
 import re
 import signal
 import socket
@@ -250,6 +252,32 @@ def main():
                 with open(self.files["invoices"], "w") as f:
                     f.writelines(f"{k} {i} {w}\n" for k, i, w in rows)
 
+            def grant_wallets(self, n):
+                """n wallets holding 20 grants each: paid and granted, of
+                mixed priority, half with a deadline a month or more away
+                (none expires during the bench), each far larger than the
+                run spends, so every debit takes from one grant while the
+                wallet's lock reads all twenty."""
+                def make(i):
+                    key = self.keys[i % SHOPS]
+                    w = self.api.call("POST", "/v1/wallets", key, str(uuid.uuid4()),
+                                      {"customer_ref": f"g{i}", "currency": "USD"})
+                    rnd = random.Random(i)
+                    for g in range(20):
+                        body = {"amount": "1000000.00", "category": rnd.choice(("top_up", "grant")),
+                                "priority": rnd.randint(0, 100)}
+                        if g % 2:
+                            at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=30 + rnd.randint(0, 300))
+                            body["expires_at"] = at.isoformat()
+                        self.api.call("POST", f"/v1/wallets/{w['id']}/credit", key, str(uuid.uuid4()), body)
+                    return key, w["id"]
+
+                with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                    rows = list(pool.map(make, range(n)))
+                self.files["grants"] = os.path.join(OUT, f"{self.name}-grants.txt")
+                with open(self.files["grants"], "w") as f:
+                    f.writelines(f"{k} {w}\n" for k, w in rows)
+
             def debits_to_refund(self):
                 def make(i):
                     key, w = self.wallets[i]
@@ -266,6 +294,9 @@ def main():
             def wrk(self, conns, mode, run_id, **kw):
                 kind = ("hot" if mode == "hot" else "invoices" if mode.startswith("pay_")
                         else "refunds" if mode == "refund" else "wallets")
+                if mode == "grants":
+                    # Plain debits (`new`), on the wallets with 20 grants.
+                    kind, mode = "grants", "new"
                 return wrk(self.port, conns, mode, self.files[kind], run_id, self.proc.pid, **kw)
 
         service = Service(BIN, bench_url, "service")
@@ -279,6 +310,8 @@ def main():
         service.open_invoices(500)
         log("service: a large debit per wallet, refunded 0.01 at a time in run 6e")
         service.debits_to_refund()
+        log("service: 200 wallets of 20 mixed grants each, debited in run 6f")
+        service.grant_wallets(200)
 
         log("priming the replay keys")
 
@@ -351,6 +384,9 @@ def main():
         checkpoint()
         log("6e refunds of debits (0.01 each, spread), 16 connections")
         results["http_refund_16"] = service.wrk(16, "refund", "u16")
+        checkpoint()
+        log("6f new debits on wallets holding 20 mixed grants each, 16 connections")
+        results["http_grants_16"] = service.wrk(16, "grants", "g16")
 
         # Statements per debit, in a short run of its own on a restarted
         # service whose sessions track nested statements too (tracking them
@@ -504,6 +540,7 @@ def main():
             "pay_external_vs_new": results["http_pay_external_16"]["rps"] / new16,
             "pay_wallet_vs_new": results["http_pay_wallet_16"]["rps"] / new16,
             "refund_vs_new": results["http_refund_16"]["rps"] / new16,
+            "grants20_vs_new": results["http_grants_16"]["rps"] / new16,
             "victim_flooded_vs_alone": results["victim_flooded_4"]["rps"] / results["victim_alone_4"]["rps"],
             "report_history_vs_empty": (results["report_one_day_history"]["median_ms"]
                                         / results["report_one_day_empty"]["median_ms"]),
@@ -518,6 +555,7 @@ def main():
             "statements_per_debit <= 5": round(results["statements_per_debit"]["counted"], 2) <= 5,
             "peak_rss_64 <= 100 MiB": results["http_new_64"]["peak_rss_mib"] <= 100,
             "report_history_vs_empty <= 2": ratios["report_history_vs_empty"] <= 2,
+            "grants20_vs_new >= 0.7": ratios["grants20_vs_new"] >= 0.7,
             "zero non-2xx": all(results[k]["non_2xx"] == 0 for k in results
                                 if k.startswith("http_") or k.startswith("victim_"))
             and results["pgbench_debit_16"]["failed"] == 0 and results["pgbench_yardstick_16"]["failed"] == 0,
@@ -545,7 +583,8 @@ def main():
                          ("http_hold_16", "6b HTTP hold+capture reqs (16 conn)"),
                          ("http_pay_external_16", "6c HTTP invoice pay, external (16)"),
                          ("http_pay_wallet_16", "6d HTTP invoice pay, wallet (16)"),
-                         ("http_refund_16", "6e HTTP refunds of debits (16)")):
+                         ("http_refund_16", "6e HTTP refunds of debits (16)"),
+                         ("http_grants_16", "6f HTTP debits, 20 grants (16)")):
             r = results[k]
             print(f"{label:<34}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['non_2xx']:>9}"
                   f"{r['cpu_seconds_per_1000']:>10.3f}")

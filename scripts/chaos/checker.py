@@ -7,6 +7,7 @@ the books and requires particular checks to fire.
 
 import hashlib
 import json
+import os
 import time
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
@@ -15,6 +16,8 @@ from decimal import Decimal
 from workload import Http, problem_code
 
 # Journal transaction kinds the workload posts, by operation.
+GRANT_CHECKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "sql", "checks", "grants.sql")
+
 KIND_OF = {"credit": "wallet.credit", "debit": "wallet.debit", "transfer": "wallet.transfer",
            "capture": "reservation.capture", "finalize": "invoice.finalize", "pay": "invoice.payment",
            "pay_same_ref": "invoice.payment", "refund": "wallet.refund", "payment_refund": "payment.refund",
@@ -239,6 +242,15 @@ class Checker:
         rows = pg.rows("SELECT id, shop_id, wallet_id, wallet_version, type, category, amount, balance_after, "
                        "idempotency_key, created_at FROM wallet_transactions ORDER BY wallet_id, wallet_version")
         self.figures["movement_rows"] = len(rows)
+        # Grant expiries are no client's operation: the job and the money
+        # path write them. Each must be a grant's remainder at or after its
+        # deadline (the grant invariants below); the model takes them as
+        # they are, once each.
+        expiries = [r for r in rows if r["category"] == "grant_expired"]
+        self.figures["grant_expiries"] = len(expiries)
+        for r in expiries:
+            self.balance[r["wallet_id"]] -= D(r["amount"])
+            self.kinds[(r["shop_id"], "grant.expire")] += 1
         holds = {h["id"]: h for h in pg.rows(
             "SELECT id, wallet_id, status, amount, captured_amount, wallet_transaction_id FROM credit_reservations")}
         invoices = {v["id"]: v for v in pg.rows(
@@ -248,7 +260,7 @@ class Checker:
 
         # Exactly once: every history row is an acknowledged movement, and
         # every acknowledged movement is there once.
-        explained = set(self.moves)
+        explained = set(self.moves) | {r["id"] for r in expiries}
         by_invoice = defaultdict(list)
         for p in payments:
             by_invoice[p["invoice_id"]].append(p)
@@ -364,6 +376,14 @@ class Checker:
             if int(w["version"]) != versions:
                 add("wallet_version", f"wallet {wid}: version {w['version']}, but {len(history)} movements, "
                                       f"{hold_count[wid]} holds and {freed_count[wid]} freed holds make {versions}")
+
+        # Credit grants: every invariant of sql/checks/grants.sql holds.
+        with open(GRANT_CHECKS) as f:
+            broken = pg.rows(f.read())[0]
+        for name, n in broken.items():
+            if int(n) != 0:
+                add("grants", f"grant invariant {name}: {n} rows break it")
+        self.figures["grants"] = int(pg.rows("SELECT count(*) AS n FROM credit_grants")[0]["n"])
 
         # The journal: balanced per transaction, per shop and currency, and
         # each wallet equal to its entries.

@@ -7,6 +7,7 @@ Every operation is one Idempotency-Key. Its answers (status, body bytes,
 identical and models the books from the first one.
 """
 
+import datetime
 import http.client
 import itertools
 import json
@@ -346,8 +347,17 @@ class Worker(threading.Thread):
         body = {"amount": fmt(cur, amount), "category": self.rng.choice(("top_up", "grant", "refund", "adjustment"))}
         if self.rng.random() < 0.3:
             body["description"] = "chaos credit"
-        self.do(shop, "credit", f"/v1/wallets/{w}/credit", body, {"wallet": w, "amount": amount},
-                {(201, None)})
+        expect = {(201, None)}
+        if self.rng.random() < 0.4:
+            body["priority"] = self.rng.randint(0, 100)
+        if self.rng.random() < 0.35:
+            # Grants that expire mid-run, raced by the debits on their
+            # wallet. A retry that reaches the server after the deadline is
+            # refused (the deadline is no longer in the future).
+            at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=self.rng.uniform(1, 30))
+            body["expires_at"] = at.isoformat()
+            expect.add((422, "validation_failed"))
+        self.do(shop, "credit", f"/v1/wallets/{w}/credit", body, {"wallet": w, "amount": amount}, expect)
 
     def debit(self, shop):
         w, cur = self.wallet(shop)

@@ -11,7 +11,7 @@ use billing_ledger::{
 };
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
-use sqlx::{PgPool, postgres::PgConnectOptions};
+use sqlx::{Column, PgPool, Row, postgres::PgConnectOptions};
 use uuid::Uuid;
 
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
@@ -262,65 +262,21 @@ impl TestApp {
             captures, 0,
             "a captured hold posted exactly its captured amount; no other did"
         );
-        for (what, sql) in GRANT_INVARIANTS {
-            assert_eq!(self.count(sql).await, 0, "{what}");
+        self.assert_grants_consistent().await;
+    }
+
+    /// The grant invariants (sql/checks/grants.sql): every count 0.
+    pub async fn assert_grants_consistent(&self) {
+        let row = sqlx::query(include_str!("../../sql/checks/grants.sql"))
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
+        for (i, column) in row.columns().iter().enumerate() {
+            let broken: i64 = row.get(i);
+            assert_eq!(broken, 0, "grant invariant {} breaks", column.name());
         }
     }
 }
-
-/// The grant invariants (docs/grants.md), each a count of rows breaking it.
-pub const GRANT_INVARIANTS: [(&str, &str); 6] = [
-    (
-        "a wallet's grants hold its non-negative balance",
-        "SELECT count(*) FROM wallets w
-          WHERE GREATEST(w.balance, 0) <> COALESCE((SELECT sum(g.remaining) FROM credit_grants g
-                                                     WHERE g.shop_id = w.shop_id AND g.wallet_id = w.id), 0)",
-    ),
-    (
-        "a grant's amount is what is left plus what movements took (net) from it",
-        "SELECT count(*) FROM credit_grants g
-          WHERE g.amount <> g.remaining + COALESCE((SELECT sum(c.amount) FROM grant_consumptions c
-                                                     WHERE c.shop_id = g.shop_id AND c.grant_id = g.id), 0)
-             OR g.expired <> COALESCE((SELECT sum(c.amount) FROM grant_consumptions c
-                                        JOIN wallet_transactions t
-                                          ON t.shop_id = c.shop_id AND t.id = c.wallet_transaction_id
-                                       WHERE c.shop_id = g.shop_id AND c.grant_id = g.id
-                                         AND t.category = 'grant_expired'), 0)",
-    ),
-    (
-        "a debit's consumptions are what the grants held of it (the rest overdrew)",
-        "SELECT count(*) FROM wallet_transactions t
-          WHERE t.type = 'debit'
-            AND COALESCE((SELECT sum(c.amount) FROM grant_consumptions c
-                           WHERE c.shop_id = t.shop_id AND c.wallet_transaction_id = t.id), 0)
-                <> LEAST(t.amount, GREATEST(t.balance_after + t.amount, 0))",
-    ),
-    (
-        "nothing takes free credit from a grant at or after its deadline",
-        "SELECT count(*) FROM grant_consumptions c
-           JOIN wallet_transactions t ON t.shop_id = c.shop_id AND t.id = c.wallet_transaction_id
-           JOIN credit_grants g ON g.shop_id = c.shop_id AND g.id = c.grant_id
-          WHERE c.amount > 0 AND NOT c.held AND t.category <> 'grant_expired'
-            AND t.created_at >= g.expires_at",
-    ),
-    (
-        "an expired grant keeps only what holds reserve",
-        "SELECT count(*) FROM credit_grants g WHERE g.expired_at IS NOT NULL AND g.remaining <> g.held",
-    ),
-    (
-        "a grant's held credit is what active holds reserved from it, within each hold",
-        "SELECT count(*) FROM credit_grants g
-          WHERE g.held <> COALESCE((SELECT sum(a.amount) FROM reservation_grants a
-                                     WHERE a.shop_id = g.shop_id AND a.grant_id = g.id), 0)
-             OR EXISTS (SELECT 1 FROM reservation_grants a
-                          JOIN credit_reservations r ON r.shop_id = a.shop_id AND r.id = a.reservation_id
-                         WHERE a.shop_id = g.shop_id AND a.grant_id = g.id AND r.status <> 'active')
-             OR EXISTS (SELECT 1 FROM credit_reservations r
-                         WHERE r.shop_id = g.shop_id AND r.wallet_id = g.wallet_id
-                           AND r.amount < (SELECT sum(a.amount) FROM reservation_grants a
-                                            WHERE a.shop_id = r.shop_id AND a.reservation_id = r.id))",
-    ),
-];
 
 pub fn fresh() -> String {
     Uuid::now_v7().to_string()

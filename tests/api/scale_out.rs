@@ -138,11 +138,26 @@ async fn every_money_statement_runs_on_one_shard(_: PgPoolOptions, connect: PgCo
     )
     .await;
     assert_eq!(approved["status"], "approved");
-    // And the reads: a wallet, its history, the reconciliation report.
+    // Grants: one that expires, spent across, expired by the money path.
+    post(
+        format!("/v1/wallets/{a}/credit"),
+        json!({"amount": "3", "category": "grant", "priority": 1,
+               "expires_at": (chrono::Utc::now() + chrono::Duration::seconds(1)).to_rfc3339()}),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let after = post(
+        format!("/v1/wallets/{a}/debit"),
+        json!({"amount": "0.50", "category": "usage"}),
+    )
+    .await;
+    assert_eq!(after["consumptions"].as_array().unwrap().len(), 1, "{after}");
+    // And the reads: a wallet, its history, its grants, the reconciliation report.
     for path in [
         format!("/v1/wallets/{a}"),
         format!("/v1/wallets/{a}/transactions"),
         format!("/v1/wallets/{a}/transactions/{debit}"),
+        format!("/v1/wallets/{a}/grants?status=expired"),
         format!("/v1/invoices/{invoice}"),
         format!("/v1/credit-notes?invoice_id={invoice}"),
         "/v1/reports/reconciliation?from=2026-11-01&to=2026-12-31".to_owned(),
@@ -169,7 +184,7 @@ async fn every_money_statement_runs_on_one_shard(_: PgPoolOptions, connect: PgCo
         )
         .await;
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
-    assert_eq!(app.balance(k, a).await, "78.60");
+    assert_eq!(app.balance(k, a).await, "78.10", "the 3.00 grant expired");
 }
 
 /// The background jobs find the shops with due work, then claim each
@@ -195,6 +210,26 @@ async fn two_instances_jobs_process_every_shops_due_items_once(_: PgPoolOptions,
                 .await;
             assert_eq!(r.status(), reqwest::StatusCode::CREATED);
         }
+        // Three promotional grants, due like the holds.
+        for _ in 0..3 {
+            let r = a
+                .post(
+                    &shop.key,
+                    &format!("/v1/wallets/{w}/credit"),
+                    &fresh(),
+                    &json!({"amount": "1.00", "category": "grant", "expires_at": "2099-01-01T00:00:00Z"}),
+                )
+                .await;
+            assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+        }
+        sqlx::query(
+            "UPDATE credit_grants SET expires_at = now() - interval '1 second'
+              WHERE shop_id = $1 AND expires_at IS NOT NULL",
+        )
+        .bind(shop.id)
+        .execute(&a.pool)
+        .await
+        .unwrap();
         // Every hold due, and 25 expired idempotency records.
         sqlx::query(
             "UPDATE credit_reservations SET expires_at = now() - interval '1 second' WHERE shop_id = $1",
@@ -248,6 +283,18 @@ async fn two_instances_jobs_process_every_shops_due_items_once(_: PgPoolOptions,
         .unwrap();
         assert_eq!(audited, 8, "each shop's holds under its own shop");
     }
+
+    let (x, y) = tokio::join!(
+        billing_ledger::jobs::expire_grants(&a.pool, 2),
+        billing_ledger::jobs::expire_grants(&b.pool, 2)
+    );
+    assert_eq!(x.unwrap() + y.unwrap(), 9, "every due grant of every shop, once");
+    assert_eq!(
+        a.count("SELECT count(*) FROM wallet_transactions WHERE category = 'grant_expired'")
+            .await,
+        9
+    );
+    a.assert_grants_consistent().await;
 
     let (x, y) = tokio::join!(
         billing_ledger::jobs::cleanup_idempotency(&a.pool, 10),
