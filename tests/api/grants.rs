@@ -715,3 +715,59 @@ async fn migrated_wallets_keep_their_balances_as_one_paid_grant(_: PgPoolOptions
         "oldest hold first; the overdraft backs the last 2.00"
     );
 }
+
+/// The report's grants: what was issued, spent and expired (the breakage)
+/// in the period, and a grant left unexpired past its deadline fails the
+/// check, naming it.
+#[sqlx::test]
+async fn the_report_shows_issued_spent_and_expired_credit(_: PgPoolOptions, connect: PgConnectOptions) {
+    let app = spawn_app(connect).await;
+    let shop = app.shop().await;
+    let k = &shop.key;
+    let w = app.wallet(k, "USD", "10.00").await;
+    let deadline = in_secs(1);
+    app.grant(
+        k,
+        w,
+        json!({"amount": "5.00", "category": "grant", "priority": 0, "expires_at": deadline}),
+    )
+    .await;
+    let (s, _) = app
+        .move_money(k, w, "debit", json!({"amount": "3.00", "category": "usage"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    sleep_until(&deadline).await;
+    assert_eq!(
+        billing_ledger::jobs::expire_grants(&app.pool, 500).await.unwrap(),
+        1
+    );
+    let today = Utc::now().date_naive();
+    let path = format!("/v1/reports/reconciliation?from={today}&to={today}");
+    let report: Value = app.get(k, &path).await.json().await.unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(
+        report["grants"]["summary"],
+        json!([{"currency": "USD", "paid_issued": "10.00", "granted_issued": "5.00",
+                "spent": "3.00", "expired": "2.00"}])
+    );
+    // The trial balance carries the breakage account.
+    let accounts = report["trial_balance"][0]["accounts"].to_string();
+    assert!(accounts.contains("breakage"), "{accounts}");
+
+    // A grant the job never reached: overdue, named by the failing check.
+    let late = app
+        .grant(
+            k,
+            w,
+            json!({"amount": "1.00", "category": "grant", "expires_at": in_secs(3600)}),
+        )
+        .await;
+    sqlx::query("UPDATE credit_grants SET expires_at = now() - interval '10 minutes' WHERE id = $1")
+        .bind(late)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let report: Value = app.get(k, &path).await.json().await.unwrap();
+    assert_eq!(report["failed_checks"], json!(["grants"]));
+    assert_eq!(report["grants"]["overdue_grant_ids"], json!([late]));
+}

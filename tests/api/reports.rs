@@ -334,7 +334,9 @@ async fn a_balance_changed_behind_the_books_is_flagged_on_that_wallet(
         .unwrap();
     let report = app.report(&shop.key).await;
     assert_eq!(report["ok"], false);
-    assert_eq!(report["failed_checks"], json!(["wallet_drift"]));
+    // The balance moved without its grants too.
+    assert_eq!(report["failed_checks"], json!(["wallet_drift", "grants"]));
+    assert_eq!(report["grants"]["wallets_not_matching_grants"], json!([a]));
     for w in report["wallets"].as_array().unwrap() {
         if w["wallet_id"] == a.to_string() {
             assert_eq!(
@@ -349,7 +351,7 @@ async fn a_balance_changed_behind_the_books_is_flagged_on_that_wallet(
     let failed = cli("json");
     assert_eq!(failed.status.code(), Some(1));
     let printed: Value = serde_json::from_slice(&failed.stdout).unwrap();
-    assert_eq!(printed["failed_checks"], json!(["wallet_drift"]));
+    assert_eq!(printed["failed_checks"], json!(["wallet_drift", "grants"]));
 }
 
 /// Balanced journal transactions of `amount` (external_payments → revenue)
