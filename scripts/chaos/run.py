@@ -302,6 +302,8 @@ def summarize(args, stats, ops, faults, checker, anomalies, wall, work_time, pan
           f"acknowledged movements, {f.get('journal_transactions')} journal transactions, "
           f"{f.get('request_keys_checked', 0)} request keys on their rows, {f.get('stored_answers_checked')} stored "
           f"answers, reconciliation ok {f.get('reconciliation_ok')}")
+    print(f"  grants            {f.get('grants')} grants, {f.get('grant_expiries')} expiries (by the job or the "
+          "money path), every grant invariant checked")
     print(f"  panics logged     {len(panics)}")
     print(f"  anomalies         {len(anomalies)}")
     shown = {}
@@ -393,6 +395,13 @@ def damage(pg, world, ops):
     pg.psql(replica + f"UPDATE wallets SET reserved = reserved + 1, overdraft_limit = overdraft_limit + 1 "
                       f"WHERE id = '{w5}'")
     done.append(("reserved +1 without a hold", {"reserved_holds", "reserved_model"}, w5))
+
+    # 6. Credit taken from a grant twice (its remaining lowered without a
+    # movement): the grants no longer hold the balance.
+    n = pg.psql("UPDATE credit_grants SET remaining = remaining - 0.01 WHERE id = "
+                "(SELECT id FROM credit_grants WHERE remaining - held >= 0.01 ORDER BY id LIMIT 1) RETURNING 1")
+    assert n.strip(), "no grant to damage"
+    done.append(("a grant's credit taken without a movement", {"grants"}, "wallets_not_matching_grants"))
     return done, [debit]
 
 

@@ -354,7 +354,7 @@ class Worker(threading.Thread):
             # Grants that expire mid-run, raced by the debits on their
             # wallet. A retry that reaches the server after the deadline is
             # refused (the deadline is no longer in the future).
-            at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=self.rng.uniform(1, 30))
+            at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=self.rng.uniform(1, 12))
             body["expires_at"] = at.isoformat()
             expect.add((422, "validation_failed"))
         self.do(shop, "credit", f"/v1/wallets/{w}/credit", body, {"wallet": w, "amount": amount}, expect)
