@@ -222,24 +222,11 @@ impl Grants {
                 left -= take;
             }
         }
-        let mut order: Vec<usize> = (0..self.0.len()).collect();
-        order.sort_by(|&a, &b| burn_order(&self.0[a], &self.0[b]));
-        for &i in &order {
-            let g = &mut self.0[i];
-            if left.is_zero() {
-                break;
-            }
-            if !g.live_at(at) {
-                continue;
-            }
-            let take = g.free().min(left);
-            if take > Decimal::ZERO {
-                g.remaining -= take;
-                left -= take;
-                w.take(g.id, take, false);
-            }
-        }
-        for &i in &order {
+        left = self.take_free(left, at, |g, take| {
+            g.remaining -= take;
+            w.take(g.id, take, false);
+        });
+        for i in self.order() {
             let g = &mut self.0[i];
             if left.is_zero() {
                 break;
@@ -440,26 +427,43 @@ impl Grants {
     /// Plans reserving `amount` for a hold: free live credit in burn
     /// order; what it does not cover the overdraft backs.
     pub fn reserve(&mut self, amount: Decimal, at: DateTime<Utc>) -> Vec<(Uuid, Decimal)> {
-        let mut left = amount;
         let mut taken = Vec::new();
+        self.take_free(amount, at, |g, take| {
+            g.held += take;
+            taken.push((g.id, take));
+        });
+        taken
+    }
+
+    /// The grants' indexes in burn order.
+    fn order(&self) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.0.len()).collect();
         order.sort_by(|&a, &b| burn_order(&self.0[a], &self.0[b]));
-        for i in order {
+        order
+    }
+
+    /// Takes up to `amount` of free credit of grants live at `at`, in burn
+    /// order, through `take` (grant, amount taken from it); returns what
+    /// they did not cover.
+    fn take_free(
+        &mut self,
+        amount: Decimal,
+        at: DateTime<Utc>,
+        mut take: impl FnMut(&mut Grant, Decimal),
+    ) -> Decimal {
+        let mut left = amount;
+        for i in self.order() {
             let g = &mut self.0[i];
             if left.is_zero() {
                 break;
             }
-            if !g.live_at(at) {
-                continue;
-            }
-            let take = g.free().min(left);
-            if take > Decimal::ZERO {
-                g.held += take;
-                left -= take;
-                taken.push((g.id, take));
+            let part = g.free().min(left);
+            if g.live_at(at) && part > Decimal::ZERO {
+                take(g, part);
+                left -= part;
             }
         }
-        taken
+        left
     }
 
     /// Frees what a hold reserved (`held`: grant, amount).

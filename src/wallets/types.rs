@@ -76,7 +76,7 @@ pub struct CreditRequest {
     pub expires_at: Option<DateTime<Utc>>,
     /// 0–100, default 50: lower is spent first.
     #[validate(range(min = 0, max = 100, message = "must be between 0 and 100"))]
-    #[schema(minimum = 0, maximum = 100, default = 50)]
+    #[schema(minimum = 0, maximum = 100)]
     pub priority: Option<i16>,
 }
 
