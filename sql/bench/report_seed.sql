@@ -35,6 +35,12 @@ SELECT shop, md5(shop::text || '-w' || w)::uuid, 'bench-' || w, 'USD',
        max(k) - 2 * (max(k) / 4), max(k) + 1
   FROM seed GROUP BY shop, w;
 
+-- Each balance held in one paid grant without expiry, as the migration that
+-- introduced grants left every balance (the seeded movements predate it).
+INSERT INTO credit_grants (shop_id, id, wallet_id, kind, amount, remaining, created_at)
+SELECT shop_id, md5(id::text || '-g')::uuid, id, 'paid', balance, balance, now()
+  FROM wallets WHERE shop_id = :'shop'::uuid AND balance > 0;
+
 INSERT INTO journal_transactions (shop_id, id, kind, created_at)
 SELECT shop, id, CASE WHEN k % 4 = 0 THEN 'wallet.debit' ELSE 'wallet.credit' END, created_at
   FROM seed;
@@ -56,4 +62,4 @@ SELECT shop, id, md5(shop::text || '-w' || w)::uuid, k + 1,
        1, k - 2 * (k / 4), id, created_at
   FROM seed;
 COMMIT;
-ANALYZE wallets, journal_transactions, journal_entries, wallet_transactions;
+ANALYZE wallets, credit_grants, journal_transactions, journal_entries, wallet_transactions;
