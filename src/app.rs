@@ -15,7 +15,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     config::{DatabaseConfig, ServeConfig},
-    contracts,
+    contracts, events,
     executor::Executor,
     http::{self, AppState, health, request_id},
     idempotency, invoices, jobs,
@@ -33,6 +33,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(invoices::routes::router())
         .merge(contracts::routes::router())
         .merge(webhooks::routes::router())
+        .merge(events::routes::router())
         .merge(reports::routes::router())
         .merge(tenants::routes::router())
         .merge(idempotency::routes::router())
@@ -151,6 +152,7 @@ pub fn state(pool: PgPool, config: &ServeConfig, key_wait: Duration) -> AppState
         idempotency: config.idempotency.clone(),
         reservations: config.reservations.clone(),
         webhooks: config.webhooks.clone(),
+        destinations: crate::events::deliveries::Destinations::new(&config.events.endpoint_allowed_hosts),
         heartbeats: Arc::default(),
         limits: Arc::new(http::limits::Limits::new(&config.limits)),
         admission: Arc::new(http::limits::Admission::new(&config.limits)),
@@ -250,6 +252,18 @@ impl Application {
             tokio::spawn(webhooks::worker::retention_loop(
                 pool.clone(),
                 config.webhooks.clone(),
+                beats.clone(),
+                stop_rx.clone(),
+            )),
+            tokio::spawn(jobs::delivery_loop(
+                pool.clone(),
+                config.events.clone(),
+                beats.clone(),
+                stop_rx.clone(),
+            )),
+            tokio::spawn(jobs::event_retention_loop(
+                pool.clone(),
+                config.events.event_retention,
                 beats.clone(),
                 stop_rx.clone(),
             )),

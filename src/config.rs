@@ -171,6 +171,9 @@ pub struct ServeConfig {
     pub webhooks: WebhookConfig,
 
     #[command(flatten)]
+    pub events: EventConfig,
+
+    #[command(flatten)]
     pub limits: LimitConfig,
 }
 
@@ -330,6 +333,86 @@ impl Default for WebhookConfig {
             retention: Duration::from_secs(30 * 24 * 3600),
             retention_interval: Duration::from_secs(3600),
         }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EventConfig {
+    /// Events (and their deliveries) older than this are deleted.
+    #[arg(long = "event-retention", env = "EVENT_RETENTION", default_value = "30d", value_parser = parse_interval)]
+    pub event_retention: Duration,
+
+    /// Hosts webhook endpoints may use although they are loopback, private
+    /// or link-local, and over plain http (comma-separated; for tests and
+    /// private networks).
+    #[arg(
+        long = "endpoint-allowed-hosts",
+        env = "ENDPOINT_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub endpoint_allowed_hosts: Vec<String>,
+
+    /// Wait after a delivery's first failed attempt; doubled after each
+    /// further one, with jitter (×0.5–1.5), up to DELIVERY_BACKOFF_MAX.
+    #[arg(long = "delivery-backoff-base", env = "DELIVERY_BACKOFF_BASE", default_value = "1m", value_parser = parse_duration)]
+    pub delivery_backoff_base: Duration,
+
+    #[arg(long = "delivery-backoff-max", env = "DELIVERY_BACKOFF_MAX", default_value = "6h", value_parser = parse_duration)]
+    pub delivery_backoff_max: Duration,
+
+    /// Attempts before a delivery ends `failed` (dead letter); with the
+    /// default backoff, about three days.
+    #[arg(long = "delivery-max-attempts", env = "DELIVERY_MAX_ATTEMPTS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub delivery_max_attempts: u32,
+
+    /// Longest a delivery's POST may take, connecting included (at most 5 s
+    /// of it connecting).
+    #[arg(long = "delivery-timeout", env = "DELIVERY_TIMEOUT", default_value = "10s", value_parser = parse_interval)]
+    pub delivery_timeout: Duration,
+
+    /// Deliveries this instance posts at once, over all endpoints.
+    #[arg(long = "delivery-concurrency", env = "DELIVERY_CONCURRENCY", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub delivery_concurrency: u32,
+
+    /// Deliveries of one endpoint an instance posts at once (of different
+    /// wallets: one wallet's go one after another).
+    #[arg(long = "delivery-endpoint-concurrency", env = "DELIVERY_ENDPOINT_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub delivery_endpoint_concurrency: u32,
+
+    /// How often the worker looks for due deliveries (a manual retry wakes
+    /// it at once).
+    #[arg(long = "delivery-poll-interval", env = "DELIVERY_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub delivery_poll_interval: Duration,
+
+    /// Deliveries in a row that end `failed` before their endpoint is
+    /// disabled.
+    #[arg(long = "endpoint-failure-limit", env = "ENDPOINT_FAILURE_LIMIT", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub endpoint_failure_limit: u32,
+}
+
+impl Default for EventConfig {
+    fn default() -> Self {
+        EventConfig {
+            event_retention: Duration::from_secs(30 * 24 * 3600),
+            endpoint_allowed_hosts: Vec::new(),
+            delivery_backoff_base: Duration::from_secs(60),
+            delivery_backoff_max: Duration::from_secs(6 * 3600),
+            delivery_max_attempts: 20,
+            delivery_timeout: Duration::from_secs(10),
+            delivery_concurrency: 32,
+            delivery_endpoint_concurrency: 4,
+            delivery_poll_interval: Duration::from_secs(1),
+            endpoint_failure_limit: 5,
+        }
+    }
+}
+
+impl EventConfig {
+    /// How long a leased delivery is left to its worker: its POST's
+    /// timeout and a margin to record it.
+    pub fn delivery_lease(&self) -> Duration {
+        self.delivery_timeout + Duration::from_secs(30)
     }
 }
 

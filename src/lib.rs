@@ -7,6 +7,7 @@ pub mod citus;
 pub mod config;
 pub mod contracts;
 pub mod dates;
+pub mod events;
 pub mod executor;
 pub mod http;
 pub mod idempotency;

@@ -23,7 +23,8 @@ DECLARE
         'invoice_counters', 'invoices', 'invoice_lines', 'invoice_payments', 'contracts',
         'webhook_secrets', 'webhook_events', 'journal_daily_totals', 'journal_wallet_balances',
         'journal_rollup_shops', 'credit_note_counters', 'credit_notes', 'payment_refunds',
-        'credit_grants', 'grant_consumptions', 'reservation_grants'];
+        'credit_grants', 'grant_consumptions', 'reservation_grants', 'events', 'webhook_endpoints',
+        'event_deliveries', 'delivery_attempts', 'balance_alerts'];
     t text;
     fk record;
     fks text[] := '{}';

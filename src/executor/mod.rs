@@ -92,6 +92,11 @@ pub trait Outcome: Serialize {
     fn audit_detail(&self) -> Option<serde_json::Value> {
         None
     }
+    /// What orders this outcome's event among an endpoint's deliveries:
+    /// the wallet it moved, else its own object (docs/events.md).
+    fn event_key(&self) -> Uuid {
+        self.entity_id()
+    }
 }
 
 /// The strong `ETag` of an object at `version` (what `If-Match` names).
@@ -428,6 +433,18 @@ impl Done {
     }
 }
 
+/// The event a fresh success writes (`events::type_of` its action), its
+/// data the stored answer; none for a create that found its object, which
+/// changed nothing.
+fn events_of<O: Outcome>(action: &'static str, value: &O, stored: &Stored) -> Vec<crate::events::Event> {
+    if value.status().is_some() {
+        return Vec::new();
+    }
+    crate::events::Event::of(action, value.event_key(), &stored.body)
+        .into_iter()
+        .collect()
+}
+
 fn audit_entry<'a, O: Outcome>(
     actor: Actor,
     action: &'static str,
@@ -528,7 +545,11 @@ impl<'a> Unit<'a> {
         let completion = match &done {
             Ok(done) => {
                 let audit = audit_entry(self.actor, self.action, &value, self.request);
-                Completion::new(shop_id, key, Some(&done.stored), Some(&audit))
+                Completion::new(shop_id, key, Some(&done.stored), Some(&audit)).with_events(events_of(
+                    self.action,
+                    &value,
+                    &done.stored,
+                ))
             }
             Err(_) => Completion::none(shop_id),
         };
@@ -765,7 +786,13 @@ impl Executor {
         let done = Done::new(C::STATUS, &value).map_err(ExecError::from)?;
         let audit = audit_entry(actor, C::ACTION, &value, request);
         let audit = (!earlier).then_some(&audit);
-        let completion = Completion::new(actor.shop_id, request.key.as_str(), Some(&done.stored), audit);
+        let events = if earlier {
+            Vec::new()
+        } else {
+            events_of(C::ACTION, &value, &done.stored)
+        };
+        let completion = Completion::new(actor.shop_id, request.key.as_str(), Some(&done.stored), audit)
+            .with_events(events);
         idempotency::complete(&mut tx, completion)
             .await
             .map_err(ExecError::from)?;

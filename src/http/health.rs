@@ -137,6 +137,8 @@ pub struct FullHealth {
     pub migrations: Option<MigrationHealth>,
     pub loops: Vec<crate::jobs::LoopHealth>,
     pub webhook_queue: Option<QueueHealth>,
+    /// Outbound event deliveries (docs/runbooks/event-deliveries.md).
+    pub event_deliveries: Option<crate::events::deliveries::Backlog>,
     /// This instance's last minute of requests.
     pub last_minute: super::recent::LastMinute,
 }
@@ -168,7 +170,7 @@ pub async fn health_full(State(state): State<AppState>) -> Response {
             .map(|_| u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)),
         error: db.err(),
     };
-    let (mut migrations, mut webhook_queue) = (None, None);
+    let (mut migrations, mut webhook_queue, mut event_deliveries) = (None, None, None);
     if database.ok {
         let applied: Result<Vec<i64>, String> = probe(
             sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success").fetch_all(&state.pool),
@@ -188,6 +190,7 @@ pub async fn health_full(State(state): State<AppState>) -> Response {
                 oldest_pending_age_seconds: oldest,
             });
         }
+        event_deliveries = probe(crate::events::deliveries::backlog(&state.pool)).await.ok();
     }
     let loops = state.heartbeats.report(chrono::Utc::now());
     let status = if !database.ok {
@@ -208,6 +211,7 @@ pub async fn health_full(State(state): State<AppState>) -> Response {
         migrations,
         loops,
         webhook_queue,
+        event_deliveries,
         last_minute: state.recent.last_minute(),
     };
     let code = if status == "ok" {

@@ -37,6 +37,8 @@ pub struct AppState {
     pub idempotency: IdempotencyConfig,
     pub reservations: ReservationConfig,
     pub webhooks: WebhookConfig,
+    /// Where webhook endpoints may point (ENDPOINT_ALLOWED_HOSTS).
+    pub destinations: crate::events::deliveries::Destinations,
     /// Per-shop and per-address rate limits of this instance.
     pub limits: Arc<limits::Limits>,
     /// Slots for API requests in flight (MAX_IN_FLIGHT, shops' requests

@@ -118,15 +118,17 @@ macro_rules! query_claiming {
 }
 pub(crate) use query_claiming;
 
-/// What a completing statement binds as `$1`–`$14`: the outcome stored
-/// under the key (`$3`–`$7`, or none) and the audit rows (`$8`–`$14`, one
-/// array per column: one row for a request, several for a job, or none).
+/// What a completing statement binds as `$1`–`$18`: the outcome stored
+/// under the key (`$3`–`$7`, or none), the audit rows (`$8`–`$14`, one
+/// array per column: one row for a request, several for a job, or none)
+/// and the events (`$15`–`$18`).
 #[derive(Debug, Clone, Default)]
 pub struct Completion<'a> {
     pub shop_id: Uuid,
     pub key: &'a str,
     pub stored: Option<Stored>,
     pub audit: crate::audit::Rows<'a>,
+    pub events: crate::events::Rows,
 }
 
 impl<'a> Completion<'a> {
@@ -141,7 +143,14 @@ impl<'a> Completion<'a> {
             key,
             stored: response.cloned(),
             audit: crate::audit::Rows::of(audit.map(std::slice::from_ref).unwrap_or_default()),
+            events: crate::events::Rows::default(),
         }
+    }
+
+    /// Writes `events` too (in the completing statement's transaction).
+    pub fn with_events(mut self, events: Vec<crate::events::Event>) -> Self {
+        self.events.extend(events);
+        self
     }
 
     /// Stores and audits nothing: for a statement that shares the SQL of a
@@ -164,10 +173,12 @@ impl<'a> Completion<'a> {
 }
 
 /// `sqlx::query!` for a statement that also stores the outcome under the
-/// claimed key and writes the audit rows (the one audit writer), so a
-/// change, its record and its audit entry are one round trip. `$done` is a
-/// `Completion` variable. The statement's SQL continues the `WITH` list or
-/// ends it; `$1` is the shop id, its own parameters start at `$15`.
+/// claimed key and writes the audit rows (the one audit writer) and the
+/// events with their deliveries to the shop's subscribed endpoints (the one
+/// event writer: the outbox), so a change, its record, its audit entry and
+/// its events are one round trip. `$done` is a `Completion` variable. The
+/// statement's SQL continues the `WITH` list or ends it; `$1` is the shop
+/// id, its own parameters start at `$19`.
 macro_rules! query_completing {
     ($done:ident, $sql:literal $(, $args:expr)* $(,)?) => {{
         let _: &$crate::idempotency::Completion<'_> = &$done;
@@ -184,7 +195,19 @@ macro_rules! query_completing {
                  SELECT $1, a.id, a.api_key_id, a.action, a.entity, a.entity_id, a.request_id, a.detail \
                    FROM UNNEST($8::uuid[], $9::uuid[], $10::text[], $11::text[], $12::uuid[], \
                                $13::text[], $14::jsonb[]) \
-                        AS a(id, api_key_id, action, entity, entity_id, request_id, detail)) "
+                        AS a(id, api_key_id, action, entity, entity_id, request_id, detail)), \
+             evented AS (\
+                 INSERT INTO events (shop_id, id, type, ordering_key, data) \
+                 SELECT $1, e.id, e.type, e.key, e.data::jsonb \
+                   FROM UNNEST($15::uuid[], $16::text[], $17::uuid[], $18::text[]) AS e(id, type, key, data) \
+                 RETURNING id, type, ordering_key, seq), \
+             fanned AS (\
+                 INSERT INTO event_deliveries \
+                     (shop_id, id, endpoint_id, event_id, event_type, ordering_key, event_seq) \
+                 SELECT $1, gen_random_uuid(), p.id, v.id, v.type, v.ordering_key, v.seq \
+                   FROM evented v \
+                   JOIN webhook_endpoints p ON p.shop_id = $1 AND NOT p.disabled AND p.deleted_at IS NULL \
+                    AND (v.type = ANY (p.event_types) OR '*' = ANY (p.event_types))) "
                 + $sql,
             $done.shop_id,
             $done.key,
@@ -199,7 +222,11 @@ macro_rules! query_completing {
             &$done.audit.entities as &[&str],
             &$done.audit.entity_ids,
             &$done.audit.request_ids as &[&str],
-            &$done.audit.details as &[Option<serde_json::Value>]
+            &$done.audit.details as &[Option<serde_json::Value>],
+            &$done.events.ids,
+            &$done.events.types as &[&str],
+            &$done.events.keys,
+            &$done.events.data
             $(, $args)*
         )
     }};

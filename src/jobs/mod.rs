@@ -4,6 +4,7 @@
 //! advisory lock, in batches) and stops when the shutdown signal flips.
 
 mod cleanup;
+mod event_delivery;
 mod expiry;
 mod grant_expiry;
 mod rollup;
@@ -20,6 +21,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
 pub use cleanup::{IDEMPOTENCY_CLEANUP_LOOP, cleanup_idempotency, idempotency_cleanup_loop};
+pub use event_delivery::{DELIVERY_LOOP, EVENT_RETENTION_LOOP, delivery_loop, event_retention_loop};
 pub use expiry::{RESERVATION_EXPIRY_LOOP, expire_reservations, render_held, reservation_expiry_loop};
 pub use grant_expiry::{GRANT_EXPIRY_LOOP, expire_grants, grant_expiry_loop};
 pub use rollup::{JOURNAL_ROLLUP_INTERVAL, JOURNAL_ROLLUP_LOOP, journal_rollup_loop};

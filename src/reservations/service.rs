@@ -11,6 +11,7 @@ use super::{CaptureReservation, CreateReservation, Held, Reservation, Reservatio
 use crate::{
     audit,
     config::ReservationConfig,
+    events::{self, Event, RESERVATION_EXPIRED},
     executor::{Claimed, Ran, Taken, Unclaimed, Unit},
     idempotency::{Completion, query_completing},
     ledger::{self, Account},
@@ -26,6 +27,7 @@ use crate::{
 pub const EXPIRY_JOB: &str = "job:reservation-expiry";
 
 /// A `credit_reservations` row.
+#[derive(Clone)]
 struct Row {
     id: Uuid,
     wallet_id: Uuid,
@@ -349,23 +351,32 @@ impl Settling {
             request_id,
             detail: None,
         });
-        let done = Completion::audit_only(tenant.shop_id, entry.as_slice());
+        // An expiry a request found is told as the job's would be; the
+        // request's own capture or release is told by the executor.
+        let mut events = Vec::new();
+        if expired_by.is_some() {
+            let mut ended = self.row.clone();
+            ended.status = status.as_str().to_owned();
+            ended.settled_at = Some(self.wallet.at);
+            events.push(Event::new(RESERVATION_EXPIRED, ended.wallet_id, &ended.view()?)?);
+        }
+        let done = Completion::audit_only(tenant.shop_id, entry.as_slice()).with_events(events);
         query_completing!(
             done,
             ", w AS (
-                 UPDATE wallets SET reserved = reserved - $16, version = version + 1, updated_at = $18
-                  WHERE shop_id = $1 AND id = $17
+                 UPDATE wallets SET reserved = reserved - $20, version = version + 1, updated_at = $22
+                  WHERE shop_id = $1 AND id = $21
              ),
              freed AS (
-                 DELETE FROM reservation_grants WHERE shop_id = $1 AND reservation_id = $15
+                 DELETE FROM reservation_grants WHERE shop_id = $1 AND reservation_id = $19
                  RETURNING grant_id, amount
              ),
              unheld AS (
                  UPDATE credit_grants x SET held = x.held - f.amount
-                   FROM freed f WHERE x.shop_id = $1 AND x.wallet_id = $17 AND x.id = f.grant_id
+                   FROM freed f WHERE x.shop_id = $1 AND x.wallet_id = $21 AND x.id = f.grant_id
              )
-             UPDATE credit_reservations SET status = $19, settled_at = $18, settle_key = $20
-              WHERE shop_id = $1 AND id = $15",
+             UPDATE credit_reservations SET status = $23, settled_at = $22, settle_key = $24
+              WHERE shop_id = $1 AND id = $19",
             self.row.id,
             self.row.amount,
             self.row.wallet_id,
@@ -677,6 +688,25 @@ async fn expire_batch(pool: &PgPool, shop: Uuid, batch: u32) -> Result<(i64, i64
             })
             .collect();
         audit::write(&mut tx, shop[0].0, &entries).await?;
+        let ids: Vec<Uuid> = shop.iter().map(|&(_, id)| id).collect();
+        let ended = sqlx::query_as!(
+            Row,
+            "SELECT id, wallet_id, currency, amount, captured_amount, status, reservation_key,
+                    description, metadata, expires_at, created_at, settled_at, wallet_transaction_id
+               FROM credit_reservations WHERE shop_id = $1 AND id = ANY($2) ORDER BY id",
+            shop[0].0,
+            &ids
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut events = Vec::with_capacity(ended.len());
+        for row in ended {
+            let view = row.view().map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+            let event = Event::new(RESERVATION_EXPIRED, view.wallet_id, &view)
+                .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+            events.push(event);
+        }
+        events::write(&mut tx, shop[0].0, events).await?;
     }
     tx.commit().await?;
     Ok((due, expired.len() as i64))

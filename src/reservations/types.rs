@@ -113,6 +113,9 @@ impl Outcome for Held {
     fn entity_id(&self) -> Uuid {
         self.reservation.id
     }
+    fn event_key(&self) -> Uuid {
+        self.reservation.wallet_id
+    }
     fn location(&self) -> Option<String> {
         Some(format!("/v1/reservations/{}", self.reservation.id))
     }
@@ -125,6 +128,9 @@ impl Outcome for Reservation {
     const ENTITY: &'static str = "reservation";
     fn entity_id(&self) -> Uuid {
         self.id
+    }
+    fn event_key(&self) -> Uuid {
+        self.wallet_id
     }
 }
 

@@ -15,6 +15,7 @@ use super::{
 };
 use crate::{
     audit,
+    events::Event,
     idempotency::Completion,
     ledger::{self, Account, Posting},
     metadata::{self, Metadata},
@@ -241,7 +242,10 @@ pub async fn expire_due(
             request_id,
             detail: None,
         };
-        let done = Completion::audit_only(shop_id, std::slice::from_ref(&entry));
+        // Its event's data is the expiry movement, whose consumptions name
+        // the grant and what left it.
+        let event = Event::new(crate::events::GRANT_EXPIRED, wallet.id, &leg.view()?)?;
+        let done = Completion::audit_only(shop_id, std::slice::from_ref(&entry)).with_events(vec![event]);
         let (_, delta) = write_leg(&mut *conn, leg, Some(&posting), done, None).await?;
         wallet.balance += delta;
         metrics::counter!("grants_expired_total").increment(1);

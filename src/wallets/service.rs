@@ -104,6 +104,12 @@ pub async fn create(
 }
 
 pub async fn get(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> Result<Wallet, WalletError> {
+    get_in_shop(conn, tenant.shop_id, id).await
+}
+
+/// The wallet as `get` shows it, for work done on the shop's behalf
+/// without a request (an event's data).
+pub async fn get_in_shop(conn: &mut PgConnection, shop_id: Uuid, id: Uuid) -> Result<Wallet, WalletError> {
     let r = sqlx::query!(
         "SELECT w.id, w.customer_ref, w.currency, w.balance, w.reserved, w.overdraft_limit, w.version,
                 w.metadata, w.created_at, w.updated_at, g.paid AS \"paid!\", g.granted AS \"granted!\"
@@ -114,7 +120,7 @@ pub async fn get(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> Result<Wa
                  FROM credit_grants x
                 WHERE x.shop_id = $1 AND x.wallet_id = w.id AND x.remaining > 0) g ON true
           WHERE w.shop_id = $1 AND w.id = $2",
-        tenant.shop_id,
+        shop_id,
         id
     )
     .fetch_optional(conn)
@@ -497,104 +503,116 @@ fn consumptions(
 /// Writes one leg, the journal transaction when there is a `posting`, its
 /// grants' changes and whatever `done` stores, in one statement. The row
 /// must match the leg's view, which may already be the stored answer.
+/// Returns the balance alerts the leg flipped, each with its new `armed`:
+/// the flip happens in this statement, whose snapshot (taken after the
+/// wallet's lock was granted) sees every alert created before.
 pub(super) async fn apply(
     conn: &mut PgConnection,
     leg: &Leg<'_>,
     posting: Option<&Posting>,
     done: Completion<'_>,
-) -> Result<(), WalletError> {
+) -> Result<Vec<(Uuid, bool)>, WalletError> {
     // Without a posting the arrays are empty and the journal CTEs write nothing.
     let j = posting.map_or_else(|| Ok(Rows::empty()), Posting::rows)?;
     let g = GrantRows::of(&leg.grants);
-    // $1 shop, $2–$14 the completion (key, stored outcome, audit rows);
-    // the statement's own from $15.
+    // $1 shop, $2–$18 the completion (key, stored outcome, audit rows,
+    // events); the statement's own from $19.
     let r = query_completing!(
         done,
         ", jt AS (
              INSERT INTO journal_transactions (shop_id, id, kind, created_at)
-             SELECT $1, $25, $26, $32 WHERE cardinality($28::smallint[]) > 0
+             SELECT $1, $29, $30, $36 WHERE cardinality($32::smallint[]) > 0
          ),
          je AS (
              INSERT INTO journal_entries
                  (shop_id, journal_transaction_id, line, account, wallet_id, currency, amount)
-             SELECT $1, $25, e.line, e.account, e.wallet_id, $27, e.amount
-               FROM UNNEST($28::smallint[], $29::text[], $30::uuid[], $31::numeric[])
+             SELECT $1, $29, e.line, e.account, e.wallet_id, $31, e.amount
+               FROM UNNEST($32::smallint[], $33::text[], $34::uuid[], $35::numeric[])
                     AS e(line, account, wallet_id, amount)
          ),
          gn AS (
              INSERT INTO credit_grants
                  (shop_id, id, wallet_id, kind, amount, remaining, priority, expires_at,
                   wallet_transaction_id, source_grant_id, metadata, created_at)
-             SELECT $1, n.id, $15, n.kind, n.amount, n.remaining, n.priority, n.expires_at, $17,
-                    n.source, n.metadata, $32
-               FROM UNNEST($35::uuid[], $36::text[], $37::numeric[], $38::numeric[], $39::smallint[],
-                           $40::timestamptz[], $41::uuid[], $42::jsonb[])
+             SELECT $1, n.id, $19, n.kind, n.amount, n.remaining, n.priority, n.expires_at, $21,
+                    n.source, n.metadata, $36
+               FROM UNNEST($39::uuid[], $40::text[], $41::numeric[], $42::numeric[], $43::smallint[],
+                           $44::timestamptz[], $45::uuid[], $46::jsonb[])
                     AS n(id, kind, amount, remaining, priority, expires_at, source, metadata)
          ),
          gc AS (
              UPDATE credit_grants x
                 SET remaining = x.remaining - c.taken, held = x.held - c.unheld,
                     expired = x.expired + c.expired,
-                    expired_at = CASE WHEN c.expired > 0 THEN coalesce(x.expired_at, $32)
+                    expired_at = CASE WHEN c.expired > 0 THEN coalesce(x.expired_at, $36)
                                       ELSE x.expired_at END
-               FROM UNNEST($43::uuid[], $44::numeric[], $45::numeric[], $46::numeric[])
+               FROM UNNEST($47::uuid[], $48::numeric[], $49::numeric[], $50::numeric[])
                     AS c(id, taken, unheld, expired)
-              WHERE x.shop_id = $1 AND x.wallet_id = $15 AND x.id = c.id
+              WHERE x.shop_id = $1 AND x.wallet_id = $19 AND x.id = c.id
          ),
          gu AS (
              INSERT INTO grant_consumptions (shop_id, wallet_transaction_id, line, grant_id, amount, held)
-             SELECT $1, $17, u.line, u.grant_id, u.amount, u.held
-               FROM UNNEST($47::uuid[], $48::numeric[], $49::bool[]) WITH ORDINALITY
+             SELECT $1, $21, u.line, u.grant_id, u.amount, u.held
+               FROM UNNEST($51::uuid[], $52::numeric[], $53::bool[]) WITH ORDINALITY
                     AS u(grant_id, amount, held, line)
          ),
          w AS (
-             UPDATE wallets SET balance = balance + $16, reserved = reserved - $33,
-                                version = version + 1, updated_at = $32
-              WHERE shop_id = $1 AND id = $15
-             RETURNING balance, version
+             UPDATE wallets SET balance = balance + $20, reserved = reserved - $37,
+                                version = version + 1, updated_at = $36
+              WHERE shop_id = $1 AND id = $19
+             RETURNING balance, reserved, version
+         ),
+         fl AS (
+             UPDATE balance_alerts a SET armed = NOT a.armed
+               FROM w
+              WHERE a.shop_id = $1 AND a.wallet_id = $19
+                AND a.armed <> (w.balance - w.reserved >= a.available_below)
+             RETURNING a.id, a.armed
          )
          INSERT INTO wallet_transactions
              (shop_id, id, wallet_id, wallet_version, type, category, amount, balance_after,
               description, metadata, idempotency_key, transfer_id, journal_transaction_id,
               created_at, refund_of)
-         SELECT $1, $17, $15, w.version, $18, $19, $20, w.balance, $21, $22, $23, $24, $25, $32, $34
+         SELECT $1, $21, $19, w.version, $22, $23, $24, w.balance, $25, $26, $27, $28, $29, $36, $38
            FROM w
-         RETURNING balance_after",
-        leg.wallet.id,                              // $15
-        leg.delta(),                                // $16
-        leg.id,                                     // $17
-        leg.type_.as_str(),                         // $18
-        leg.category.as_str(),                      // $19
-        leg.amount,                                 // $20
-        leg.description,                            // $21
-        Json(leg.metadata) as _,                    // $22
-        leg.key,                                    // $23
-        leg.transfer_id,                            // $24
-        leg.journal_id,                             // $25
-        j.kind,                                     // $26
-        j.currency,                                 // $27
-        &j.lines,                                   // $28
-        &j.accounts as &[&str],                     // $29
-        &j.wallets as &[Option<Uuid>],              // $30
-        &j.amounts,                                 // $31
-        leg.wallet.at,                              // $32
-        leg.release,                                // $33
-        leg.refund_of,                              // $34
-        &g.new_ids,                                 // $35
-        &g.new_kinds as &[&str],                    // $36
-        &g.new_amounts,                             // $37
-        &g.new_remaining,                           // $38
-        &g.new_priorities,                          // $39
-        &g.new_expires as &[Option<DateTime<Utc>>], // $40
-        &g.new_sources as &[Option<Uuid>],          // $41
-        &g.new_metadata,                            // $42
-        &g.changed_ids,                             // $43
-        &g.changed_taken,                           // $44
-        &g.changed_unheld,                          // $45
-        &g.changed_expired,                         // $46
-        &g.use_grants,                              // $47
-        &g.use_amounts,                             // $48
-        &g.use_held,                                // $49
+         RETURNING balance_after,
+                   (SELECT array_agg(fl.id ORDER BY fl.id) FROM fl) AS \"flipped_ids: Vec<Uuid>\",
+                   (SELECT array_agg(fl.armed ORDER BY fl.id) FROM fl) AS \"flipped_armed: Vec<bool>\"",
+        leg.wallet.id,                              // $19
+        leg.delta(),                                // $20
+        leg.id,                                     // $21
+        leg.type_.as_str(),                         // $22
+        leg.category.as_str(),                      // $23
+        leg.amount,                                 // $24
+        leg.description,                            // $25
+        Json(leg.metadata) as _,                    // $26
+        leg.key,                                    // $27
+        leg.transfer_id,                            // $28
+        leg.journal_id,                             // $29
+        j.kind,                                     // $30
+        j.currency,                                 // $31
+        &j.lines,                                   // $32
+        &j.accounts as &[&str],                     // $33
+        &j.wallets as &[Option<Uuid>],              // $34
+        &j.amounts,                                 // $35
+        leg.wallet.at,                              // $36
+        leg.release,                                // $37
+        leg.refund_of,                              // $38
+        &g.new_ids,                                 // $39
+        &g.new_kinds as &[&str],                    // $40
+        &g.new_amounts,                             // $41
+        &g.new_remaining,                           // $42
+        &g.new_priorities,                          // $43
+        &g.new_expires as &[Option<DateTime<Utc>>], // $44
+        &g.new_sources as &[Option<Uuid>],          // $45
+        &g.new_metadata,                            // $46
+        &g.changed_ids,                             // $47
+        &g.changed_taken,                           // $48
+        &g.changed_unheld,                          // $49
+        &g.changed_expired,                         // $50
+        &g.use_grants,                              // $51
+        &g.use_amounts,                             // $52
+        &g.use_held,                                // $53
     )
     .fetch_one(&mut *conn)
     .await?;
@@ -603,7 +621,9 @@ pub(super) async fn apply(
         // that differs from the books.
         return Err(StoreError::broken(format!("wallet {} moved while locked", leg.wallet.id)).into());
     }
-    Ok(())
+    let ids = r.flipped_ids.unwrap_or_default();
+    let armed = r.flipped_armed.unwrap_or_default();
+    Ok(ids.into_iter().zip(armed).collect())
 }
 
 /// A leg's grant writes as the columns `apply` unnests.
@@ -663,10 +683,11 @@ pub(super) async fn write_leg(
 ) -> Result<(WalletTransaction, Decimal), WalletError> {
     let view = leg.view()?;
     let shop_id = done.shop_id;
-    apply(conn, &leg, posting, done).await?;
+    let flipped = apply(conn, &leg, posting, done).await?;
     if !leg.grants.lent.is_empty() {
         grant_store::lend_holds(conn, shop_id, own_hold, &leg.grants.lent).await?;
     }
+    crate::events::alerts::fire(conn, shop_id, leg.wallet.id, &flipped).await?;
     Ok((view, leg.delta()))
 }
 

@@ -409,12 +409,18 @@ impl Outcome for WalletTransaction {
     fn entity_id(&self) -> Uuid {
         self.id
     }
+    fn event_key(&self) -> Uuid {
+        self.wallet_id
+    }
 }
 
 impl Outcome for MovementRefund {
     const ENTITY: &'static str = "wallet_transaction";
     fn entity_id(&self) -> Uuid {
         self.0.id
+    }
+    fn event_key(&self) -> Uuid {
+        self.0.wallet_id
     }
     fn location(&self) -> Option<String> {
         Some(format!(
@@ -428,5 +434,9 @@ impl Outcome for Transfer {
     const ENTITY: &'static str = "transfer";
     fn entity_id(&self) -> Uuid {
         self.id
+    }
+    /// Ordered with the source wallet's movements.
+    fn event_key(&self) -> Uuid {
+        self.from_wallet_id
     }
 }

@@ -54,8 +54,19 @@ pub fn verify<'a>(header: &Header, body: &[u8], secrets: impl IntoIterator<Item 
 
 /// The header a provider would send (for tests, tools and documentation).
 pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
-    let sig = mac(secret, timestamp, body).finalize().into_bytes();
-    format!("t={timestamp},v1={}", hex::encode(sig))
+    sign_all([secret], timestamp, body)
+}
+
+/// The header of an outbound delivery: one `v1=` per secret (the new and
+/// the replaced one during a rotation's grace period).
+pub fn sign_all<'a>(secrets: impl IntoIterator<Item = &'a str>, timestamp: i64, body: &[u8]) -> String {
+    let mut header = format!("t={timestamp}");
+    for secret in secrets {
+        let sig = mac(secret, timestamp, body).finalize().into_bytes();
+        header.push_str(",v1=");
+        header.push_str(&hex::encode(sig));
+    }
+    header
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@ use std::time::Duration;
 use billing_ledger::{
     app,
     config::{
-        DatabaseConfig, GrantConfig, IdempotencyConfig, LimitConfig, LogFormat, ReservationConfig, Secret,
-        ServeConfig, WebhookConfig,
+        DatabaseConfig, EventConfig, GrantConfig, IdempotencyConfig, LimitConfig, LogFormat,
+        ReservationConfig, Secret, ServeConfig, WebhookConfig,
     },
     http::AppState,
     tenants::{self, NewKey, Role},
@@ -42,6 +42,11 @@ pub fn serve_config() -> ServeConfig {
         idempotency: IdempotencyConfig::default(),
         reservations: ReservationConfig::default(),
         grants: GrantConfig::default(),
+        // Loopback receivers stand for the shops' endpoints.
+        events: EventConfig {
+            endpoint_allowed_hosts: vec!["127.0.0.1".into()],
+            ..EventConfig::default()
+        },
         webhooks: WebhookConfig::default(),
         // Off: the other tests send bursts from one shop on purpose; the
         // limits' own tests switch them on.

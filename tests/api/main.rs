@@ -3,6 +3,7 @@
 
 mod concurrency;
 mod contracts;
+mod events;
 mod executor;
 mod foundation;
 mod grants;

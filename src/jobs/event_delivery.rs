@@ -1,0 +1,221 @@
+//! The event delivery worker (docs/events.md, docs/runbooks/event-deliveries.md):
+//! finds endpoints with due deliveries and works each in a task of its own —
+//! lease a few deliveries (`FOR UPDATE SKIP LOCKED`, so any number of
+//! instances share them), post them at once, record each attempt, repeat
+//! until none is due. A slow or dead endpoint thus holds only its own task
+//! and its share of DELIVERY_CONCURRENCY, never another endpoint's
+//! deliveries or the API. A crashed instance's leases run out and another
+//! posts those deliveries again: at least once.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use sqlx::{PgPool, postgres::PgListener};
+use tokio::{
+    sync::{Semaphore, watch},
+    task::JoinSet,
+};
+use uuid::Uuid;
+
+use super::{Heartbeats, every};
+use crate::{
+    config::EventConfig,
+    events::{
+        self,
+        deliveries::{self, CHANNEL, Destinations},
+    },
+};
+
+pub const DELIVERY_LOOP: &str = "event_delivery";
+pub const EVENT_RETENTION_LOOP: &str = "event_retention";
+
+#[derive(Clone)]
+struct Worker {
+    pool: PgPool,
+    config: EventConfig,
+    destinations: Destinations,
+    client: reqwest::Client,
+    permits: Arc<Semaphore>,
+    /// Endpoints this instance is working now.
+    busy: Arc<Mutex<HashSet<Uuid>>>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Worker {
+    /// Leases and posts the endpoint's due deliveries until none is left.
+    async fn work(self, shop_id: Uuid, endpoint_id: Uuid) {
+        let limit = i64::from(self.config.delivery_endpoint_concurrency);
+        while !*self.shutdown.borrow() {
+            let leased = match deliveries::lease(
+                &self.pool,
+                shop_id,
+                endpoint_id,
+                limit,
+                self.config.delivery_lease(),
+            )
+            .await
+            {
+                Ok(leased) if !leased.is_empty() => leased,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, endpoint = %endpoint_id, "leasing deliveries failed");
+                    break;
+                }
+            };
+            let posts = leased.iter().map(|d| self.deliver(d));
+            futures_util::future::join_all(posts).await;
+        }
+        self.busy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&endpoint_id);
+    }
+
+    async fn deliver(&self, d: &deliveries::Leased) {
+        let Ok(_permit) = self.permits.acquire().await else {
+            return;
+        };
+        let attempt = deliveries::post(&self.client, &self.destinations, d).await;
+        metrics::histogram!("event_delivery_seconds").record(attempt.latency.as_secs_f64());
+        match deliveries::record(&self.pool, d, &attempt, &self.config).await {
+            Ok(Some(status)) => {
+                metrics::counter!("event_deliveries_total", "outcome" => outcome(&status)).increment(1);
+                if status != "delivered" {
+                    tracing::warn!(delivery = %d.id, endpoint = %d.endpoint_id, status,
+                        code = ?attempt.status_code, error = ?attempt.error, "event delivery failed");
+                }
+            }
+            // Its lease ran out while posting: another worker has it.
+            Ok(None) => metrics::counter!("event_deliveries_total", "outcome" => "lease_lost").increment(1),
+            Err(e) => tracing::warn!(error = %e, delivery = %d.id, "recording a delivery failed"),
+        }
+    }
+
+    /// Starts a task for every endpoint with due deliveries not worked here
+    /// yet.
+    async fn round(&self, tasks: &mut JoinSet<()>) -> Result<(), sqlx::Error> {
+        for (shop_id, endpoint_id) in deliveries::due_endpoints(&self.pool).await? {
+            let fresh = self
+                .busy
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(endpoint_id);
+            if fresh {
+                tasks.spawn(self.clone().work(shop_id, endpoint_id));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn outcome(status: &str) -> &'static str {
+    match status {
+        "delivered" => "delivered",
+        "failed" => "failed",
+        _ => "retrying",
+    }
+}
+
+async fn listen(pool: &PgPool) -> Option<PgListener> {
+    let mut listener = PgListener::connect_with(pool).await.ok()?;
+    listener.listen(CHANNEL).await.ok()?;
+    Some(listener)
+}
+
+/// Runs until shutdown, then lets the posts in flight finish (each within
+/// DELIVERY_TIMEOUT) and records them; what is left comes back when its
+/// lease ends.
+pub async fn delivery_loop(
+    pool: PgPool,
+    config: EventConfig,
+    heartbeats: Arc<Heartbeats>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let destinations = Destinations::new(&config.endpoint_allowed_hosts);
+    let client = match destinations.client(config.delivery_timeout) {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::error!(error = %e, "no HTTP client for event deliveries");
+            return;
+        }
+    };
+    let worker = Worker {
+        pool: pool.clone(),
+        permits: Arc::new(Semaphore::new(config.delivery_concurrency as usize)),
+        busy: Arc::default(),
+        shutdown: shutdown.clone(),
+        destinations,
+        client,
+        config: config.clone(),
+    };
+    heartbeats.register(DELIVERY_LOOP, config.delivery_poll_interval);
+    let mut tasks = JoinSet::new();
+    let mut listener = None;
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        if listener.is_none() {
+            listener = listen(&pool).await;
+        }
+        match worker.round(&mut tasks).await {
+            Ok(()) => heartbeats.beat(DELIVERY_LOOP),
+            Err(e) => tracing::warn!(error = %e, "event delivery round failed"),
+        }
+        while tasks.try_join_next().is_some() {}
+        if let Ok(b) = deliveries::backlog(&pool).await {
+            metrics::gauge!("event_deliveries_pending").set(b.pending as f64);
+            metrics::gauge!("event_delivery_oldest_pending_seconds").set(b.oldest_pending_seconds);
+            metrics::gauge!("webhook_endpoints_disabled").set(b.disabled_endpoints as f64);
+        }
+        let notified = async {
+            match listener.as_mut() {
+                Some(l) => l.recv().await.map(drop),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            r = notified => if r.is_err() { listener = None; },
+            _ = tokio::time::sleep(config.delivery_poll_interval) => {}
+        }
+    }
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(config.delivery_lease(), drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!("event deliveries still posting at shutdown; their leases will run out");
+    }
+}
+
+/// Deletes events past EVENT_RETENTION once at start, then hourly.
+pub async fn event_retention_loop(
+    pool: PgPool,
+    retention: Duration,
+    heartbeats: Arc<Heartbeats>,
+    shutdown: watch::Receiver<bool>,
+) {
+    every(
+        EVENT_RETENTION_LOOP,
+        Duration::from_secs(3600),
+        heartbeats,
+        shutdown,
+        || async {
+            match events::delete_expired(&pool, retention, 1000).await {
+                Ok(n) => {
+                    metrics::counter!("events_purged_total").increment(n);
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "event retention failed");
+                    false
+                }
+            }
+        },
+    )
+    .await
+}
