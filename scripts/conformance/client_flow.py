@@ -18,8 +18,10 @@ import hmac
 import json
 import os
 import sys
+import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from billing_ledger_client import AuthenticatedClient
@@ -36,6 +38,15 @@ from billing_ledger_client.api.webhooks import (
     create_webhook_secret,
     get_webhook_event,
     list_webhook_events,
+)
+from billing_ledger_client.api.events import (
+    create_balance_alert,
+    create_webhook_endpoint,
+    delete_webhook_endpoint,
+    get_event,
+    get_webhook_endpoint,
+    list_events,
+    list_webhook_deliveries,
 )
 from billing_ledger_client.api.reports import get_reconciliation, get_trial_balance
 from billing_ledger_client.api.invoices import (
@@ -71,6 +82,13 @@ from billing_ledger_client.api.wallets import (
     refund_wallet_transaction,
 )
 from billing_ledger_client.models import (
+    BalanceAlert,
+    CreateBalanceAlert,
+    CreateWebhookEndpoint,
+    EventView,
+    PageDelivery,
+    PageEventView,
+    WebhookEndpoint,
     ApproveContract,
     BillingInterval,
     Contract,
@@ -588,6 +606,94 @@ def main() -> int:
             paid = expect(list_invoice_payments.sync_detailed(inv.id, client=client), 200, PagePayment,
                           "the paid invoice's payments")
             check(got.status == InvoiceStatus.PAID and len(paid.data) == 1, "paid once", (got.status, len(paid.data)))
+
+        print("events: a loopback receiver gets a signed balance alert and the debit, then catches up")
+        received: list[tuple[dict[str, str], bytes]] = []
+
+        class Hook(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        receiver = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+        threading.Thread(target=receiver.serve_forever, daemon=True).start()
+        try:
+            ep = expect(create_webhook_endpoint.sync_detailed(
+                client=client, idempotency_key=key(),
+                body=CreateWebhookEndpoint(url=f"http://127.0.0.1:{receiver.server_port}/hook",
+                                           event_types=["wallet.debited", "wallet.balance_below"])),
+                201, WebhookEndpoint, "createWebhookEndpoint")
+            check(isinstance(ep.secret, str) and ep.secret.startswith("whsec_"), "the endpoint's secret is shown")
+            again = expect(get_webhook_endpoint.sync_detailed(ep.id, client=client), 200, WebhookEndpoint,
+                           "getWebhookEndpoint")
+            check(not isinstance(again.secret, str), "and only once", again.secret)
+            watched = expect(create_wallet.sync_detailed(
+                client=client, idempotency_key=key(),
+                body=CreateWallet(customer_ref=f"py-flow-{run}-watched", currency="USD")), 201, Wallet,
+                "createWallet watched")
+            expect(credit_wallet.sync_detailed(
+                watched.id, client=client, idempotency_key=key(),
+                body=CreditRequest(amount="20.00", category=CreditCategory.TOP_UP)), 201, WalletTransaction,
+                "credit watched 20.00")
+            alert = expect(create_balance_alert.sync_detailed(
+                watched.id, client=client, idempotency_key=key(), body=CreateBalanceAlert(available_below="15.00")),
+                201, BalanceAlert, "createBalanceAlert 15.00")
+            check(alert.armed is True, "armed at 20.00", alert.armed)
+            debit = expect(debit_wallet.sync_detailed(
+                watched.id, client=client, idempotency_key=key(),
+                body=DebitRequest(amount="6.00", category=DebitCategory.USAGE)), 201, WalletTransaction,
+                "debit watched 6.00 (to 14.00)")
+            for _ in range(100):
+                if len(received) >= 2:
+                    break
+                time.sleep(0.1)
+            time.sleep(0.5)  # anything more would arrive now
+            types = sorted(json.loads(body)["type"] for _, body in received)
+            check(types == ["wallet.balance_below", "wallet.debited"], "the alert once and the debit", types)
+            for headers, body in received:
+                parts = [p.split("=", 1) for p in headers.get("webhook-signature", "").split(",")]
+                t = next((v for k, v in parts if k == "t"), "0")
+                want = hmac.new(ep.secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+                check(any(k == "v1" and hmac.compare_digest(v, want) for k, v in parts)
+                      and abs(time.time() - int(t)) < 300, "the delivery's signature verifies", headers)
+                check(headers.get("webhook-id") == json.loads(body)["id"], "Webhook-Id is the event id")
+            below = expect(list_events.sync_detailed(client=client, type_="wallet.balance_below"), 200,
+                           PageEventView, "listEvents type=wallet.balance_below")
+            ours = [e for e in below.data if e.data.to_dict()["wallet"]["id"] == str(watched.id)]
+            check(len(ours) == 1 and ours[0].data.to_dict()["wallet"]["balance"] == "14.00",
+                  "one alert event, the wallet after the debit", [e.to_dict() for e in ours])
+            seen: list[EventView] = []
+            after: Any = None
+            while True:
+                kwargs = {"starting_after": after} if after else {}
+                page = expect(list_events.sync_detailed(client=client, limit=25, **kwargs), 200, PageEventView,
+                              "listEvents page")
+                seen.extend(page.data)
+                if not page.has_more:
+                    break
+                after = page.data[-1].id
+            ids = [str(e.id) for e in seen]
+            check(len(ids) == len(set(ids)), "catch-up lists every event once", len(ids))
+            delivered = {json.loads(body)["id"] for _, body in received}
+            check(delivered <= set(ids), "catch-up holds every delivered event")
+            debited = [e for e in seen if e.type_ == "wallet.debited" and e.data.to_dict()["id"] == str(debit.id)]
+            check(len(debited) == 1, "the debit's event, its data the movement", len(debited))
+            if debited:
+                one = expect(get_event.sync_detailed(debited[0].id, client=client), 200, EventView, "getEvent")
+                check(one.data.to_dict()["amount"] == "6.00", "getEvent shows the debit", one.data.to_dict())
+            deliveries = expect(list_webhook_deliveries.sync_detailed(ep.id, client=client), 200, PageDelivery,
+                                "listWebhookDeliveries")
+            check(sorted(str(d.status) for d in deliveries.data) == ["delivered", "delivered"],
+                  "both deliveries delivered", [d.to_dict() for d in deliveries.data])
+            expect(delete_webhook_endpoint.sync_detailed(ep.id, client=client, idempotency_key=key()), 200,
+                   WebhookEndpoint, "deleteWebhookEndpoint")
+        finally:
+            receiver.shutdown()
 
         print("reconciliation of today: every check passes, the trial balance is balanced")
         day = datetime.datetime.now(datetime.timezone.utc).date()
