@@ -18,7 +18,7 @@ pub const RESERVATION_EXPIRY_LOOP: &str = "reservation_expiry";
 
 /// One expiry run with its metrics and log line. Returns the number of
 /// holds expired.
-pub async fn expire_reservations(pool: &PgPool, batch: u32) -> Result<u64, sqlx::Error> {
+pub async fn expire_reservations(pool: &PgPool, batch: u32) -> Result<u64, reservations::ReservationError> {
     record_run(
         reservations::expire_due(pool, batch).await,
         "reservation expiry",

@@ -94,13 +94,13 @@ impl Heartbeats {
 /// result on: the rows into the
 /// `rows` counter (and an INFO line `<job> finished` when `always_log` or
 /// any), a failure into the `failures` counter and a WARN line.
-pub fn record_run(
-    result: Result<u64, sqlx::Error>,
+pub fn record_run<E: std::fmt::Display>(
+    result: Result<u64, E>,
     job: &'static str,
     rows: &'static str,
     failures: &'static str,
     always_log: bool,
-) -> Result<u64, sqlx::Error> {
+) -> Result<u64, E> {
     match &result {
         Ok(n) => {
             metrics::counter!(rows).increment(*n);

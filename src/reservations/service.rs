@@ -623,7 +623,7 @@ pub async fn list(
 /// expired in one statement, then audits each (per shop, through the audit
 /// writer), in one transaction. Returns (holds due in the batch, holds
 /// expired).
-async fn expire_batch(pool: &PgPool, shop: Uuid, batch: u32) -> Result<(i64, i64), sqlx::Error> {
+async fn expire_batch(pool: &PgPool, shop: Uuid, batch: u32) -> Result<(i64, i64), ReservationError> {
     let mut tx = pool.begin().await?;
     let rows = sqlx::query!(
         "WITH due AS (
@@ -701,10 +701,8 @@ async fn expire_batch(pool: &PgPool, shop: Uuid, batch: u32) -> Result<(i64, i64
         .await?;
         let mut events = Vec::with_capacity(ended.len());
         for row in ended {
-            let view = row.view().map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-            let event = Event::new(RESERVATION_EXPIRED, view.wallet_id, &view)
-                .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-            events.push(event);
+            let view = row.view()?;
+            events.push(Event::new(RESERVATION_EXPIRED, view.wallet_id, &view)?);
         }
         events::write(&mut tx, shop[0].0, events).await?;
     }
@@ -716,7 +714,7 @@ async fn expire_batch(pool: &PgPool, shop: Uuid, batch: u32) -> Result<(i64, i64
 /// batch by batch, each batch its own short transaction. Stops a shop early
 /// when a whole batch was busy (locked by requests); the next run takes
 /// those. Returns the number expired.
-pub async fn expire_due(pool: &PgPool, batch: u32) -> Result<u64, sqlx::Error> {
+pub async fn expire_due(pool: &PgPool, batch: u32) -> Result<u64, ReservationError> {
     let shops = sqlx::query_scalar!(
         r#"SELECT DISTINCT shop_id AS "shop_id!" FROM credit_reservations
             WHERE status = 'active' AND expires_at <= now()"#
