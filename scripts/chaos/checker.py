@@ -78,6 +78,7 @@ class Checker:
         self.check_answers()
         self.build_model()
         self.check_sql()
+        self.check_events()
         self.check_api()
         self.http.close()
         return self.anomalies
@@ -460,6 +461,58 @@ class Checker:
                 self.add("stored_answer", f"{op.key} ({op.kind}): the stored outcome ({r['response_status']}) "
                                           f"is not the first answer ({status}) byte for byte")
         self.figures["stored_answers_checked"] = n
+
+    # The event type each audited change writes (src/events/mod.rs), for
+    # the changes that move money or settle a hold. Payments and payment
+    # refunds are counted by their rows instead: a payment or refund that
+    # found the one already recorded (the API and the provider's webhook
+    # both telling it) is audited but changed nothing, so has no event.
+    EVENT_OF = {
+        "wallet.credit": "wallet.credited", "wallet.refund": "wallet.credited",
+        "webhook.credits_purchased": "wallet.credited", "wallet.debit": "wallet.debited",
+        "wallet.transfer": "transfer.created", "reservation.capture": "reservation.captured",
+        "reservation.expire": "reservation.expired", "invoice.credit_note": "credit_note.created",
+        "grant.expire": "grant.expired",
+    }
+
+    def check_events(self):
+        """The outbox: every committed money change (its audit row, written
+        in the same statement) has exactly one event, and no event names a
+        movement that did not commit."""
+        pg, add = self.pg, self.add
+        mapping = ", ".join(f"('{a}', '{t}')" for a, t in self.EVENT_OF.items())
+        types = ", ".join(f"'{t}'" for t in set(self.EVENT_OF.values()))
+        types += ", 'invoice.paid', 'payment.refunded'"
+        counts = pg.rows(f"""
+            WITH m(action, type) AS (VALUES {mapping}),
+                 a AS (SELECT l.shop_id, m.type, count(*) AS n FROM audit_log l JOIN m USING (action)
+                        GROUP BY 1, 2
+                       UNION ALL
+                       SELECT shop_id, 'invoice.paid', count(*) FROM invoice_payments GROUP BY 1
+                       UNION ALL
+                       SELECT shop_id, 'payment.refunded', count(*) FROM payment_refunds
+                        WHERE credit_note_id IS NULL GROUP BY 1),
+                 e AS (SELECT shop_id, type, count(*) AS n FROM events WHERE type IN ({types}) GROUP BY 1, 2)
+            SELECT coalesce(a.shop_id, e.shop_id) AS shop_id, coalesce(a.type, e.type) AS type,
+                   coalesce(a.n, 0) AS changes, coalesce(e.n, 0) AS events
+              FROM a FULL JOIN e ON a.shop_id = e.shop_id AND a.type = e.type""")
+        total = 0
+        for r in counts:
+            total += r["events"]
+            if r["changes"] != r["events"]:
+                add("events", f"shop {r['shop_id']}: {r['changes']} committed {r['type']} changes, "
+                              f"{r['events']} events")
+        self.figures["money_events"] = total
+        # A movement's event carries the movement itself: each names one
+        # committed movement, and no movement has two.
+        for r in pg.rows("""
+            SELECT e.type, e.data->>'id' AS movement, count(*) AS n, bool_and(t.id IS NOT NULL) AS committed
+              FROM events e
+              LEFT JOIN wallet_transactions t ON t.shop_id = e.shop_id AND t.id::text = e.data->>'id'
+             WHERE e.type IN ('wallet.credited', 'wallet.debited', 'grant.expired')
+             GROUP BY 1, 2 HAVING count(*) > 1 OR NOT bool_and(t.id IS NOT NULL)"""):
+            add("events", f"{r['type']} event of movement {r['movement']}: {r['n']} events"
+                          + ("" if r["committed"] else ", and no such committed movement"))
 
     def check_request_keys(self):
         """Where the schema keeps the request key on a money movement's own

@@ -402,6 +402,12 @@ def damage(pg, world, ops):
                 "(SELECT id FROM credit_grants WHERE remaining - held >= 0.01 ORDER BY id LIMIT 1) RETURNING 1")
     assert n.strip(), "no grant to damage"
     done.append(("a grant's credit taken without a movement", {"grants"}, "wallets_not_matching_grants"))
+
+    # 7. A committed debit's event lost (the outbox row deleted).
+    n = pg.psql("DELETE FROM events WHERE id = (SELECT id FROM events WHERE type = 'wallet.debited' "
+                "ORDER BY id LIMIT 1) RETURNING 1")
+    assert n.strip(), "no event to delete"
+    done.append(("a committed debit's event deleted", {"events"}, "wallet.debited"))
     return done, [debit]
 
 
