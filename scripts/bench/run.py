@@ -18,6 +18,7 @@ service CPU per 1,000 debits compares in one run (2b).
 import concurrent.futures
 import datetime
 import http.client
+import http.server
 import json
 import os
 import platform
@@ -157,6 +158,43 @@ def build_baseline(rev):
     return os.path.join(target, "release", "billing-ledger")
 
 
+class Receiver(http.server.BaseHTTPRequestHandler):
+    """Run 6g's webhook endpoint: reads each delivery and answers 200."""
+    protocol_version = "HTTP/1.1"
+    received = 0
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        Receiver.received += 1
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def subscribed_run(service):
+    """Run 2 again with an endpoint per shop subscribed to `wallet.debited`:
+    every debit also writes a delivery row, and the delivery worker posts
+    them to a loopback receiver while the debits run. The endpoints are
+    deleted afterwards, so later runs are unaffected."""
+    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{receiver.server_port}/hook"
+    endpoints = [(key, service.api.call("POST", "/v1/webhook-endpoints", key, str(uuid.uuid4()),
+                                        {"url": url, "event_types": ["wallet.debited"]})["id"])
+                 for key in service.keys]
+    try:
+        result = service.wrk(16, "new", "d16")
+        result["delivered_during_run"] = Receiver.received
+    finally:
+        for key, ep in endpoints:
+            service.api.call("DELETE", f"/v1/webhook-endpoints/{ep}", key, str(uuid.uuid4()))
+        receiver.shutdown()
+    return result
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     started_db = subprocess.run([os.path.join(ROOT, "scripts", "db.sh"), "url"],
@@ -192,7 +230,9 @@ def main():
                 # Rate limits off: the bench measures one shop at full
                 # speed (MAX_IN_FLIGHT stays as in production).
                 self.env = {**os.environ, "DATABASE_URL": url, "RATE_LIMIT_PER_SECOND": "0",
-                            "RATE_LIMIT_SENSITIVE_PER_SECOND": "0", "RATE_LIMIT_IP_PER_SECOND": "0"}
+                            "RATE_LIMIT_SENSITIVE_PER_SECOND": "0", "RATE_LIMIT_IP_PER_SECOND": "0",
+                            # Run 6g's receiver listens on loopback.
+                            "ENDPOINT_ALLOWED_HOSTS": "127.0.0.1"}
                 self.port = free_port()
                 sh([binary, "migrate"], env=self.env)
                 log(f"{name}: creating {SHOPS} shops and {WALLETS} funded wallets")
@@ -387,6 +427,9 @@ def main():
         checkpoint()
         log("6f new debits on wallets holding 20 mixed grants each, 16 connections")
         results["http_grants_16"] = service.wrk(16, "grants", "g16")
+        checkpoint()
+        log("6g new debits with a webhook endpoint subscribed per shop, 16 connections")
+        results["http_subscribed_16"] = subscribed_run(service)
 
         # Statements per debit, in a short run of its own on a restarted
         # service whose sessions track nested statements too (tracking them
@@ -541,6 +584,7 @@ def main():
             "pay_wallet_vs_new": results["http_pay_wallet_16"]["rps"] / new16,
             "refund_vs_new": results["http_refund_16"]["rps"] / new16,
             "grants20_vs_new": results["http_grants_16"]["rps"] / new16,
+            "subscribed_vs_new": results["http_subscribed_16"]["rps"] / new16,
             "victim_flooded_vs_alone": results["victim_flooded_4"]["rps"] / results["victim_alone_4"]["rps"],
             "report_history_vs_empty": (results["report_one_day_history"]["median_ms"]
                                         / results["report_one_day_empty"]["median_ms"]),
@@ -556,6 +600,7 @@ def main():
             "peak_rss_64 <= 100 MiB": results["http_new_64"]["peak_rss_mib"] <= 100,
             "report_history_vs_empty <= 2": ratios["report_history_vs_empty"] <= 2,
             "grants20_vs_new >= 0.7": ratios["grants20_vs_new"] >= 0.7,
+            "subscribed_vs_new >= 0.9": ratios["subscribed_vs_new"] >= 0.9,
             "zero non-2xx": all(results[k]["non_2xx"] == 0 for k in results
                                 if k.startswith("http_") or k.startswith("victim_"))
             and results["pgbench_debit_16"]["failed"] == 0 and results["pgbench_yardstick_16"]["failed"] == 0,
@@ -584,7 +629,8 @@ def main():
                          ("http_pay_external_16", "6c HTTP invoice pay, external (16)"),
                          ("http_pay_wallet_16", "6d HTTP invoice pay, wallet (16)"),
                          ("http_refund_16", "6e HTTP refunds of debits (16)"),
-                         ("http_grants_16", "6f HTTP debits, 20 grants (16)")):
+                         ("http_grants_16", "6f HTTP debits, 20 grants (16)"),
+                         ("http_subscribed_16", "6g HTTP debits, subscribed (16)")):
             r = results[k]
             print(f"{label:<34}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['non_2xx']:>9}"
                   f"{r['cpu_seconds_per_1000']:>10.3f}")
