@@ -14,6 +14,7 @@ use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
+    batches,
     config::{DatabaseConfig, ServeConfig},
     contracts, events,
     executor::Executor,
@@ -30,6 +31,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(wallets::routes::router())
         .merge(reservations::routes::router())
+        .merge(batches::routes::router())
         .merge(invoices::routes::router())
         .merge(contracts::routes::router())
         .merge(webhooks::routes::router())

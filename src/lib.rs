@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod audit;
+pub mod batches;
 pub mod citus;
 pub mod config;
 pub mod contracts;

@@ -25,7 +25,7 @@ use crate::http::error::Problem;
     info(title = "billing-ledger", description = "Prepaid credit wallets on a double-entry ledger, exactly once."),
     components(schemas(Problem)),
     modifiers(&Security),
-    tags((name = "wallets"), (name = "reservations"), (name = "invoices"), (name = "contracts"), (name = "webhooks"), (name = "reports"), (name = "admin"), (name = "operations"))
+    tags((name = "wallets"), (name = "reservations"), (name = "batches"), (name = "invoices"), (name = "contracts"), (name = "webhooks"), (name = "reports"), (name = "admin"), (name = "operations"))
 )]
 pub struct ApiDoc;
 

@@ -13,6 +13,8 @@
 --                from the wallet of the same customer
 --      refund:   refunds of 0.01 of a large debit per wallet, spread (WALLETS_FILE
 --                lines "<api key> <wallet id> <debit id>"), a fresh key each
+--      batch:    POST /v1/batches of 100 debits of 0.01 on random wallets of one
+--                shop, a fresh key per batch and per item (a request is 100 debits)
 -- WALLETS_FILE: lines "<api key> <wallet id>".
 
 local threads = {}
@@ -65,7 +67,19 @@ end
 function request()
   counter = counter + 1
   local w, key
-  if mode == "read" then
+  if mode == "batch" then
+    local shop = shops[math.random(#shops)]
+    local items = {}
+    for i = 1, 100 do
+      items[i] = '{"op":"debit","idempotency_key":"' .. run .. "-" .. tid .. "-" .. counter .. "-" .. i
+        .. '","wallet_id":"' .. shop[math.random(#shop)].id .. '","amount":"0.01","category":"usage"}'
+    end
+    return wrk.format("POST", "/v1/batches", {
+      ["Authorization"] = shop[1].auth,
+      ["Idempotency-Key"] = run .. "-" .. tid .. "-" .. counter,
+      ["Content-Type"] = "application/json",
+    }, '{"items":[' .. table.concat(items, ",") .. ']}')
+  elseif mode == "read" then
     local w = wallets[(counter * 7919 + tid * 104729) % #wallets + 1]
     return wrk.format("GET", "/v1/wallets/" .. w.id, { ["Authorization"] = w.auth })
   elseif mode == "transfer" then

@@ -430,6 +430,10 @@ def main():
         checkpoint()
         log("6g new debits with a webhook endpoint subscribed per shop, 16 connections")
         results["http_subscribed_16"] = subscribed_run(service)
+        checkpoint()
+        log("6h batches of 100 debits, 16 connections")
+        results["http_batch100_16"] = service.wrk(16, "batch", "k16")
+        results["http_batch100_16"]["debits_per_s"] = 100 * results["http_batch100_16"]["rps"]
 
         # Statements per debit, in a short run of its own on a restarted
         # service whose sessions track nested statements too (tracking them
@@ -585,6 +589,7 @@ def main():
             "refund_vs_new": results["http_refund_16"]["rps"] / new16,
             "grants20_vs_new": results["http_grants_16"]["rps"] / new16,
             "subscribed_vs_new": results["http_subscribed_16"]["rps"] / new16,
+            "batch100_debits_vs_new": results["http_batch100_16"]["debits_per_s"] / new16,
             "victim_flooded_vs_alone": results["victim_flooded_4"]["rps"] / results["victim_alone_4"]["rps"],
             "report_history_vs_empty": (results["report_one_day_history"]["median_ms"]
                                         / results["report_one_day_empty"]["median_ms"]),
@@ -601,6 +606,7 @@ def main():
             "report_history_vs_empty <= 2": ratios["report_history_vs_empty"] <= 2,
             "grants20_vs_new >= 0.7": ratios["grants20_vs_new"] >= 0.7,
             "subscribed_vs_new >= 0.9": ratios["subscribed_vs_new"] >= 0.9,
+            "batch100_debits_vs_new >= 5": ratios["batch100_debits_vs_new"] >= 5,
             "zero non-2xx": all(results[k]["non_2xx"] == 0 for k in results
                                 if k.startswith("http_") or k.startswith("victim_"))
             and results["pgbench_debit_16"]["failed"] == 0 and results["pgbench_yardstick_16"]["failed"] == 0,
@@ -630,11 +636,13 @@ def main():
                          ("http_pay_wallet_16", "6d HTTP invoice pay, wallet (16)"),
                          ("http_refund_16", "6e HTTP refunds of debits (16)"),
                          ("http_grants_16", "6f HTTP debits, 20 grants (16)"),
-                         ("http_subscribed_16", "6g HTTP debits, subscribed (16)")):
+                         ("http_subscribed_16", "6g HTTP debits, subscribed (16)"),
+                         ("http_batch100_16", "6h HTTP batches of 100 debits (16)")):
             r = results[k]
             print(f"{label:<34}{r['rps']:>10.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['non_2xx']:>9}"
                   f"{r['cpu_seconds_per_1000']:>10.3f}")
         print(f"reserve + capture pairs per second (run 6b): {results['http_hold_16']['pairs_per_s']:.0f}")
+        print(f"debits per second through batches of 100 (run 6h): {results['http_batch100_16']['debits_per_s']:.0f}")
         for k, label in (("victim_alone_4", "8a shop A debits alone (4 conn)"),
                          ("victim_flooded_4", "8b shop A debits, B flooding (4)"),
                          ("flood_64", "8b shop B flood of reads (64 conn)")):

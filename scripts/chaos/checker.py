@@ -137,6 +137,8 @@ class Checker:
                 self.balance[i["to"]] += i["amount"]
                 self.moves[j["debit"]["id"]] = (i["from"], "debit", "transfer_out", i["amount"], op.key, op.key)
                 self.moves[j["credit"]["id"]] = (i["to"], "credit", "transfer_in", i["amount"], None, op.key)
+            elif op.kind == "batch":
+                self.batch(op, j, i, shop)
             elif op.kind == "reserve":
                 self.reserved[i["wallet"]] += i["amount"]
                 self.holds[j["id"]] = {"wallet": i["wallet"], "amount": i["amount"], "status": "active",
@@ -197,6 +199,30 @@ class Checker:
                 self.add("over_refund", f"movement {tid}: acknowledged refunds {amount} exceed its "
                                         f"{self.moves[tid][3]}")
         self.figures["acknowledged_movements"] = len(self.moves)
+
+    def batch(self, op, j, i, shop):
+        """An applied atomic batch: each item as its single request, its
+        movements under the item's own key; an item answered from an
+        earlier batch's record moved nothing again."""
+        for item, result in zip(i["items"], j["items"]):
+            b = result["body"]
+            if item.get("earlier"):
+                if not result["replayed"]:
+                    self.add("batch_item", f"{op.key}: item {item['key']}, applied before, was not replayed")
+                continue
+            if item["op"] == "transfer":
+                self.kinds[(shop, "wallet.transfer")] += 1
+                self.balance[item["from"]] -= item["amount"]
+                self.balance[item["to"]] += item["amount"]
+                self.moves[b["debit"]["id"]] = (item["from"], "debit", "transfer_out", item["amount"], item["key"],
+                                                op.key)
+                self.moves[b["credit"]["id"]] = (item["to"], "credit", "transfer_in", item["amount"], None, op.key)
+            else:
+                self.kinds[(shop, KIND_OF[item["op"]])] += 1
+                sign = 1 if item["op"] == "credit" else -1
+                self.balance[item["wallet"]] += sign * item["amount"]
+                self.moves[b["id"]] = (item["wallet"], item["op"], b["category"], item["amount"], item["key"],
+                                       op.key)
 
     def credit_note(self, op, j, i, shop):
         """A credit note's effects: what it credits, and the overpayment it

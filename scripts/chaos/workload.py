@@ -287,7 +287,7 @@ class Budget:
 class Worker(threading.Thread):
     """One of the clients: picks scenarios until the budget is spent."""
 
-    SCENARIOS = (("credit", 25), ("debit", 25), ("transfer", 22), ("hold", 12), ("invoice", 7))
+    SCENARIOS = (("credit", 25), ("debit", 25), ("transfer", 22), ("hold", 12), ("invoice", 7), ("batch", 6))
 
     def __init__(self, index, world, engine, budget, ops, tag, resend_rate, seed, phase="workload"):
         super().__init__(name=f"client-{index}")
@@ -413,6 +413,39 @@ class Worker(threading.Thread):
             expect = {(201, None), (422, "insufficient_funds")}
         self.do(shop, "transfer", "/v1/transfers", {"from_wallet_id": a, "to_wallet_id": b, "amount": text},
                 {"from": a, "to": b, "amount": amount}, expect)
+
+    def batch(self, shop):
+        """An atomic batch of 2-5 credits, debits and transfers in one
+        currency, each item under its own key; one in four also carries an
+        item already applied by an earlier batch of this client (answered
+        from its record). Refused as a whole when a debit or transfer would
+        overdraw."""
+        cur = self.rng.choice(("USD", "USD", "JPY"))
+        items, info = [], []
+        for n in range(self.rng.randint(2, 5)):
+            kind = self.rng.choice(("credit", "debit", "debit", "transfer"))
+            amount = rand_amount(self.rng, cur, 0.01, 40)
+            key = f"{self.tag}-item-{self.rng.getrandbits(64):016x}"
+            if kind == "transfer":
+                a, b = self.rng.sample(shop["wallets"][cur], 2)
+                items.append({"op": "transfer", "idempotency_key": key, "from_wallet_id": a, "to_wallet_id": b,
+                              "amount": fmt(cur, amount)})
+                info.append({"op": kind, "key": key, "from": a, "to": b, "amount": amount})
+            else:
+                w = self.rng.choice(shop["wallets"][cur])
+                items.append({"op": kind, "idempotency_key": key, "wallet_id": w, "amount": fmt(cur, amount),
+                              "category": "top_up" if kind == "credit" else "usage"})
+                info.append({"op": kind, "key": key, "wallet": w, "amount": amount})
+        earlier = getattr(self, "applied_items", [])
+        if earlier and self.rng.random() < 0.25:
+            item, item_info = self.rng.choice(earlier)
+            if all(i["idempotency_key"] != item["idempotency_key"] for i in items):
+                items.append(item)
+                info.append({**item_info, "earlier": True})
+        op = self.do(shop, "batch", "/v1/batches", {"items": items}, {"items": info},
+                     {(201, None), (422, "insufficient_funds")})
+        if op.status == 201:
+            self.applied_items = (earlier + [(x, i) for x, i in zip(items, info) if not i.get("earlier")])[-50:]
 
     def hold(self, shop):
         w, cur = self.wallet(shop)

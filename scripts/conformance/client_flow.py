@@ -39,6 +39,7 @@ from billing_ledger_client.api.webhooks import (
     get_webhook_event,
     list_webhook_events,
 )
+from billing_ledger_client.api.batches import create_batch
 from billing_ledger_client.api.events import (
     create_balance_alert,
     create_webhook_endpoint,
@@ -82,6 +83,8 @@ from billing_ledger_client.api.wallets import (
     refund_wallet_transaction,
 )
 from billing_ledger_client.models import (
+    BatchResult,
+    CreateBatch,
     BalanceAlert,
     CreateBalanceAlert,
     CreateWebhookEndpoint,
@@ -606,6 +609,46 @@ def main() -> int:
             paid = expect(list_invoice_payments.sync_detailed(inv.id, client=client), 200, PagePayment,
                           "the paid invoice's payments")
             check(got.status == InvoiceStatus.PAID and len(paid.data) == 1, "paid once", (got.status, len(paid.data)))
+
+        print("batches: one failing item changes nothing; fixed, applied once; an item alone answers from its record")
+        bw = expect(create_wallet.sync_detailed(
+            client=client, idempotency_key=key(),
+            body=CreateWallet(customer_ref=f"py-flow-{run}-batch", currency="USD")), 201, Wallet, "createWallet batch")
+        k_credit, k_debit = key(), key()
+
+        def batch_body(debit_amount: str) -> CreateBatch:
+            return CreateBatch.from_dict({"items": [
+                {"op": "credit", "idempotency_key": k_credit, "wallet_id": str(bw.id), "amount": "10.00",
+                 "category": "top_up"},
+                {"op": "debit", "idempotency_key": k_debit, "wallet_id": str(bw.id), "amount": debit_amount,
+                 "category": "usage"},
+            ]})
+
+        refused_batch = create_batch.sync_detailed(client=client, idempotency_key=key(), body=batch_body("25.00"))
+        check(refused_batch.status_code == 422 and isinstance(refused_batch.parsed, Problem)
+              and refused_batch.parsed.code == "insufficient_funds"
+              and "items[1]" in (refused_batch.parsed.errors.to_dict() if refused_batch.parsed.errors else {}),
+              "a batch overdrawing in items[1]: 422 insufficient_funds naming the item", refused_batch.content[:300])
+        still = expect(get_wallet.sync_detailed(bw.id, client=client), 200, Wallet, "getWallet after the refusal")
+        check(still.balance == "0.00", "the refused batch changed nothing", still.balance)
+        batch_key = key()
+        applied = expect(create_batch.sync_detailed(client=client, idempotency_key=batch_key, body=batch_body("4.00")),
+                         201, BatchResult, "createBatch fixed, same item keys")
+        check([x.status for x in applied.items] == [201, 201] and not any(x.replayed for x in applied.items),
+              "both items applied", [x.to_dict() for x in applied.items])
+        again = create_batch.sync_detailed(client=client, idempotency_key=batch_key, body=batch_body("4.00"))
+        check(again.status_code == 201 and header(again, "Idempotent-Replayed") == "true"
+              and isinstance(again.parsed, BatchResult)
+              and [x.to_dict() for x in again.parsed.items] == [x.to_dict() for x in applied.items],
+              "the batch retried: its stored answer", again.content[:200])
+        alone = debit_wallet.sync_detailed(bw.id, client=client, idempotency_key=k_debit,
+                                           body=DebitRequest(amount="4.00", category=DebitCategory.USAGE))
+        check(alone.status_code == 201 and header(alone, "Idempotent-Replayed") == "true"
+              and isinstance(alone.parsed, WalletTransaction)
+              and str(alone.parsed.id) == applied.items[1].body.to_dict()["id"],
+              "the debit item sent alone answers from its record", alone.content[:200])
+        after = expect(get_wallet.sync_detailed(bw.id, client=client), 200, Wallet, "getWallet after the batch")
+        check(after.balance == "6.00", "applied once: 10.00 - 4.00", after.balance)
 
         print("events: a loopback receiver gets a signed balance alert and the debit, then catches up")
         received: list[tuple[dict[str, str], bytes]] = []

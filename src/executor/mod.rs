@@ -677,7 +677,7 @@ impl Executor {
         let refusal = match result {
             Ok(Ran(Ended::Taken)) => {
                 let recorded = idempotency::recorded(&mut tx, self.claim_params(actor, request)).await;
-                let answer = self.replay(recorded);
+                let answer = replay(recorded);
                 tx.rollback().await.map_err(ExecError::from)?;
                 return answer.map_err(R::from);
             }
@@ -753,6 +753,16 @@ impl Executor {
         })
     }
 
+    /// The recorded answer of `request`'s key, read without claiming it:
+    /// `None` while nothing is committed under it.
+    pub async fn recorded(&self, actor: Actor, request: &Request) -> Result<Option<Answer>, ExecError> {
+        let mut conn = self.pool.acquire().await?;
+        match idempotency::recorded(&mut conn, self.claim_params(actor, request)).await {
+            Ok(Recorded::Gone) => Ok(None),
+            recorded => replay(recorded).map(Some),
+        }
+    }
+
     fn claim_params<'a>(&self, actor: Actor, request: &'a Request) -> ClaimParams<'a> {
         claim_params(actor, request, self.ttl_hours)
     }
@@ -783,21 +793,9 @@ impl Executor {
         value: C::Output,
         earlier: bool,
     ) -> Result<Answer, R> {
-        let done = Done::new(C::STATUS, &value).map_err(ExecError::from)?;
-        let audit = audit_entry(actor, C::ACTION, &value, request);
-        let audit = (!earlier).then_some(&audit);
-        let events = if earlier {
-            Vec::new()
-        } else {
-            events_of(C::ACTION, &value, &done.stored)
-        };
-        let completion = Completion::new(actor.shop_id, request.key.as_str(), Some(&done.stored), audit)
-            .with_events(events);
-        idempotency::complete(&mut tx, completion)
-            .await
-            .map_err(ExecError::from)?;
+        let answer = store_outcome(&mut tx, actor, request, C::ACTION, C::STATUS, &value, earlier).await?;
         tx.commit().await.map_err(ExecError::from)?;
-        Ok(done.answer(earlier))
+        Ok(answer)
     }
 
     /// Claims the key in a statement of its own. `Some` is the answer when
@@ -813,36 +811,131 @@ impl Executor {
     fn answer(&self, claim: Result<Option<Recorded>, sqlx::Error>) -> Result<Option<Answer>, ExecError> {
         match claim {
             Ok(None) => Ok(None),
-            Ok(Some(recorded)) => self.replay(Ok(recorded)).map(Some),
-            Err(e) => self.replay(Err(e)).map(Some),
+            Ok(Some(recorded)) => replay(Ok(recorded)).map(Some),
+            Err(e) => replay(Err(e)).map(Some),
         }
     }
+}
 
-    /// The answer of a key another request claimed.
-    fn replay(&self, recorded: Result<Recorded, sqlx::Error>) -> Result<Answer, ExecError> {
-        match recorded {
-            Ok(Recorded::Replay(response)) => {
-                outcome_metric("replayed");
-                Ok(Answer {
-                    response,
-                    replayed: true,
-                })
-            }
-            Ok(Recorded::Mismatch) => {
-                outcome_metric("reused_mismatch");
-                Err(ExecError::KeyReused)
-            }
-            // Another instance's request still holds it.
-            Err(e) if store::has_code(&e, store::sqlstate::LOCK_NOT_AVAILABLE) => {
-                outcome_metric("in_use");
-                Err(ExecError::KeyInUse)
-            }
-            Ok(Recorded::Gone) => {
-                outcome_metric("in_use");
-                Err(ExecError::KeyInUse)
-            }
-            Err(e) => Err(ExecError::Db(e)),
+/// The answer of a key another request claimed.
+fn replay(recorded: Result<Recorded, sqlx::Error>) -> Result<Answer, ExecError> {
+    match recorded {
+        Ok(Recorded::Replay(response)) => {
+            outcome_metric("replayed");
+            Ok(Answer {
+                response,
+                replayed: true,
+            })
         }
+        Ok(Recorded::Mismatch) => {
+            outcome_metric("reused_mismatch");
+            Err(ExecError::KeyReused)
+        }
+        // Another instance's request still holds it.
+        Err(e) if store::has_code(&e, store::sqlstate::LOCK_NOT_AVAILABLE) => {
+            outcome_metric("in_use");
+            Err(ExecError::KeyInUse)
+        }
+        Ok(Recorded::Gone) => {
+            outcome_metric("in_use");
+            Err(ExecError::KeyInUse)
+        }
+        Err(e) => Err(ExecError::Db(e)),
+    }
+}
+
+/// Stores a success under its key, with its audit row and events unless it
+/// happened earlier (then it is the replayed answer), in the caller's
+/// transaction.
+async fn store_outcome<O: Outcome>(
+    conn: &mut PgConnection,
+    actor: Actor,
+    request: &Request,
+    action: &'static str,
+    status: u16,
+    value: &O,
+    earlier: bool,
+) -> Result<Answer, ExecError> {
+    let done = Done::new(status, value)?;
+    let audit = audit_entry(actor, action, value, request);
+    let audit = (!earlier).then_some(&audit);
+    let events = if earlier {
+        Vec::new()
+    } else {
+        events_of(action, value, &done.stored)
+    };
+    let completion =
+        Completion::new(actor.shop_id, request.key.as_str(), Some(&done.stored), audit).with_events(events);
+    idempotency::complete(conn, completion).await?;
+    Ok(done.answer(earlier))
+}
+
+/// How a command run inside another command's transaction ended (a batch
+/// item, `Unit::nested`).
+#[derive(Debug)]
+pub enum Nested<E> {
+    /// The key's answer: this run's stored outcome, or the recorded one of
+    /// an earlier request with the same key (`replayed`).
+    Answered(Answer),
+    /// The command refused. Nothing of it is stored: the caller refuses
+    /// its whole transaction.
+    Refused(E),
+    /// The key was used with another request, or a request still running
+    /// holds it, or the database failed.
+    Key(ExecError),
+}
+
+impl Unit<'_> {
+    /// Runs `command` under its own request's key inside this unit's
+    /// transaction, exactly as `Executor::execute` runs it in one of its
+    /// own: the key claimed (or its recorded answer replayed), the command
+    /// run, its outcome stored with its audit row and events. It commits
+    /// nothing and stores no refusal: the caller decides for the whole
+    /// transaction.
+    pub async fn nested<C: Command>(&mut self, request: &Request, command: C) -> Nested<C::Error> {
+        let actor = self.actor;
+        let mut unit = Unit {
+            conn: &mut *self.conn,
+            actor,
+            request,
+            ttl_hours: self.ttl_hours,
+            action: C::ACTION,
+            status: C::STATUS,
+            held: KeyHeld::No,
+        };
+        if C::Key::CLAIMED_BY_EXECUTOR {
+            let params = unit.claim_params();
+            match idempotency::claim(unit.conn, params).await {
+                Ok(None) => unit.held = KeyHeld::Ours,
+                Ok(Some(recorded)) => return nested_answer(replay(Ok(recorded))),
+                Err(e) => return nested_answer(replay(Err(e))),
+            }
+        }
+        let ran = match command.run(&mut unit, C::Key::token()).await {
+            Ok(Ran(ran)) => ran,
+            Err(e) => return Nested::Refused(e),
+        };
+        let conn = unit.conn;
+        nested_answer(match ran {
+            Ended::Taken => {
+                let params = claim_params(actor, request, self.ttl_hours);
+                replay(idempotency::recorded(conn, params).await)
+            }
+            Ended::Stored(_, done) => done.map(|d| d.answer(false)).map_err(ExecError::from),
+            Ended::New(value) => {
+                store_outcome(conn, actor, request, C::ACTION, C::STATUS, &value, false).await
+            }
+            Ended::Earlier(value) => {
+                store_outcome(conn, actor, request, C::ACTION, C::STATUS, &value, true).await
+            }
+        })
+    }
+}
+
+fn nested_answer<E>(answer: Result<Answer, ExecError>) -> Nested<E> {
+    match answer {
+        Ok(answer) => Nested::Answered(answer),
+        Err(e) => Nested::Key(e),
     }
 }
 

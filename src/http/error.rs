@@ -92,11 +92,15 @@ pub enum ApiError {
     Overloaded,
     #[error("an unexpected error occurred")]
     Internal(#[source] anyhow::Error),
+    /// An atomic batch refused for its item `index`: the item's own
+    /// problem, its fields named `items[index].<field>`.
+    #[error("items[{index}]: {}", problem.detail)]
+    BatchItem { index: usize, problem: Box<Problem> },
 }
 
 /// The RFC 9457 body. `errors` only on 422 `validation_failed` and on the
 /// 422s that name the field over a limit (`refund_exceeds_remaining`).
-#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
     pub type_: String,
@@ -156,6 +160,9 @@ impl ApiError {
             Unavailable(_) | Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            BatchItem { problem, .. } => {
+                StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            }
         }
     }
 
@@ -190,12 +197,16 @@ impl ApiError {
             Unavailable(_) | Overloaded => "unavailable",
             RateLimited(_) => "rate_limited",
             Internal(_) => "internal_error",
+            // `problem` answers with the item's own code.
+            BatchItem { .. } => "batch_item_failed",
         }
     }
 
     fn retry_after(&self) -> Option<u64> {
         match self {
             ApiError::IdempotencyKeyInUse | ApiError::Overloaded => Some(1),
+            ApiError::BatchItem { problem, .. } if problem.code == "idempotency_key_in_use" => Some(1),
+            ApiError::BatchItem { problem, .. } if problem.status == 503 => Some(2),
             ApiError::Unavailable(_) => Some(2),
             ApiError::RateLimited(secs) => Some((*secs).max(1)),
             _ => None,
@@ -203,6 +214,22 @@ impl ApiError {
     }
 
     pub fn problem(&self) -> Problem {
+        if let ApiError::BatchItem { index, problem } = self {
+            let at = format!("items[{index}]");
+            let errors = match &problem.errors {
+                Some(errors) => errors
+                    .iter()
+                    .map(|(field, messages)| (format!("{at}.{field}"), messages.clone()))
+                    .collect(),
+                None => BTreeMap::from([(at.clone(), vec![problem.detail.clone()])]),
+            };
+            return Problem {
+                detail: format!("{at}: {}", problem.detail),
+                request_id: request_id::current(),
+                errors: Some(errors),
+                ..(**problem).clone()
+            };
+        }
         let status = self.status();
         Problem {
             type_: format!("urn:problem:billing-ledger:{}", self.code()),

@@ -25,7 +25,7 @@ use crate::{
     jobs::Heartbeats,
     tenants::AuthCache,
 };
-pub use error::ApiError;
+pub use error::{ApiError, Problem};
 
 #[derive(Clone)]
 pub struct AppState {

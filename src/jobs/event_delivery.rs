@@ -125,6 +125,9 @@ async fn listen(pool: &PgPool) -> Option<PgListener> {
     Some(listener)
 }
 
+/// How often the worker refreshes the backlog gauges.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(15);
+
 /// Runs until shutdown, then lets the posts in flight finish (each within
 /// DELIVERY_TIMEOUT) and records them; what is left comes back when its
 /// lease ends.
@@ -154,6 +157,8 @@ pub async fn delivery_loop(
     heartbeats.register(DELIVERY_LOOP, config.delivery_poll_interval);
     let mut tasks = JoinSet::new();
     let mut listener = None;
+    // The backlog gauges need not follow every round (a poll a second).
+    let mut gauged: Option<tokio::time::Instant> = None;
     loop {
         if *shutdown.borrow() {
             break;
@@ -166,7 +171,10 @@ pub async fn delivery_loop(
             Err(e) => tracing::warn!(error = %e, "event delivery round failed"),
         }
         while tasks.try_join_next().is_some() {}
-        if let Ok(b) = deliveries::backlog(&pool).await {
+        if gauged.is_none_or(|at| at.elapsed() >= GAUGE_INTERVAL)
+            && let Ok(b) = deliveries::backlog(&pool).await
+        {
+            gauged = Some(tokio::time::Instant::now());
             metrics::gauge!("event_deliveries_pending").set(b.pending as f64);
             metrics::gauge!("event_delivery_oldest_pending_seconds").set(b.oldest_pending_seconds);
             metrics::gauge!("webhook_endpoints_disabled").set(b.disabled_endpoints as f64);

@@ -1,6 +1,7 @@
 //! Integration tests: real PostgreSQL (one database per test, created by
 //! `#[sqlx::test]`), real HTTP through a bound port. One binary, one build.
 
+mod batches;
 mod concurrency;
 mod contracts;
 mod events;
