@@ -25,6 +25,7 @@ OPERATIONS = {
     ("post", "/v1/admin/shops"): "createShop",
     ("post", "/v1/admin/shops/{id}/api-keys"): "createApiKey",
     ("post", "/v1/transfers"): "createTransfer",
+    ("post", "/v1/batches"): "createBatch",
     ("get", "/v1/wallets"): "listWallets",
     ("post", "/v1/wallets"): "createWallet",
     ("get", "/v1/wallets/{id}"): "getWallet",
