@@ -436,7 +436,9 @@ class Worker(threading.Thread):
                 items.append({"op": kind, "idempotency_key": key, "wallet_id": w, "amount": fmt(cur, amount),
                               "category": "top_up" if kind == "credit" else "usage"})
                 info.append({"op": kind, "key": key, "wallet": w, "amount": amount})
-        earlier = getattr(self, "applied_items", [])
+        # Items applied by this client's earlier batches on the same shop.
+        applied = self.__dict__.setdefault("applied_items", {})
+        earlier = applied.get(shop["id"], [])
         if earlier and self.rng.random() < 0.25:
             item, item_info = self.rng.choice(earlier)
             if all(i["idempotency_key"] != item["idempotency_key"] for i in items):
@@ -445,7 +447,7 @@ class Worker(threading.Thread):
         op = self.do(shop, "batch", "/v1/batches", {"items": items}, {"items": info},
                      {(201, None), (422, "insufficient_funds")})
         if op.status == 201:
-            self.applied_items = (earlier + [(x, i) for x, i in zip(items, info) if not i.get("earlier")])[-50:]
+            applied[shop["id"]] = (earlier + [(x, i) for x, i in zip(items, info) if not i.get("earlier")])[-50:]
 
     def hold(self, shop):
         w, cur = self.wallet(shop)
