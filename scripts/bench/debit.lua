@@ -14,7 +14,8 @@
 --      refund:   refunds of 0.01 of a large debit per wallet, spread (WALLETS_FILE
 --                lines "<api key> <wallet id> <debit id>"), a fresh key each
 --      batch:    POST /v1/batches of 100 debits of 0.01 on random wallets of one
---                shop, a fresh key per batch and per item (a request is 100 debits)
+--                quarter of one shop (the connections take different quarters in
+--                turn), a fresh key per batch and per item (a request is 100 debits)
 -- WALLETS_FILE: lines "<api key> <wallet id>".
 
 local threads = {}
@@ -68,11 +69,18 @@ function request()
   counter = counter + 1
   local w, key
   if mode == "batch" then
-    local shop = shops[math.random(#shops)]
+    -- 16 slices (a quarter of one shop's wallets each); the 8 connections
+    -- of a thread take 8 different slices in turn, as a nightly run splits
+    -- its customers, so concurrent batches rarely wait on each other's
+    -- wallets.
+    local slice = ((counter % 8) * 2 + tid - 1) % 16
+    local shop = shops[slice % #shops + 1]
+    local part = math.floor(slice / #shops) % 4
     local items = {}
     for i = 1, 100 do
+      local w = shop[(math.random(math.floor(#shop / 4)) - 1) * 4 + part + 1] or shop[1]
       items[i] = '{"op":"debit","idempotency_key":"' .. run .. "-" .. tid .. "-" .. counter .. "-" .. i
-        .. '","wallet_id":"' .. shop[math.random(#shop)].id .. '","amount":"0.01","category":"usage"}'
+        .. '","wallet_id":"' .. w.id .. '","amount":"0.01","category":"usage"}'
     end
     return wrk.format("POST", "/v1/batches", {
       ["Authorization"] = shop[1].auth,
