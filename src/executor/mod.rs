@@ -485,6 +485,24 @@ pub struct Unit<'a> {
 }
 
 impl<'a> Unit<'a> {
+    /// `C`'s view of a transaction, its key not held yet.
+    fn of<C: Command>(
+        conn: &'a mut PgConnection,
+        actor: Actor,
+        request: &'a Request,
+        ttl_hours: u32,
+    ) -> Self {
+        Unit {
+            conn,
+            actor,
+            request,
+            ttl_hours,
+            action: C::ACTION,
+            status: C::STATUS,
+            held: KeyHeld::No,
+        }
+    }
+
     pub fn conn(&mut self) -> &mut PgConnection {
         self.conn
     }
@@ -655,18 +673,10 @@ impl Executor {
             return Err(ExecError::KeyInUse.into());
         };
         let mut tx = self.begin().await.map_err(ExecError::from)?;
-        let mut unit = Unit {
-            conn: &mut tx,
-            actor,
-            request,
-            ttl_hours: self.ttl_hours,
-            action: C::ACTION,
-            status: C::STATUS,
-            held: KeyHeld::No,
-        };
+        let mut unit = Unit::of::<C>(&mut tx, actor, request, self.ttl_hours);
         if C::Key::CLAIMED_BY_EXECUTOR {
             let params = unit.claim_params();
-            if let Some(answer) = self.claim(unit.conn, params).await? {
+            if let Some(answer) = claim(unit.conn, params).await? {
                 tx.rollback().await.map_err(ExecError::from)?;
                 return Ok(answer);
             }
@@ -736,7 +746,7 @@ impl Executor {
         let mut tx = self.begin().await.map_err(ExecError::from)?;
         // Meanwhile another instance may have claimed the key and committed
         // its own outcome: then that one is the key's outcome.
-        if let Some(answer) = self.claim(&mut tx, self.claim_params(actor, request)).await? {
+        if let Some(answer) = claim(&mut tx, self.claim_params(actor, request)).await? {
             tx.rollback().await.map_err(ExecError::from)?;
             return Ok(answer);
         }
@@ -776,7 +786,7 @@ impl Executor {
             .execute(&mut *tx)
             .await
             .map_err(ExecError::from)?;
-        let answer = self.claim(&mut tx, self.claim_params(actor, request)).await;
+        let answer = claim(&mut tx, self.claim_params(actor, request)).await;
         tx.rollback().await.map_err(ExecError::from)?;
         match answer? {
             Some(answer) => Ok(answer),
@@ -797,23 +807,15 @@ impl Executor {
         tx.commit().await.map_err(ExecError::from)?;
         Ok(answer)
     }
+}
 
-    /// Claims the key in a statement of its own. `Some` is the answer when
-    /// the key is not ours: the replay of its committed outcome.
-    async fn claim(
-        &self,
-        conn: &mut PgConnection,
-        params: ClaimParams<'_>,
-    ) -> Result<Option<Answer>, ExecError> {
-        self.answer(idempotency::claim(conn, params).await)
-    }
-
-    fn answer(&self, claim: Result<Option<Recorded>, sqlx::Error>) -> Result<Option<Answer>, ExecError> {
-        match claim {
-            Ok(None) => Ok(None),
-            Ok(Some(recorded)) => replay(Ok(recorded)).map(Some),
-            Err(e) => replay(Err(e)).map(Some),
-        }
+/// Claims the key in a statement of its own. `Some` is the answer when the
+/// key is not ours: the replay of its committed outcome.
+async fn claim(conn: &mut PgConnection, params: ClaimParams<'_>) -> Result<Option<Answer>, ExecError> {
+    match idempotency::claim(conn, params).await {
+        Ok(None) => Ok(None),
+        Ok(Some(recorded)) => replay(Ok(recorded)).map(Some),
+        Err(e) => replay(Err(e)).map(Some),
     }
 }
 
@@ -894,21 +896,13 @@ impl Unit<'_> {
     /// transaction.
     pub async fn nested<C: Command>(&mut self, request: &Request, command: C) -> Nested<C::Error> {
         let actor = self.actor;
-        let mut unit = Unit {
-            conn: &mut *self.conn,
-            actor,
-            request,
-            ttl_hours: self.ttl_hours,
-            action: C::ACTION,
-            status: C::STATUS,
-            held: KeyHeld::No,
-        };
+        let mut unit = Unit::of::<C>(&mut *self.conn, actor, request, self.ttl_hours);
         if C::Key::CLAIMED_BY_EXECUTOR {
             let params = unit.claim_params();
-            match idempotency::claim(unit.conn, params).await {
+            match claim(unit.conn, params).await {
                 Ok(None) => unit.held = KeyHeld::Ours,
-                Ok(Some(recorded)) => return nested_answer(replay(Ok(recorded))),
-                Err(e) => return nested_answer(replay(Err(e))),
+                Ok(Some(answer)) => return Nested::Answered(answer),
+                Err(e) => return Nested::Key(e),
             }
         }
         let ran = match command.run(&mut unit, C::Key::token()).await {

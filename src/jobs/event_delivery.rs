@@ -20,7 +20,7 @@ use tokio::{
 };
 use uuid::Uuid;
 
-use super::{Heartbeats, every};
+use super::{Heartbeats, every, record_run};
 use crate::{
     config::EventConfig,
     events::{
@@ -213,16 +213,14 @@ pub async fn event_retention_loop(
         heartbeats,
         shutdown,
         || async {
-            match events::delete_expired(&pool, retention, 1000).await {
-                Ok(n) => {
-                    metrics::counter!("events_purged_total").increment(n);
-                    true
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "event retention failed");
-                    false
-                }
-            }
+            record_run(
+                events::delete_expired(&pool, retention, 1000).await,
+                "event retention",
+                "events_purged_total",
+                "event_retention_failures_total",
+                false,
+            )
+            .is_ok()
         },
     )
     .await

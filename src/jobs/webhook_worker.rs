@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Instant};
 use sqlx::{PgPool, postgres::PgListener};
 use tokio::sync::watch;
 
-use super::{Heartbeats, every};
+use super::{Heartbeats, every, record_run};
 use crate::{
     config::WebhookConfig,
     executor::{self, Actor, Executor},
@@ -252,16 +252,14 @@ pub async fn retention_loop(
         heartbeats,
         shutdown,
         || async {
-            match webhooks::purge(&pool, config.retention, 1000).await {
-                Ok(n) => {
-                    metrics::counter!("webhook_events_purged_total").increment(n);
-                    true
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "webhook retention failed");
-                    false
-                }
-            }
+            record_run(
+                webhooks::purge(&pool, config.retention, 1000).await,
+                "webhook retention",
+                "webhook_events_purged_total",
+                "webhook_retention_failures_total",
+                false,
+            )
+            .is_ok()
         },
     )
     .await
