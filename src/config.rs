@@ -409,10 +409,14 @@ impl Default for EventConfig {
 }
 
 impl EventConfig {
-    /// How long a leased delivery is left to its worker: its POST's
-    /// timeout and a margin to record it.
-    pub fn delivery_lease(&self) -> Duration {
-        self.delivery_timeout + Duration::from_secs(30)
+    /// How long a round of `n` leased deliveries of one endpoint is left
+    /// to its worker: the POSTs' timeout for each wave of
+    /// DELIVERY_ENDPOINT_CONCURRENCY posts, and a margin to record them.
+    pub fn delivery_lease(&self, n: usize) -> Duration {
+        let waves = n
+            .div_ceil(self.delivery_endpoint_concurrency.max(1) as usize)
+            .max(1);
+        self.delivery_timeout * waves as u32 + Duration::from_secs(30)
     }
 }
 

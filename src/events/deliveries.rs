@@ -340,77 +340,117 @@ pub async fn lease(
         .collect())
 }
 
-/// Records an attempt of a leased delivery: `delivered` on a 2xx, else
-/// pending again after min(base × 2^attempts, max) × (0.5–1.5), or `failed`
-/// (dead letter) at the last attempt; an endpoint whose deliveries ended
-/// `failed` ENDPOINT_FAILURE_LIMIT times in a row is disabled, with why.
-/// Returns the delivery's new status (`None`: the lease was lost, another
-/// worker has it).
-pub async fn record(
+/// Records the attempts of one round of an endpoint's leased deliveries in
+/// one statement: each `delivered` on a 2xx, else pending again after
+/// min(base × 2^attempts, max) × (0.5–1.5), or `failed` (dead letter) at
+/// its last attempt; an endpoint whose deliveries ended `failed`
+/// ENDPOINT_FAILURE_LIMIT times in a row is disabled, with why. Returns
+/// each recorded delivery's new status; one missing lost its lease while
+/// posting (another worker has it).
+pub async fn record_round(
     pool: &PgPool,
-    d: &Leased,
-    attempt: &Attempt,
+    round: &[(Leased, Attempt)],
     config: &EventConfig,
-) -> Result<Option<String>, sqlx::Error> {
+) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
+    let Some((first, _)) = round.first() else {
+        return Ok(Vec::new());
+    };
     // Computed here from the attempts the lease saw: the lease makes this
     // worker the only one on the delivery (and Citus runs no volatile
     // function in a distributed UPDATE).
-    let delay = config
-        .delivery_backoff_max
-        .min(
-            config
-                .delivery_backoff_base
-                .saturating_mul(2u32.saturating_pow(d.attempts.clamp(0, 31) as u32)),
-        )
-        .mul_f64(rand::Rng::gen_range(&mut rand::thread_rng(), 0.5..1.5));
-    sqlx::query_scalar!(
-        r#"WITH d AS (
-               UPDATE event_deliveries
-                  SET attempts = attempts + 1,
-                      status = CASE WHEN $4 THEN 'delivered'
-                                    WHEN attempts + 1 >= $5 THEN 'failed' ELSE 'pending' END,
-                      delivered_at = CASE WHEN $4 THEN $6::timestamptz END,
-                      next_attempt_at = CASE WHEN $4 THEN next_attempt_at ELSE $6 + $7::interval END,
-                      leased_until = NULL, last_status_code = $8, last_error = $9, updated_at = $6
-                WHERE shop_id = $1 AND id = $2 AND leased_until = $3
-               RETURNING status
+    let delays: Vec<_> = {
+        let mut rng = rand::thread_rng();
+        round
+            .iter()
+            .map(|(d, _)| {
+                let delay = config
+                    .delivery_backoff_max
+                    .min(
+                        config
+                            .delivery_backoff_base
+                            .saturating_mul(2u32.saturating_pow(d.attempts.clamp(0, 31) as u32)),
+                    )
+                    .mul_f64(rand::Rng::gen_range(&mut rng, 0.5..1.5));
+                pg_interval(delay)
+            })
+            .collect()
+    };
+    let rows = sqlx::query!(
+        r#"WITH r AS (
+               SELECT * FROM unnest($2::uuid[], $3::timestamptz[], $4::bool[], $5::timestamptz[],
+                                    $6::interval[], $7::int[], $8::text[], $9::uuid[], $10::int[])
+                      AS r(id, leased_until, delivered, at, delay, status_code, error, attempt_id, latency_ms)
+           ),
+           d AS (
+               UPDATE event_deliveries d
+                  SET attempts = d.attempts + 1,
+                      status = CASE WHEN r.delivered THEN 'delivered'
+                                    WHEN d.attempts + 1 >= $11 THEN 'failed' ELSE 'pending' END,
+                      delivered_at = CASE WHEN r.delivered THEN r.at END,
+                      next_attempt_at = CASE WHEN r.delivered THEN d.next_attempt_at
+                                             ELSE r.at + r.delay END,
+                      leased_until = NULL, last_status_code = r.status_code, last_error = r.error,
+                      updated_at = r.at
+                 FROM r
+                WHERE d.shop_id = $1 AND d.id = r.id AND d.leased_until = r.leased_until
+               RETURNING d.id, d.status
            ),
            a AS (
                INSERT INTO delivery_attempts (shop_id, id, delivery_id, attempted_at, status_code, latency_ms, error)
-               SELECT $1, $10, $2, $6, $8, $11, $9 FROM d
+               SELECT $1, r.attempt_id, r.id, r.at, r.status_code, r.latency_ms, r.error
+                 FROM r JOIN d ON d.id = r.id
+           ),
+           tally AS (
+               SELECT count(*) FILTER (WHERE d.status = 'failed') AS failed,
+                      count(*) FILTER (WHERE d.status = 'delivered') AS delivered,
+                      (SELECT r.error FROM r JOIN d f ON f.id = r.id AND f.status = 'failed'
+                        ORDER BY r.at DESC LIMIT 1) AS last_error
+                 FROM d
            ),
            p AS (
+               -- A delivered one breaks a run of failures: the round's
+               -- failures then count from zero.
                UPDATE webhook_endpoints p
-                  SET consecutive_failures = CASE WHEN d.status = 'delivered' THEN 0
-                                                  ELSE p.consecutive_failures + 1 END,
-                      disabled = p.disabled OR (d.status = 'failed' AND p.consecutive_failures + 1 >= $13),
+                  SET consecutive_failures = CASE WHEN t.delivered > 0 THEN t.failed
+                                                  ELSE p.consecutive_failures + t.failed END,
+                      disabled = p.disabled OR (t.failed > 0 AND
+                          CASE WHEN t.delivered > 0 THEN t.failed ELSE p.consecutive_failures + t.failed END >= $13),
                       disabled_reason = CASE
-                          WHEN NOT p.disabled AND d.status = 'failed' AND p.consecutive_failures + 1 >= $13
+                          WHEN NOT p.disabled AND t.failed > 0 AND
+                               CASE WHEN t.delivered > 0 THEN t.failed ELSE p.consecutive_failures + t.failed END >= $13
                           THEN format('disabled after %s deliveries in a row ended failed; the last: %s',
-                                      p.consecutive_failures + 1, $9::text)
+                                      CASE WHEN t.delivered > 0 THEN t.failed
+                                           ELSE p.consecutive_failures + t.failed END, t.last_error)
                           ELSE p.disabled_reason END,
-                      updated_at = $6
-                 FROM d
+                      updated_at = now()
+                 FROM tally t
                 WHERE p.shop_id = $1 AND p.id = $12
-                  AND (d.status = 'failed' OR (d.status = 'delivered' AND p.consecutive_failures > 0))
+                  AND (t.failed > 0 OR (t.delivered > 0 AND p.consecutive_failures > 0))
            )
-           SELECT status AS "status!" FROM d"#,
-        d.shop_id,
-        d.id,
-        d.leased_until,
-        attempt.delivered(),
+           SELECT id AS "id!", status AS "status!" FROM d"#,
+        first.shop_id,
+        &round.iter().map(|(d, _)| d.id).collect::<Vec<_>>(),
+        &round.iter().map(|(d, _)| d.leased_until).collect::<Vec<_>>(),
+        &round.iter().map(|(_, a)| a.delivered()).collect::<Vec<_>>(),
+        &round.iter().map(|(_, a)| a.at).collect::<Vec<_>>(),
+        &delays,
+        &round
+            .iter()
+            .map(|(_, a)| a.status_code.map(i32::from))
+            .collect::<Vec<_>>() as &[Option<i32>],
+        &round.iter().map(|(_, a)| a.error.clone()).collect::<Vec<_>>() as &[Option<String>],
+        &round.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>(),
+        &round
+            .iter()
+            .map(|(_, a)| a.latency.as_millis().min(i32::MAX as u128) as i32)
+            .collect::<Vec<_>>(),
         config.delivery_max_attempts as i32,
-        attempt.at,
-        pg_interval(delay),
-        attempt.status_code.map(i32::from),
-        attempt.error.as_deref(),
-        Uuid::now_v7(),
-        attempt.latency.as_millis().min(i32::MAX as u128) as i32,
-        d.endpoint_id,
+        first.endpoint_id,
         config.endpoint_failure_limit as i32,
     )
-    .fetch_optional(pool)
-    .await
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.status)).collect())
 }
 
 /// One try of a delivery.

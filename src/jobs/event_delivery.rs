@@ -1,8 +1,8 @@
 //! The event delivery worker (docs/events.md, docs/runbooks/event-deliveries.md):
 //! finds endpoints with due deliveries and works each in a task of its own —
-//! lease a few deliveries (`FOR UPDATE SKIP LOCKED`, so any number of
-//! instances share them), post them at once, record each attempt, repeat
-//! until none is due. A slow or dead endpoint thus holds only its own task
+//! lease a round of deliveries (`FOR UPDATE SKIP LOCKED`, so any number of
+//! instances share them), post them a few at once, record the round's
+//! attempts in one statement, repeat until none is due. A slow or dead endpoint thus holds only its own task
 //! and its share of DELIVERY_CONCURRENCY, never another endpoint's
 //! deliveries or the API. A crashed instance's leases run out and another
 //! posts those deliveries again: at least once.
@@ -13,6 +13,7 @@ use std::{
     time::Duration,
 };
 
+use futures_util::StreamExt;
 use sqlx::{PgPool, postgres::PgListener};
 use tokio::{
     sync::{Semaphore, watch},
@@ -32,6 +33,9 @@ use crate::{
 pub const DELIVERY_LOOP: &str = "event_delivery";
 pub const EVENT_RETENTION_LOOP: &str = "event_retention";
 
+/// The most deliveries of one endpoint leased in one round.
+const ROUND_MAX: usize = 64;
+
 #[derive(Clone)]
 struct Worker {
     pool: PgPool,
@@ -45,16 +49,22 @@ struct Worker {
 }
 
 impl Worker {
-    /// Leases and posts the endpoint's due deliveries until none is left.
+    /// Leases and posts the endpoint's due deliveries, round after round,
+    /// until none is left. A round starts at DELIVERY_ENDPOINT_CONCURRENCY
+    /// deliveries and doubles after each round all delivered, up to
+    /// ROUND_MAX: a healthy endpoint's backlog costs one lease and one
+    /// record statement per round, while a failing one is leased a wave
+    /// at a time.
     async fn work(self, shop_id: Uuid, endpoint_id: Uuid) {
-        let limit = i64::from(self.config.delivery_endpoint_concurrency);
+        let concurrency = self.config.delivery_endpoint_concurrency as usize;
+        let mut size = concurrency;
         while !*self.shutdown.borrow() {
             let leased = match deliveries::lease(
                 &self.pool,
                 shop_id,
                 endpoint_id,
-                limit,
-                self.config.delivery_lease(),
+                size as i64,
+                self.config.delivery_lease(size),
             )
             .await
             {
@@ -65,8 +75,19 @@ impl Worker {
                     break;
                 }
             };
-            let posts = leased.iter().map(|d| self.deliver(d));
-            futures_util::future::join_all(posts).await;
+            let round: Vec<(deliveries::Leased, deliveries::Attempt)> = futures_util::stream::iter(leased)
+                .map(|d| self.post(d))
+                .buffer_unordered(concurrency)
+                .filter_map(std::future::ready)
+                .collect()
+                .await;
+            let all_delivered = round.iter().all(|(_, a)| a.delivered());
+            self.record(&round).await;
+            size = if all_delivered {
+                (size * 2).min(ROUND_MAX.max(concurrency))
+            } else {
+                concurrency
+            };
         }
         self.busy
             .lock()
@@ -74,23 +95,35 @@ impl Worker {
             .remove(&endpoint_id);
     }
 
-    async fn deliver(&self, d: &deliveries::Leased) {
-        let Ok(_permit) = self.permits.acquire().await else {
-            return;
-        };
-        let attempt = deliveries::post(&self.client, &self.destinations, d).await;
+    async fn post(&self, d: deliveries::Leased) -> Option<(deliveries::Leased, deliveries::Attempt)> {
+        let _permit = self.permits.acquire().await.ok()?;
+        let attempt = deliveries::post(&self.client, &self.destinations, &d).await;
         metrics::histogram!("event_delivery_seconds").record(attempt.latency.as_secs_f64());
-        match deliveries::record(&self.pool, d, &attempt, &self.config).await {
-            Ok(Some(status)) => {
-                metrics::counter!("event_deliveries_total", "outcome" => outcome(&status)).increment(1);
-                if status != "delivered" {
-                    tracing::warn!(delivery = %d.id, endpoint = %d.endpoint_id, status,
-                        code = ?attempt.status_code, error = ?attempt.error, "event delivery failed");
-                }
+        Some((d, attempt))
+    }
+
+    async fn record(&self, round: &[(deliveries::Leased, deliveries::Attempt)]) {
+        let recorded = match deliveries::record_round(&self.pool, round, &self.config).await {
+            Ok(recorded) => recorded,
+            Err(e) => {
+                tracing::warn!(error = %e, deliveries = round.len(), "recording deliveries failed");
+                return;
             }
-            // Its lease ran out while posting: another worker has it.
-            Ok(None) => metrics::counter!("event_deliveries_total", "outcome" => "lease_lost").increment(1),
-            Err(e) => tracing::warn!(error = %e, delivery = %d.id, "recording a delivery failed"),
+        };
+        // One not recorded ran out of its lease while posting: another
+        // worker has it.
+        let lost = round.len() - recorded.len();
+        if lost > 0 {
+            metrics::counter!("event_deliveries_total", "outcome" => "lease_lost").increment(lost as u64);
+        }
+        for (id, status) in recorded {
+            metrics::counter!("event_deliveries_total", "outcome" => outcome(&status)).increment(1);
+            if status != "delivered"
+                && let Some((d, attempt)) = round.iter().find(|(d, _)| d.id == id)
+            {
+                tracing::warn!(delivery = %d.id, endpoint = %d.endpoint_id, status,
+                    code = ?attempt.status_code, error = ?attempt.error, "event delivery failed");
+            }
         }
     }
 
@@ -192,7 +225,7 @@ pub async fn delivery_loop(
         }
     }
     let drain = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(config.delivery_lease(), drain)
+    if tokio::time::timeout(config.delivery_lease(ROUND_MAX), drain)
         .await
         .is_err()
     {
