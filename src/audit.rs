@@ -46,6 +46,16 @@ impl<'a> Rows<'a> {
             details: entries.iter().map(|e| e.detail.clone()).collect(),
         }
     }
+
+    pub fn push(&mut self, e: &Entry<'a>) {
+        self.ids.push(Uuid::now_v7());
+        self.api_key_ids.push(e.api_key_id);
+        self.actions.push(e.action);
+        self.entities.push(e.entity);
+        self.entity_ids.push(e.entity_id);
+        self.request_ids.push(e.request_id);
+        self.details.push(e.detail.clone());
+    }
 }
 
 /// Writes the audit rows of one shop that no request's key records (a

@@ -16,7 +16,10 @@ use crate::{
     reservations::commands::{Capture, Hold, Release},
     store::StoreError,
     tenants::Tenant,
-    wallets::commands::{Credit, Debit, MakeTransfer, Refund},
+    wallets::{
+        WalletError, bulk,
+        commands::{Credit, Debit, MakeTransfer, Refund},
+    },
 };
 
 /// Binds `$cmd` to the item's command and evaluates `$body` with it (each
@@ -148,6 +151,18 @@ impl Command for Batch {
     type Error = BatchError;
 
     async fn run(self, unit: &mut Unit<'_>, key: Claimed) -> Result<Ran<BatchResult>, BatchError> {
+        if let Some(answers) = set_wise(unit, &key, self.tenant, &self.items).await? {
+            let items = answers
+                .into_iter()
+                .enumerate()
+                .map(|(index, answer)| item_result(index, answer))
+                .collect();
+            return Ok(key.answer(BatchResult {
+                id: Uuid::now_v7(),
+                atomic: true,
+                items,
+            }));
+        }
         lock_wallets(unit.conn(), self.tenant, &self.items).await?;
         let mut results = Vec::with_capacity(self.items.len());
         for (index, Item { op, request }) in self.items.into_iter().enumerate() {
@@ -179,6 +194,46 @@ impl Command for Batch {
             items: results,
         }))
     }
+}
+
+/// A batch of credits and debits only, written set-wise
+/// (`wallets::bulk`); `None` when its items must run one by one.
+async fn set_wise(
+    unit: &mut Unit<'_>,
+    key: &Claimed,
+    tenant: Tenant,
+    items: &[Item],
+) -> Result<Option<Vec<Answer>>, BatchError> {
+    let movements: Option<Vec<bulk::Item<'_>>> = items
+        .iter()
+        .map(|Item { op, request }| {
+            let (wallet_id, movement) = match op {
+                Op::Credit { wallet_id, input } => (*wallet_id, bulk::Movement::Credit(input)),
+                Op::Debit { wallet_id, input } => (*wallet_id, bulk::Movement::Debit(input)),
+                _ => return None,
+            };
+            Some(bulk::Item {
+                wallet_id,
+                movement,
+                request,
+            })
+        })
+        .collect();
+    let Some(movements) = movements else {
+        return Ok(None);
+    };
+    bulk::apply(unit, key, tenant, &movements)
+        .await
+        .map_err(|e| match e {
+            bulk::BulkError::Item(_, WalletError::Store(e)) | bulk::BulkError::Store(e) => {
+                BatchError::Store(e)
+            }
+            bulk::BulkError::Item(index, e) => BatchError::Item {
+                index,
+                verdict: e.verdict(),
+                problem: Box::new(ApiError::from(e).problem()),
+            },
+        })
 }
 
 /// A nested run's answer, or its refusal as the single request's problem

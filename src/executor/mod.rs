@@ -547,6 +547,46 @@ impl<'a> Unit<'a> {
         }
     }
 
+    /// Claims the keys of a batch's items in one statement, each with its
+    /// single request's fingerprint. `true` when every one is now this
+    /// transaction's; otherwise some are another request's (applied or in
+    /// flight), and the caller undoes the claim and runs the items one by
+    /// one (`nested`).
+    pub async fn claim_items(&mut self, requests: &[&Request]) -> Result<bool, ExecError> {
+        let keys: Vec<&str> = requests.iter().map(|r| r.key.as_str()).collect();
+        let prints: Vec<&[u8]> = requests.iter().map(|r| r.fingerprint.as_slice()).collect();
+        let ours = idempotency::claim_all(
+            self.conn,
+            self.actor.shop_id,
+            &keys,
+            &prints,
+            self.ttl_hours as i32,
+        )
+        .await?;
+        Ok(ours == requests.len() as i64)
+    }
+
+    /// Adds to `done` what `C`'s single request `request` stores on
+    /// success with `value` (its answer under its own key, its audit row,
+    /// its events), for a batch's item whose key this transaction claimed
+    /// (`claim_items`); returns that answer.
+    pub fn complete_item<'r, C: Command>(
+        &self,
+        done: &mut Completion<'r>,
+        request: &'r Request,
+        value: &C::Output,
+    ) -> Result<Answer, ExecError> {
+        let d = Done::new(C::STATUS, value)?;
+        let audit = audit_entry(self.actor, C::ACTION, value, request);
+        done.add(
+            request.key.as_str(),
+            d.stored.clone(),
+            &audit,
+            events_of(C::ACTION, value, &d.stored),
+        );
+        Ok(d.answer(false))
+    }
+
     /// The connection and the parameters of the write that stores `value`
     /// as the key's outcome with its audit row (`query_completing!`), and
     /// the answer, to return once that write succeeded.

@@ -118,17 +118,27 @@ macro_rules! query_claiming {
 }
 pub(crate) use query_claiming;
 
-/// What a completing statement binds as `$1`–`$18`: the outcome stored
-/// under the key (`$3`–`$7`, or none), the audit rows (`$8`–`$14`, one
-/// array per column: one row for a request, several for a job, or none)
-/// and the events (`$15`–`$18`).
+/// What a completing statement binds as `$1`–`$18`: the outcomes stored
+/// under their keys (`$2`–`$7`, one array per column: one key for a
+/// request, a key per item for a batch, or none), the audit rows (`$8`–`$14`,
+/// likewise: one row for a request, several for a job or a batch) and the
+/// events (`$15`–`$18`).
 #[derive(Debug, Clone, Default)]
 pub struct Completion<'a> {
     pub shop_id: Uuid,
-    pub key: &'a str,
-    pub stored: Option<Stored>,
+    pub stored: Vec<(&'a str, Stored)>,
     pub audit: crate::audit::Rows<'a>,
     pub events: crate::events::Rows,
+}
+
+/// The stored outcomes as the columns `query_completing!` unnests.
+pub struct StoredRows<'s> {
+    pub keys: Vec<&'s str>,
+    pub statuses: Vec<i16>,
+    pub content_types: Vec<&'s str>,
+    pub locations: Vec<Option<&'s str>>,
+    pub etags: Vec<Option<&'s str>>,
+    pub bodies: Vec<&'s [u8]>,
 }
 
 impl<'a> Completion<'a> {
@@ -140,8 +150,7 @@ impl<'a> Completion<'a> {
     ) -> Self {
         Completion {
             shop_id,
-            key,
-            stored: response.cloned(),
+            stored: response.map(|r| (key, r.clone())).into_iter().collect(),
             audit: crate::audit::Rows::of(audit.map(std::slice::from_ref).unwrap_or_default()),
             events: crate::events::Rows::default(),
         }
@@ -151,6 +160,20 @@ impl<'a> Completion<'a> {
     pub fn with_events(mut self, events: Vec<crate::events::Event>) -> Self {
         self.events.extend(events);
         self
+    }
+
+    /// Adds another key's outcome, audit entry and events (a batch's
+    /// item).
+    pub fn add(
+        &mut self,
+        key: &'a str,
+        response: Stored,
+        audit: &crate::audit::Entry<'a>,
+        events: Vec<crate::events::Event>,
+    ) {
+        self.stored.push((key, response));
+        self.audit.push(audit);
+        self.events.extend(events);
     }
 
     /// Stores and audits nothing: for a statement that shares the SQL of a
@@ -170,6 +193,18 @@ impl<'a> Completion<'a> {
             ..Completion::none(shop_id)
         }
     }
+
+    pub fn stored_rows(&self) -> StoredRows<'_> {
+        let s = &self.stored;
+        StoredRows {
+            keys: s.iter().map(|(k, _)| *k).collect(),
+            statuses: s.iter().map(|(_, r)| r.status as i16).collect(),
+            content_types: s.iter().map(|(_, r)| r.content_type.as_str()).collect(),
+            locations: s.iter().map(|(_, r)| r.location.as_deref()).collect(),
+            etags: s.iter().map(|(_, r)| r.etag.as_deref()).collect(),
+            bodies: s.iter().map(|(_, r)| r.body.as_slice()).collect(),
+        }
+    }
 }
 
 /// `sqlx::query!` for a statement that also stores the outcome under the
@@ -182,13 +217,15 @@ impl<'a> Completion<'a> {
 macro_rules! query_completing {
     ($done:ident, $sql:literal $(, $args:expr)* $(,)?) => {{
         let _: &$crate::idempotency::Completion<'_> = &$done;
-        let stored = $done.stored.as_ref();
+        let stored = $done.stored_rows();
         sqlx::query!(
             "WITH stored AS (\
-                 UPDATE idempotency_keys \
-                    SET response_status = $3, response_content_type = $4, response_location = $5, \
-                        response_etag = $6, response_body = $7 \
-                  WHERE shop_id = $1 AND key = $2 AND $3::smallint IS NOT NULL), \
+                 UPDATE idempotency_keys k \
+                    SET response_status = s.status, response_content_type = s.content_type, \
+                        response_location = s.location, response_etag = s.etag, response_body = s.body \
+                   FROM UNNEST($2::text[], $3::smallint[], $4::text[], $5::text[], $6::text[], $7::bytea[]) \
+                        AS s(key, status, content_type, location, etag, body) \
+                  WHERE k.shop_id = $1 AND k.key = s.key), \
              audited AS (\
                  INSERT INTO audit_log \
                      (shop_id, id, api_key_id, action, entity, entity_id, request_id, detail) \
@@ -210,12 +247,12 @@ macro_rules! query_completing {
                     AND (v.type = ANY (p.event_types) OR '*' = ANY (p.event_types))) "
                 + $sql,
             $done.shop_id,
-            $done.key,
-            stored.map(|r| r.status as i16),
-            stored.map(|r| r.content_type.as_str()),
-            stored.and_then(|r| r.location.as_deref()),
-            stored.and_then(|r| r.etag.as_deref()),
-            stored.map(|r| r.body.as_slice()),
+            &stored.keys as &[&str],
+            &stored.statuses,
+            &stored.content_types as &[&str],
+            &stored.locations as &[Option<&str>],
+            &stored.etags as &[Option<&str>],
+            &stored.bodies as &[&[u8]],
             &$done.audit.ids,
             &$done.audit.api_key_ids as &[Option<Uuid>],
             &$done.audit.actions as &[&str],
@@ -258,6 +295,45 @@ pub async fn claim(
         return Ok(None);
     }
     recorded(conn, params).await.map(Some)
+}
+
+/// Claims many keys in one statement (a batch's items), each with its own
+/// request's fingerprint, in key order so two claimers of the same keys
+/// queue instead of deadlocking. Returns how many are now this
+/// transaction's.
+pub async fn claim_all(
+    conn: &mut PgConnection,
+    shop_id: Uuid,
+    keys: &[&str],
+    fingerprints: &[&[u8]],
+    ttl_hours: i32,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"WITH k AS (
+               SELECT * FROM UNNEST($2::text[], $3::bytea[]) AS k(key, fingerprint)
+           ),
+           claim AS (
+               INSERT INTO idempotency_keys (shop_id, key, fingerprint, expires_at)
+               SELECT $1, k.key, k.fingerprint, now() + make_interval(hours => $4) FROM k ORDER BY k.key
+               ON CONFLICT (shop_id, key) DO NOTHING RETURNING 1
+           ),
+           takeover AS (
+               UPDATE idempotency_keys i
+                  SET fingerprint = k.fingerprint, response_status = 0, response_content_type = '',
+                      response_location = NULL, response_etag = NULL, response_body = '',
+                      created_at = now(), expires_at = now() + make_interval(hours => $4)
+                 FROM k
+                WHERE i.shop_id = $1 AND i.key = k.key AND i.expires_at <= now()
+               RETURNING 1
+           )
+           SELECT (SELECT count(*) FROM claim) + (SELECT count(*) FROM takeover) AS "ours!""#,
+        shop_id,
+        keys as &[&str],
+        fingerprints as &[&[u8]],
+        ttl_hours
+    )
+    .fetch_one(conn)
+    .await
 }
 
 /// The committed record of a key another request claimed: its outcome when

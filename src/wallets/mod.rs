@@ -2,6 +2,7 @@
 //! debits and their append-only history, every movement posted to the
 //! journal.
 
+pub mod bulk;
 pub mod commands;
 mod grant_store;
 pub mod grants;

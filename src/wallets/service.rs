@@ -287,7 +287,7 @@ pub async fn lock_many(
 /// A request's money path expires what it finds due, exactly as the job
 /// would, before it moves anything: no movement spends a grant at or after
 /// its deadline, whether or not the job has run.
-async fn expire_due_in_request(
+pub(super) async fn expire_due_in_request(
     unit: &mut Unit<'_>,
     tenant: Tenant,
     wallets: &mut [Locked],
@@ -317,7 +317,7 @@ async fn expire_due_in_request(
 /// predates the lock when the lock had to wait: they are current only if
 /// the wallet's version in that snapshot is the locked row's (every change
 /// to grants bumps it), and are read again otherwise.
-async fn lock_rows(
+pub(super) async fn lock_rows(
     conn: &mut PgConnection,
     claim: ClaimParams<'_>,
     held: bool,
@@ -426,7 +426,7 @@ pub(super) struct Leg<'a> {
 }
 
 impl Leg<'_> {
-    fn delta(&self) -> Decimal {
+    pub(super) fn delta(&self) -> Decimal {
         match self.type_ {
             TransactionType::Credit => self.amount,
             TransactionType::Debit => -self.amount,
@@ -809,56 +809,14 @@ async fn movement(
         Err(taken) => return Ok(taken.replay()),
     };
     let amount = Money::parse("amount", &amount, wallet.currency)?.amount();
-    let (type_, category) = match kind {
-        Kind::Credit { category, .. } => (TransactionType::Credit, category.category()),
-        Kind::Debit(c) => (TransactionType::Debit, c.category()),
-    };
+    let (type_, category) = kind.movement();
     if let Some(earlier) = earlier {
         return earlier_movement(unit.conn(), tenant, earlier, wallet_id, type_, category, amount)
             .await
             .map(|tx| key.earlier(tx));
     }
     let metadata = metadata.unwrap_or_default();
-    let (posting, grants) = match kind {
-        Kind::Credit {
-            category,
-            priority,
-            expires_at,
-        } => {
-            if let Some(deadline) = expires_at
-                && deadline <= wallet.at
-            {
-                return Err(WalletError::Invalid("expires_at", "must be in the future".into()));
-            }
-            let spec = GrantSpec {
-                kind: category.grant_kind(),
-                priority: priority.unwrap_or(GrantSpec::DEFAULT_PRIORITY),
-                expires_at,
-                metadata: metadata.clone(),
-                source: None,
-            };
-            let posting = Posting::new(ledger::Kind::WalletCredit, wallet.currency).transfer(
-                category.source(),
-                Account::Wallet(wallet_id),
-                amount,
-            );
-            (
-                posting,
-                wallet
-                    .grants
-                    .credit(wallet.balance, wallet.at, vec![(spec, amount)]),
-            )
-        }
-        Kind::Debit(_) => {
-            wallet.ensure_can_spend(amount)?;
-            let posting = Posting::new(ledger::Kind::WalletDebit, wallet.currency).transfer(
-                Account::Wallet(wallet_id),
-                Account::Revenue,
-                amount,
-            );
-            (posting, wallet.grants.spend(amount, wallet.at, &[]))
-        }
-    };
+    let (posting, grants) = plan(&mut wallet, kind, amount, &metadata)?;
     let leg = Leg {
         id: Uuid::now_v7(),
         wallet: &wallet,
@@ -880,9 +838,60 @@ async fn movement(
     Ok(ran)
 }
 
+/// A credit's or a debit's journal posting and what it does to the
+/// wallet's grants (which then hold it), checked against the locked
+/// wallet: a credit's deadline is in the future, a debit is covered.
+pub(super) fn plan(
+    wallet: &mut Locked,
+    kind: Kind,
+    amount: Decimal,
+    metadata: &Metadata,
+) -> Result<(Posting, GrantWrites), WalletError> {
+    Ok(match kind {
+        Kind::Credit {
+            category,
+            priority,
+            expires_at,
+        } => {
+            if let Some(deadline) = expires_at
+                && deadline <= wallet.at
+            {
+                return Err(WalletError::Invalid("expires_at", "must be in the future".into()));
+            }
+            let spec = GrantSpec {
+                kind: category.grant_kind(),
+                priority: priority.unwrap_or(GrantSpec::DEFAULT_PRIORITY),
+                expires_at,
+                metadata: metadata.clone(),
+                source: None,
+            };
+            let posting = Posting::new(ledger::Kind::WalletCredit, wallet.currency).transfer(
+                category.source(),
+                Account::Wallet(wallet.id),
+                amount,
+            );
+            (
+                posting,
+                wallet
+                    .grants
+                    .credit(wallet.balance, wallet.at, vec![(spec, amount)]),
+            )
+        }
+        Kind::Debit(_) => {
+            wallet.ensure_can_spend(amount)?;
+            let posting = Posting::new(ledger::Kind::WalletDebit, wallet.currency).transfer(
+                Account::Wallet(wallet.id),
+                Account::Revenue,
+                amount,
+            );
+            (posting, wallet.grants.spend(amount, wallet.at, &[]))
+        }
+    })
+}
+
 /// A credit (with the grant it makes) or a debit, with its category.
 #[derive(Clone, Copy)]
-enum Kind {
+pub(super) enum Kind {
     Credit {
         category: CreditCategory,
         priority: Option<i16>,
@@ -891,8 +900,18 @@ enum Kind {
     Debit(DebitCategory),
 }
 
+impl Kind {
+    /// The history row's type and category.
+    pub(super) fn movement(self) -> (TransactionType, Category) {
+        match self {
+            Kind::Credit { category, .. } => (TransactionType::Credit, category.category()),
+            Kind::Debit(c) => (TransactionType::Debit, c.category()),
+        }
+    }
+}
+
 /// A credit or a debit request.
-enum Request {
+pub(super) enum Request {
     Credit(CreditRequest),
     Debit(DebitRequest),
 }
@@ -900,7 +919,7 @@ enum Request {
 impl Request {
     /// Its kind, and the category-independent part: amount, description,
     /// metadata.
-    fn split(self) -> (Kind, String, Option<String>, Option<Metadata>) {
+    pub(super) fn split(self) -> (Kind, String, Option<String>, Option<Metadata>) {
         match self {
             Request::Credit(r) => (
                 Kind::Credit {

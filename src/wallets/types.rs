@@ -56,7 +56,7 @@ pub enum DebitCategory {
 }
 
 /// Money into a wallet.
-#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[derive(Debug, Clone, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreditRequest {
     /// Positive decimal string, at most the currency's decimals.
@@ -81,7 +81,7 @@ pub struct CreditRequest {
 }
 
 /// Money out of a wallet.
-#[derive(Debug, Deserialize, Validate, ToSchema)]
+#[derive(Debug, Clone, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DebitRequest {
     /// Positive decimal string, at most the currency's decimals.

@@ -362,3 +362,145 @@ async fn a_batch_that_is_not_atomic_answers_each_item_on_its_own(
     );
     app.assert_ledger_consistent().await;
 }
+
+#[sqlx::test]
+async fn credits_and_debits_are_written_set_wise_as_their_single_requests_would_be(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let app = spawn_app(connect).await;
+    let k = &app.shop().await.key;
+    let a = app.wallet(k, "USD", "10.00").await;
+    let b = app.wallet(k, "USD", "0").await;
+    let later = (chrono::Utc::now() + chrono::Duration::days(30)).to_rfc3339();
+    let items = json!([
+        {"op": "credit", "idempotency_key": "s-1", "wallet_id": b, "amount": "5.00",
+         "category": "grant", "expires_at": later},
+        debit("s-2", a, "4.00"),
+        // Spends the grant s-1 made in the same batch.
+        debit("s-3", b, "2.00"),
+        {"op": "credit", "idempotency_key": "s-4", "wallet_id": a, "amount": "1.50", "category": "top_up"},
+        debit("s-5", b, "3.00"),
+        debit("s-6", a, "7.50"),
+    ]);
+    let before = app.footprint().await;
+    let r = app.batch(k, &fresh(), json!({"items": items})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let bodies: Vec<&Value> = r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| &x["body"])
+        .collect();
+    let after: Vec<&str> = bodies
+        .iter()
+        .map(|b| b["balance_after"].as_str().unwrap())
+        .collect();
+    assert_eq!(after, ["5.00", "6.00", "3.00", "7.50", "0.00", "0.00"]);
+    assert_eq!(app.balance(k, a).await, "0.00");
+    assert_eq!(app.balance(k, b).await, "0.00");
+    // One row per item of each kind, a key and an audit row for the batch.
+    let [m, j, keys, events, audit] = app.footprint().await;
+    assert_eq!(
+        [
+            m - before[0],
+            j - before[1],
+            keys - before[2],
+            events - before[3],
+            audit - before[4]
+        ],
+        [6, 6, 7, 6, 7]
+    );
+    // Written by one statement: every row carries the batch's one time
+    // (items run one by one would each read the clock).
+    assert_eq!(
+        app.count(
+            "SELECT count(DISTINCT created_at) FROM wallet_transactions WHERE idempotency_key LIKE 's-%'"
+        )
+        .await,
+        1
+    );
+    // Each wallet's versions run on without a gap from its creation's 1
+    // to the row's.
+    for w in [a, b] {
+        let gapless = app
+            .count(&format!(
+                "SELECT (max(t.wallet_version) - min(t.wallet_version) + 1 = count(*)
+                         AND min(t.wallet_version) = 2
+                         AND max(t.wallet_version) = (SELECT version FROM wallets WHERE id = '{w}'))::int::int8
+                   FROM wallet_transactions t WHERE t.wallet_id = '{w}'"
+            ))
+            .await;
+        assert_eq!(gapless, 1, "wallet {w}");
+    }
+    // s-3 took its 2.00 from the grant s-1 made; s-5 the 3.00 left of it.
+    let grant = &bodies[0]["granted"][0]["grant_id"];
+    assert_eq!(
+        bodies[2]["consumptions"],
+        json!([{"grant_id": grant, "amount": "2.00"}])
+    );
+    assert_eq!(
+        bodies[4]["consumptions"],
+        json!([{"grant_id": grant, "amount": "3.00"}])
+    );
+    // Each answer is the books: the movement as the API shows it.
+    for (body, w) in bodies.iter().zip([b, a, b, a, b, a]) {
+        let id = body["id"].as_str().unwrap();
+        let shown: Value = app
+            .get(k, &format!("/v1/wallets/{w}/transactions/{id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(&&shown, body);
+    }
+    // An item alone, as its single request: answered from its record.
+    let single = app
+        .call(
+            Method::POST,
+            k,
+            &format!("/v1/wallets/{b}/debit"),
+            "s-3",
+            None,
+            json!({"amount": "2.00", "category": "usage"}),
+        )
+        .await;
+    assert!(single.replayed);
+    assert_eq!(&single.body, bodies[2]);
+    app.assert_ledger_consistent().await;
+    app.assert_grants_consistent().await;
+}
+
+#[sqlx::test]
+async fn a_batch_crossing_a_balance_alert_fires_it_once(_: PgPoolOptions, connect: PgConnectOptions) {
+    let app = spawn_app(connect).await;
+    let k = &app.shop().await.key;
+    let w = app.wallet(k, "USD", "10.00").await;
+    let r = app
+        .post(
+            k,
+            &format!("/v1/wallets/{w}/balance-alerts"),
+            &fresh(),
+            &json!({"available_below": "5.00"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let items = json!([
+        debit("x-1", w, "3.00"),
+        debit("x-2", w, "3.00"),
+        debit("x-3", w, "3.00")
+    ]);
+    let r = app.batch(k, &fresh(), json!({"items": items})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    // x-2 took `available` from 7.00 to 4.00: one alert, the wallet as
+    // it stood after x-2.
+    let fired = sqlx::query_scalar::<_, Value>(
+        "SELECT data FROM events WHERE type = 'wallet.balance_below' ORDER BY seq",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    assert_eq!(fired[0]["wallet"]["balance"], "4.00");
+    assert_eq!(app.balance(k, w).await, "1.00");
+}

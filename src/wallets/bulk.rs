@@ -1,0 +1,473 @@
+//! A batch's credits and debits, written set-wise: the wallets locked once
+//! in id order, every item's key claimed by one statement, each movement
+//! planned in Rust in the items' order (balance checks, grants' burn-down,
+//! balances after), then every row of every kind written by one statement —
+//! journal transactions and entries, grants made and changed, consumptions,
+//! one update per wallet, history rows, and each item's stored answer,
+//! audit row and events. The rows are those the single requests would have
+//! written, one item after another.
+//!
+//! Where that shortcut would differ from the single requests it is not
+//! taken and the caller runs the items one by one in the same transaction:
+//! a wallet it cannot find (the item by item run names the item), a wallet
+//! with balance alerts (their events carry the wallet after each
+//! movement), an item key already used (its record answers) or whose
+//! movement outlived its record.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{
+    CreditRequest, DebitRequest, Locked, WalletError, WalletTransaction,
+    commands::{Credit, Debit},
+    grant_store,
+    grants::GrantChange,
+    service::{self, Kind, Leg, Request},
+};
+use crate::{
+    executor::{Answer, Claimed, Unit},
+    idempotency::{Completion, query_completing},
+    money::Money,
+    store::StoreError,
+    tenants::Tenant,
+};
+
+/// A credit or a debit of a batch, with its single request.
+pub struct Item<'r> {
+    pub wallet_id: Uuid,
+    pub movement: Movement<'r>,
+    pub request: &'r crate::executor::Request,
+}
+
+pub enum Movement<'r> {
+    Credit(&'r CreditRequest),
+    Debit(&'r DebitRequest),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BulkError {
+    /// Item `.0` cannot apply: its single request's refusal.
+    #[error("items[{0}]: {1}")]
+    Item(usize, WalletError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for BulkError {
+    fn from(e: sqlx::Error) -> Self {
+        BulkError::Store(e.into())
+    }
+}
+
+impl From<crate::executor::ExecError> for BulkError {
+    fn from(e: crate::executor::ExecError) -> Self {
+        BulkError::Store(StoreError::broken(e.to_string()))
+    }
+}
+
+/// What no item caused (the lock, a stored row that does not read back).
+fn store(e: WalletError) -> BulkError {
+    match e {
+        WalletError::Store(e) => BulkError::Store(e),
+        other => BulkError::Store(StoreError::broken(other.to_string())),
+    }
+}
+
+/// Applies `items` set-wise under the batch's claimed key and returns each
+/// item's answer, or `None` when they must run one by one (nothing was
+/// written then).
+pub async fn apply(
+    unit: &mut Unit<'_>,
+    key: &Claimed,
+    tenant: Tenant,
+    items: &[Item<'_>],
+) -> Result<Option<Vec<Answer>>, BulkError> {
+    let mut ids: Vec<Uuid> = items.iter().map(|i| i.wallet_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let claim = unit.held(key);
+    let (_, locked, _) = service::lock_rows(unit.conn(), claim, true, tenant, &ids)
+        .await
+        .map_err(store)?;
+    if locked.len() != ids.len() {
+        return Ok(None);
+    }
+    let mut locked = locked;
+    service::expire_due_in_request(unit, tenant, &mut locked)
+        .await
+        .map_err(store)?;
+    let requests: Vec<&crate::executor::Request> = items.iter().map(|i| i.request).collect();
+    if !claim_fresh(unit, tenant, &ids, &requests).await? {
+        return Ok(None);
+    }
+    // One time for every row, no earlier than any wallet's last movement.
+    let at = locked.iter().map(|w| w.at).max().unwrap_or_else(Utc::now);
+    let mut wallets: HashMap<Uuid, Wallet> = locked
+        .into_iter()
+        .map(|mut w| {
+            w.at = at;
+            let start = w.balance;
+            (
+                w.id,
+                Wallet {
+                    locked: w,
+                    start,
+                    moves: 0,
+                },
+            )
+        })
+        .collect();
+    let mut rows = Rows::default();
+    let mut views = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        let wallet = wallets
+            .get_mut(&item.wallet_id)
+            .ok_or(BulkError::Item(index, WalletError::NotFound))?;
+        let view = rows
+            .plan(wallet, item, at)
+            .map_err(|e| BulkError::Item(index, e))?;
+        views.push(view);
+    }
+    let mut done = Completion::none(tenant.shop_id);
+    let mut answers = Vec::with_capacity(items.len());
+    for (item, view) in items.iter().zip(&views) {
+        answers.push(match item.movement {
+            Movement::Credit(_) => unit.complete_item::<Credit>(&mut done, item.request, view)?,
+            Movement::Debit(_) => unit.complete_item::<Debit>(&mut done, item.request, view)?,
+        });
+    }
+    rows.write(unit, done, &wallets, at).await?;
+    for lent in &rows.lent {
+        grant_store::lend_holds(unit.conn(), tenant.shop_id, None, lent)
+            .await
+            .map_err(store)?;
+    }
+    Ok(Some(answers))
+}
+
+/// Claims every item's key, in a savepoint undone unless every key is
+/// fresh and nothing calls for the item by item run.
+async fn claim_fresh(
+    unit: &mut Unit<'_>,
+    tenant: Tenant,
+    wallets: &[Uuid],
+    requests: &[&crate::executor::Request],
+) -> Result<bool, BulkError> {
+    let keys: Vec<&str> = requests.iter().map(|r| r.key.as_str()).collect();
+    let special = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM balance_alerts a WHERE a.shop_id = $1 AND a.wallet_id = ANY($2))
+               OR EXISTS (SELECT 1 FROM wallet_transactions t
+                           WHERE t.shop_id = $1 AND t.idempotency_key = ANY($3)) AS "special!""#,
+        tenant.shop_id,
+        wallets,
+        &keys as &[&str]
+    )
+    .fetch_one(unit.conn())
+    .await?;
+    if special {
+        return Ok(false);
+    }
+    sqlx::query("SAVEPOINT batch_items").execute(unit.conn()).await?;
+    if unit.claim_items(requests).await? {
+        return Ok(true);
+    }
+    sqlx::query("ROLLBACK TO SAVEPOINT batch_items")
+        .execute(unit.conn())
+        .await?;
+    Ok(false)
+}
+
+/// A locked wallet as the batch moves it.
+struct Wallet {
+    locked: Locked,
+    /// Its balance when locked.
+    start: Decimal,
+    /// Movements planned on it so far.
+    moves: i32,
+}
+
+/// Every row the batch writes, a column per array.
+#[derive(Default)]
+struct Rows {
+    // History rows.
+    ids: Vec<Uuid>,
+    wallet_ids: Vec<Uuid>,
+    seqs: Vec<i32>,
+    types: Vec<&'static str>,
+    categories: Vec<&'static str>,
+    amounts: Vec<Decimal>,
+    balances: Vec<Decimal>,
+    descriptions: Vec<Option<String>>,
+    metadata: Vec<Value>,
+    keys: Vec<String>,
+    journal_ids: Vec<Uuid>,
+    // Journal.
+    journal_kinds: Vec<&'static str>,
+    entry_tx: Vec<Uuid>,
+    entry_lines: Vec<i16>,
+    entry_accounts: Vec<&'static str>,
+    entry_wallets: Vec<Option<Uuid>>,
+    entry_currencies: Vec<&'static str>,
+    entry_amounts: Vec<Decimal>,
+    // Grants made (with what later items took from them already taken:
+    // the statement cannot update a row it inserts), and changed.
+    new_grants: Vec<NewRow>,
+    changed: Vec<(Uuid, GrantChange)>,
+    // Consumptions.
+    use_tx: Vec<Uuid>,
+    use_lines: Vec<i16>,
+    use_grants: Vec<Uuid>,
+    use_amounts: Vec<Decimal>,
+    use_held: Vec<bool>,
+    /// What movements spent of other holds' credit.
+    lent: Vec<Vec<(Uuid, Decimal)>>,
+}
+
+struct NewRow {
+    id: Uuid,
+    wallet_id: Uuid,
+    tx: Uuid,
+    kind: &'static str,
+    amount: Decimal,
+    remaining: Decimal,
+    priority: i16,
+    expires_at: Option<DateTime<Utc>>,
+    source: Option<Uuid>,
+    metadata: Value,
+}
+
+impl Rows {
+    /// Plans `item` on its wallet, which then stands after it, and adds its
+    /// rows; returns its history row.
+    fn plan(
+        &mut self,
+        wallet: &mut Wallet,
+        item: &Item<'_>,
+        at: DateTime<Utc>,
+    ) -> Result<WalletTransaction, WalletError> {
+        let req = match item.movement {
+            Movement::Credit(r) => Request::Credit(r.clone()),
+            Movement::Debit(r) => Request::Debit(r.clone()),
+        };
+        let (kind, amount, description, metadata) = req.split();
+        let w = &mut wallet.locked;
+        let amount = Money::parse("amount", &amount, w.currency)?.amount();
+        let (type_, category) = Kind::movement(kind);
+        let metadata = metadata.unwrap_or_default();
+        let (posting, grants) = service::plan(w, kind, amount, &metadata)?;
+        let journal = posting.rows()?;
+        let leg = Leg {
+            id: Uuid::now_v7(),
+            wallet: &*w,
+            type_,
+            category,
+            amount,
+            description: description.as_deref(),
+            metadata: &metadata,
+            key: Some(item.request.key.as_str()),
+            transfer_id: None,
+            refund_of: None,
+            journal_id: Uuid::now_v7(),
+            release: Decimal::ZERO,
+            grants,
+        };
+        let view = leg.view()?;
+        let delta = leg.delta();
+        let (id, journal_id, grants) = (leg.id, leg.journal_id, leg.grants);
+        w.balance += delta;
+        wallet.moves += 1;
+        debug_assert_eq!(w.at, at);
+
+        self.ids.push(id);
+        self.wallet_ids.push(w.id);
+        self.seqs.push(wallet.moves);
+        self.types.push(type_.as_str());
+        self.categories.push(category.as_str());
+        self.amounts.push(amount);
+        self.balances.push(w.balance);
+        self.descriptions.push(description);
+        self.metadata
+            .push(serde_json::to_value(&metadata).unwrap_or_default());
+        self.keys.push(item.request.key.as_str().to_owned());
+        self.journal_ids.push(journal_id);
+        self.journal_kinds.push(journal.kind);
+        for i in 0..journal.lines.len() {
+            self.entry_tx.push(journal_id);
+            self.entry_lines.push(journal.lines[i]);
+            self.entry_accounts.push(journal.accounts[i]);
+            self.entry_wallets.push(journal.wallets[i]);
+            self.entry_currencies.push(journal.currency);
+            self.entry_amounts.push(journal.amounts[i]);
+        }
+        for g in grants.created {
+            self.new_grants.push(NewRow {
+                id: g.id,
+                wallet_id: w.id,
+                tx: id,
+                kind: g.spec.kind.as_str(),
+                amount: g.amount,
+                remaining: g.remaining,
+                priority: g.spec.priority,
+                expires_at: g.spec.expires_at,
+                source: g.spec.source,
+                metadata: serde_json::to_value(&g.spec.metadata).unwrap_or_default(),
+            });
+        }
+        for (grant, change) in grants.changed {
+            if let Some(made) = self.new_grants.iter_mut().find(|n| n.id == grant) {
+                made.remaining -= change.taken;
+                continue;
+            }
+            match self.changed.iter_mut().find(|(g, _)| *g == grant) {
+                Some((_, c)) => {
+                    c.taken += change.taken;
+                    c.unheld += change.unheld;
+                    c.expired += change.expired;
+                }
+                None => self.changed.push((grant, change)),
+            }
+        }
+        for (line, u) in grants.uses.iter().enumerate() {
+            self.use_tx.push(id);
+            self.use_lines.push(line as i16 + 1);
+            self.use_grants.push(u.grant_id);
+            self.use_amounts.push(u.amount);
+            self.use_held.push(u.held);
+        }
+        if !grants.lent.is_empty() {
+            self.lent.push(grants.lent);
+        }
+        Ok(view)
+    }
+
+    /// Writes every row and `done` in one statement, and checks every
+    /// wallet ends where the plan says.
+    async fn write(
+        &self,
+        unit: &mut Unit<'_>,
+        done: Completion<'_>,
+        wallets: &HashMap<Uuid, Wallet>,
+        at: DateTime<Utc>,
+    ) -> Result<(), BulkError> {
+        let moved: Vec<&Wallet> = wallets.values().filter(|w| w.moves > 0).collect();
+        let n = &self.new_grants;
+        let r = query_completing!(
+            done,
+            ", jt AS (
+                 INSERT INTO journal_transactions (shop_id, id, kind, created_at)
+                 SELECT $1, j.id, j.kind, $19 FROM UNNEST($20::uuid[], $21::text[]) AS j(id, kind)
+             ),
+             je AS (
+                 INSERT INTO journal_entries
+                     (shop_id, journal_transaction_id, line, account, wallet_id, currency, amount)
+                 SELECT $1, e.tx, e.line, e.account, e.wallet_id, e.currency, e.amount
+                   FROM UNNEST($22::uuid[], $23::smallint[], $24::text[], $25::uuid[], $26::text[],
+                               $27::numeric[]) AS e(tx, line, account, wallet_id, currency, amount)
+             ),
+             gn AS (
+                 INSERT INTO credit_grants
+                     (shop_id, id, wallet_id, kind, amount, remaining, priority, expires_at,
+                      wallet_transaction_id, source_grant_id, metadata, created_at)
+                 SELECT $1, n.id, n.wallet_id, n.kind, n.amount, n.remaining, n.priority, n.expires_at,
+                        n.tx, n.source, n.metadata, $19
+                   FROM UNNEST($28::uuid[], $29::uuid[], $30::text[], $31::numeric[], $32::numeric[],
+                               $33::smallint[], $34::timestamptz[], $35::uuid[], $36::uuid[], $37::jsonb[])
+                        AS n(id, wallet_id, kind, amount, remaining, priority, expires_at, tx, source, metadata)
+             ),
+             gc AS (
+                 UPDATE credit_grants x
+                    SET remaining = x.remaining - c.taken, held = x.held - c.unheld,
+                        expired = x.expired + c.expired,
+                        expired_at = CASE WHEN c.expired > 0 THEN coalesce(x.expired_at, $19)
+                                          ELSE x.expired_at END
+                   FROM UNNEST($38::uuid[], $39::numeric[], $40::numeric[], $41::numeric[])
+                        AS c(id, taken, unheld, expired)
+                  WHERE x.shop_id = $1 AND x.id = c.id
+             ),
+             gu AS (
+                 INSERT INTO grant_consumptions (shop_id, wallet_transaction_id, line, grant_id, amount, held)
+                 SELECT $1, u.tx, u.line, u.grant_id, u.amount, u.held
+                   FROM UNNEST($42::uuid[], $43::smallint[], $44::uuid[], $45::numeric[], $46::bool[])
+                        AS u(tx, line, grant_id, amount, held)
+             ),
+             w AS (
+                 UPDATE wallets x SET balance = x.balance + d.delta, version = x.version + d.moves,
+                                      updated_at = $19
+                   FROM UNNEST($47::uuid[], $48::numeric[], $49::int[], $50::numeric[])
+                        AS d(id, delta, moves, expected)
+                  WHERE x.shop_id = $1 AND x.id = d.id
+                 RETURNING x.id, x.version - d.moves AS before, x.balance = d.expected AS ok
+             ),
+             tx AS (
+                 INSERT INTO wallet_transactions
+                     (shop_id, id, wallet_id, wallet_version, type, category, amount, balance_after,
+                      description, metadata, idempotency_key, journal_transaction_id, created_at)
+                 SELECT $1, t.id, t.wallet_id, w.before + t.seq, t.type, t.category, t.amount, t.balance,
+                        t.description, t.metadata, t.key, t.journal_id, $19
+                   FROM UNNEST($51::uuid[], $52::uuid[], $53::int[], $54::text[], $55::text[], $56::numeric[],
+                               $57::numeric[], $58::text[], $59::jsonb[], $60::text[], $61::uuid[])
+                        AS t(id, wallet_id, seq, type, category, amount, balance, description, metadata,
+                             key, journal_id)
+                   JOIN w ON w.id = t.wallet_id
+                 RETURNING 1
+             )
+             SELECT (SELECT count(*) FROM tx) AS \"written!\",
+                    (SELECT count(*) FILTER (WHERE ok) FROM w) AS \"ended_as_planned!\"",
+            at,                                                    // $19
+            &self.journal_ids,                                     // $20
+            &self.journal_kinds as &[&str],                        // $21
+            &self.entry_tx,                                        // $22
+            &self.entry_lines,                                     // $23
+            &self.entry_accounts as &[&str],                       // $24
+            &self.entry_wallets as &[Option<Uuid>],                // $25
+            &self.entry_currencies as &[&str],                     // $26
+            &self.entry_amounts,                                   // $27
+            &n.iter().map(|g| g.id).collect::<Vec<_>>(),          // $28
+            &n.iter().map(|g| g.wallet_id).collect::<Vec<_>>(),   // $29
+            &n.iter().map(|g| g.kind).collect::<Vec<_>>() as &[&str], // $30
+            &n.iter().map(|g| g.amount).collect::<Vec<_>>(),      // $31
+            &n.iter().map(|g| g.remaining).collect::<Vec<_>>(),   // $32
+            &n.iter().map(|g| g.priority).collect::<Vec<_>>(),    // $33
+            &n.iter().map(|g| g.expires_at).collect::<Vec<_>>() as &[Option<DateTime<Utc>>], // $34
+            &n.iter().map(|g| g.tx).collect::<Vec<_>>(),          // $35
+            &n.iter().map(|g| g.source).collect::<Vec<_>>() as &[Option<Uuid>], // $36
+            &n.iter().map(|g| g.metadata.clone()).collect::<Vec<_>>(), // $37
+            &self.changed.iter().map(|(g, _)| *g).collect::<Vec<_>>(), // $38
+            &self.changed.iter().map(|(_, c)| c.taken).collect::<Vec<_>>(), // $39
+            &self.changed.iter().map(|(_, c)| c.unheld).collect::<Vec<_>>(), // $40
+            &self.changed.iter().map(|(_, c)| c.expired).collect::<Vec<_>>(), // $41
+            &self.use_tx,                                          // $42
+            &self.use_lines,                                       // $43
+            &self.use_grants,                                      // $44
+            &self.use_amounts,                                     // $45
+            &self.use_held,                                        // $46
+            &moved.iter().map(|w| w.locked.id).collect::<Vec<_>>(), // $47
+            &moved.iter().map(|w| w.locked.balance - w.start).collect::<Vec<_>>(), // $48
+            &moved.iter().map(|w| w.moves).collect::<Vec<_>>(),   // $49
+            &moved.iter().map(|w| w.locked.balance).collect::<Vec<_>>(), // $50
+            &self.ids,                                             // $51
+            &self.wallet_ids,                                      // $52
+            &self.seqs,                                            // $53
+            &self.types as &[&str],                                // $54
+            &self.categories as &[&str],                           // $55
+            &self.amounts,                                         // $56
+            &self.balances,                                        // $57
+            &self.descriptions as &[Option<String>],               // $58
+            &self.metadata,                                        // $59
+            &self.keys,                                            // $60
+            &self.journal_ids,                                     // $61
+        )
+        .fetch_one(unit.conn())
+        .await?;
+        if r.written != self.ids.len() as i64 || r.ended_as_planned != moved.len() as i64 {
+            // Only if the rows were not locked as assumed: never commit
+            // answers that differ from the books.
+            return Err(StoreError::broken("a batch's wallets moved while locked").into());
+        }
+        Ok(())
+    }
+}
