@@ -196,7 +196,7 @@ impl Command for Batch {
     }
 }
 
-/// A batch of credits and debits only, written set-wise
+/// A batch of credits, debits and transfers only, written set-wise
 /// (`wallets::bulk`); `None` when its items must run one by one.
 async fn set_wise(
     unit: &mut Unit<'_>,
@@ -207,16 +207,13 @@ async fn set_wise(
     let movements: Option<Vec<bulk::Item<'_>>> = items
         .iter()
         .map(|Item { op, request }| {
-            let (wallet_id, movement) = match op {
-                Op::Credit { wallet_id, input } => (*wallet_id, bulk::Movement::Credit(input)),
-                Op::Debit { wallet_id, input } => (*wallet_id, bulk::Movement::Debit(input)),
+            let movement = match op {
+                Op::Credit { wallet_id, input } => bulk::Movement::Credit(*wallet_id, input),
+                Op::Debit { wallet_id, input } => bulk::Movement::Debit(*wallet_id, input),
+                Op::Transfer { input } => bulk::Movement::Transfer(input),
                 _ => return None,
             };
-            Some(bulk::Item {
-                wallet_id,
-                movement,
-                request,
-            })
+            Some(bulk::Item { movement, request })
         })
         .collect();
     let Some(movements) = movements else {

@@ -1,9 +1,10 @@
-//! A batch's credits and debits, written set-wise: the wallets locked once
+//! A batch's credits, debits and transfers, written set-wise: the wallets locked once
 //! in id order, every item's key claimed by one statement, each movement
 //! planned in Rust in the items' order (balance checks, grants' burn-down,
 //! balances after), then every row of every kind written by one statement —
 //! journal transactions and entries, grants made and changed, consumptions,
-//! one update per wallet, history rows, and each item's stored answer,
+//! one update per wallet, history rows (a transfer's two legs), and each
+//! item's stored answer,
 //! audit row and events. The rows are those the single requests would have
 //! written, one item after another.
 //!
@@ -22,8 +23,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{
-    CreditRequest, DebitRequest, Locked, WalletError, WalletTransaction,
-    commands::{Credit, Debit},
+    Category, CreditRequest, DebitRequest, Locked, TransactionType, Transfer, TransferRequest, WalletError,
+    WalletTransaction,
+    commands::{Credit, Debit, MakeTransfer},
     grant_store,
     grants::GrantChange,
     service::{self, Kind, Leg, Request},
@@ -31,21 +33,31 @@ use super::{
 use crate::{
     executor::{Answer, Claimed, Unit},
     idempotency::{Completion, query_completing},
+    ledger::{self, Account, Posting},
     money::Money,
     store::StoreError,
     tenants::Tenant,
 };
 
-/// A credit or a debit of a batch, with its single request.
+/// A credit, a debit or a transfer of a batch, with its single request.
 pub struct Item<'r> {
-    pub wallet_id: Uuid,
     pub movement: Movement<'r>,
     pub request: &'r crate::executor::Request,
 }
 
 pub enum Movement<'r> {
-    Credit(&'r CreditRequest),
-    Debit(&'r DebitRequest),
+    Credit(Uuid, &'r CreditRequest),
+    Debit(Uuid, &'r DebitRequest),
+    Transfer(&'r TransferRequest),
+}
+
+impl Movement<'_> {
+    fn wallets(&self) -> [Option<Uuid>; 2] {
+        match self {
+            Movement::Credit(w, _) | Movement::Debit(w, _) => [Some(*w), None],
+            Movement::Transfer(t) => [Some(t.from_wallet_id), Some(t.to_wallet_id)],
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +98,11 @@ pub async fn apply(
     tenant: Tenant,
     items: &[Item<'_>],
 ) -> Result<Option<Vec<Answer>>, BulkError> {
-    let mut ids: Vec<Uuid> = items.iter().map(|i| i.wallet_id).collect();
+    let mut ids: Vec<Uuid> = items
+        .iter()
+        .flat_map(|i| i.movement.wallets())
+        .flatten()
+        .collect();
     ids.sort_unstable();
     ids.dedup();
     let claim = unit.held(key);
@@ -122,23 +138,23 @@ pub async fn apply(
         })
         .collect();
     let mut rows = Rows::default();
-    let mut views = Vec::with_capacity(items.len());
-    for (index, item) in items.iter().enumerate() {
-        let wallet = wallets
-            .get_mut(&item.wallet_id)
-            .ok_or(BulkError::Item(index, WalletError::NotFound))?;
-        let view = rows
-            .plan(wallet, item, at)
-            .map_err(|e| BulkError::Item(index, e))?;
-        views.push(view);
-    }
     let mut done = Completion::none(tenant.shop_id);
     let mut answers = Vec::with_capacity(items.len());
-    for (item, view) in items.iter().zip(&views) {
-        answers.push(match item.movement {
-            Movement::Credit(_) => unit.complete_item::<Credit>(&mut done, item.request, view)?,
-            Movement::Debit(_) => unit.complete_item::<Debit>(&mut done, item.request, view)?,
-        });
+    for (index, item) in items.iter().enumerate() {
+        let key = item.request.key.as_str();
+        let planned = match item.movement {
+            Movement::Credit(w, r) => rows.movement(&mut wallets, w, Request::Credit(r.clone()), key),
+            Movement::Debit(w, r) => rows.movement(&mut wallets, w, Request::Debit(r.clone()), key),
+            Movement::Transfer(r) => rows
+                .transfer(&mut wallets, r, key)
+                .map(|t| Planned::Transfer(Box::new(t))),
+        };
+        let answer = match planned.map_err(|e| BulkError::Item(index, e))? {
+            Planned::Credit(view) => unit.complete_item::<Credit>(&mut done, item.request, &view)?,
+            Planned::Debit(view) => unit.complete_item::<Debit>(&mut done, item.request, &view)?,
+            Planned::Transfer(view) => unit.complete_item::<MakeTransfer>(&mut done, item.request, &view)?,
+        };
+        answers.push(answer);
     }
     rows.write(unit, done, &wallets, at).await?;
     for lent in &rows.lent {
@@ -181,6 +197,13 @@ async fn claim_fresh(
     Ok(false)
 }
 
+/// An item planned: its answer's body.
+enum Planned {
+    Credit(WalletTransaction),
+    Debit(WalletTransaction),
+    Transfer(Box<Transfer>),
+}
+
 /// A locked wallet as the batch moves it.
 struct Wallet {
     locked: Locked,
@@ -188,6 +211,15 @@ struct Wallet {
     start: Decimal,
     /// Movements planned on it so far.
     moves: i32,
+}
+
+impl Wallet {
+    /// The wallet after a leg planned on it as it stood, moving it by
+    /// `delta`.
+    fn moved(&mut self, delta: Decimal) {
+        self.locked.balance += delta;
+        self.moves += 1;
+    }
 }
 
 /// Every row the batch writes, a column per array.
@@ -203,9 +235,11 @@ struct Rows {
     balances: Vec<Decimal>,
     descriptions: Vec<Option<String>>,
     metadata: Vec<Value>,
-    keys: Vec<String>,
-    journal_ids: Vec<Uuid>,
+    keys: Vec<Option<String>>,
+    transfer_ids: Vec<Option<Uuid>>,
+    journal_refs: Vec<Uuid>,
     // Journal.
+    journal_ids: Vec<Uuid>,
     journal_kinds: Vec<&'static str>,
     entry_tx: Vec<Uuid>,
     entry_lines: Vec<i16>,
@@ -241,72 +275,166 @@ struct NewRow {
 }
 
 impl Rows {
-    /// Plans `item` on its wallet, which then stands after it, and adds its
-    /// rows; returns its history row.
-    fn plan(
+    /// Plans a credit or a debit on its wallet, which then stands after
+    /// it, and adds its rows.
+    fn movement(
         &mut self,
-        wallet: &mut Wallet,
-        item: &Item<'_>,
-        at: DateTime<Utc>,
-    ) -> Result<WalletTransaction, WalletError> {
-        let req = match item.movement {
-            Movement::Credit(r) => Request::Credit(r.clone()),
-            Movement::Debit(r) => Request::Debit(r.clone()),
-        };
+        wallets: &mut HashMap<Uuid, Wallet>,
+        wallet_id: Uuid,
+        req: Request,
+        key: &str,
+    ) -> Result<Planned, WalletError> {
+        let wallet = wallets.get_mut(&wallet_id).ok_or(WalletError::NotFound)?;
         let (kind, amount, description, metadata) = req.split();
-        let w = &mut wallet.locked;
-        let amount = Money::parse("amount", &amount, w.currency)?.amount();
+        let amount = Money::parse("amount", &amount, wallet.locked.currency)?.amount();
         let (type_, category) = Kind::movement(kind);
         let metadata = metadata.unwrap_or_default();
-        let (posting, grants) = service::plan(w, kind, amount, &metadata)?;
-        let journal = posting.rows()?;
+        let (posting, grants) = service::plan(&mut wallet.locked, kind, amount, &metadata)?;
+        let journal_id = self.journal(&posting)?;
         let leg = Leg {
             id: Uuid::now_v7(),
-            wallet: &*w,
+            wallet: &wallet.locked,
             type_,
             category,
             amount,
             description: description.as_deref(),
             metadata: &metadata,
-            key: Some(item.request.key.as_str()),
+            key: Some(key),
             transfer_id: None,
             refund_of: None,
-            journal_id: Uuid::now_v7(),
+            journal_id,
             release: Decimal::ZERO,
             grants,
         };
-        let view = leg.view()?;
-        let delta = leg.delta();
-        let (id, journal_id, grants) = (leg.id, leg.journal_id, leg.grants);
-        w.balance += delta;
-        wallet.moves += 1;
-        debug_assert_eq!(w.at, at);
+        let (view, delta) = self.leg(leg, wallet.moves)?;
+        wallet.moved(delta);
+        Ok(match kind {
+            Kind::Credit { .. } => Planned::Credit(view),
+            Kind::Debit(_) => Planned::Debit(view),
+        })
+    }
 
-        self.ids.push(id);
-        self.wallet_ids.push(w.id);
-        self.seqs.push(wallet.moves);
-        self.types.push(type_.as_str());
-        self.categories.push(category.as_str());
-        self.amounts.push(amount);
-        self.balances.push(w.balance);
-        self.descriptions.push(description);
-        self.metadata
-            .push(serde_json::to_value(&metadata).unwrap_or_default());
-        self.keys.push(item.request.key.as_str().to_owned());
-        self.journal_ids.push(journal_id);
+    /// Plans a transfer's two legs as `service::transfer` does: what leaves
+    /// the source arrives as grants like those it came from; only the
+    /// debit leg carries the key.
+    fn transfer(
+        &mut self,
+        wallets: &mut HashMap<Uuid, Wallet>,
+        req: &TransferRequest,
+        key: &str,
+    ) -> Result<Transfer, WalletError> {
+        if req.from_wallet_id == req.to_wallet_id {
+            return Err(WalletError::SameWallet);
+        }
+        let (from_currency, to_currency) =
+            match (wallets.get(&req.from_wallet_id), wallets.get(&req.to_wallet_id)) {
+                (Some(f), Some(t)) => (f.locked.currency, t.locked.currency),
+                _ => return Err(WalletError::NotFound),
+            };
+        if from_currency != to_currency {
+            return Err(WalletError::CurrencyMismatch {
+                from: from_currency.code().into(),
+                to: to_currency.code().into(),
+            });
+        }
+        let amount = Money::parse("amount", &req.amount, from_currency)?.amount();
+        let posting = Posting::new(ledger::Kind::WalletTransfer, from_currency).transfer(
+            Account::Wallet(req.from_wallet_id),
+            Account::Wallet(req.to_wallet_id),
+            amount,
+        );
+        let metadata = req.metadata.clone().unwrap_or_default();
+        let transfer_id = Uuid::now_v7();
+        let journal_id = self.journal(&posting)?;
+        let mut leg = |wallet: &Wallet, type_, category, key: Option<&str>, grants| {
+            self.leg(
+                Leg {
+                    id: Uuid::now_v7(),
+                    wallet: &wallet.locked,
+                    type_,
+                    category,
+                    amount,
+                    description: req.description.as_deref(),
+                    metadata: &metadata,
+                    key,
+                    transfer_id: Some(transfer_id),
+                    refund_of: None,
+                    journal_id,
+                    release: Decimal::ZERO,
+                    grants,
+                },
+                wallet.moves,
+            )
+        };
+        let from = wallets
+            .get_mut(&req.from_wallet_id)
+            .ok_or(WalletError::NotFound)?;
+        from.locked.ensure_can_spend(amount)?;
+        let at = from.locked.at;
+        let taken = from.locked.grants.spend(amount, at, &[]);
+        let carried = from.locked.grants.carried(&taken, amount);
+        let (out, delta) = leg(
+            from,
+            TransactionType::Debit,
+            Category::TransferOut,
+            Some(key),
+            taken,
+        )?;
+        from.moved(delta);
+        let to = wallets.get_mut(&req.to_wallet_id).ok_or(WalletError::NotFound)?;
+        let given = to.locked.grants.credit(to.locked.balance, at, carried);
+        let (into, delta) = leg(to, TransactionType::Credit, Category::TransferIn, None, given)?;
+        to.moved(delta);
+        Ok(service::transfer_view(
+            transfer_id,
+            req.description.clone(),
+            out,
+            into,
+        ))
+    }
+
+    /// Adds a posting's journal transaction and entries; returns its id.
+    fn journal(&mut self, posting: &Posting) -> Result<Uuid, WalletError> {
+        let journal = posting.rows()?;
+        let id = Uuid::now_v7();
+        self.journal_ids.push(id);
         self.journal_kinds.push(journal.kind);
         for i in 0..journal.lines.len() {
-            self.entry_tx.push(journal_id);
+            self.entry_tx.push(id);
             self.entry_lines.push(journal.lines[i]);
             self.entry_accounts.push(journal.accounts[i]);
             self.entry_wallets.push(journal.wallets[i]);
             self.entry_currencies.push(journal.currency);
             self.entry_amounts.push(journal.amounts[i]);
         }
+        Ok(id)
+    }
+
+    /// Adds `leg`, on its wallet as it stands after `moves` movements of
+    /// the batch (its history row, its grants' writes), and returns the
+    /// row as the API shows it.
+    fn leg(&mut self, leg: Leg<'_>, moves: i32) -> Result<(WalletTransaction, Decimal), WalletError> {
+        let view = leg.view()?;
+        let delta = leg.delta();
+        let wallet_id = leg.wallet.id;
+        self.ids.push(leg.id);
+        self.wallet_ids.push(wallet_id);
+        self.seqs.push(moves + 1);
+        self.types.push(leg.type_.as_str());
+        self.categories.push(leg.category.as_str());
+        self.amounts.push(leg.amount);
+        self.balances.push(leg.wallet.balance + delta);
+        self.descriptions.push(leg.description.map(str::to_owned));
+        self.metadata
+            .push(serde_json::to_value(leg.metadata).unwrap_or_default());
+        self.keys.push(leg.key.map(str::to_owned));
+        self.transfer_ids.push(leg.transfer_id);
+        self.journal_refs.push(leg.journal_id);
+        let (id, grants) = (leg.id, leg.grants);
         for g in grants.created {
             self.new_grants.push(NewRow {
                 id: g.id,
-                wallet_id: w.id,
+                wallet_id,
                 tx: id,
                 kind: g.spec.kind.as_str(),
                 amount: g.amount,
@@ -341,7 +469,7 @@ impl Rows {
         if !grants.lent.is_empty() {
             self.lent.push(grants.lent);
         }
-        Ok(view)
+        Ok((view, delta))
     }
 
     /// Writes every row and `done` in one statement, and checks every
@@ -405,13 +533,15 @@ impl Rows {
              tx AS (
                  INSERT INTO wallet_transactions
                      (shop_id, id, wallet_id, wallet_version, type, category, amount, balance_after,
-                      description, metadata, idempotency_key, journal_transaction_id, created_at)
+                      description, metadata, idempotency_key, transfer_id, journal_transaction_id,
+                      created_at)
                  SELECT $1, t.id, t.wallet_id, w.before + t.seq, t.type, t.category, t.amount, t.balance,
-                        t.description, t.metadata, t.key, t.journal_id, $19
+                        t.description, t.metadata, t.key, t.transfer_id, t.journal_id, $19
                    FROM UNNEST($51::uuid[], $52::uuid[], $53::int[], $54::text[], $55::text[], $56::numeric[],
-                               $57::numeric[], $58::text[], $59::jsonb[], $60::text[], $61::uuid[])
+                               $57::numeric[], $58::text[], $59::jsonb[], $60::text[], $61::uuid[],
+                               $62::uuid[])
                         AS t(id, wallet_id, seq, type, category, amount, balance, description, metadata,
-                             key, journal_id)
+                             key, journal_id, transfer_id)
                    JOIN w ON w.id = t.wallet_id
                  RETURNING 1
              )
@@ -458,8 +588,9 @@ impl Rows {
             &self.balances,                                        // $57
             &self.descriptions as &[Option<String>],               // $58
             &self.metadata,                                        // $59
-            &self.keys,                                            // $60
-            &self.journal_ids,                                     // $61
+            &self.keys as &[Option<String>],                       // $60
+            &self.journal_refs,                                    // $61
+            &self.transfer_ids as &[Option<Uuid>],                 // $62
         )
         .fetch_one(unit.conn())
         .await?;

@@ -1047,7 +1047,7 @@ pub async fn transfer(
     Ok(ran)
 }
 
-fn transfer_view(
+pub(super) fn transfer_view(
     id: Uuid,
     description: Option<String>,
     debit: WalletTransaction,

@@ -364,7 +364,7 @@ async fn a_batch_that_is_not_atomic_answers_each_item_on_its_own(
 }
 
 #[sqlx::test]
-async fn credits_and_debits_are_written_set_wise_as_their_single_requests_would_be(
+async fn credits_debits_and_transfers_are_written_set_wise_as_their_single_requests_would_be(
     _: PgPoolOptions,
     connect: PgConnectOptions,
 ) {
@@ -380,8 +380,10 @@ async fn credits_and_debits_are_written_set_wise_as_their_single_requests_would_
         // Spends the grant s-1 made in the same batch.
         debit("s-3", b, "2.00"),
         {"op": "credit", "idempotency_key": "s-4", "wallet_id": a, "amount": "1.50", "category": "top_up"},
-        debit("s-5", b, "3.00"),
-        debit("s-6", a, "7.50"),
+        {"op": "transfer", "idempotency_key": "s-5", "from_wallet_id": a, "to_wallet_id": b, "amount": "2.50"},
+        // The 3.00 left of s-1's grant and the 2.50 s-5 carried over.
+        debit("s-6", b, "5.50"),
+        debit("s-7", a, "5.00"),
     ]);
     let before = app.footprint().await;
     let r = app.batch(k, &fresh(), json!({"items": items})).await;
@@ -392,14 +394,29 @@ async fn credits_and_debits_are_written_set_wise_as_their_single_requests_would_
         .iter()
         .map(|x| &x["body"])
         .collect();
-    let after: Vec<&str> = bodies
+    // Each movement as it stood: a transfer's two legs.
+    let legs: Vec<(&Value, Uuid)> = vec![
+        (bodies[0], b),
+        (bodies[1], a),
+        (bodies[2], b),
+        (bodies[3], a),
+        (&bodies[4]["debit"], a),
+        (&bodies[4]["credit"], b),
+        (bodies[5], b),
+        (bodies[6], a),
+    ];
+    let after: Vec<&str> = legs
         .iter()
-        .map(|b| b["balance_after"].as_str().unwrap())
+        .map(|(l, _)| l["balance_after"].as_str().unwrap())
         .collect();
-    assert_eq!(after, ["5.00", "6.00", "3.00", "7.50", "0.00", "0.00"]);
+    assert_eq!(
+        after,
+        ["5.00", "6.00", "3.00", "7.50", "5.00", "5.50", "0.00", "0.00"]
+    );
     assert_eq!(app.balance(k, a).await, "0.00");
     assert_eq!(app.balance(k, b).await, "0.00");
-    // One row per item of each kind, a key and an audit row for the batch.
+    // A row per movement (two for the transfer), a journal transaction
+    // and an event per item, a key and an audit row per item and batch.
     let [m, j, keys, events, audit] = app.footprint().await;
     assert_eq!(
         [
@@ -409,15 +426,13 @@ async fn credits_and_debits_are_written_set_wise_as_their_single_requests_would_
             events - before[3],
             audit - before[4]
         ],
-        [6, 6, 7, 6, 7]
+        [8, 7, 8, 7, 8]
     );
     // Written by one statement: every row carries the batch's one time
     // (items run one by one would each read the clock).
     assert_eq!(
-        app.count(
-            "SELECT count(DISTINCT created_at) FROM wallet_transactions WHERE idempotency_key LIKE 's-%'"
-        )
-        .await,
+        app.count("SELECT count(DISTINCT created_at) FROM wallet_transactions WHERE created_at >= (SELECT min(created_at) FROM wallet_transactions WHERE idempotency_key = 's-1')")
+            .await,
         1
     );
     // Each wallet's versions run on without a gap from its creation's 1
@@ -433,26 +448,42 @@ async fn credits_and_debits_are_written_set_wise_as_their_single_requests_would_
             .await;
         assert_eq!(gapless, 1, "wallet {w}");
     }
-    // s-3 took its 2.00 from the grant s-1 made; s-5 the 3.00 left of it.
+    // s-3 took its 2.00 from the grant s-1 made; s-6 the 3.00 left of it
+    // and what the transfer brought.
     let grant = &bodies[0]["granted"][0]["grant_id"];
     assert_eq!(
         bodies[2]["consumptions"],
         json!([{"grant_id": grant, "amount": "2.00"}])
     );
-    assert_eq!(
-        bodies[4]["consumptions"],
-        json!([{"grant_id": grant, "amount": "3.00"}])
-    );
+    let carried = &bodies[4]["credit"]["granted"][0]["grant_id"];
+    let mut spent: Vec<(String, String)> = bodies[5]["consumptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["grant_id"].to_string(),
+                c["amount"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    spent.sort();
+    let mut expected = vec![
+        (grant.to_string(), "3.00".to_owned()),
+        (carried.to_string(), "2.50".to_owned()),
+    ];
+    expected.sort();
+    assert_eq!(spent, expected);
     // Each answer is the books: the movement as the API shows it.
-    for (body, w) in bodies.iter().zip([b, a, b, a, b, a]) {
-        let id = body["id"].as_str().unwrap();
+    for (leg, w) in &legs {
+        let id = leg["id"].as_str().unwrap();
         let shown: Value = app
             .get(k, &format!("/v1/wallets/{w}/transactions/{id}"))
             .await
             .json()
             .await
             .unwrap();
-        assert_eq!(&&shown, body);
+        assert_eq!(&&shown, leg);
     }
     // An item alone, as its single request: answered from its record.
     let single = app
