@@ -581,9 +581,9 @@ pub async fn list(
                      FROM delivery_attempts a WHERE a.shop_id = $1 AND a.delivery_id = d.id) AS attempt_log
              FROM event_deliveries d
             WHERE d.shop_id = $1 AND d.endpoint_id = $2 AND ($3::text IS NULL OR d.status = $3)
-              AND ($4::uuid IS NULL OR (d.created_at, d.id) <
-                   (SELECT c.created_at, c.id FROM event_deliveries c WHERE c.shop_id = $1 AND c.id = $4))
-            ORDER BY d.created_at DESC, d.id DESC
+              AND ($4::uuid IS NULL OR d.event_id <
+                   (SELECT c.event_id FROM event_deliveries c WHERE c.shop_id = $1 AND c.id = $4))
+            ORDER BY d.event_id DESC
             LIMIT $5"#,
         tenant.shop_id,
         endpoint_id,

@@ -162,8 +162,9 @@ pub async fn delete_expired(
                   ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED
              ),
              deliveries AS (
-                 DELETE FROM event_deliveries d USING doomed
-                  WHERE d.shop_id = $2 AND d.event_id = doomed.id
+                 DELETE FROM event_deliveries d USING doomed, webhook_endpoints p
+                  WHERE d.shop_id = $2 AND p.shop_id = $2 AND d.endpoint_id = p.id
+                    AND d.event_id = doomed.id
                  RETURNING d.id
              ),
              attempts AS (

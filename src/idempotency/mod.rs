@@ -326,7 +326,8 @@ pub async fn claim_all(
                 WHERE i.shop_id = $1 AND i.key = k.key AND i.expires_at <= now()
                RETURNING 1
            )
-           SELECT (SELECT count(*) FROM claim) + (SELECT count(*) FROM takeover) AS "ours!""#,
+           SELECT c.n + t.n AS "ours!"
+             FROM (SELECT count(*) AS n FROM claim) c, (SELECT count(*) AS n FROM takeover) t"#,
         shop_id,
         keys as &[&str],
         fingerprints as &[&[u8]],

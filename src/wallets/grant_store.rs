@@ -300,6 +300,8 @@ async fn expire_batch(pool: &PgPool, shop_id: Uuid, batch: u32) -> Result<(i64, 
             overdraft_limit,
             at,
             grants: live(&mut tx, shop_id, id).await?,
+            // An expiry may take `available` below an alert: check.
+            has_alerts: true,
         };
         expired += wallet.grants.due(at).len() as u64;
         expire_due(&mut tx, shop_id, None, GRANT_EXPIRY_JOB, &mut wallet).await?;

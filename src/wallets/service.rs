@@ -201,6 +201,8 @@ pub struct Locked {
     pub at: DateTime<Utc>,
     /// Its grants with credit left, as of the lock.
     pub grants: Grants,
+    /// Whether it has balance alerts (a movement then checks them).
+    pub has_alerts: bool,
 }
 
 impl Locked {
@@ -342,9 +344,13 @@ pub(super) async fn lock_rows(
                 g.remaining AS \"grant_remaining?: Vec<Decimal>\", g.held AS \"grant_held?: Vec<Decimal>\", \
                 g.priority AS \"grant_priority?: Vec<i16>\", \
                 g.expires AS \"grant_expires?: Vec<Option<DateTime<Utc>>>\", \
-                g.created AS \"grant_created?: Vec<DateTime<Utc>>\" \
+                g.created AS \"grant_created?: Vec<DateTime<Utc>>\", \
+                ba.any AS \"has_alerts?\" \
            FROM (SELECT 1) one LEFT JOIN locked l ON true \
            LEFT JOIN wallets s ON s.shop_id = $5 AND s.id = l.id \
+           LEFT JOIN LATERAL (\
+               SELECT count(*) > 0 AS any FROM balance_alerts b \
+                WHERE b.shop_id = $5 AND b.wallet_id = l.id) ba ON true \
            LEFT JOIN LATERAL (\
                SELECT array_agg(x.id) AS ids, array_agg(x.kind) AS kinds, \
                       array_agg(x.remaining) AS remaining, array_agg(x.held) AS held, \
@@ -388,6 +394,7 @@ pub(super) async fn lock_rows(
             overdraft_limit,
             at,
             grants,
+            has_alerts: r.has_alerts.unwrap_or(true),
         });
     }
     Ok((ours, wallets, earlier))
@@ -504,8 +511,10 @@ fn consumptions(
 /// grants' changes and whatever `done` stores, in one statement. The row
 /// must match the leg's view, which may already be the stored answer.
 /// Returns the balance alerts the leg flipped, each with its new `armed`:
-/// the flip happens in this statement, whose snapshot (taken after the
-/// wallet's lock was granted) sees every alert created before.
+/// when the wallet has alerts, a second statement flips them under the
+/// wallet's lock (an alert is created under the same lock, so none is
+/// missed). Citus could not run the flip inside the writing statement
+/// (a CTE read in RETURNING never reaches the shard).
 pub(super) async fn apply(
     conn: &mut PgConnection,
     leg: &Leg<'_>,
@@ -515,6 +524,7 @@ pub(super) async fn apply(
     // Without a posting the arrays are empty and the journal CTEs write nothing.
     let j = posting.map_or_else(|| Ok(Rows::empty()), Posting::rows)?;
     let g = GrantRows::of(&leg.grants);
+    let done_shop = done.shop_id;
     // $1 shop, $2–$18 the completion (key, stored outcome, audit rows,
     // events); the statement's own from $19.
     let r = query_completing!(
@@ -561,13 +571,6 @@ pub(super) async fn apply(
                                 version = version + 1, updated_at = $36
               WHERE shop_id = $1 AND id = $19
              RETURNING balance, reserved, version
-         ),
-         fl AS (
-             UPDATE balance_alerts a SET armed = NOT a.armed
-               FROM w
-              WHERE a.shop_id = $1 AND a.wallet_id = $19
-                AND a.armed <> (w.balance - w.reserved >= a.available_below)
-             RETURNING a.id, a.armed
          )
          INSERT INTO wallet_transactions
              (shop_id, id, wallet_id, wallet_version, type, category, amount, balance_after,
@@ -575,9 +578,7 @@ pub(super) async fn apply(
               created_at, refund_of)
          SELECT $1, $21, $19, w.version, $22, $23, $24, w.balance, $25, $26, $27, $28, $29, $36, $38
            FROM w
-         RETURNING balance_after,
-                   (SELECT array_agg(fl.id ORDER BY fl.id) FROM fl) AS \"flipped_ids: Vec<Uuid>\",
-                   (SELECT array_agg(fl.armed ORDER BY fl.id) FROM fl) AS \"flipped_armed: Vec<bool>\"",
+         RETURNING balance_after",
         leg.wallet.id,                              // $19
         leg.delta(),                                // $20
         leg.id,                                     // $21
@@ -621,9 +622,22 @@ pub(super) async fn apply(
         // that differs from the books.
         return Err(StoreError::broken(format!("wallet {} moved while locked", leg.wallet.id)).into());
     }
-    let ids = r.flipped_ids.unwrap_or_default();
-    let armed = r.flipped_armed.unwrap_or_default();
-    Ok(ids.into_iter().zip(armed).collect())
+    if !leg.wallet.has_alerts {
+        return Ok(Vec::new());
+    }
+    // Under the wallet's lock, so no other movement's flip interleaves.
+    let flipped = sqlx::query!(
+        "UPDATE balance_alerts a SET armed = NOT a.armed
+           FROM wallets w
+          WHERE a.shop_id = $1 AND a.wallet_id = $2 AND w.shop_id = $1 AND w.id = $2
+            AND a.armed <> (w.balance - w.reserved >= a.available_below)
+         RETURNING a.id, a.armed",
+        done_shop,
+        leg.wallet.id
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(flipped.into_iter().map(|f| (f.id, f.armed)).collect())
 }
 
 /// A leg's grant writes as the columns `apply` unnests.
@@ -1383,6 +1397,7 @@ mod tests {
             overdraft_limit: Decimal::from(overdraft_limit),
             at: Utc::now(),
             grants: Grants::default(),
+            has_alerts: false,
         }
     }
 
