@@ -84,14 +84,16 @@ pub async fn create(
     wallet_id: Uuid,
     input: CreateBalanceAlert,
 ) -> Result<BalanceAlert, EventError> {
-    let currency = sqlx::query_scalar!(
-        "SELECT currency FROM wallets WHERE shop_id = $1 AND id = $2 FOR UPDATE",
+    let wallet = sqlx::query!(
+        r#"SELECT currency, balance - reserved AS "available!" FROM wallets
+            WHERE shop_id = $1 AND id = $2 FOR UPDATE"#,
         tenant.shop_id,
         wallet_id
     )
     .fetch_optional(&mut *conn)
     .await?
     .ok_or(EventError::Wallet(WalletError::NotFound))?;
+    let currency = wallet.currency;
     let money = Currency::stored(&currency)?;
     let below = Decimalish::parse(&input.available_below)
         .and_then(|d| d.in_currency(money))
@@ -101,20 +103,28 @@ pub async fn create(
                 error,
             })
         })?;
-    let row = sqlx::query_as!(
-        Row,
+    // A plain insert of what the locked row says (Citus routes it to the
+    // shop's shard; an INSERT … SELECT would go through the coordinator).
+    let r = sqlx::query!(
         "INSERT INTO balance_alerts (shop_id, id, wallet_id, available_below, armed, created_at)
-         SELECT $1, $2, w.id, $4, w.balance - w.reserved >= $4, now()
-           FROM wallets w WHERE w.shop_id = $1 AND w.id = $3
-         RETURNING id, wallet_id, available_below, $5::text AS \"currency!\", armed, created_at",
+         VALUES ($1, $2, $3, $4, $5, now())
+         RETURNING id, wallet_id, available_below, armed, created_at",
         tenant.shop_id,
         Uuid::now_v7(),
         wallet_id,
         below,
-        currency
+        wallet.available >= below,
     )
     .fetch_one(conn)
     .await?;
+    let row = Row {
+        id: r.id,
+        wallet_id: r.wallet_id,
+        available_below: r.available_below,
+        currency,
+        armed: r.armed,
+        created_at: r.created_at,
+    };
     row.view()
 }
 

@@ -357,12 +357,13 @@ pub async fn record_round(
     };
     // Computed here from the attempts the lease saw: the lease makes this
     // worker the only one on the delivery (and Citus runs no volatile
-    // function in a distributed UPDATE).
-    let delays: Vec<_> = {
+    // function in a distributed UPDATE, nor a timestamp's arithmetic, which
+    // depends on the time zone, inside CASE).
+    let next_at: Vec<DateTime<Utc>> = {
         let mut rng = rand::thread_rng();
         round
             .iter()
-            .map(|(d, _)| {
+            .map(|(d, a)| {
                 let delay = config
                     .delivery_backoff_max
                     .min(
@@ -371,15 +372,15 @@ pub async fn record_round(
                             .saturating_mul(2u32.saturating_pow(d.attempts.clamp(0, 31) as u32)),
                     )
                     .mul_f64(rand::Rng::gen_range(&mut rng, 0.5..1.5));
-                pg_interval(delay)
+                a.at + chrono::Duration::from_std(delay).unwrap_or_else(|_| chrono::Duration::days(1))
             })
             .collect()
     };
     let rows = sqlx::query!(
         r#"WITH r AS (
                SELECT * FROM unnest($2::uuid[], $3::timestamptz[], $4::bool[], $5::timestamptz[],
-                                    $6::interval[], $7::int[], $8::text[], $9::uuid[], $10::int[])
-                      AS r(id, leased_until, delivered, at, delay, status_code, error, attempt_id, latency_ms)
+                                    $6::timestamptz[], $7::int[], $8::text[], $9::uuid[], $10::int[])
+                      AS r(id, leased_until, delivered, at, next_at, status_code, error, attempt_id, latency_ms)
            ),
            d AS (
                UPDATE event_deliveries d
@@ -388,7 +389,7 @@ pub async fn record_round(
                                     WHEN d.attempts + 1 >= $11 THEN 'failed' ELSE 'pending' END,
                       delivered_at = CASE WHEN r.delivered THEN r.at END,
                       next_attempt_at = CASE WHEN r.delivered THEN d.next_attempt_at
-                                             ELSE r.at + r.delay END,
+                                             ELSE r.next_at END,
                       leased_until = NULL, last_status_code = r.status_code, last_error = r.error,
                       updated_at = r.at
                  FROM r
@@ -418,9 +419,12 @@ pub async fn record_round(
                       disabled_reason = CASE
                           WHEN NOT p.disabled AND t.failed > 0 AND
                                CASE WHEN t.delivered > 0 THEN t.failed ELSE p.consecutive_failures + t.failed END >= $13
-                          THEN format('disabled after %s deliveries in a row ended failed; the last: %s',
-                                      CASE WHEN t.delivered > 0 THEN t.failed
-                                           ELSE p.consecutive_failures + t.failed END, t.last_error)
+                          -- Concatenated: Citus takes no format() (not
+                          -- immutable) inside CASE.
+                          THEN 'disabled after '
+                               || (CASE WHEN t.delivered > 0 THEN t.failed
+                                        ELSE p.consecutive_failures + t.failed END)::text
+                               || ' deliveries in a row ended failed; the last: ' || coalesce(t.last_error, 'no answer')
                           ELSE p.disabled_reason END,
                       updated_at = now()
                  FROM tally t
@@ -433,7 +437,7 @@ pub async fn record_round(
         &round.iter().map(|(d, _)| d.leased_until).collect::<Vec<_>>(),
         &round.iter().map(|(_, a)| a.delivered()).collect::<Vec<_>>(),
         &round.iter().map(|(_, a)| a.at).collect::<Vec<_>>(),
-        &delays,
+        &next_at,
         &round
             .iter()
             .map(|(_, a)| a.status_code.map(i32::from))

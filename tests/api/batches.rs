@@ -369,7 +369,8 @@ async fn credits_debits_and_transfers_are_written_set_wise_as_their_single_reque
     connect: PgConnectOptions,
 ) {
     let app = spawn_app(connect).await;
-    let k = &app.shop().await.key;
+    let shop = app.shop().await;
+    let k = &shop.key;
     let a = app.wallet(k, "USD", "10.00").await;
     let b = app.wallet(k, "USD", "0").await;
     let later = (chrono::Utc::now() + chrono::Duration::days(30)).to_rfc3339();
@@ -431,8 +432,13 @@ async fn credits_debits_and_transfers_are_written_set_wise_as_their_single_reque
     // Written by one statement: every row carries the batch's one time
     // (items run one by one would each read the clock).
     assert_eq!(
-        app.count("SELECT count(DISTINCT created_at) FROM wallet_transactions WHERE created_at >= (SELECT min(created_at) FROM wallet_transactions WHERE idempotency_key = 's-1')")
-            .await,
+        app.count(&format!(
+            "SELECT count(DISTINCT created_at) FROM wallet_transactions
+              WHERE shop_id = '{0}' AND created_at >= (SELECT min(created_at) FROM wallet_transactions
+                                                        WHERE shop_id = '{0}' AND idempotency_key = 's-1')",
+            shop.id
+        ))
+        .await,
         1
     );
     // Each wallet's versions run on without a gap from its creation's 1
@@ -442,8 +448,10 @@ async fn credits_debits_and_transfers_are_written_set_wise_as_their_single_reque
             .count(&format!(
                 "SELECT (max(t.wallet_version) - min(t.wallet_version) + 1 = count(*)
                          AND min(t.wallet_version) = 2
-                         AND max(t.wallet_version) = (SELECT version FROM wallets WHERE id = '{w}'))::int::int8
-                   FROM wallet_transactions t WHERE t.wallet_id = '{w}'"
+                         AND max(t.wallet_version) = (SELECT version FROM wallets
+                                                       WHERE shop_id = '{s}' AND id = '{w}'))::int::int8
+                   FROM wallet_transactions t WHERE t.shop_id = '{s}' AND t.wallet_id = '{w}'",
+                s = shop.id
             ))
             .await;
         assert_eq!(gapless, 1, "wallet {w}");
