@@ -1,4 +1,5 @@
-//! Running a batch: atomic, every item in the batch's transaction
+//! Running a batch: atomic, its credits, debits and transfers written
+//! set-wise (`wallets::bulk`), or every item in the batch's transaction
 //! (`Unit::nested`) after its wallets are locked in one fixed order; or
 //! each item through the executor on its own.
 

@@ -77,7 +77,11 @@ impl From<sqlx::Error> for BulkError {
 
 impl From<crate::executor::ExecError> for BulkError {
     fn from(e: crate::executor::ExecError) -> Self {
-        BulkError::Store(StoreError::broken(e.to_string()))
+        match e {
+            // A lock or statement timeout stays what it is (a 503 to retry).
+            crate::executor::ExecError::Db(e) => BulkError::Store(e.into()),
+            other => BulkError::Store(StoreError::broken(other.to_string())),
+        }
     }
 }
 
