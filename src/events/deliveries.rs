@@ -359,23 +359,17 @@ pub async fn record_round(
     // worker the only one on the delivery (and Citus runs no volatile
     // function in a distributed UPDATE, nor a timestamp's arithmetic, which
     // depends on the time zone, inside CASE).
-    let next_at: Vec<DateTime<Utc>> = {
-        let mut rng = rand::thread_rng();
-        round
-            .iter()
-            .map(|(d, a)| {
-                let delay = config
-                    .delivery_backoff_max
-                    .min(
-                        config
-                            .delivery_backoff_base
-                            .saturating_mul(2u32.saturating_pow(d.attempts.clamp(0, 31) as u32)),
-                    )
-                    .mul_f64(rand::Rng::gen_range(&mut rng, 0.5..1.5));
-                a.at + chrono::Duration::from_std(delay).unwrap_or_else(|_| chrono::Duration::days(1))
-            })
-            .collect()
-    };
+    let next_at: Vec<DateTime<Utc>> = round
+        .iter()
+        .map(|(d, a)| {
+            let delay = crate::jobs::backoff(
+                config.delivery_backoff_base,
+                config.delivery_backoff_max,
+                d.attempts,
+            );
+            a.at + chrono::Duration::from_std(delay).unwrap_or_else(|_| chrono::Duration::days(1))
+        })
+        .collect();
     let rows = sqlx::query!(
         r#"WITH r AS (
                SELECT * FROM unnest($2::uuid[], $3::timestamptz[], $4::bool[], $5::timestamptz[],

@@ -90,6 +90,16 @@ impl Heartbeats {
     }
 }
 
+/// The wait before a retry after `attempts` failed tries: `base` doubled
+/// per earlier try, capped at `max`, times a jitter of 0.5–1.5 (so a
+/// failing receiver's retries spread out). Computed in the worker, from the
+/// attempts its lease saw: Citus runs no volatile function (random) in a
+/// distributed UPDATE.
+pub fn backoff(base: Duration, max: Duration, attempts: i32) -> Duration {
+    max.min(base.saturating_mul(2u32.saturating_pow(attempts.clamp(0, 31) as u32)))
+        .mul_f64(rand::Rng::gen_range(&mut rand::thread_rng(), 0.5..1.5))
+}
+
 /// Counts and logs one run of a job that handles rows, and passes its
 /// result on: the rows into the
 /// `rows` counter (and an INFO line `<job> finished` when `always_log` or

@@ -116,18 +116,9 @@ async fn record_failure(
     reason: &str,
     config: &WebhookConfig,
 ) -> Result<Option<String>, sqlx::Error> {
-    // The delay is computed here, from the attempts the lease saw (the
-    // lease makes this worker the only one on the event): Citus runs no
-    // volatile function (random) and no column-dependent time arithmetic
-    // in a distributed UPDATE.
-    let delay = config
-        .backoff_max
-        .min(
-            config
-                .backoff_base
-                .saturating_mul(2u32.saturating_pow(event.attempts.clamp(0, 31) as u32)),
-        )
-        .mul_f64(rand::Rng::gen_range(&mut rand::thread_rng(), 0.5..1.5));
+    // No column-dependent time arithmetic in a distributed UPDATE either:
+    // the delay is a parameter.
+    let delay = super::backoff(config.backoff_base, config.backoff_max, event.attempts);
     sqlx::query_scalar!(
         "UPDATE webhook_events
             SET attempts = attempts + 1, last_error = $3,
