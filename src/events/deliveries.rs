@@ -340,6 +340,38 @@ pub async fn lease(
         .collect())
 }
 
+/// Marks up to `limit` pending deliveries of a deleted endpoint `failed`
+/// (none in flight: an attempt under lease is recorded first); how many.
+/// The worker runs it when an endpoint has nothing left to lease, so a
+/// deleted endpoint's backlog ends `failed` a batch at a time.
+pub async fn fail_deleted(
+    pool: &PgPool,
+    shop_id: Uuid,
+    endpoint_id: Uuid,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!(
+        "WITH gone AS (
+             SELECT c.id FROM event_deliveries c
+              WHERE c.shop_id = $1 AND c.endpoint_id = $2 AND c.status = 'pending'
+                AND (c.leased_until IS NULL OR c.leased_until < now())
+                AND EXISTS (SELECT 1 FROM webhook_endpoints p
+                             WHERE p.shop_id = $1 AND p.id = $2 AND p.deleted_at IS NOT NULL)
+              LIMIT $3 FOR UPDATE OF c SKIP LOCKED
+         )
+         UPDATE event_deliveries d
+            SET status = 'failed', last_error = 'the endpoint was deleted', leased_until = NULL,
+                updated_at = now()
+           FROM gone WHERE d.shop_id = $1 AND d.id = gone.id",
+        shop_id,
+        endpoint_id,
+        limit
+    )
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Records the attempts of one round of an endpoint's leased deliveries in
 /// one statement: each `delivered` on a 2xx, else pending again after
 /// min(base × 2^attempts, max) × (0.5–1.5), or `failed` (dead letter) at

@@ -243,9 +243,11 @@ pub async fn update(
     Ok(row.view(None))
 }
 
-/// Deletes the endpoint: nothing more is queued or posted for it (its
-/// pending deliveries fail); its delivery history is kept (as the events
-/// are) until retention.
+/// Deletes the endpoint: nothing more is queued or posted for it; its
+/// pending deliveries end `failed`, marked by the delivery worker in
+/// batches (`deliveries::fail_deleted`), so this request locks one row
+/// whatever the backlog and never waits on a worker's round; its delivery
+/// history is kept (as the events are) until retention.
 pub async fn delete(
     conn: &mut PgConnection,
     tenant: Tenant,
@@ -253,12 +255,7 @@ pub async fn delete(
 ) -> Result<WebhookEndpoint, EventError> {
     let row = sqlx::query_as!(
         Row,
-        "WITH dropped AS (
-             UPDATE event_deliveries SET status = 'failed', last_error = 'the endpoint was deleted',
-                                         updated_at = now()
-              WHERE shop_id = $1 AND endpoint_id = $2 AND status = 'pending'
-         )
-         UPDATE webhook_endpoints SET deleted_at = now(), disabled = true,
+        "UPDATE webhook_endpoints SET deleted_at = now(), disabled = true,
                 disabled_reason = 'deleted', updated_at = now(), version = version + 1
           WHERE shop_id = $1 AND id = $2 AND deleted_at IS NULL
          RETURNING id, url, description, event_types, previous_expires_at, disabled, disabled_reason,

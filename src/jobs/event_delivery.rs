@@ -69,7 +69,10 @@ impl Worker {
             .await
             {
                 Ok(leased) if !leased.is_empty() => leased,
-                Ok(_) => break,
+                Ok(_) => {
+                    self.fail_deleted(shop_id, endpoint_id).await;
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, endpoint = %endpoint_id, "leasing deliveries failed");
                     break;
@@ -93,6 +96,23 @@ impl Worker {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&endpoint_id);
+    }
+
+    /// A deleted endpoint's pending deliveries end `failed`, a batch at a
+    /// time.
+    async fn fail_deleted(&self, shop_id: Uuid, endpoint_id: Uuid) {
+        while !*self.shutdown.borrow() {
+            match deliveries::fail_deleted(&self.pool, shop_id, endpoint_id, 1000).await {
+                Ok(0) => break,
+                Ok(n) => {
+                    metrics::counter!("event_deliveries_total", "outcome" => "failed").increment(n);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, endpoint = %endpoint_id, "failing a deleted endpoint's deliveries failed");
+                    break;
+                }
+            }
+        }
     }
 
     async fn post(&self, d: deliveries::Leased) -> Option<(deliveries::Leased, deliveries::Attempt)> {

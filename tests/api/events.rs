@@ -485,6 +485,71 @@ async fn a_dead_endpoint_ends_failed_is_disabled_and_a_manual_retry_delivers(
 }
 
 #[sqlx::test]
+async fn deleting_an_endpoint_with_a_backlog_answers_at_once_and_fails_its_deliveries(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    // A failing endpoint keeps its deliveries cycling through rounds while
+    // it is deleted: the request touches the endpoint's row only, and the
+    // worker then ends every pending delivery `failed`.
+    let config = EventConfig {
+        delivery_max_attempts: 1000,
+        endpoint_failure_limit: 100_000,
+        ..events_config()
+    };
+    let app = spawn_app_with(connect, config_with(config.clone()), Duration::from_secs(5)).await;
+    let shop = app.shop().await;
+    let k = &shop.key;
+    let (receiver, url) = Receiver::start().await;
+    receiver.status.store(500, Ordering::SeqCst);
+    let ep = app.endpoint(k, &url, json!(["wallet.credited"])).await;
+    let ep_id = ep["id"].as_str().unwrap();
+    for _ in 0..30 {
+        app.wallet(k, "USD", "1.00").await;
+    }
+    let _stop = start_worker(&app, config);
+    receiver.until("a few attempts", |g| g.len() >= 40).await;
+
+    let r = app
+        .call(
+            reqwest::Method::DELETE,
+            k,
+            &format!("/v1/webhook-endpoints/{ep_id}"),
+            &fresh(),
+            None,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let of_endpoint = format!(
+        "FROM event_deliveries WHERE shop_id = '{}' AND endpoint_id = '{ep_id}'",
+        shop.id
+    );
+    for _ in 0..300 {
+        if app
+            .count(&format!("SELECT count(*) {of_endpoint} AND status = 'pending'"))
+            .await
+            == 0
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) {of_endpoint} AND status = 'failed' AND last_error = 'the endpoint was deleted'"
+        ))
+        .await,
+        30,
+        "every delivery ended failed because the endpoint was deleted"
+    );
+    // Nothing is posted any more.
+    let posted = receiver.got().len();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(receiver.got().len(), posted);
+}
+
+#[sqlx::test]
 async fn a_slow_endpoint_holds_back_neither_another_endpoint_nor_the_api(
     _: PgPoolOptions,
     connect: PgConnectOptions,
