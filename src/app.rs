@@ -227,6 +227,13 @@ impl Application {
                 beats.clone(),
                 stop_rx.clone(),
             )),
+            tokio::spawn(jobs::billing_loop(
+                pool.clone(),
+                state.executor.clone(),
+                config.billing.clone(),
+                beats.clone(),
+                stop_rx.clone(),
+            )),
             tokio::spawn(jobs::grant_expiry_loop(
                 pool.clone(),
                 config.grants.grant_expiry_interval,

@@ -168,6 +168,9 @@ pub struct ServeConfig {
     pub grants: GrantConfig,
 
     #[command(flatten)]
+    pub billing: BillingConfig,
+
+    #[command(flatten)]
     pub webhooks: WebhookConfig,
 
     #[command(flatten)]
@@ -251,6 +254,53 @@ impl Default for ReservationConfig {
             expiry_batch: 500,
         }
     }
+}
+
+/// The recurring billing job (docs/recurring-billing.md).
+#[derive(Debug, Clone, Args)]
+pub struct BillingConfig {
+    /// How often the billing job bills due periods and retries due wallet
+    /// payments (also once at start).
+    #[arg(long = "billing-interval", env = "BILLING_INTERVAL", default_value = "1m", value_parser = parse_interval)]
+    pub billing_interval: Duration,
+
+    /// Waits between a wallet collection that failed and its retries,
+    /// comma-separated (e.g. `1d,3d,7d`: retried a day, then three, then
+    /// seven days after the attempt before); once spent the invoice stays
+    /// open and the contract is past due. Empty for no retries.
+    #[arg(long = "dunning-retries", env = "DUNNING_RETRIES", default_value = "1d,3d,7d", value_parser = parse_schedule)]
+    pub dunning_retries: Schedule,
+}
+
+impl Default for BillingConfig {
+    fn default() -> Self {
+        BillingConfig {
+            billing_interval: Duration::from_secs(60),
+            dunning_retries: Schedule(
+                [1, 3, 7]
+                    .iter()
+                    .map(|d| Duration::from_secs(d * 86_400))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// Waits, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule(pub Vec<Duration>);
+
+fn parse_schedule(s: &str) -> Result<Schedule, String> {
+    let waits = s
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(parse_interval)
+        .collect::<Result<Vec<_>, _>>()?;
+    if waits.len() > 20 {
+        return Err("at most 20 retries".into());
+    }
+    Ok(Schedule(waits))
 }
 
 #[derive(Debug, Clone, Args)]

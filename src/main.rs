@@ -1,4 +1,4 @@
-//! The `billing-ledger` command line: serve | migrate | cleanup | expire-reservations | shops |
+//! The `billing-ledger` command line: serve | migrate | cleanup | expire-reservations | bill-contracts | shops |
 //! keys | report | openapi | citus.
 
 use std::{net::SocketAddr, process::ExitCode};
@@ -52,6 +52,21 @@ enum Command {
     ExpireReservations {
         #[arg(long, env = "RESERVATION_EXPIRY_BATCH", default_value_t = 500)]
         batch: u32,
+        #[command(flatten)]
+        db: DatabaseConfig,
+    },
+    /// Bill every due period of approved recurring contracts and retry the
+    /// wallet payments due, once (what the server's billing job does every
+    /// BILLING_INTERVAL; docs/recurring-billing.md).
+    BillContracts {
+        #[command(flatten)]
+        billing: billing_ledger::config::BillingConfig,
+        #[arg(
+            long = "idempotency-ttl-hours",
+            env = "IDEMPOTENCY_TTL_HOURS",
+            default_value_t = 24
+        )]
+        ttl_hours: u32,
         #[command(flatten)]
         db: DatabaseConfig,
     },
@@ -270,6 +285,23 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .await
                 .context("reservation expiry failed")?;
             println!("expired {n} reservations");
+            Ok(())
+        }
+        Command::BillContracts {
+            billing,
+            ttl_hours,
+            db,
+        } => {
+            let pool = app::pool(&db);
+            let executor =
+                billing_ledger::executor::Executor::new(pool.clone(), ttl_hours.max(1), db.lock_timeout, 1);
+            let run = jobs::bill_contracts_once(&pool, &executor, &billing, None)
+                .await
+                .context("billing failed")?;
+            println!(
+                "billed {} periods, retried {} payments, {} contracts no longer past due",
+                run.periods_billed, run.payments_retried, run.contracts_recovered
+            );
             Ok(())
         }
         Command::Shops { command, db } => {

@@ -24,7 +24,7 @@ DECLARE
         'webhook_secrets', 'webhook_events', 'journal_daily_totals', 'journal_wallet_balances',
         'journal_rollup_shops', 'credit_note_counters', 'credit_notes', 'payment_refunds',
         'credit_grants', 'grant_consumptions', 'reservation_grants', 'events', 'webhook_endpoints',
-        'event_deliveries', 'delivery_attempts', 'balance_alerts'];
+        'event_deliveries', 'delivery_attempts', 'balance_alerts', 'contract_periods'];
     t text;
     fk record;
     fks text[] := '{}';

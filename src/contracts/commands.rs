@@ -1,10 +1,14 @@
 //! The contract mutations as executor commands. Each answers the contract
 //! as it now stands, whose `ETag` the stored outcome repeats on replay.
 
+use std::time::Duration;
+
+use chrono::NaiveDate;
 use uuid::Uuid;
 
 use super::{
-    ApproveContract, Contract, ContractError, CreateContract, RejectContract, Transition, UpdateContract,
+    ApproveContract, CancelContract, Contract, ContractError, ContractPeriod, CreateContract, RejectContract,
+    Transition, UpdateContract,
 };
 use crate::{executor::command, tenants::Tenant};
 
@@ -46,6 +50,23 @@ pub struct Cancel {
     pub tenant: Tenant,
     pub contract_id: Uuid,
     pub version: i64,
+    pub input: CancelContract,
+}
+
+/// The billing job's: bill one period (docs/recurring-billing.md).
+pub struct BillPeriod {
+    pub tenant: Tenant,
+    pub contract_id: Uuid,
+    pub period_start: NaiveDate,
+    pub dunning: Vec<Duration>,
+}
+
+/// The billing job's: one dunning attempt of a period's payment.
+pub struct RetryPayment {
+    pub tenant: Tenant,
+    pub contract_id: Uuid,
+    pub period_start: NaiveDate,
+    pub dunning: Vec<Duration>,
 }
 
 command!(Create: "contract.create" => Contract, ContractError,
@@ -64,5 +85,9 @@ command!(Reject: "contract.reject", status 200 => Contract, ContractError,
     let t = Transition::reject(&c.input.reason);
     super::transition(conn, c.tenant, c.contract_id, Some(c.version), t)
 });
-command!(Cancel: "contract.cancel", status 200 => Contract, ContractError,
-    |c, conn| super::transition(conn, c.tenant, c.contract_id, Some(c.version), Transition::CANCEL));
+command!(Cancel: "contract.cancel", status 200 => keyed Contract, ContractError,
+    |c, unit, key| super::billing::cancel(unit, key, c.tenant, c.contract_id, c.version, c.input));
+command!(BillPeriod: "contract.bill_period" => keyed ContractPeriod, ContractError,
+    |c, unit, key| super::billing::bill_period(unit, key, c.tenant, c.contract_id, c.period_start, &c.dunning));
+command!(RetryPayment: "contract.retry_payment", status 200 => keyed ContractPeriod, ContractError,
+    |c, unit, key| super::billing::retry_payment(unit, key, c.tenant, c.contract_id, c.period_start, &c.dunning));

@@ -5,11 +5,14 @@
 //! lock held between a read and a write. Approving a one-time contract
 //! issues its invoice in the same transaction.
 
+pub mod billing;
 pub mod commands;
+pub mod periods;
 pub mod routes;
 mod service;
 mod types;
 
+pub use billing::ContractPeriod;
 pub use service::*;
 pub use types::*;
 

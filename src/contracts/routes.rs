@@ -6,7 +6,8 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::ContractError;
 use super::{
-    ApproveContract, Contract, ContractListParams, CreateContract, RejectContract, UpdateContract,
+    ApproveContract, CancelContract, Contract, ContractListParams, ContractPeriod, CreateContract,
+    PeriodListParams, RejectContract, UpdateContract,
     commands::{Approve, Cancel, Create, Reject, Submit, Update},
 };
 use crate::{
@@ -31,6 +32,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(approve_contract))
         .routes(routes!(reject_contract))
         .routes(routes!(cancel_contract))
+        .routes(routes!(list_contract_periods))
 }
 
 /// Draft a contract (`status: draft`, `version: 1`, `ETag: "1"`).
@@ -206,11 +208,14 @@ async fn reject_contract(
         .await
 }
 
-/// Cancel a draft or an approved contract. Requires `If-Match`. An invoice
-/// the approval issued stays as it is (void it separately).
+/// Cancel a draft, an approved or a past-due contract. Requires
+/// `If-Match`. An invoice the approval of a one-time contract issued stays
+/// as it is (void it separately). An approved recurring contract bills no
+/// more periods; with `at_period_end: false` the current period's unused
+/// days are also credited (docs/recurring-billing.md).
 #[utoipa::path(post, path = "/v1/contracts/{id}/cancel", tag = "contracts", operation_id = "cancelContract",
     params(("id" = Uuid, Path), crate::openapi::IfMatchHeader, crate::openapi::IdempotencyKeyHeader),
-    request_body = NoFields,
+    request_body = CancelContract,
     responses((status = 200, body = Contract, headers(("ETag" = String)))),
     security(("api_key" = [])))]
 async fn cancel_contract(
@@ -218,7 +223,7 @@ async fn cancel_contract(
     tenant: Tenant,
     PathId(id): PathId,
     if_match: IfMatch,
-    Idempotent(request, _input): Idempotent<NoFields>,
+    Idempotent(request, input): Idempotent<CancelContract>,
 ) -> Result<Response, ApiError> {
     let version = if_match.required()?;
     state
@@ -229,9 +234,28 @@ async fn cancel_contract(
                 tenant,
                 contract_id: id,
                 version,
+                input,
             },
         )
         .await
+}
+
+/// The periods a recurring contract has billed, oldest first, each with
+/// its invoice (docs/recurring-billing.md).
+#[utoipa::path(get, path = "/v1/contracts/{id}/periods", tag = "contracts", operation_id = "listContractPeriods",
+    params(("id" = Uuid, Path), PeriodListParams),
+    responses((status = 200, body = Page<ContractPeriod>)),
+    security(("api_key" = [])))]
+async fn list_contract_periods(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    PathId(id): PathId,
+    ValidQuery(q): ValidQuery<PeriodListParams>,
+) -> Result<Json<Page<ContractPeriod>>, ApiError> {
+    let mut conn = state.pool.acquire().await?;
+    Ok(Json(
+        contracts::billing::periods(&mut conn, tenant, id, q.limit, q.starting_after).await?,
+    ))
 }
 
 impl From<ContractError> for ApiError {

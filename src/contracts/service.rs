@@ -7,7 +7,10 @@ use serde_json::Value;
 use sqlx::{PgConnection, types::Json};
 use uuid::Uuid;
 
-use super::{BillingInterval, Contract, ContractError, ContractStatus, CreateContract, UpdateContract};
+use super::{
+    BillingInterval, CancelMode, Collection, Contract, ContractError, ContractStatus, CreateContract,
+    UpdateContract, periods,
+};
 use crate::{
     invoices::{self, CreateInvoice, LineInput},
     metadata::{self, Metadata},
@@ -42,6 +45,13 @@ struct ContractRow {
     approved_at: Option<DateTime<Utc>>,
     rejected_at: Option<DateTime<Utc>>,
     cancelled_at: Option<DateTime<Utc>>,
+    ends_on: Option<NaiveDate>,
+    collection: String,
+    wallet_id: Option<Uuid>,
+    next_period_on: Option<NaiveDate>,
+    periods_billed: i32,
+    past_due_at: Option<DateTime<Utc>>,
+    cancel_mode: Option<String>,
 }
 
 fn status_of(s: &str) -> Result<ContractStatus, ContractError> {
@@ -59,6 +69,17 @@ impl ContractRow {
             amount: currency.text(self.amount)?,
             billing_interval: store::decode::<BillingInterval>("billing interval", &self.billing_interval)?,
             starts_on: self.starts_on,
+            ends_on: self.ends_on,
+            collection: store::decode::<Collection>("collection", &self.collection)?,
+            wallet_id: self.wallet_id,
+            next_period_on: self.next_period_on,
+            periods_billed: self.periods_billed,
+            past_due_at: self.past_due_at,
+            cancel_mode: self
+                .cancel_mode
+                .as_deref()
+                .map(|m| store::decode::<CancelMode>("cancel mode", m))
+                .transpose()?,
             terms: self.terms,
             metadata: metadata::from_json(self.metadata)?,
             status: status_of(&self.status)?,
@@ -84,15 +105,25 @@ pub async fn create(
     let currency =
         Currency::parse(&req.currency).map_err(|e| ContractError::Invalid("currency", e.to_string()))?;
     let amount = Money::parse("amount", &req.amount, currency)?.amount();
+    let terms = Billing {
+        interval: req.billing_interval,
+        starts_on: req.starts_on,
+        ends_on: req.ends_on,
+        collection: req.collection.unwrap_or_default(),
+        wallet_id: req.wallet_id,
+        currency,
+    };
+    terms.check(conn, tenant).await?;
     sqlx::query_as!(
         ContractRow,
         "INSERT INTO contracts
              (shop_id, id, customer_ref, title, currency, amount, billing_interval, starts_on,
-              terms, metadata, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now(), now())
+              terms, metadata, created_at, updated_at, ends_on, collection, wallet_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now(), now(), $11, $12, $13)
          RETURNING id, customer_ref, title, currency, amount, billing_interval, starts_on, terms,
                    metadata, status, version, approval_note, rejection_reason, invoice_id,
-                   created_at, updated_at, submitted_at, approved_at, rejected_at, cancelled_at",
+                   created_at, updated_at, submitted_at, approved_at, rejected_at, cancelled_at,
+                       ends_on, collection, wallet_id, next_period_on, periods_billed, past_due_at, cancel_mode",
         tenant.shop_id,
         Uuid::now_v7(),
         req.customer_ref,
@@ -103,10 +134,88 @@ pub async fn create(
         req.starts_on,
         req.terms.filter(|t| !t.is_empty()),
         Json(req.metadata.unwrap_or_default()) as _,
+        req.ends_on,
+        terms.collection.as_str(),
+        req.wallet_id,
     )
     .fetch_one(conn)
     .await?
     .view()
+}
+
+/// How a contract bills, checked as a whole whichever part a request
+/// names.
+struct Billing {
+    interval: BillingInterval,
+    starts_on: NaiveDate,
+    ends_on: Option<NaiveDate>,
+    collection: Collection,
+    wallet_id: Option<Uuid>,
+    currency: Currency,
+}
+
+impl Billing {
+    async fn check(&self, conn: &mut PgConnection, tenant: Tenant) -> Result<(), ContractError> {
+        let recurring = self.interval != BillingInterval::OneTime;
+        if !recurring && self.ends_on.is_some() {
+            return Err(ContractError::Invalid(
+                "ends_on",
+                "is only for a monthly or yearly contract".into(),
+            ));
+        }
+        if !recurring && self.collection != Collection::Invoice {
+            return Err(ContractError::Invalid(
+                "collection",
+                "is only for a monthly or yearly contract".into(),
+            ));
+        }
+        if let Some(ends_on) = self.ends_on
+            && let Err((before, after)) = periods::check_ends_on(self.starts_on, self.interval, ends_on)
+        {
+            let around = match before {
+                Some(before) => format!("{before} or {after}"),
+                None => after.to_string(),
+            };
+            return Err(ContractError::Invalid(
+                "ends_on",
+                format!("must be the last day of a period (the day before one starts), e.g. {around}"),
+            ));
+        }
+        match (self.collection, self.wallet_id) {
+            (Collection::Wallet, None) => Err(ContractError::Invalid(
+                "wallet_id",
+                "is required with collection wallet".into(),
+            )),
+            (Collection::Invoice, Some(_)) => Err(ContractError::Invalid(
+                "wallet_id",
+                "is only allowed with collection wallet".into(),
+            )),
+            (Collection::Wallet, Some(wallet_id)) => {
+                let wallet = sqlx::query_scalar!(
+                    "SELECT currency FROM wallets WHERE shop_id = $1 AND id = $2",
+                    tenant.shop_id,
+                    wallet_id
+                )
+                .fetch_optional(conn)
+                .await?;
+                match wallet {
+                    None => Err(ContractError::Invalid(
+                        "wallet_id",
+                        "no wallet of this shop has this id".into(),
+                    )),
+                    Some(code) if code != self.currency.code() => Err(ContractError::Invalid(
+                        "wallet_id",
+                        format!(
+                            "the wallet holds {code}; the contract bills {}",
+                            self.currency.code()
+                        ),
+                    )),
+                    Some(_) => Ok(()),
+                }
+            }
+            (Collection::Invoice, None) => Ok(()),
+        }
+    }
 }
 
 /// Why a conditional change matched no row, looked at once: `Ok` when it
@@ -142,7 +251,9 @@ async fn explain(
     Ok(())
 }
 
-/// Replaces what the request names on a draft at version `expected`.
+/// Replaces what the request names on a draft at version `expected`; on
+/// an approved or past-due recurring contract, its `amount` only (billed
+/// from the next period).
 pub async fn update(
     conn: &mut PgConnection,
     tenant: Tenant,
@@ -150,7 +261,18 @@ pub async fn update(
     expected: i64,
     req: UpdateContract,
 ) -> Result<Contract, ContractError> {
-    let (currency, amount) = money_change(conn, tenant, id, expected, &req).await?;
+    let amount_only = req.amount.is_some()
+        && req.customer_ref.is_none()
+        && req.title.is_none()
+        && req.currency.is_none()
+        && req.billing_interval.is_none()
+        && req.starts_on.is_none()
+        && req.ends_on.is_none()
+        && req.collection.is_none()
+        && req.wallet_id.is_none()
+        && req.terms.is_none()
+        && req.metadata.is_none();
+    let (currency, amount) = checked_change(conn, tenant, id, expected, &req, amount_only).await?;
     // A PATCH that names nothing checks its preconditions and changes
     // nothing, version included.
     let changes = req.customer_ref.is_some()
@@ -159,8 +281,20 @@ pub async fn update(
         || req.amount.is_some()
         || req.billing_interval.is_some()
         || req.starts_on.is_some()
+        || req.ends_on.is_some()
+        || req.collection.is_some()
+        || req.wallet_id.is_some()
         || req.terms.is_some()
         || req.metadata.is_some();
+    let from: &[ContractStatus] = if amount_only {
+        &[
+            ContractStatus::Draft,
+            ContractStatus::Approved,
+            ContractStatus::PastDue,
+        ]
+    } else {
+        &[ContractStatus::Draft]
+    };
     let at = clock(conn).await?;
     for _ in 0..ATTEMPTS {
         let row = sqlx::query_as!(
@@ -172,12 +306,18 @@ pub async fn update(
                     starts_on = COALESCE($9, starts_on),
                     terms = CASE WHEN $10::text IS NULL THEN terms ELSE NULLIF($10, '') END,
                     metadata = COALESCE($11, metadata),
+                    ends_on = COALESCE($15, ends_on),
+                    collection = COALESCE($16, collection),
+                    wallet_id = CASE WHEN $16 = 'invoice' THEN NULL ELSE COALESCE($17, wallet_id) END,
                     version = version + $12::bool::int,
                     updated_at = CASE WHEN $12 THEN $13 ELSE updated_at END
-              WHERE shop_id = $1 AND id = $2 AND status = 'draft' AND version = $3
+              WHERE shop_id = $1 AND id = $2 AND version = $3
+                AND (status = 'draft'
+                     OR ($14 AND status IN ('approved', 'past_due') AND billing_interval <> 'one_time'))
              RETURNING id, customer_ref, title, currency, amount, billing_interval, starts_on, terms,
                        metadata, status, version, approval_note, rejection_reason, invoice_id,
-                       created_at, updated_at, submitted_at, approved_at, rejected_at, cancelled_at",
+                       created_at, updated_at, submitted_at, approved_at, rejected_at, cancelled_at,
+                       ends_on, collection, wallet_id, next_period_on, periods_billed, past_due_at, cancel_mode",
             tenant.shop_id,
             id,
             expected,
@@ -191,32 +331,44 @@ pub async fn update(
             req.metadata.as_ref().map(Json) as _,
             changes,
             at,
+            amount_only,
+            req.ends_on,
+            req.collection.map(Collection::as_str),
+            req.wallet_id,
         )
         .fetch_optional(&mut *conn)
         .await?;
         if let Some(row) = row {
             return row.view();
         }
-        explain(conn, tenant, id, Some(expected), &[ContractStatus::Draft]).await?;
+        explain(conn, tenant, id, Some(expected), from).await?;
     }
     Err(ContractError::Busy)
 }
 
-/// A new currency or amount is checked against the other one as they will
-/// stand. The read only validates: the conditional UPDATE still requires
-/// version `expected`, at which these values are the ones read.
-async fn money_change(
+/// A change of how the contract bills or what it costs is checked against
+/// the rest as it will stand. The read only validates: the conditional
+/// UPDATE still requires version `expected`, at which these values are
+/// the ones read.
+async fn checked_change(
     conn: &mut PgConnection,
     tenant: Tenant,
     id: Uuid,
     expected: i64,
     req: &UpdateContract,
+    amount_only: bool,
 ) -> Result<(Option<Currency>, Option<rust_decimal::Decimal>), ContractError> {
-    if req.currency.is_none() && req.amount.is_none() {
+    let billing = req.billing_interval.is_some()
+        || req.starts_on.is_some()
+        || req.ends_on.is_some()
+        || req.collection.is_some()
+        || req.wallet_id.is_some();
+    if req.currency.is_none() && req.amount.is_none() && !billing {
         return Ok((None, None));
     }
     let current = sqlx::query!(
-        "SELECT currency, amount, version FROM contracts WHERE shop_id = $1 AND id = $2",
+        "SELECT currency, amount, version, status, billing_interval, starts_on, ends_on, collection, wallet_id
+           FROM contracts WHERE shop_id = $1 AND id = $2",
         tenant.shop_id,
         id
     )
@@ -228,6 +380,14 @@ async fn money_change(
             current: current.version,
             expected,
         });
+    }
+    let status = status_of(&current.status)?;
+    let interval = store::decode::<BillingInterval>("billing interval", &current.billing_interval)?;
+    let amount_change_allowed = amount_only
+        && matches!(status, ContractStatus::Approved | ContractStatus::PastDue)
+        && interval != BillingInterval::OneTime;
+    if status != ContractStatus::Draft && !amount_change_allowed {
+        return Err(ContractError::InvalidState(status.as_str()));
     }
     let currency = match &req.currency {
         Some(code) => Currency::parse(code).map_err(|e| ContractError::Invalid("currency", e.to_string()))?,
@@ -249,6 +409,22 @@ async fn money_change(
             current.amount
         }
     };
+    let collection = match req.collection {
+        Some(c) => c,
+        None => store::decode::<Collection>("collection", &current.collection)?,
+    };
+    let terms = Billing {
+        interval: req.billing_interval.unwrap_or(interval),
+        starts_on: req.starts_on.unwrap_or(current.starts_on),
+        ends_on: req.ends_on.or(current.ends_on),
+        collection,
+        wallet_id: match collection {
+            Collection::Invoice => req.wallet_id,
+            Collection::Wallet => req.wallet_id.or(current.wallet_id),
+        },
+        currency,
+    };
+    terms.check(conn, tenant).await?;
     Ok((Some(currency), Some(amount)))
 }
 
@@ -258,6 +434,8 @@ pub struct Transition<'a> {
     pub from: &'a [ContractStatus],
     pub note: Option<&'a str>,
     pub reason: Option<&'a str>,
+    /// How a cancelled recurring contract ends.
+    pub cancel: CancelMode,
 }
 
 impl<'a> Transition<'a> {
@@ -267,6 +445,7 @@ impl<'a> Transition<'a> {
             from: &[ContractStatus::PendingApproval],
             note,
             reason: None,
+            cancel: CancelMode::AtPeriodEnd,
         }
     }
 
@@ -276,6 +455,7 @@ impl<'a> Transition<'a> {
             from: &[ContractStatus::PendingApproval],
             note: None,
             reason: Some(reason),
+            cancel: CancelMode::AtPeriodEnd,
         }
     }
 
@@ -284,13 +464,26 @@ impl<'a> Transition<'a> {
         from: &[ContractStatus::Draft],
         note: None,
         reason: None,
+        cancel: CancelMode::AtPeriodEnd,
     };
     pub const CANCEL: Transition<'static> = Transition {
         to: ContractStatus::Cancelled,
-        from: &[ContractStatus::Draft, ContractStatus::Approved],
+        from: &[
+            ContractStatus::Draft,
+            ContractStatus::Approved,
+            ContractStatus::PastDue,
+        ],
         note: None,
         reason: None,
+        cancel: CancelMode::AtPeriodEnd,
     };
+
+    pub fn cancel(mode: CancelMode) -> Self {
+        Transition {
+            cancel: mode,
+            ..Transition::CANCEL
+        }
+    }
 }
 
 /// The transaction's clock (`now()`), read on its own: Citus refuses a
@@ -328,12 +521,20 @@ pub async fn transition(
                     rejection_reason = CASE WHEN $5 = 'rejected' THEN $7 ELSE rejection_reason END,
                     cancelled_at = CASE WHEN $5 = 'cancelled' THEN $9 ELSE cancelled_at END,
                     invoice_id = CASE WHEN $5 = 'approved' AND billing_interval = 'one_time'
-                                      THEN $8 ELSE invoice_id END
+                                      THEN $8 ELSE invoice_id END,
+                    next_period_on = CASE WHEN $5 = 'approved' AND billing_interval <> 'one_time'
+                                          THEN starts_on
+                                          WHEN $5 = 'cancelled' THEN NULL ELSE next_period_on END,
+                    cancel_mode = CASE WHEN $5 = 'cancelled' AND status IN ('approved', 'past_due')
+                                            AND billing_interval <> 'one_time'
+                                       THEN $10 ELSE cancel_mode END,
+                    past_due_at = CASE WHEN $5 = 'cancelled' THEN NULL ELSE past_due_at END
               WHERE shop_id = $1 AND id = $2 AND status = ANY($3::text[])
                 AND ($4::bigint IS NULL OR version = $4)
              RETURNING id, customer_ref, title, currency, amount, billing_interval, starts_on, terms,
                        metadata, status, version, approval_note, rejection_reason, invoice_id,
-                       created_at, updated_at, submitted_at, approved_at, rejected_at, cancelled_at",
+                       created_at, updated_at, submitted_at, approved_at, rejected_at, cancelled_at,
+                       ends_on, collection, wallet_id, next_period_on, periods_billed, past_due_at, cancel_mode",
             tenant.shop_id,
             id,
             &from as &[&str],
@@ -343,6 +544,7 @@ pub async fn transition(
             t.reason,
             Uuid::now_v7(),
             at,
+            t.cancel.as_str(),
         )
         .fetch_optional(&mut *conn)
         .await?;
@@ -394,7 +596,8 @@ pub async fn get(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> Result<Co
         ContractRow,
         "SELECT id, customer_ref, title, currency, amount, billing_interval, starts_on, terms,
                 metadata, status, version, approval_note, rejection_reason, invoice_id,
-                created_at, updated_at, submitted_at, approved_at, rejected_at, cancelled_at
+                created_at, updated_at, submitted_at, approved_at, rejected_at, cancelled_at,
+                       ends_on, collection, wallet_id, next_period_on, periods_billed, past_due_at, cancel_mode
            FROM contracts WHERE shop_id = $1 AND id = $2",
         tenant.shop_id,
         id
@@ -417,7 +620,8 @@ pub async fn list(
         ContractRow,
         "SELECT id, customer_ref, title, currency, amount, billing_interval, starts_on, terms,
                 metadata, status, version, approval_note, rejection_reason, invoice_id,
-                created_at, updated_at, submitted_at, approved_at, rejected_at, cancelled_at
+                created_at, updated_at, submitted_at, approved_at, rejected_at, cancelled_at,
+                       ends_on, collection, wallet_id, next_period_on, periods_billed, past_due_at, cancel_mode
            FROM contracts
           WHERE shop_id = $1
             AND ($2::text IS NULL OR status = $2)
@@ -444,10 +648,11 @@ pub async fn list(
 mod tests {
     use super::*;
 
-    const ALL: [ContractStatus; 5] = [
+    const ALL: [ContractStatus; 6] = [
         ContractStatus::Draft,
         ContractStatus::PendingApproval,
         ContractStatus::Approved,
+        ContractStatus::PastDue,
         ContractStatus::Rejected,
         ContractStatus::Cancelled,
     ];
@@ -467,9 +672,18 @@ mod tests {
                 covered.push((*from, t.to));
             }
         }
+        // Into and out of past_due is the billing job's, not a command's.
+        let by_job = |from: &ContractStatus, to: &ContractStatus| {
+            matches!(
+                (from, to),
+                (ContractStatus::Approved, ContractStatus::PastDue)
+                    | (ContractStatus::PastDue, ContractStatus::Approved)
+            )
+        };
         let mut allowed: Vec<_> = ALL
             .iter()
             .flat_map(|from| from.successors().iter().map(move |to| (*from, *to)))
+            .filter(|(from, to)| !by_job(from, to))
             .collect();
         let key = |p: &(ContractStatus, ContractStatus)| (p.0.as_str(), p.1.as_str());
         allowed.sort_by_key(key);

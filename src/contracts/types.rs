@@ -28,12 +28,57 @@ impl BillingInterval {
     }
 }
 
+/// How a recurring contract's period invoices are paid.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Collection {
+    /// Each period's invoice stays open for the customer to pay.
+    #[default]
+    Invoice,
+    /// Paid from `wallet_id` when it is billed, retried on the dunning
+    /// schedule when the wallet cannot cover it.
+    Wallet,
+}
+
+impl Collection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Collection::Invoice => "invoice",
+            Collection::Wallet => "wallet",
+        }
+    }
+}
+
+/// How an approved recurring contract was cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelMode {
+    /// The period billed stays billed; no later one is.
+    AtPeriodEnd,
+    /// As at period end, and the unused days of the current period are
+    /// credited by a credit note.
+    Immediately,
+}
+
+impl CancelMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelMode::AtPeriodEnd => "at_period_end",
+            CancelMode::Immediately => "immediately",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ContractStatus {
     Draft,
     PendingApproval,
     Approved,
+    /// A recurring contract whose wallet collection ran out of retries
+    /// (docs/recurring-billing.md): still billed, back to `approved` once
+    /// its period invoices are settled.
+    PastDue,
     Rejected,
     Cancelled,
 }
@@ -45,7 +90,8 @@ impl ContractStatus {
         match self {
             ContractStatus::Draft => &[ContractStatus::PendingApproval, ContractStatus::Cancelled],
             ContractStatus::PendingApproval => &[ContractStatus::Approved, ContractStatus::Rejected],
-            ContractStatus::Approved => &[ContractStatus::Cancelled],
+            ContractStatus::Approved => &[ContractStatus::PastDue, ContractStatus::Cancelled],
+            ContractStatus::PastDue => &[ContractStatus::Approved, ContractStatus::Cancelled],
             ContractStatus::Rejected | ContractStatus::Cancelled => &[],
         }
     }
@@ -55,6 +101,7 @@ impl ContractStatus {
             ContractStatus::Draft => "draft",
             ContractStatus::PendingApproval => "pending_approval",
             ContractStatus::Approved => "approved",
+            ContractStatus::PastDue => "past_due",
             ContractStatus::Rejected => "rejected",
             ContractStatus::Cancelled => "cancelled",
         }
@@ -81,6 +128,15 @@ pub struct CreateContract {
     pub billing_interval: BillingInterval,
     #[serde(deserialize_with = "crate::dates::date")]
     pub starts_on: NaiveDate,
+    /// Recurring only: the last day billed, the day before a period starts
+    /// (so every period is whole); none bills until cancelled.
+    #[serde(default, deserialize_with = "crate::dates::optional")]
+    pub ends_on: Option<NaiveDate>,
+    /// Recurring only; default `invoice`.
+    pub collection: Option<Collection>,
+    /// With `collection: wallet`: the paying wallet, of this shop and the
+    /// contract's currency.
+    pub wallet_id: Option<Uuid>,
     #[validate(length(max = 10000, message = "must be at most 10000 characters"))]
     #[schema(max_length = 10000)]
     pub terms: Option<String>,
@@ -88,7 +144,9 @@ pub struct CreateContract {
     pub metadata: Option<Metadata>,
 }
 
-/// Replaces what it names on a draft; `terms: ""` clears the terms.
+/// Replaces what it names on a draft; `terms: ""` clears the terms. On an
+/// approved (or past due) recurring contract only `amount` may change, and
+/// applies from the next period billed.
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateContract {
@@ -107,6 +165,10 @@ pub struct UpdateContract {
     pub billing_interval: Option<BillingInterval>,
     #[serde(default, deserialize_with = "crate::dates::optional")]
     pub starts_on: Option<NaiveDate>,
+    #[serde(default, deserialize_with = "crate::dates::optional")]
+    pub ends_on: Option<NaiveDate>,
+    pub collection: Option<Collection>,
+    pub wallet_id: Option<Uuid>,
     #[validate(length(max = 10000, message = "must be at most 10000 characters"))]
     #[schema(max_length = 10000)]
     pub terms: Option<String>,
@@ -120,6 +182,16 @@ pub struct ApproveContract {
     #[validate(length(max = 1000, message = "must be at most 1000 characters"))]
     #[schema(max_length = 1000)]
     pub note: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelContract {
+    /// An approved recurring contract: `true` (default) keeps the current
+    /// period billed and bills no more; `false` also credits the current
+    /// period's unused days (from today, included) with a credit note,
+    /// refunded as its collection was paid (docs/recurring-billing.md).
+    pub at_period_end: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]
@@ -139,6 +211,18 @@ pub struct Contract {
     pub amount: String,
     pub billing_interval: BillingInterval,
     pub starts_on: NaiveDate,
+    pub ends_on: Option<NaiveDate>,
+    pub collection: Collection,
+    pub wallet_id: Option<Uuid>,
+    /// The start of the next period to bill (recurring, approved or past
+    /// due); none once the last period is billed or the contract ended.
+    pub next_period_on: Option<NaiveDate>,
+    /// Periods billed so far.
+    pub periods_billed: i32,
+    /// When it became `past_due`.
+    pub past_due_at: Option<DateTime<Utc>>,
+    /// How an approved recurring contract was cancelled.
+    pub cancel_mode: Option<CancelMode>,
     pub terms: Option<String>,
     pub metadata: Metadata,
     pub status: ContractStatus,
@@ -192,4 +276,16 @@ pub struct ContractListParams {
     pub limit: Option<i64>,
     /// Id of the last contract of the previous page.
     pub starting_after: Option<Uuid>,
+}
+
+#[derive(Debug, Deserialize, Validate, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PeriodListParams {
+    /// Page size, 1–100.
+    #[validate(range(min = 1, max = 100, message = "must be between 1 and 100"))]
+    #[param(minimum = 1, maximum = 100, default = 20)]
+    pub limit: Option<i64>,
+    /// `period_start` of the last period of the previous page.
+    #[serde(default, deserialize_with = "crate::dates::optional")]
+    pub starting_after: Option<NaiveDate>,
 }

@@ -38,7 +38,7 @@ fn line_text(value: Decimal) -> String {
 }
 
 /// The number as shown: `INV-000123`.
-pub(super) fn number_text(n: i64) -> String {
+pub fn number_text(n: i64) -> String {
     format!("INV-{n:06}")
 }
 
@@ -146,7 +146,7 @@ pub async fn create(
 
 /// An invoice row locked for the rest of the transaction, with the
 /// database's clock read once the lock is granted.
-pub(super) struct Locked {
+pub struct Locked {
     pub status: InvoiceStatus,
     pub number: Option<i64>,
     pub currency: Currency,
@@ -181,7 +181,7 @@ impl Locked {
     }
 }
 
-pub(super) async fn lock(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> Result<Locked, InvoiceError> {
+pub async fn lock(conn: &mut PgConnection, tenant: Tenant, id: Uuid) -> Result<Locked, InvoiceError> {
     let r = sqlx::query!(
         "SELECT i.status AS \"status!\", i.number, i.currency AS \"currency!\", i.total AS \"total!\",
                 i.amount_credited AS \"amount_credited!\", i.amount_paid AS \"amount_paid!\",
@@ -535,7 +535,7 @@ pub async fn pay(
 }
 
 /// The invoice's totals as they stand (a payment's answer).
-pub(super) async fn totals(
+pub async fn totals(
     conn: &mut PgConnection,
     tenant: Tenant,
     id: Uuid,

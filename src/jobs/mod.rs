@@ -3,6 +3,7 @@
 //! safe to run on several instances at once (`FOR UPDATE SKIP LOCKED` or an
 //! advisory lock, in batches) and stops when the shutdown signal flips.
 
+mod billing;
 mod cleanup;
 mod event_delivery;
 mod expiry;
@@ -20,6 +21,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
+pub use billing::{BILLING_LOOP, BillingRun, bill_contracts_once, billing_loop};
 pub use cleanup::{IDEMPOTENCY_CLEANUP_LOOP, cleanup_idempotency, idempotency_cleanup_loop};
 pub use event_delivery::{DELIVERY_LOOP, EVENT_RETENTION_LOOP, delivery_loop, event_retention_loop};
 pub use expiry::{RESERVATION_EXPIRY_LOOP, expire_reservations, render_held, reservation_expiry_loop};

@@ -35,6 +35,19 @@ pub struct Tenant {
     pub role: Role,
 }
 
+impl Tenant {
+    /// A background job acting for the shop (the webhook worker, the
+    /// billing job): the domain's use cases filter by this shop; the audit
+    /// row names no key (the executor's actor is the shop itself).
+    pub fn job(shop_id: Uuid) -> Tenant {
+        Tenant {
+            shop_id,
+            key_id: Uuid::nil(),
+            role: Role::Owner,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TenantError {
     #[error("shop not found")]

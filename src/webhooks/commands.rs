@@ -16,7 +16,7 @@ use crate::{
     invoices::{self, PayInvoice, PaymentMethod, PaymentReceipt, RefundPayment, RefundReceipt},
     metadata::Metadata,
     store,
-    tenants::{Role, Tenant},
+    tenants::Tenant,
     wallets::{self, CreditCategory, CreditRequest, WalletTransaction},
 };
 
@@ -34,14 +34,8 @@ pub struct Leased {
 }
 
 impl Leased {
-    /// The domain's use cases filter by this shop; the audit row names no
-    /// key (the executor's actor is the shop itself).
     fn tenant(&self) -> Tenant {
-        Tenant {
-            shop_id: self.shop_id,
-            key_id: Uuid::nil(),
-            role: Role::Owner,
-        }
+        Tenant::job(self.shop_id)
     }
 
     fn data<T: serde::de::DeserializeOwned>(&self) -> Result<T, WebhookError> {

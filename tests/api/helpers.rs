@@ -42,6 +42,7 @@ pub fn serve_config() -> ServeConfig {
         idempotency: IdempotencyConfig::default(),
         reservations: ReservationConfig::default(),
         grants: GrantConfig::default(),
+        billing: billing_ledger::config::BillingConfig::default(),
         // Loopback receivers stand for the shops' endpoints.
         events: EventConfig {
             endpoint_allowed_hosts: vec!["127.0.0.1".into()],

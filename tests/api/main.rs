@@ -2,6 +2,7 @@
 //! `#[sqlx::test]`), real HTTP through a bound port. One binary, one build.
 
 mod batches;
+mod billing;
 mod concurrency;
 mod contracts;
 mod events;
