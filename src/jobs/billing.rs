@@ -228,6 +228,9 @@ pub async fn bill_contracts_once(
 ) -> Result<BillingRun, sqlx::Error> {
     let started = std::time::Instant::now();
     let result = bill_contracts(pool, executor, config, shutdown).await;
+    if let Ok(lag) = lag(pool).await {
+        metrics::gauge!("billing_lag_seconds").set(lag);
+    }
     match &result {
         Ok(run) => {
             metrics::histogram!("billing_run_seconds").record(started.elapsed().as_secs_f64());
@@ -246,6 +249,22 @@ pub async fn bill_contracts_once(
         }
     }
     result
+}
+
+/// How long the oldest due, unbilled period has been due (from the start
+/// of its day, UTC); 0 when none is.
+async fn lag(pool: &PgPool) -> Result<f64, sqlx::Error> {
+    let today = Utc::now().date_naive();
+    let oldest = sqlx::query_scalar!(
+        "SELECT min(next_period_on) FROM contracts
+          WHERE status IN ('approved', 'past_due') AND next_period_on <= $1",
+        today
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(oldest.map_or(0.0, |d| {
+        (Utc::now() - d.and_time(chrono::NaiveTime::MIN).and_utc()).num_milliseconds() as f64 / 1000.0
+    }))
 }
 
 /// Bills once at start, then every BILLING_INTERVAL, until shutdown.

@@ -449,3 +449,56 @@ async fn immediate_cancellation_credits_the_unused_days_and_at_period_end_bills_
         "no credit for a cancellation at period end"
     );
 }
+
+#[sqlx::test]
+async fn the_billing_loop_bills_at_start_beats_on_full_health_and_stops(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let app = spawn_app(connect).await;
+    let k = &app.shop().await.key;
+    let id = app
+        .recurring(k, json!({"amount": "9.00", "billing_interval": "yearly", "starts_on": today()}))
+        .await;
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let job = tokio::spawn(jobs::billing_loop(
+        app.pool.clone(),
+        app.state.executor.clone(),
+        config(&[]),
+        app.state.heartbeats.clone(),
+        rx,
+    ));
+    let mut billed = Vec::new();
+    for _ in 0..100 {
+        billed = app.periods(k, &id).await;
+        if !billed.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(billed.len(), 1, "billed once at start");
+    let health: Value = app
+        .client
+        .get(app.url("/health/full"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let beat = health["loops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == jobs::BILLING_LOOP)
+        .cloned()
+        .expect("the billing loop is on /health/full");
+    assert_eq!(beat["ok"], true, "{beat}");
+    assert!(beat["last_success_at"].is_string(), "{beat}");
+    stop.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(10), job)
+        .await
+        .expect("the loop stops on shutdown")
+        .unwrap();
+}
+
