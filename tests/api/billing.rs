@@ -458,7 +458,10 @@ async fn the_billing_loop_bills_at_start_beats_on_full_health_and_stops(
     let app = spawn_app(connect).await;
     let k = &app.shop().await.key;
     let id = app
-        .recurring(k, json!({"amount": "9.00", "billing_interval": "yearly", "starts_on": today()}))
+        .recurring(
+            k,
+            json!({"amount": "9.00", "billing_interval": "yearly", "starts_on": today()}),
+        )
         .await;
     let (stop, rx) = tokio::sync::watch::channel(false);
     let job = tokio::spawn(jobs::billing_loop(
@@ -501,4 +504,3 @@ async fn the_billing_loop_bills_at_start_beats_on_full_health_and_stops(
         .expect("the loop stops on shutdown")
         .unwrap();
 }
-
