@@ -21,14 +21,17 @@ import sys
 import threading
 import time
 import uuid
+from decimal import ROUND_HALF_UP, Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from billing_ledger_client import AuthenticatedClient
 from billing_ledger_client.api.contracts import (
     approve_contract,
+    cancel_contract,
     create_contract,
     get_contract,
+    list_contract_periods,
     list_contracts,
     reject_contract,
     submit_contract,
@@ -94,10 +97,12 @@ from billing_ledger_client.models import (
     WebhookEndpoint,
     ApproveContract,
     BillingInterval,
+    CancelContract,
     Contract,
     ContractStatus,
     CreateContract,
     PageContract,
+    PageContractPeriod,
     RejectContract,
     UpdateContract,
     ReadFrom,
@@ -547,7 +552,8 @@ def main() -> int:
             client=client, idempotency_key=key(),
             body=CreateContract.from_dict({"customer_ref": ref_a, "title": "Retainer", "currency": "USD",
                                            "amount": "99.00", "billing_interval": "monthly",
-                                           "starts_on": "2027-01-01"})), 201, Contract, "createContract monthly")
+                                           "starts_on": (datetime.date.today() + datetime.timedelta(days=30)).isoformat()})),
+                       201, Contract, "createContract monthly")
         expect(submit_contract.sync_detailed(other.id, client=client, idempotency_key=key(), body=NoFields()),
                200, Contract, "submitContract without If-Match")
         other = expect(reject_contract.sync_detailed(other.id, client=client, if_match='"2"', idempotency_key=key(),
@@ -558,6 +564,53 @@ def main() -> int:
                       200, PageContract, "listContracts")
         check([x.id for x in page.data] == [c.id], "listContracts finds the approved one", [x.id for x in page.data])
         check(c.billing_interval == BillingInterval.ONE_TIME, "billing_interval one_time", c.billing_interval)
+
+        print("recurring: a monthly contract started two months ago bills three periods at once; "
+              "cancelled immediately, the unused days are credited")
+        today = datetime.datetime.now(datetime.timezone.utc).date()
+        months_ago = today.month - 3  # zero-based month two months back
+        year, month = today.year + months_ago // 12, months_ago % 12 + 1
+        starts_on = datetime.date(year, month, min(today.day, 28))
+        monthly = expect(create_contract.sync_detailed(
+            client=client, idempotency_key=key(),
+            body=CreateContract.from_dict({"customer_ref": ref_a, "title": "Hosting", "currency": "USD",
+                                           "amount": "31.00", "billing_interval": "monthly",
+                                           "starts_on": starts_on.isoformat()})), 201, Contract, "createContract recurring")
+        expect(submit_contract.sync_detailed(monthly.id, client=client, idempotency_key=key(), body=NoFields()),
+               200, Contract, "submitContract recurring")
+        monthly = expect(approve_contract.sync_detailed(monthly.id, client=client, if_match='"2"',
+                                                        idempotency_key=key(), body=ApproveContract()),
+                         200, Contract, "approveContract recurring")
+        periods: list[Any] = []
+        for _ in range(300):  # the server bills every BILLING_INTERVAL (1 s here)
+            page = expect(list_contract_periods.sync_detailed(monthly.id, client=client), 200, PageContractPeriod,
+                          "listContractPeriods")
+            periods = page.data
+            if len(periods) >= 3:
+                break
+            time.sleep(0.1)
+        check([p.seq for p in periods] == [0, 1, 2], "three periods billed at once", [p.seq for p in periods])
+        check(all(p.amount == "31.00" and p.invoice_status == InvoiceStatus.OPEN for p in periods),
+              "each an open invoice of the contract's amount", [(p.amount, p.invoice_status) for p in periods])
+        current = periods[-1]
+        first_inv = expect(get_invoice.sync_detailed(periods[0].invoice_id, client=client), 200, Invoice,
+                           "a period's invoice")
+        check(first_inv.metadata.to_dict().get("contract_id") == monthly.id and first_inv.customer_ref == ref_a,
+              "the period's invoice names its contract and customer", first_inv.metadata.to_dict())
+        cancelled = expect(cancel_contract.sync_detailed(monthly.id, client=client, if_match='"3"',
+                                                         idempotency_key=key(),
+                                                         body=CancelContract(at_period_end=False)),
+                           200, Contract, "cancelContract immediately")
+        check(cancelled.status == ContractStatus.CANCELLED and cancelled.next_period_on is None,
+              "cancelled, nothing more to bill", (cancelled.status, cancelled.next_period_on))
+        days = (current.period_end - current.period_start).days
+        unused = (current.period_end - today).days
+        credit = (Decimal("31.00") * unused / days).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+        inv = expect(get_invoice.sync_detailed(current.invoice_id, client=client), 200, Invoice,
+                     "the current period's invoice")
+        check([n.amount for n in inv.credit_notes] == [str(credit)],
+              "the credit note is the unused days' share", ([n.amount for n in inv.credit_notes], str(credit)))
+        check(inv.amount_due == str(Decimal("31.00") - credit), "what is due drops by it", inv.amount_due)
 
         print("webhook: a signed payment.succeeded delivered twice pays the invoice once")
         provider = f"py{run}"

@@ -209,9 +209,10 @@ start_server() {
   admin_key="conformance-admin-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
   # Rate limits high enough for the flows' bursts; schemathesis may still
   # meet a 429 now and then, which the spec documents. The Python flow's
-  # webhook receiver listens on loopback.
+  # webhook receiver listens on loopback; its recurring contract is billed
+  # within a second.
   DATABASE_URL=$db_url ADMIN_API_KEY=$admin_key BIND_ADDR=127.0.0.1:$port \
-    SHUTDOWN_GRACE=2s LOG_FORMAT=json ENDPOINT_ALLOWED_HOSTS=127.0.0.1 \
+    SHUTDOWN_GRACE=2s LOG_FORMAT=json ENDPOINT_ALLOWED_HOSTS=127.0.0.1 BILLING_INTERVAL=1s \
     RATE_LIMIT_PER_SECOND=1000 RATE_LIMIT_BURST=2000 \
     RATE_LIMIT_SENSITIVE_PER_SECOND=200 RATE_LIMIT_SENSITIVE_BURST=400 \
     RATE_LIMIT_IP_PER_SECOND=200 RATE_LIMIT_IP_BURST=400 \

@@ -12,6 +12,10 @@ use rust_decimal::{Decimal, RoundingStrategy};
 
 use super::BillingInterval;
 
+/// How far back a recurring contract may start: its elapsed periods are
+/// all billed when it is approved.
+pub const MAX_BACKDATE_DAYS: i64 = 366;
+
 /// The start of period `k`; `None` for a one-time contract or a date past
 /// the calendar's end.
 pub fn start(starts_on: NaiveDate, interval: BillingInterval, k: u32) -> Option<NaiveDate> {

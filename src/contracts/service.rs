@@ -157,6 +157,17 @@ struct Billing {
 impl Billing {
     async fn check(&self, conn: &mut PgConnection, tenant: Tenant) -> Result<(), ContractError> {
         let recurring = self.interval != BillingInterval::OneTime;
+        // Every elapsed period is billed at once on approval: a start far
+        // back would issue hundreds of invoices in one go.
+        let earliest = chrono::Utc::now().date_naive() - chrono::Duration::days(periods::MAX_BACKDATE_DAYS);
+        if recurring && self.starts_on < earliest {
+            return Err(ContractError::Invalid(
+                "starts_on",
+                format!(
+                    "a monthly or yearly contract may start at most a year back (on or after {earliest})"
+                ),
+            ));
+        }
         if !recurring && self.ends_on.is_some() {
             return Err(ContractError::Invalid(
                 "ends_on",

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use billing_ledger::{config::BillingConfig, config::Schedule, executor::Executor, jobs};
-use chrono::{Months, NaiveDate, Utc};
+use chrono::{Datelike, Months, NaiveDate, Utc};
 use futures_util::future::join_all;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -172,6 +172,35 @@ async fn month_end_anchors_follow_the_rule_and_ends_on_closes_a_period(
 ) {
     let app = spawn_app(connect).await;
     let k = &app.shop().await.key;
+    // The latest 31st, at least two months back, of a month followed by a
+    // shorter one: its next period starts on that month's last day, the
+    // one after on the 31st again.
+    let last_day = |y: i32, m: u32| {
+        let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+        NaiveDate::from_ymd_opt(ny, nm, 1).unwrap().pred_opt().unwrap()
+    };
+    let next_month = |d: NaiveDate| {
+        if d.month() == 12 {
+            (d.year() + 1, 1)
+        } else {
+            (d.year(), d.month() + 1)
+        }
+    };
+    let d = (62..=360)
+        .map(|back| today() - chrono::Duration::days(back))
+        .find(|c| {
+            let (y, m) = next_month(*c);
+            c.day() == 31 && last_day(y, m).day() < 31
+        })
+        .unwrap();
+    let (y1, m1) = next_month(d);
+    let e1 = last_day(y1, m1);
+    let (y2, m2) = next_month(e1);
+    let e2 = NaiveDate::from_ymd_opt(y2, m2, 31).unwrap();
+    let (y3, m3) = next_month(e2);
+    let e3 = last_day(y3, m3);
+    let day_before = |x: NaiveDate| x.pred_opt().unwrap().to_string();
+
     let bad = app
         .call(
             Method::POST,
@@ -180,39 +209,50 @@ async fn month_end_anchors_follow_the_rule_and_ends_on_closes_a_period(
             &fresh(),
             None,
             json!({"customer_ref": "c", "title": "t", "currency": "USD", "amount": "5.00",
-                   "billing_interval": "monthly", "starts_on": "2024-01-31", "ends_on": "2024-04-30"}),
+                            "billing_interval": "monthly", "starts_on": d, "ends_on": e2}),
         )
         .await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
     let why = bad.body["errors"]["ends_on"].to_string();
-    assert!(why.contains("2024-04-29") && why.contains("2024-05-30"), "{why}");
+    assert!(
+        why.contains(&day_before(e2)) && why.contains(&day_before(e3)),
+        "{why}"
+    );
+    let old = app
+        .call(
+            Method::POST,
+            k,
+            "/v1/contracts",
+            &fresh(),
+            None,
+            json!({"customer_ref": "c", "title": "t", "currency": "USD", "amount": "5.00",
+                            "billing_interval": "monthly",
+                            "starts_on": today() - chrono::Duration::days(400)}),
+        )
+        .await;
+    assert_eq!(old.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", old.body);
+    assert!(old.body["errors"]["starts_on"].is_array(), "{}", old.body);
 
     let id = app
         .recurring(
             k,
-            json!({"amount": "5.00", "billing_interval": "monthly", "starts_on": "2024-01-31",
-                   "ends_on": "2024-04-29"}),
+            json!({"amount": "5.00", "billing_interval": "monthly", "starts_on": d,
+                   "ends_on": day_before(e2)}),
         )
         .await;
-    assert_eq!(app.bill(&config(&[])).await.periods_billed, 3);
+    assert_eq!(app.bill(&config(&[])).await.periods_billed, 2);
     let periods = app.periods(k, &id).await;
-    let spans: Vec<(&str, &str)> = periods
+    let spans: Vec<(String, String)> = periods
         .iter()
         .map(|p| {
             (
-                p["period_start"].as_str().unwrap(),
-                p["period_end"].as_str().unwrap(),
+                p["period_start"].as_str().unwrap().to_owned(),
+                p["period_end"].as_str().unwrap().to_owned(),
             )
         })
         .collect();
-    assert_eq!(
-        spans,
-        [
-            ("2024-01-31", "2024-02-29"),
-            ("2024-02-29", "2024-03-31"),
-            ("2024-03-31", "2024-04-30")
-        ]
-    );
+    let show = |x: NaiveDate| x.to_string();
+    assert_eq!(spans, [(show(d), show(e1)), (show(e1), show(e2))]);
     let invoice = app
         .json_of(
             k,
@@ -221,7 +261,7 @@ async fn month_end_anchors_follow_the_rule_and_ends_on_closes_a_period(
         .await;
     assert_eq!(
         invoice["lines"][0]["description"],
-        "Support plan (2024-02-29 to 2024-03-30)"
+        format!("Support plan ({e1} to {})", day_before(e2))
     );
     assert_eq!(invoice["metadata"]["contract_id"], id.as_str());
     assert_eq!(invoice["status"], "open");

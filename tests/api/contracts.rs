@@ -26,7 +26,7 @@ impl TestApp {
                 &fresh(),
                 None,
                 json!({"customer_ref": "cust-9", "title": "Annual support", "currency": "USD",
-                       "amount": "1200.50", "billing_interval": interval, "starts_on": "2026-12-01"}),
+                       "amount": "1200.50", "billing_interval": interval, "starts_on": chrono::Utc::now().date_naive()}),
             )
             .await;
         assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
