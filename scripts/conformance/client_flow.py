@@ -595,7 +595,7 @@ def main() -> int:
         current = periods[-1]
         first_inv = expect(get_invoice.sync_detailed(periods[0].invoice_id, client=client), 200, Invoice,
                            "a period's invoice")
-        check(first_inv.metadata.to_dict().get("contract_id") == monthly.id and first_inv.customer_ref == ref_a,
+        check(first_inv.metadata.to_dict().get("contract_id") == str(monthly.id) and first_inv.customer_ref == ref_a,
               "the period's invoice names its contract and customer", first_inv.metadata.to_dict())
         cancelled = expect(cancel_contract.sync_detailed(monthly.id, client=client, if_match='"3"',
                                                          idempotency_key=key(),

@@ -60,6 +60,7 @@ OPERATIONS = {
     ("post", "/v1/contracts/{id}/approve"): "approveContract",
     ("post", "/v1/contracts/{id}/reject"): "rejectContract",
     ("post", "/v1/contracts/{id}/cancel"): "cancelContract",
+    ("get", "/v1/contracts/{id}/periods"): "listContractPeriods",
     ("post", "/v1/webhook-secrets"): "createWebhookSecret",
     ("post", "/v1/webhooks/{provider}/{shop_id}"): "receiveWebhook",
     ("get", "/v1/webhook-events"): "listWebhookEvents",
