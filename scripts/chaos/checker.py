@@ -5,15 +5,17 @@ Each check has a name; an anomaly is (check, message). The self-test damages
 the books and requires particular checks to fire.
 """
 
+import calendar
 import hashlib
 import json
 import os
 import time
 from collections import Counter, defaultdict
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
+from decimal import ROUND_HALF_UP
 from decimal import Decimal
 
-from workload import Http, problem_code
+from workload import DECIMALS, Http, problem_code
 
 # Journal transaction kinds the workload posts, by operation.
 GRANT_CHECKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "sql", "checks", "grants.sql")
@@ -29,6 +31,31 @@ def settled(total, credited, paid):
     if total > 0 and credited == total:
         return "credited"
     return "paid" if credited + paid == total else "open"
+
+
+def add_months(d, n):
+    """`d` plus `n` calendar months, clamped to the month's last day (the
+    billing rule, counted from the anchor every time)."""
+    y, m = divmod(d.month - 1 + n, 12)
+    y, m = d.year + y, m + 1
+    return date(y, m, min(d.day, calendar.monthrange(y, m)[1]))
+
+
+def period_start(anchor, interval, k):
+    return add_months(anchor, k * (12 if interval == "yearly" else 1))
+
+
+class AnyRow:
+    """An expected row id the answer does not name (any one row will do)."""
+
+    def __eq__(self, other):
+        return True
+
+    def __ne__(self, other):
+        return False
+
+    def __repr__(self):
+        return "its row"
 
 
 def D(x):
@@ -78,6 +105,7 @@ class Checker:
         self.check_answers()
         self.build_model()
         self.check_sql()
+        self.check_billing()
         self.check_events()
         self.check_api()
         self.http.close()
@@ -253,6 +281,84 @@ class Checker:
         inv["paid"] -= over
         inv["status"] = settled(inv["total"], inv["credited"], inv["paid"])
 
+    def billing_model(self):
+        """The billing job's invoices are no client's operation: each period
+        row is the job's acknowledgement of one (an open invoice of the
+        contract's amount, posted receivables -> revenue); check_billing
+        proves there is one per elapsed period. An immediate cancellation's
+        credit note follows from its acknowledged answer and the proration
+        rule: the unused days of the billed period holding the cancellation
+        day, half-up to the currency's minor unit."""
+        self.cancel_notes = {}  # cancel op key -> invoice credited
+        by_contract = defaultdict(list)
+        for p in self.pg.rows("SELECT shop_id, contract_id, period_start, period_end, invoice_id, amount "
+                              "FROM contract_periods"):
+            self.invoices[p["invoice_id"]] = {"shop": p["shop_id"], "total": D(p["amount"]), "paid": Decimal(0),
+                                              "credited": Decimal(0), "status": "open", "payments": [],
+                                              "ids": [], "key": None}
+            self.kinds[(p["shop_id"], "invoice.finalize")] += 1
+            by_contract[p["contract_id"]].append(p)
+        for op in self.ops:
+            if op.kind != "contract_cancel" or not op.answers or op.status != 200 or not op.info["immediately"]:
+                continue
+            day = op.json()["cancelled_at"][:10]
+            for p in by_contract[op.info["contract"]]:
+                if not p["period_start"] <= day < p["period_end"]:
+                    continue
+                start, end, on = (date.fromisoformat(x) for x in (p["period_start"], p["period_end"], day))
+                unit = Decimal(1).scaleb(-DECIMALS[op.info["currency"]])
+                inv = self.invoices[p["invoice_id"]]
+                credit = (inv["total"] * (end - on).days / (end - start).days).quantize(unit, ROUND_HALF_UP)
+                credit = min(credit, inv["total"] - inv["credited"])
+                if credit > 0:
+                    inv["credited"] += credit
+                    inv["status"] = settled(inv["total"], inv["credited"], inv["paid"])
+                    self.kinds[(op.shop["id"], "credit_note")] += 1
+                    self.cancel_notes[op.key] = p["invoice_id"]
+
+    def check_billing(self):
+        """Recurring billing: every approved recurring contract has exactly
+        its elapsed periods billed (a cancelled one at most those), numbered
+        0..n-1 from its anchor by the calendar rule, each with exactly one
+        invoice of the contract's amount and one invoice.finalized event."""
+        pg, add = self.pg, self.add
+        today = datetime.now(timezone.utc).date()
+        periods = defaultdict(list)
+        for p in pg.rows("SELECT contract_id, seq, period_start, period_end, invoice_id, amount "
+                         "FROM contract_periods ORDER BY contract_id, seq"):
+            periods[p["contract_id"]].append(p)
+        invoices = Counter((r["c"], r["p"]) for r in pg.rows(
+            "SELECT metadata->>'contract_id' AS c, metadata->>'period_start' AS p FROM invoices "
+            "WHERE metadata ? 'period_start'"))
+        finalized = Counter(r["i"] for r in pg.rows(
+            "SELECT data->>'id' AS i FROM events WHERE type = 'invoice.finalized'"))
+        billed = 0
+        for c in pg.rows("SELECT id, starts_on, billing_interval, status, amount, next_period_on FROM contracts "
+                         "WHERE billing_interval <> 'one_time' AND approved_at IS NOT NULL"):
+            anchor = date.fromisoformat(c["starts_on"])
+            elapsed = 0
+            while period_start(anchor, c["billing_interval"], elapsed) <= today:
+                elapsed += 1
+            got = periods.get(c["id"], [])
+            billed += len(got)
+            if c["status"] in ("approved", "past_due") and len(got) != elapsed:
+                add("billing", f"contract {c['id']} ({c['status']}): {len(got)} periods billed, {elapsed} elapsed")
+            if len(got) > elapsed:
+                add("billing", f"contract {c['id']}: {len(got)} periods billed, only {elapsed} elapsed")
+            for k, p in enumerate(got):
+                want = (k, period_start(anchor, c["billing_interval"], k).isoformat(),
+                        period_start(anchor, c["billing_interval"], k + 1).isoformat(), D(c["amount"]))
+                if (p["seq"], p["period_start"], p["period_end"], D(p["amount"])) != want:
+                    add("billing", f"contract {c['id']} period {k}: {p['seq']} {p['period_start']}.."
+                                   f"{p['period_end']} of {p['amount']}, expected {want}")
+                n = invoices[(c["id"], p["period_start"])]
+                if n != 1:
+                    add("billing", f"contract {c['id']} period {p['period_start']}: {n} invoices")
+                if finalized[p["invoice_id"]] != 1:
+                    add("billing", f"contract {c['id']} period {p['period_start']}: "
+                                   f"{finalized[p['invoice_id']]} invoice.finalized events")
+        self.figures["periods_billed"] = billed
+
     # --- SQL -------------------------------------------------------------
 
     def check_sql(self):
@@ -284,6 +390,7 @@ class Checker:
             "SELECT id, shop_id, status, total, amount_paid, amount_credited FROM invoices")}
         payments = pg.rows("SELECT id, invoice_id, method, amount, external_ref, wallet_id, wallet_transaction_id, "
                            "amount_refunded FROM invoice_payments")
+        self.billing_model()
 
         # Exactly once: every history row is an acknowledged movement, and
         # every acknowledged movement is there once.
@@ -497,8 +604,7 @@ class Checker:
         "wallet.credit": "wallet.credited", "wallet.refund": "wallet.credited",
         "webhook.credits_purchased": "wallet.credited", "wallet.debit": "wallet.debited",
         "wallet.transfer": "transfer.created", "reservation.capture": "reservation.captured",
-        "reservation.expire": "reservation.expired", "invoice.credit_note": "credit_note.created",
-        "grant.expire": "grant.expired",
+        "reservation.expire": "reservation.expired", "grant.expire": "grant.expired",
     }
 
     def check_events(self):
@@ -508,13 +614,15 @@ class Checker:
         pg, add = self.pg, self.add
         mapping = ", ".join(f"('{a}', '{t}')" for a, t in self.EVENT_OF.items())
         types = ", ".join(f"'{t}'" for t in set(self.EVENT_OF.values()))
-        types += ", 'invoice.paid', 'payment.refunded'"
+        types += ", 'invoice.paid', 'payment.refunded', 'credit_note.created'"
         counts = pg.rows(f"""
             WITH m(action, type) AS (VALUES {mapping}),
                  a AS (SELECT l.shop_id, m.type, count(*) AS n FROM audit_log l JOIN m USING (action)
                         GROUP BY 1, 2
                        UNION ALL
                        SELECT shop_id, 'invoice.paid', count(*) FROM invoice_payments GROUP BY 1
+                       UNION ALL
+                       SELECT shop_id, 'credit_note.created', count(*) FROM credit_notes GROUP BY 1
                        UNION ALL
                        SELECT shop_id, 'payment.refunded', count(*) FROM payment_refunds
                         WHERE credit_note_id IS NULL GROUP BY 1),
@@ -571,6 +679,8 @@ class Checker:
                 want.setdefault(("payment_refunds", "idempotency_key"), {})[op.key] = op.json()["refund"]["id"]
             elif op.kind == "credit_note":
                 want.setdefault(("credit_notes", "idempotency_key"), {})[op.key] = op.json()["id"]
+            elif op.kind == "contract_cancel" and op.key in self.cancel_notes:
+                want.setdefault(("credit_notes", "idempotency_key"), {})[op.key] = AnyRow()
         checked = 0
         for table, column in sorted(have):
             target = "invoice_id, amount" if table == "invoice_payments" else "id"

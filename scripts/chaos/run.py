@@ -183,7 +183,10 @@ def start_everything(args, tag):
            "RATE_LIMIT_PER_SECOND": "0", "RATE_LIMIT_SENSITIVE_PER_SECOND": "0", "RATE_LIMIT_IP_PER_SECOND": "0",
            "RATE_LIMIT_INSTANCES": str(args.instances), "SHUTDOWN_GRACE": "5s",
            # Grants expire mid-run: every instance's job races the debits.
-           "GRANT_EXPIRY_INTERVAL": "2s"}
+           "GRANT_EXPIRY_INTERVAL": "2s",
+           # Every instance's billing job bills the workload's contracts
+           # while instances die.
+           "BILLING_INTERVAL": "1s"}
     env.pop("REPORTS_DATABASE_URL", None)
     env.pop("RUST_LOG", None)
     subprocess.run([binary, "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
@@ -408,6 +411,16 @@ def damage(pg, world, ops):
                 "ORDER BY id LIMIT 1) RETURNING 1")
     assert n.strip(), "no event to delete"
     done.append(("a committed debit's event deleted", {"events"}, "wallet.debited"))
+    # 8. A period billed twice: a second invoice for one period of a
+    #    contract (as a job without the period's key would make).
+    row = pg.rows("SELECT invoice_id AS i, contract_id AS c FROM contract_periods ORDER BY invoice_id LIMIT 1")
+    assert row, "no billed period to damage"
+    pg.psql(replica + f"""
+        INSERT INTO invoices
+        SELECT (json_populate_record(i, json_build_object('id', gen_random_uuid(),
+                                                          'number', i.number + 1000000))).*
+          FROM invoices i WHERE i.id = '{row[0]['i']}'""")
+    done.append(("a period billed twice", {"billing"}, row[0]["c"]))
     return done, [debit]
 
 
@@ -421,6 +434,21 @@ def settle_grants(pg, limit=90):
         if left == "0" or time.monotonic() > end:
             if left != "0":
                 log(f"{left} grant(s) still not expired after {limit}s; the checker will say which")
+            return
+        time.sleep(1)
+
+
+def settle_billing(pg, limit=90):
+    """Waits until the billing jobs have billed every elapsed period (a
+    contract approved at the end of the run is billed within a second or
+    two of it)."""
+    end = time.monotonic() + limit
+    while True:
+        left = pg.psql("SELECT count(*) FROM contracts WHERE status IN ('approved', 'past_due') "
+                       "AND next_period_on <= (now() AT TIME ZONE 'UTC')::date").strip()
+        if left == "0" or time.monotonic() > end:
+            if left != "0":
+                log(f"{left} contract(s) still due after {limit}s; the checker will say which")
             return
         time.sleep(1)
 
@@ -450,6 +478,7 @@ def main():
         log(f"workload done in {work_time:.1f}s; re-sending {len(engine.later)} operations later")
         engine.resend_later(engine.later)
         settle_grants(pg)
+        settle_billing(pg)
         log("checking")
         checker = Checker(world, ops, pg, ports, first_day, args.deadline)
         anomalies = checker.run()

@@ -74,8 +74,9 @@ class Op:
 
     _seq = itertools.count(1)
 
-    def __init__(self, tag, shop, kind, path, body, info, expect, phase="workload"):
+    def __init__(self, tag, shop, kind, path, body, info, expect, phase="workload", if_match=None):
         self.n = next(Op._seq)
+        self.if_match = if_match
         self.key = f"{tag}-{self.n:06d}-{kind}"
         self.shop = shop
         self.kind = kind
@@ -158,8 +159,11 @@ class Engine:
         self.later_lock = threading.Lock()
 
     def headers(self, op):
-        return {"Authorization": f"Bearer {op.shop['token']}", "Content-Type": "application/json",
-                "Idempotency-Key": op.key}
+        h = {"Authorization": f"Bearer {op.shop['token']}", "Content-Type": "application/json",
+             "Idempotency-Key": op.key}
+        if op.if_match:
+            h["If-Match"] = op.if_match
+        return h
 
     def send_until_definite(self, client, op, inst, label, once_timeout=None):
         """Sends op until it has a definite answer (True), or once with a
@@ -287,7 +291,8 @@ class Budget:
 class Worker(threading.Thread):
     """One of the clients: picks scenarios until the budget is spent."""
 
-    SCENARIOS = (("credit", 25), ("debit", 25), ("transfer", 22), ("hold", 12), ("invoice", 7), ("batch", 6))
+    SCENARIOS = (("credit", 25), ("debit", 25), ("transfer", 22), ("hold", 12), ("invoice", 7), ("batch", 6),
+                 ("contract", 2))
 
     def __init__(self, index, world, engine, budget, ops, tag, resend_rate, seed, phase="workload"):
         super().__init__(name=f"client-{index}")
@@ -323,10 +328,10 @@ class Worker(threading.Thread):
 
     # --- one operation -------------------------------------------------
 
-    def do(self, shop, kind, path, body, info, expect):
+    def do(self, shop, kind, path, body, info, expect, if_match=None):
         if not self.budget.take():
             raise Stop
-        op = Op(self.tag, shop, kind, path, body, info, expect, self.phase)
+        op = Op(self.tag, shop, kind, path, body, info, expect, self.phase, if_match)
         if self.rng.random() < self.resend_rate:
             op.resend = self.rng.choice(RESEND_MODES)
         self.ops.append(op)
@@ -471,6 +476,34 @@ class Worker(threading.Thread):
             self.do(shop, "release", f"/v1/reservations/{rid}/release", {},
                     {"reservation": rid, "wallet": w}, {(200, None)})
         # else: left active, so `reserved` is not zero at the end
+
+    def contract(self, shop):
+        """A monthly (or yearly) contract started up to five months back,
+        approved: the instances' billing jobs (every second) bill its elapsed
+        periods while instances die; some are cancelled, at period end or
+        immediately (a credit note for the unused days)."""
+        cur = self.rng.choice(("USD", "USD", "JPY"))
+        w = self.rng.choice(shop["wallets"][cur])
+        interval = "monthly" if self.rng.random() < 0.8 else "yearly"
+        starts_on = datetime.datetime.now(datetime.timezone.utc).date() - datetime.timedelta(days=self.rng.randint(0, 150))
+        amount = rand_amount(self.rng, cur, 1, 50)
+        op = self.do(shop, "contract_create", "/v1/contracts",
+                     {"customer_ref": self.world.wallets[w]["customer_ref"], "title": "Plan", "currency": cur,
+                      "amount": fmt(cur, amount), "billing_interval": interval, "starts_on": starts_on.isoformat()},
+                     {}, {(201, None)})
+        if op.status != 201:
+            return
+        cid = op.json()["id"]
+        op = self.do(shop, "contract_submit", f"/v1/contracts/{cid}/submit", {}, {"contract": cid}, {(200, None)})
+        if op.status != 200:
+            return
+        op = self.do(shop, "contract_approve", f"/v1/contracts/{cid}/approve", {}, {"contract": cid},
+                     {(200, None)}, if_match='"2"')
+        if op.status != 200 or self.rng.random() >= 0.4:
+            return
+        immediately = self.rng.random() < 0.5
+        self.do(shop, "contract_cancel", f"/v1/contracts/{cid}/cancel", {"at_period_end": not immediately},
+                {"contract": cid, "currency": cur, "immediately": immediately}, {(200, None)}, if_match='"3"')
 
     def invoice(self, shop):
         w, cur = self.wallet(shop)

@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 use super::{
     AccountBalance, DailyNet, GrantChecks, GrantSummary, InvoiceSummary, PaymentChecks, ReadFrom,
-    Reconciliation, RefundChecks, RefundSummary, ReportError, ReservationCheck, TrialBalance,
-    TrialBalanceReport, WalletLine,
+    Reconciliation, RecurringChecks, RefundChecks, RefundSummary, ReportError, ReservationCheck,
+    TrialBalance, TrialBalanceReport, WalletLine,
 };
 use crate::money::Currency;
 
@@ -97,13 +97,14 @@ async fn snapshot(
 }
 
 /// The parts of a report, in the order `reconciliation_with` reads them.
-pub const STEPS: [&str; 8] = [
+pub const STEPS: [&str; 9] = [
     "wallets",
     "reservations",
     "invoices",
     "payments",
     "refunds",
     "grants",
+    "recurring billing",
     "daily",
     "trial balance",
 ];
@@ -300,6 +301,8 @@ pub async fn reconciliation_with(
 
     let grants = grant_checks(&mut tx, shop_id, start, end, currency).await?;
     step(STEPS[5]);
+    let recurring = recurring_checks(&mut tx, shop_id, from, to).await?;
+    step(STEPS[6]);
 
     let daily = sqlx::query_file!("sql/reports/daily.sql", shop_id, start, end, currency)
         .fetch_all(&mut *tx)
@@ -311,10 +314,10 @@ pub async fn reconciliation_with(
             currency: r.currency,
         })
         .collect();
-    step(STEPS[6]);
+    step(STEPS[7]);
     let trial_balance = trial(&mut tx, &source, shop_id, end, currency).await?;
     tx.commit().await?;
-    step(STEPS[7]);
+    step(STEPS[8]);
 
     let mut report = Reconciliation {
         shop_id,
@@ -333,6 +336,7 @@ pub async fn reconciliation_with(
         payments,
         refunds,
         grants,
+        recurring,
         trial_balance,
         daily,
     };
@@ -421,6 +425,31 @@ async fn grant_checks(
         grants_not_adding_up: c.grants_not_adding_up,
         movements_not_adding_up: c.movements_not_adding_up,
         overdue_grant_ids: c.overdue_grant_ids,
+    })
+}
+
+/// Recurring billing of the shop: periods billed in the report's days and
+/// the one-invoice-per-period check over every approved recurring contract.
+async fn recurring_checks(
+    conn: &mut PgConnection,
+    shop_id: Uuid,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<RecurringChecks, ReportError> {
+    let day_ago = Utc::now().date_naive() - Duration::days(1);
+    let r = sqlx::query_file!("sql/reports/recurring.sql", shop_id, from, to, day_ago)
+        .fetch_one(&mut *conn)
+        .await?;
+    let cap = |mut ids: Vec<Uuid>| {
+        ids.truncate(100);
+        ids
+    };
+    Ok(RecurringChecks {
+        ok: r.behind.is_empty() && r.not_one_invoice_per_period.is_empty(),
+        periods_billed: r.periods_billed,
+        contracts_past_due: cap(r.past_due),
+        contracts_behind: cap(r.behind),
+        contracts_not_one_invoice_per_period: cap(r.not_one_invoice_per_period),
     })
 }
 

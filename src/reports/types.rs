@@ -161,6 +161,25 @@ pub struct GrantChecks {
     pub ok: bool,
 }
 
+/// Recurring billing (docs/recurring-billing.md): what was billed in the
+/// period, and whether every approved recurring contract has exactly one
+/// invoice per elapsed period (at most 100 ids each).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RecurringChecks {
+    /// Periods whose start falls in the report's days.
+    pub periods_billed: i64,
+    /// Contracts whose wallet collection ran out of retries (a business
+    /// figure, not a failed check).
+    pub contracts_past_due: Vec<Uuid>,
+    /// Contracts with a period due for more than a day and not billed: the
+    /// billing job is stuck (docs/runbooks/recurring-billing.md).
+    pub contracts_behind: Vec<Uuid>,
+    /// Contracts whose billed periods are not exactly one invoice each,
+    /// numbered without a gap.
+    pub contracts_not_one_invoice_per_period: Vec<Uuid>,
+    pub ok: bool,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AccountBalance {
     /// `wallet` (all wallets), `external_payments`, `receivables`, `revenue`,
@@ -227,6 +246,7 @@ pub struct Reconciliation {
     pub payments: PaymentChecks,
     pub refunds: RefundChecks,
     pub grants: GrantChecks,
+    pub recurring: RecurringChecks,
     /// As of the end of the period.
     pub trial_balance: Vec<TrialBalance>,
     /// Per UTC day and currency: the wallets' net movement (credits −
@@ -237,7 +257,7 @@ pub struct Reconciliation {
 impl Reconciliation {
     /// Each check by name with whether it passed, in the report's order:
     /// what `failed_checks` and the CSV's check rows are made of.
-    pub fn checks(&self) -> [(&'static str, bool); 7] {
+    pub fn checks(&self) -> [(&'static str, bool); 8] {
         [
             ("wallet_drift", self.wallets.iter().all(|w| w.ok)),
             ("reservations_held", self.reservations.iter().all(|r| r.ok)),
@@ -245,6 +265,7 @@ impl Reconciliation {
             ("payments_unbooked", self.payments.ok),
             ("refunds", self.refunds.ok),
             ("grants", self.grants.ok),
+            ("recurring_billing", self.recurring.ok),
             ("trial_balance", self.trial_balance.iter().all(|t| t.balanced)),
         ]
     }

@@ -544,3 +544,70 @@ async fn the_billing_loop_bills_at_start_beats_on_full_health_and_stops(
         .expect("the loop stops on shutdown")
         .unwrap();
 }
+
+#[sqlx::test]
+async fn the_report_checks_one_invoice_per_elapsed_period(_: PgPoolOptions, connect: PgConnectOptions) {
+    let app = spawn_app(connect).await;
+    let shop = app.shop().await;
+    let k = &shop.key;
+    let starts_on = today().checked_sub_months(Months::new(2)).unwrap();
+    let id = app
+        .recurring(
+            k,
+            json!({"amount": "10.00", "billing_interval": "monthly", "starts_on": starts_on}),
+        )
+        .await;
+    let app = &app;
+    let report = |from: NaiveDate| {
+        let path = format!("/v1/reports/reconciliation?from={from}&to={}", today());
+        async move { app.json_of(k, &path).await }
+    };
+    // Approved, due for two months and not billed: behind.
+    let r = report(starts_on).await;
+    assert_eq!(
+        r["recurring"]["contracts_behind"],
+        json!([id]),
+        "{}",
+        r["recurring"]
+    );
+    assert!(
+        r["failed_checks"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("recurring_billing"))
+    );
+
+    app.bill(&config(&[])).await;
+    let r = report(starts_on).await;
+    assert_eq!(r["recurring"]["ok"], true, "{}", r["recurring"]);
+    assert_eq!(r["recurring"]["periods_billed"], 3);
+    assert_eq!(r["failed_checks"], json!([]), "{r}");
+    // Only the periods starting in the report's days count.
+    let r = report(today()).await;
+    let started_today = i64::from(starts_on.checked_add_months(Months::new(2)).unwrap() == today());
+    assert_eq!(r["recurring"]["periods_billed"], started_today);
+
+    // A second invoice for a billed period, as a job without the period's
+    // key would make: the check names the contract.
+    let copy = format!(
+        "INSERT INTO invoices SELECT (json_populate_record(i, json_build_object('id', gen_random_uuid(),
+                'number', i.number + 1000))).* FROM invoices i
+          WHERE i.shop_id = '{}' AND i.id = (SELECT invoice_id FROM contract_periods
+                                              WHERE shop_id = '{}' AND seq = 1)",
+        shop.id, shop.id
+    );
+    sqlx::query(&copy).execute(&app.pool).await.unwrap();
+    let r = report(starts_on).await;
+    assert_eq!(
+        r["recurring"]["contracts_not_one_invoice_per_period"],
+        json!([id]),
+        "{}",
+        r["recurring"]
+    );
+    assert!(
+        r["failed_checks"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("recurring_billing"))
+    );
+}

@@ -3,7 +3,7 @@
 // #fragment, which browsers do not send).
 (function () {
   "use strict";
-  const CHECKS = ["wallet_drift", "reservations_held", "receivables", "payments_unbooked", "refunds", "grants", "trial_balance"];
+  const CHECKS = ["wallet_drift", "reservations_held", "receivables", "payments_unbooked", "refunds", "grants", "recurring_billing", "trial_balance"];
   const $ = (id) => document.getElementById(id);
 
   function cell(row, text, cls) {
