@@ -270,8 +270,10 @@ class Server:
             DATABASE_URL=db.stdout.strip(),
             BIND_ADDR=f"127.0.0.1:{self.port}",
             ADMIN_API_KEY=self.admin,
-            # As the walk-through starts it: its receiver is on loopback.
+            # As the walk-through starts it: its receiver is on loopback,
+            # and its contract is billed within seconds.
             ENDPOINT_ALLOWED_HOSTS="127.0.0.1",
+            BILLING_INTERVAL="2s",
         )
         log = self.log = open(self.log_path, "w")
         # Exactly what `make run` runs.
