@@ -611,3 +611,84 @@ async fn the_report_checks_one_invoice_per_elapsed_period(_: PgPoolOptions, conn
             .contains(&json!("recurring_billing"))
     );
 }
+
+#[sqlx::test]
+async fn an_amount_change_bills_from_the_next_period(_: PgPoolOptions, connect: PgConnectOptions) {
+    use billing_ledger::{
+        contracts::commands::BillPeriod,
+        executor::{Actor, Request},
+        http::error::ApiError,
+        idempotency::{IdempotencyKey, fingerprint},
+        tenants::Tenant,
+    };
+    let app = spawn_app(connect).await;
+    let shop = app.shop().await;
+    let k = &shop.key;
+    let starts_on = today().checked_sub_months(Months::new(1)).unwrap();
+    let id = app
+        .recurring(
+            k,
+            json!({"amount": "10.00", "billing_interval": "monthly", "starts_on": starts_on}),
+        )
+        .await;
+    // The first period alone, as a job's run that ended there would bill it.
+    let request = Request {
+        key: IdempotencyKey::internal("test", &id),
+        fingerprint: fingerprint("JOB", "test", None, &json!({})),
+        request_id: "test".into(),
+    };
+    let actor = Actor {
+        shop_id: shop.id,
+        key_id: None,
+    };
+    let command = BillPeriod {
+        tenant: Tenant::job(shop.id),
+        contract_id: id.parse().unwrap(),
+        period_start: starts_on,
+        dunning: Vec::new(),
+    };
+    let answer = app
+        .state
+        .executor
+        .execute::<_, ApiError>(actor, &request, command)
+        .await;
+    assert!(answer.is_ok(), "{:?}", answer.err().map(|e| e.to_string()));
+
+    // Only the amount may change once approved, with If-Match.
+    let path = format!("/v1/contracts/{id}");
+    let r = app
+        .call(
+            Method::PATCH,
+            k,
+            &path,
+            &fresh(),
+            Some("\"3\""),
+            json!({"title": "Renamed"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    let r = app
+        .call(
+            Method::PATCH,
+            k,
+            &path,
+            &fresh(),
+            Some("\"3\""),
+            json!({"amount": "12.50"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        (r.body["amount"].as_str(), r.body["version"].as_i64()),
+        (Some("12.50"), Some(4))
+    );
+
+    assert_eq!(app.bill(&config(&[])).await.periods_billed, 1);
+    let amounts: Vec<String> = app
+        .periods(k, &id)
+        .await
+        .iter()
+        .map(|p| p["amount"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(amounts, ["10.00", "12.50"], "the billed period keeps its amount");
+}
