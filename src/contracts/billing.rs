@@ -362,7 +362,7 @@ async fn collect(
             vec![Event::new("invoice.paid", contract_id, run.value())?],
         )
         .await?;
-        recover(conn, tenant, contract_id).await?;
+        recover(conn, tenant.shop_id, Some(contract_id)).await?;
         return Ok(key);
     }
     let next_at = dunning
@@ -418,25 +418,6 @@ async fn collect(
     Ok(key)
 }
 
-/// A past-due contract none of whose period invoices is still open is
-/// approved again.
-async fn recover(conn: &mut PgConnection, tenant: Tenant, contract_id: Uuid) -> Result<bool, sqlx::Error> {
-    let recovered = sqlx::query!(
-        "UPDATE contracts c SET status = 'approved', past_due_at = NULL, version = c.version + 1, updated_at = now()
-          WHERE c.shop_id = $1 AND c.id = $2 AND c.status = 'past_due'
-            AND NOT EXISTS (
-                SELECT 1 FROM contract_periods p
-                  JOIN invoices i ON i.shop_id = p.shop_id AND i.id = p.invoice_id
-                 WHERE p.shop_id = $1 AND p.contract_id = $2 AND i.status = 'open')",
-        tenant.shop_id,
-        contract_id
-    )
-    .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(recovered > 0)
-}
-
 /// The dunning attempt `attempts + 1` of a period: pays the invoice if it
 /// is still open and the wallet can cover it (an invoice settled another
 /// way ends the schedule).
@@ -489,7 +470,7 @@ pub async fn retry_payment(
             )
             .execute(&mut *conn)
             .await?;
-            recover(conn, tenant, contract_id).await?;
+            recover(conn, tenant.shop_id, Some(contract_id)).await?;
             key
         }
     };
@@ -500,17 +481,19 @@ pub async fn retry_payment(
     Ok((key, Run::New(period)))
 }
 
-/// Returns past-due contracts whose period invoices were all settled
-/// (paid by the API, credited, voided) to `approved`; how many.
-pub async fn recover_settled(conn: &mut PgConnection, shop_id: Uuid) -> Result<u64, sqlx::Error> {
+/// Approves again the shop's past-due contracts (`only` the one, if
+/// named) none of whose period invoices is still open (paid by the job, by
+/// the API, credited or voided); how many.
+pub async fn recover(conn: &mut PgConnection, shop_id: Uuid, only: Option<Uuid>) -> Result<u64, sqlx::Error> {
     Ok(sqlx::query!(
         "UPDATE contracts c SET status = 'approved', past_due_at = NULL, version = c.version + 1, updated_at = now()
-          WHERE c.shop_id = $1 AND c.status = 'past_due'
+          WHERE c.shop_id = $1 AND ($2::uuid IS NULL OR c.id = $2) AND c.status = 'past_due'
             AND NOT EXISTS (
                 SELECT 1 FROM contract_periods p
                   JOIN invoices i ON i.shop_id = p.shop_id AND i.id = p.invoice_id
                  WHERE p.shop_id = $1 AND p.contract_id = c.id AND i.status = 'open')",
-        shop_id
+        shop_id,
+        only
     )
     .execute(conn)
     .await?

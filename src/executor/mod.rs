@@ -635,6 +635,32 @@ pub trait Rejection: From<ExecError> + Send {
     fn stored(&self) -> Option<Stored>;
 }
 
+/// How a background job's command (the webhook worker's, the billing
+/// job's) ended short of success. Nothing but a success is stored under
+/// the job's key, so a retry after a fix runs afresh.
+#[derive(Debug)]
+pub enum JobFailure {
+    /// Not an attempt: another worker has it (its key, or its row).
+    Skip,
+    /// An attempt that failed, with why.
+    Failed(String),
+}
+
+impl From<ExecError> for JobFailure {
+    fn from(e: ExecError) -> Self {
+        match e {
+            ExecError::KeyInUse => JobFailure::Skip,
+            other => JobFailure::Failed(other.to_string()),
+        }
+    }
+}
+
+impl Rejection for JobFailure {
+    fn stored(&self) -> Option<Stored> {
+        None
+    }
+}
+
 /// An outcome as stored under the key; `replayed` when it is not this
 /// request's own doing.
 #[derive(Debug)]

@@ -24,8 +24,8 @@ use crate::{
         ContractError, billing,
         commands::{BillPeriod, RetryPayment},
     },
-    executor::{self, Actor, ExecError, Executor, Rejection},
-    idempotency::{self, IdempotencyKey, Stored},
+    executor::{self, Actor, Executor, JobFailure as Failure},
+    idempotency::{self, IdempotencyKey},
     tenants::Tenant,
 };
 
@@ -42,36 +42,12 @@ pub struct BillingRun {
     pub contracts_recovered: u64,
 }
 
-/// How a period's command ended short of success, for the job: nothing
-/// but a success is stored under its key.
-#[derive(Debug)]
-enum Failure {
-    /// Another instance has it now.
-    Skip,
-    Failed(String),
-}
-
-impl From<ExecError> for Failure {
-    fn from(e: ExecError) -> Self {
-        match e {
-            ExecError::KeyInUse => Failure::Skip,
-            other => Failure::Failed(other.to_string()),
-        }
-    }
-}
-
 impl From<ContractError> for Failure {
     fn from(e: ContractError) -> Self {
         match e {
             ContractError::Busy => Failure::Skip,
             other => Failure::Failed(other.to_string()),
         }
-    }
-}
-
-impl Rejection for Failure {
-    fn stored(&self) -> Option<Stored> {
-        None
     }
 }
 
@@ -199,7 +175,7 @@ pub async fn bill_contracts(
             }
         }
         let mut conn = pool.acquire().await?;
-        done.contracts_recovered += billing::recover_settled(&mut conn, shop_id).await?;
+        done.contracts_recovered += billing::recover(&mut conn, shop_id, None).await?;
     }
     Ok(done)
 }

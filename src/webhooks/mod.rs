@@ -16,8 +16,7 @@ pub use service::*;
 pub use types::*;
 
 use crate::{
-    executor::{ExecError, Refusal, Rejection, Verdict},
-    idempotency::Stored,
+    executor::{Refusal, Verdict},
     invoices::InvoiceError,
     store::StoreError,
     wallets::WalletError,
@@ -72,25 +71,9 @@ impl Refusal for WebhookError {
     }
 }
 
-/// How applying an event ended short of success, for the worker. Nothing
-/// is ever stored under the event's key but a success, so a retry after a
-/// fix runs afresh.
-#[derive(Debug)]
-pub enum Failure {
-    /// Not an attempt: someone else has the event.
-    Skip,
-    /// An attempt that failed, with the reason recorded on the event.
-    Failed(String),
-}
-
-impl From<ExecError> for Failure {
-    fn from(e: ExecError) -> Self {
-        match e {
-            ExecError::KeyInUse => Failure::Skip,
-            other => Failure::Failed(other.to_string()),
-        }
-    }
-}
+/// How applying an event ended short of success, for the worker: the
+/// executor's `JobFailure` (a failure is recorded on the event).
+pub use crate::executor::JobFailure as Failure;
 
 impl From<WebhookError> for Failure {
     fn from(e: WebhookError) -> Self {
@@ -98,11 +81,5 @@ impl From<WebhookError> for Failure {
             WebhookError::Busy => Failure::Skip,
             other => Failure::Failed(other.to_string()),
         }
-    }
-}
-
-impl Rejection for Failure {
-    fn stored(&self) -> Option<Stored> {
-        None
     }
 }
