@@ -10,6 +10,7 @@ pub mod sqlstate {
     pub const LOCK_NOT_AVAILABLE: &str = "55P03";
     pub const QUERY_CANCELED: &str = "57014";
     pub const DEADLOCK: &str = "40P01";
+    pub const UNIQUE_VIOLATION: &str = "23505";
     pub const SERIALIZATION: &str = "40001";
     pub const NUMERIC_OUT_OF_RANGE: &str = "22003";
     pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
@@ -50,6 +51,16 @@ impl StoreError {
 /// Whether a database error has this SQLSTATE.
 pub fn has_code(e: &sqlx::Error, code: &str) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some(code))
+}
+
+/// Whether a database error is a unique violation. Citus reports one met
+/// by a multi-row insert it copies into a shard as an internal error
+/// (`XX000`) with PostgreSQL's message.
+pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+    has_code(e, sqlstate::UNIQUE_VIOLATION)
+        || matches!(e, sqlx::Error::Database(db)
+            if db.code().as_deref() == Some("XX000")
+                && db.message().starts_with("duplicate key value violates unique constraint"))
 }
 
 /// Whether a database error has one of these SQLSTATEs.

@@ -114,6 +114,9 @@ pub enum BatchError {
         problem: Box<Problem>,
         verdict: Verdict,
     },
+    /// An item's key was claimed by another request meanwhile: retry.
+    #[error("an item's idempotency key was just claimed by another request")]
+    KeyInUse,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -125,13 +128,13 @@ impl Refusal for BatchError {
             // releasing its hold) cannot commit inside a batch that refuses.
             BatchError::Item { verdict, .. } if *verdict == Verdict::Failed => Verdict::Failed,
             BatchError::Item { .. } => Verdict::Refused,
-            BatchError::Store(_) => Verdict::Failed,
+            BatchError::Store(_) | BatchError::KeyInUse => Verdict::Failed,
         }
     }
     fn store_error(&self) -> Option<&StoreError> {
         match self {
             BatchError::Store(e) => Some(e),
-            BatchError::Item { .. } => None,
+            BatchError::Item { .. } | BatchError::KeyInUse => None,
         }
     }
 }
@@ -141,6 +144,7 @@ impl From<BatchError> for ApiError {
         match e {
             BatchError::Item { index, problem, .. } => ApiError::BatchItem { index, problem },
             BatchError::Store(e) => e.into(),
+            BatchError::KeyInUse => ApiError::IdempotencyKeyInUse,
         }
     }
 }
@@ -226,6 +230,7 @@ async fn set_wise(
             bulk::BulkError::Item(_, WalletError::Store(e)) | bulk::BulkError::Store(e) => {
                 BatchError::Store(e)
             }
+            bulk::BulkError::KeyTaken => BatchError::KeyInUse,
             bulk::BulkError::Item(index, e) => BatchError::Item {
                 index,
                 verdict: e.verdict(),

@@ -547,29 +547,15 @@ impl<'a> Unit<'a> {
         }
     }
 
-    /// Claims the keys of a batch's items in one statement, each with its
-    /// single request's fingerprint. `true` when every one is now this
-    /// transaction's; otherwise some are another request's (applied or in
-    /// flight), and the caller undoes the claim and runs the items one by
-    /// one (`nested`).
-    pub async fn claim_items(&mut self, requests: &[&Request]) -> Result<bool, ExecError> {
-        let keys: Vec<&str> = requests.iter().map(|r| r.key.as_str()).collect();
-        let prints: Vec<&[u8]> = requests.iter().map(|r| r.fingerprint.as_slice()).collect();
-        let ours = idempotency::claim_all(
-            self.conn,
-            self.actor.shop_id,
-            &keys,
-            &prints,
-            self.ttl_hours as i32,
-        )
-        .await?;
-        Ok(ours == requests.len() as i64)
+    /// How long a key's outcome is kept (IDEMPOTENCY_TTL_HOURS).
+    pub fn ttl_hours(&self) -> u32 {
+        self.ttl_hours
     }
 
     /// Adds to `done` what `C`'s single request `request` stores on
     /// success with `value` (its answer under its own key, its audit row,
-    /// its events), for a batch's item whose key this transaction claimed
-    /// (`claim_items`); returns that answer.
+    /// its events), for a batch's item whose key the batch's statement
+    /// writes with its answer; returns that answer.
     pub fn complete_item<'r, C: Command>(
         &self,
         done: &mut Completion<'r>,

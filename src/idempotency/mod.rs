@@ -297,46 +297,6 @@ pub async fn claim(
     recorded(conn, params).await.map(Some)
 }
 
-/// Claims many keys in one statement (a batch's items), each with its own
-/// request's fingerprint, in key order so two claimers of the same keys
-/// queue instead of deadlocking. Returns how many are now this
-/// transaction's.
-pub async fn claim_all(
-    conn: &mut PgConnection,
-    shop_id: Uuid,
-    keys: &[&str],
-    fingerprints: &[&[u8]],
-    ttl_hours: i32,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar!(
-        r#"WITH k AS (
-               SELECT * FROM UNNEST($2::text[], $3::bytea[]) AS k(key, fingerprint)
-           ),
-           claim AS (
-               INSERT INTO idempotency_keys (shop_id, key, fingerprint, expires_at)
-               SELECT $1, k.key, k.fingerprint, now() + make_interval(hours => $4) FROM k ORDER BY k.key
-               ON CONFLICT (shop_id, key) DO NOTHING RETURNING 1
-           ),
-           takeover AS (
-               UPDATE idempotency_keys i
-                  SET fingerprint = k.fingerprint, response_status = 0, response_content_type = '',
-                      response_location = NULL, response_etag = NULL, response_body = '',
-                      created_at = now(), expires_at = now() + make_interval(hours => $4)
-                 FROM k
-                WHERE i.shop_id = $1 AND i.key = k.key AND i.expires_at <= now()
-               RETURNING 1
-           )
-           SELECT c.n + t.n AS "ours!"
-             FROM (SELECT count(*) AS n FROM claim) c, (SELECT count(*) AS n FROM takeover) t"#,
-        shop_id,
-        keys as &[&str],
-        fingerprints as &[&[u8]],
-        ttl_hours
-    )
-    .fetch_one(conn)
-    .await
-}
-
 /// The committed record of a key another request claimed: its outcome when
 /// the request is the same one.
 pub async fn recorded(conn: &mut PgConnection, params: ClaimParams<'_>) -> Result<Recorded, sqlx::Error> {

@@ -65,12 +65,19 @@ pub enum BulkError {
     /// Item `.0` cannot apply: its single request's refusal.
     #[error("items[{0}]: {1}")]
     Item(usize, WalletError),
+    /// An item's key was claimed by another request after the batch found
+    /// it unused: retried, the batch answers that item from its record.
+    #[error("an item's idempotency key was just claimed by another request")]
+    KeyTaken,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
 impl From<sqlx::Error> for BulkError {
     fn from(e: sqlx::Error) -> Self {
+        if crate::store::is_unique_violation(&e) {
+            return BulkError::KeyTaken;
+        }
         BulkError::Store(e.into())
     }
 }
@@ -120,8 +127,8 @@ pub async fn apply(
     service::expire_due_in_request(unit, tenant, &mut locked)
         .await
         .map_err(store)?;
-    let requests: Vec<&crate::executor::Request> = items.iter().map(|i| i.request).collect();
-    if !claim_fresh(unit, tenant, &ids, &requests).await? {
+    let keys: Vec<&str> = items.iter().map(|i| i.request.key.as_str()).collect();
+    if !fresh(unit, tenant, &ids, &keys).await? {
         return Ok(None);
     }
     // One time for every row, no earlier than any wallet's last movement.
@@ -160,7 +167,8 @@ pub async fn apply(
         };
         answers.push(answer);
     }
-    rows.write(unit, done, &wallets, at).await?;
+    let prints: Vec<&[u8]> = items.iter().map(|i| i.request.fingerprint.as_slice()).collect();
+    rows.write(unit, done, &prints, &wallets, at).await?;
     for lent in &rows.lent {
         grant_store::lend_holds(unit.conn(), tenant.shop_id, None, lent)
             .await
@@ -169,36 +177,29 @@ pub async fn apply(
     Ok(Some(answers))
 }
 
-/// Claims every item's key, in a savepoint undone unless every key is
-/// fresh and nothing calls for the item by item run.
-async fn claim_fresh(
+/// Whether the set-wise path may run: no item's key has a record (nor an
+/// expired one awaiting cleanup) or a movement, and no wallet has a
+/// balance alert. The keys are then written with their answers by the
+/// batch's one statement; a request that claims one meanwhile makes that
+/// statement fail (`KeyTaken`), never a second application.
+async fn fresh(
     unit: &mut Unit<'_>,
     tenant: Tenant,
     wallets: &[Uuid],
-    requests: &[&crate::executor::Request],
+    keys: &[&str],
 ) -> Result<bool, BulkError> {
-    let keys: Vec<&str> = requests.iter().map(|r| r.key.as_str()).collect();
     let special = sqlx::query_scalar!(
         r#"SELECT EXISTS (SELECT 1 FROM balance_alerts a WHERE a.shop_id = $1 AND a.wallet_id = ANY($2))
+               OR EXISTS (SELECT 1 FROM idempotency_keys k WHERE k.shop_id = $1 AND k.key = ANY($3))
                OR EXISTS (SELECT 1 FROM wallet_transactions t
                            WHERE t.shop_id = $1 AND t.idempotency_key = ANY($3)) AS "special!""#,
         tenant.shop_id,
         wallets,
-        &keys as &[&str]
+        keys as &[&str]
     )
     .fetch_one(unit.conn())
     .await?;
-    if special {
-        return Ok(false);
-    }
-    sqlx::query("SAVEPOINT batch_items").execute(unit.conn()).await?;
-    if unit.claim_items(requests).await? {
-        return Ok(true);
-    }
-    sqlx::query("ROLLBACK TO SAVEPOINT batch_items")
-        .execute(unit.conn())
-        .await?;
-    Ok(false)
+    Ok(!special)
 }
 
 /// An item planned: its answer's body.
@@ -481,15 +482,34 @@ impl Rows {
     async fn write(
         &self,
         unit: &mut Unit<'_>,
-        done: Completion<'_>,
+        mut done: Completion<'_>,
+        fingerprints: &[&[u8]],
         wallets: &HashMap<Uuid, Wallet>,
         at: DateTime<Utc>,
     ) -> Result<(), BulkError> {
         let moved: Vec<&Wallet> = wallets.values().filter(|w| w.moves > 0).collect();
         let n = &self.new_grants;
+        // The items' keys are new rows written with their answers here
+        // (`fresh` found none), not claimed first and completed after.
+        let items = Completion {
+            stored: std::mem::take(&mut done.stored),
+            ..Completion::none(done.shop_id)
+        };
+        let keys = items.stored_rows();
+        let ttl_hours = unit.ttl_hours() as i32;
         let r = query_completing!(
             done,
-            ", jt AS (
+            ", ik AS (
+                 INSERT INTO idempotency_keys
+                     (shop_id, key, fingerprint, expires_at, response_status, response_content_type,
+                      response_location, response_etag, response_body)
+                 SELECT $1, s.key, s.fingerprint, now() + make_interval(hours => $63), s.status,
+                        s.content_type, s.location, s.etag, s.body
+                   FROM UNNEST($64::text[], $65::bytea[], $66::smallint[], $67::text[], $68::text[],
+                               $69::text[], $70::bytea[])
+                        AS s(key, fingerprint, status, content_type, location, etag, body)
+             ),
+             jt AS (
                  INSERT INTO journal_transactions (shop_id, id, kind, created_at)
                  SELECT $1, j.id, j.kind, $19 FROM UNNEST($20::uuid[], $21::text[]) AS j(id, kind)
              ),
@@ -595,6 +615,14 @@ impl Rows {
             &self.keys as &[Option<String>],                       // $60
             &self.journal_refs,                                    // $61
             &self.transfer_ids as &[Option<Uuid>],                 // $62
+            ttl_hours,                                             // $63
+            &keys.keys as &[&str],                                 // $64
+            fingerprints as &[&[u8]],                             // $65
+            &keys.statuses,                                        // $66
+            &keys.content_types as &[&str],                        // $67
+            &keys.locations as &[Option<&str>],                    // $68
+            &keys.etags as &[Option<&str>],                        // $69
+            &keys.bodies as &[&[u8]],                              // $70
         )
         .fetch_all(unit.conn())
         .await?;

@@ -543,3 +543,131 @@ async fn a_batch_crossing_a_balance_alert_fires_it_once(_: PgPoolOptions, connec
     assert_eq!(fired[0]["wallet"]["balance"], "4.00");
     assert_eq!(app.balance(k, w).await, "1.00");
 }
+
+/// Sends a debit of `wallet` under `key` in a task; its status.
+fn debit_in_background(
+    app: &TestApp,
+    shop_key: &str,
+    wallet: Uuid,
+    key: &'static str,
+) -> tokio::task::JoinHandle<StatusCode> {
+    let (client, url, token) = (
+        app.client.clone(),
+        app.url(&format!("/v1/wallets/{wallet}/debit")),
+        shop_key.to_owned(),
+    );
+    tokio::spawn(async move {
+        client
+            .post(url)
+            .bearer_auth(token)
+            .header("Idempotency-Key", key)
+            .json(&json!({"amount": "1.00", "category": "usage"}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    })
+}
+
+/// Sends `items` as the batch `key` in a task; its status and body.
+fn batch_in_background(
+    app: &TestApp,
+    shop_key: &str,
+    key: &'static str,
+    items: &Value,
+) -> tokio::task::JoinHandle<(StatusCode, Value)> {
+    let (client, url, token, items) = (
+        app.client.clone(),
+        app.url("/v1/batches"),
+        shop_key.to_owned(),
+        items.clone(),
+    );
+    tokio::spawn(async move {
+        let r = client
+            .post(url)
+            .bearer_auth(token)
+            .header("Idempotency-Key", key)
+            .json(&items)
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.json::<Value>().await.unwrap())
+    })
+}
+
+#[sqlx::test]
+async fn an_item_key_a_request_is_claiming_meanwhile_is_never_applied_twice(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    use crate::helpers::{Gate, inject, lock_waiters, wait_for};
+    use sqlx::Connection;
+    let app = spawn_app(connect.clone()).await;
+    let k = &app.shop().await.key;
+    let [a, b, c] = [
+        app.wallet(k, "USD", "10.00").await,
+        app.wallet(k, "USD", "10.00").await,
+        app.wallet(k, "USD", "10.00").await,
+    ];
+    // Single debits take their key and wallet, then wait at a gate before
+    // their movement is written.
+    inject(
+        &app.pool,
+        &[
+            "CREATE FUNCTION gate() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_advisory_xact_lock(42); RETURN NEW; END $$",
+            "CREATE TRIGGER gate BEFORE INSERT ON wallet_transactions FOR EACH ROW EXECUTE FUNCTION gate()",
+        ],
+    )
+    .await;
+    let mut watcher = sqlx::PgConnection::connect_with(&connect).await.unwrap();
+
+    // The same key on the same wallet: the batch waits for the wallet, then
+    // finds the key applied and answers that item from its record.
+    let gate = Gate::close(&connect, 42).await;
+    let single = debit_in_background(&app, k, b, "same");
+    wait_for(&mut watcher, lock_waiters(), 1).await;
+    let items = json!({"items": [debit("own-1", a, "2.00"), debit("same", b, "1.00")]});
+    let batch = batch_in_background(&app, k, "batch-1", &items);
+    wait_for(&mut watcher, lock_waiters(), 2).await;
+    gate.open().await;
+    assert_eq!(single.await.unwrap(), StatusCode::CREATED);
+    let (status, body) = batch.await.unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["items"][1]["replayed"], true, "{body}");
+    assert_eq!(app.balance(k, a).await, "8.00");
+    assert_eq!(app.balance(k, b).await, "9.00", "the shared key applied once");
+
+    // The same key on another wallet: the batch found it unused, reaches
+    // its row while the other request holds it, and answers 409 (retry)
+    // when that request commits; nothing of the batch is applied.
+    let gate = Gate::close(&connect, 42).await;
+    let single = debit_in_background(&app, k, c, "other");
+    wait_for(&mut watcher, lock_waiters(), 1).await;
+    let items = json!({"items": [debit("own-2", a, "2.00"), debit("other", b, "1.00")]});
+    let batch = batch_in_background(&app, k, "batch-2", &items);
+    wait_for(&mut watcher, lock_waiters(), 2).await;
+    gate.open().await;
+    assert_eq!(single.await.unwrap(), StatusCode::CREATED);
+    let (status, body) = batch.await.unwrap();
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["code"], "idempotency_key_in_use");
+    assert_eq!(
+        (
+            app.balance(k, a).await,
+            app.balance(k, b).await,
+            app.balance(k, c).await
+        ),
+        ("8.00".into(), "9.00".into(), "9.00".into())
+    );
+    // Retried, the item's key is another request's: refused, still once.
+    let r = app.batch(k, "batch-2", items).await;
+    assert_ne!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(
+        (
+            app.balance(k, a).await,
+            app.balance(k, b).await,
+            app.balance(k, c).await
+        ),
+        ("8.00".into(), "9.00".into(), "9.00".into())
+    );
+}

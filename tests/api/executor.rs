@@ -29,18 +29,6 @@ impl TestApp {
     }
 }
 
-/// Polls `sql` (a count) until it is at least `n`; panics after a minute.
-async fn wait_for(conn: &mut PgConnection, sql: &str, n: i64) {
-    for _ in 0..1200 {
-        let got: i64 = sqlx::query_scalar(sql).fetch_one(&mut *conn).await.unwrap();
-        if got >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("never reached {n}: {sql}");
-}
-
 #[sqlx::test]
 async fn whitespace_and_key_order_do_not_change_the_request_but_values_do(
     _: PgPoolOptions,

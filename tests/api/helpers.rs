@@ -373,6 +373,18 @@ pub fn citus() -> bool {
 
 /// Sessions of the test's database waiting for a lock: on every node under
 /// Citus, where a request's statements wait on its shop's worker.
+/// Polls `sql` (a count) until it is at least `n`; panics after a minute.
+pub async fn wait_for(conn: &mut sqlx::PgConnection, sql: &str, n: i64) {
+    for _ in 0..1200 {
+        let got: i64 = sqlx::query_scalar(sql).fetch_one(&mut *conn).await.unwrap();
+        if got >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never reached {n}: {sql}");
+}
+
 pub fn lock_waiters() -> &'static str {
     if citus() {
         "SELECT count(*) FROM citus_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
