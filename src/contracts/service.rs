@@ -113,7 +113,7 @@ pub async fn create(
         wallet_id: req.wallet_id,
         currency,
     };
-    terms.check(conn, tenant).await?;
+    terms.check(conn, tenant, true).await?;
     sqlx::query_as!(
         ContractRow,
         "INSERT INTO contracts
@@ -155,12 +155,14 @@ struct Billing {
 }
 
 impl Billing {
-    async fn check(&self, conn: &mut PgConnection, tenant: Tenant) -> Result<(), ContractError> {
+    /// `draft`: the contract is not approved yet (its start is bounded).
+    async fn check(&self, conn: &mut PgConnection, tenant: Tenant, draft: bool) -> Result<(), ContractError> {
         let recurring = self.interval != BillingInterval::OneTime;
         // Every elapsed period is billed at once on approval: a start far
-        // back would issue hundreds of invoices in one go.
+        // back would issue hundreds of invoices in one go. An approved
+        // contract's start is history.
         let earliest = chrono::Utc::now().date_naive() - chrono::Duration::days(periods::MAX_BACKDATE_DAYS);
-        if recurring && self.starts_on < earliest {
+        if draft && recurring && self.starts_on < earliest {
             return Err(ContractError::Invalid(
                 "starts_on",
                 format!(
@@ -435,7 +437,7 @@ async fn checked_change(
         },
         currency,
     };
-    terms.check(conn, tenant).await?;
+    terms.check(conn, tenant, status == ContractStatus::Draft).await?;
     Ok((Some(currency), Some(amount)))
 }
 

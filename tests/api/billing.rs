@@ -691,4 +691,23 @@ async fn an_amount_change_bills_from_the_next_period(_: PgPoolOptions, connect: 
         .map(|p| p["amount"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(amounts, ["10.00", "12.50"], "the billed period keeps its amount");
+
+    // Years later the amount still changes: only a draft's start is
+    // bounded.
+    let aged = format!(
+        "UPDATE contracts SET starts_on = starts_on - 800 WHERE shop_id = '{}' AND id = '{id}'",
+        shop.id
+    );
+    sqlx::query(&aged).execute(&app.pool).await.unwrap();
+    let r = app
+        .call(
+            Method::PATCH,
+            k,
+            &path,
+            &fresh(),
+            Some("\"4\""),
+            json!({"amount": "13.00"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 }
