@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 sys.dont_write_bytecode = True  # no __pycache__ in the checkout
@@ -148,6 +148,19 @@ def setup(args, tag, ports, admin_key, engine, ops):
                           {"wallet": w, "amount": Decimal(seed)}, {(201, None)}, "setup"))
     with ThreadPoolExecutor(8) as pool:
         ops.extend(pool.map(run, credits))
+    # One approved monthly contract per shop started two months back, so
+    # every run (the self-test's short one too) has periods for the billing
+    # jobs to bill while instances die.
+    starts_on = (datetime.now(timezone.utc).date() - timedelta(days=60)).isoformat()
+    for s, shop in enumerate(world.shops):
+        body = {"customer_ref": f"cust-{s}-0", "title": "Plan", "currency": "USD", "amount": "10.00",
+                "billing_interval": "monthly", "starts_on": starts_on}
+        created = run(Op(tag, shop, "contract_create", "/v1/contracts", body, {}, {(201, None)}, "setup"))
+        ops.append(created)
+        cid = created.json()["id"]
+        for action, if_match in (("submit", None), ("approve", '"2"')):
+            ops.append(run(Op(tag, shop, f"contract_{action}", f"/v1/contracts/{cid}/{action}", {},
+                              {"contract": cid}, {(200, None)}, "setup", if_match)))
     return world
 
 
