@@ -346,16 +346,7 @@ async fn collect(
         };
         let (key, run) = invoices::pay(unit, key, tenant, invoice_id, pay).await?;
         let conn = unit.conn();
-        sqlx::query!(
-            "UPDATE contract_periods SET payment_attempts = $4, next_payment_at = NULL
-              WHERE shop_id = $1 AND contract_id = $2 AND period_start = $3",
-            tenant.shop_id,
-            contract_id,
-            period_start,
-            attempt
-        )
-        .execute(&mut *conn)
-        .await?;
+        schedule(conn, tenant, contract_id, period_start, Some(attempt), None).await?;
         events::write(
             conn,
             tenant.shop_id,
@@ -369,17 +360,7 @@ async fn collect(
         .get(attempts as usize)
         .map(|d| Utc::now() + chrono::Duration::from_std(*d).unwrap_or(chrono::Duration::days(1)));
     let conn = unit.conn();
-    sqlx::query!(
-        "UPDATE contract_periods SET payment_attempts = $4, next_payment_at = $5
-          WHERE shop_id = $1 AND contract_id = $2 AND period_start = $3",
-        tenant.shop_id,
-        contract_id,
-        period_start,
-        attempt,
-        next_at
-    )
-    .execute(&mut *conn)
-    .await?;
+    schedule(conn, tenant, contract_id, period_start, Some(attempt), next_at).await?;
     if next_at.is_none() {
         let at = Utc::now();
         let flipped = sqlx::query!(
@@ -416,6 +397,30 @@ async fn collect(
     .await?;
     metrics::counter!("contract_payments_failed_total").increment(1);
     Ok(key)
+}
+
+/// Records a period's collection: its attempts so far (unchanged when
+/// `None`) and when the next is due (`None`: paid, or no more).
+async fn schedule(
+    conn: &mut PgConnection,
+    tenant: Tenant,
+    contract_id: Uuid,
+    period_start: NaiveDate,
+    attempts: Option<i32>,
+    next_at: Option<DateTime<Utc>>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE contract_periods SET payment_attempts = coalesce($4, payment_attempts), next_payment_at = $5
+          WHERE shop_id = $1 AND contract_id = $2 AND period_start = $3",
+        tenant.shop_id,
+        contract_id,
+        period_start,
+        attempts,
+        next_at
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// The dunning attempt `attempts + 1` of a period: pays the invoice if it
@@ -461,15 +466,7 @@ pub async fn retry_payment(
         }
         _ => {
             let conn = unit.conn();
-            sqlx::query!(
-                "UPDATE contract_periods SET next_payment_at = NULL
-                  WHERE shop_id = $1 AND contract_id = $2 AND period_start = $3",
-                tenant.shop_id,
-                contract_id,
-                period_start
-            )
-            .execute(&mut *conn)
-            .await?;
+            schedule(conn, tenant, contract_id, period_start, None, None).await?;
             recover(conn, tenant.shop_id, Some(contract_id)).await?;
             key
         }

@@ -205,7 +205,7 @@ pub async fn bill_contracts_once(
     let started = std::time::Instant::now();
     let result = bill_contracts(pool, executor, config, shutdown).await;
     if let Ok(lag) = lag(pool).await {
-        metrics::gauge!("billing_lag_seconds").set(lag);
+        metrics::gauge!("billing_lag_seconds").set(lag.as_secs_f64());
     }
     match &result {
         Ok(run) => {
@@ -229,7 +229,7 @@ pub async fn bill_contracts_once(
 
 /// How long the oldest due, unbilled period has been due (from the start
 /// of its day, UTC); 0 when none is.
-async fn lag(pool: &PgPool) -> Result<f64, sqlx::Error> {
+async fn lag(pool: &PgPool) -> Result<Duration, sqlx::Error> {
     let today = Utc::now().date_naive();
     let oldest = sqlx::query_scalar!(
         "SELECT min(next_period_on) FROM contracts
@@ -238,9 +238,13 @@ async fn lag(pool: &PgPool) -> Result<f64, sqlx::Error> {
     )
     .fetch_one(pool)
     .await?;
-    Ok(oldest.map_or(0.0, |d| {
-        (Utc::now() - d.and_time(chrono::NaiveTime::MIN).and_utc()).num_milliseconds() as f64 / 1000.0
-    }))
+    Ok(oldest
+        .and_then(|d| {
+            (Utc::now() - d.and_time(chrono::NaiveTime::MIN).and_utc())
+                .to_std()
+                .ok()
+        })
+        .unwrap_or_default())
 }
 
 /// Bills once at start, then every BILLING_INTERVAL, until shutdown.
