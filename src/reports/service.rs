@@ -192,6 +192,7 @@ pub async fn reconciliation_with(
                 held: text(&r.currency, r.held),
                 wallets_reserved: text(&r.currency, r.reserved),
                 overdue: r.overdue,
+                overdue_reservation_ids: r.overdue_ids,
                 currency: r.currency,
             })
             .collect();
@@ -265,6 +266,7 @@ pub async fn reconciliation_with(
         webhook_failing: p.failing,
         webhook_dead_event_ids: p.dead,
         unposted_invoice_payments: p.unposted,
+        unposted_invoice_payment_ids: p.unposted_ids,
     };
     step(STEPS[3]);
 
@@ -309,6 +311,8 @@ pub async fn reconciliation_with(
         .await?
         .into_iter()
         .map(|r| DailyNet {
+            credits: text(&r.currency, r.credits),
+            debits: text(&r.currency, r.debits),
             net: text(&r.currency, r.net),
             day: r.day,
             currency: r.currency,

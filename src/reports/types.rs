@@ -62,6 +62,8 @@ pub struct ReservationCheck {
     /// Active holds more than 5 minutes past `expires_at` (the expiry job is
     /// behind or stopped).
     pub overdue: i64,
+    /// The first 100 of them, longest overdue first.
+    pub overdue_reservation_ids: Vec<Uuid>,
     pub ok: bool,
 }
 
@@ -92,6 +94,8 @@ pub struct PaymentChecks {
     pub webhook_dead_event_ids: Vec<Uuid>,
     /// Invoice payments without their journal transaction.
     pub unposted_invoice_payments: i64,
+    /// The first 100 of them.
+    pub unposted_invoice_payment_ids: Vec<Uuid>,
     pub ok: bool,
 }
 
@@ -249,8 +253,8 @@ pub struct Reconciliation {
     pub recurring: RecurringChecks,
     /// As of the end of the period.
     pub trial_balance: Vec<TrialBalance>,
-    /// Per UTC day and currency: the wallets' net movement (credits −
-    /// debits), days without movement left out.
+    /// Per UTC day and currency: the wallets' credits, debits and net
+    /// movement, days without movement left out.
     pub daily: Vec<DailyNet>,
 }
 
@@ -275,6 +279,11 @@ impl Reconciliation {
 pub struct DailyNet {
     pub day: NaiveDate,
     pub currency: String,
+    /// Every credit of the day (top-ups, refunds, transfers in, …).
+    pub credits: String,
+    /// Every debit of the day (spending, captures, transfers out, …).
+    pub debits: String,
+    /// `credits − debits`.
     pub net: String,
 }
 

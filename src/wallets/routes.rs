@@ -1,6 +1,7 @@
 //! Wallet HTTP routes: extract, run one command or query, answer.
 
 use axum::{Json, extract::State, response::Response};
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -153,20 +154,44 @@ async fn debit_wallet(
         .await
 }
 
-/// A wallet's movements, newest first.
+#[derive(Debug, Deserialize, Validate, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TransactionListParams {
+    /// Only movements created at or after this time.
+    created_after: Option<DateTime<Utc>>,
+    /// Only movements created before this time (a report period's end:
+    /// the next day's midnight).
+    created_before: Option<DateTime<Utc>>,
+    /// Page size, 1–100.
+    #[validate(range(min = 1, max = 100, message = "must be between 1 and 100"))]
+    #[param(minimum = 1, maximum = 100, default = 20)]
+    limit: Option<i64>,
+    /// Id of the last movement of the previous page.
+    starting_after: Option<Uuid>,
+}
+
+/// A wallet's movements, newest first, each with its refunds so far
+/// (`refunded_amount`) and what it took from each grant; `created_after`
+/// and `created_before` narrow them to a period.
 #[utoipa::path(get, path = "/v1/wallets/{id}/transactions", tag = "wallets",
     operation_id = "listWalletTransactions",
-    params(("id" = Uuid, Path), PageParams),
+    params(("id" = Uuid, Path), TransactionListParams),
     responses((status = 200, body = Page<WalletTransaction>)),
     security(("api_key" = [])))]
 async fn list_wallet_transactions(
     State(state): State<AppState>,
     tenant: Tenant,
     PathId(id): PathId,
-    ValidQuery(page): ValidQuery<PageParams>,
+    ValidQuery(q): ValidQuery<TransactionListParams>,
 ) -> Result<Json<Page<WalletTransaction>>, ApiError> {
+    let page = PageParams {
+        limit: q.limit,
+        starting_after: q.starting_after,
+    };
     let mut conn = state.pool.acquire().await?;
-    Ok(Json(wallets::transactions(&mut conn, tenant, id, &page).await?))
+    Ok(Json(
+        wallets::transactions(&mut conn, tenant, id, &page, q.created_after, q.created_before).await?,
+    ))
 }
 
 /// One movement of a wallet, with `refunded_amount` as it stands.

@@ -1350,6 +1350,8 @@ pub async fn transactions(
     tenant: Tenant,
     wallet_id: Uuid,
     page: &PageParams,
+    created_after: Option<DateTime<Utc>>,
+    created_before: Option<DateTime<Utc>>,
 ) -> Result<Page<WalletTransaction>, WalletError> {
     ensure_exists(conn, tenant, wallet_id).await?;
     let rows = sqlx::query_as!(
@@ -1371,12 +1373,16 @@ pub async fn transactions(
             AND ($3::uuid IS NULL OR t.wallet_version <
                  (SELECT c.wallet_version FROM wallet_transactions c
                    WHERE c.shop_id = $1 AND c.wallet_id = $2 AND c.id = $3))
+            AND ($5::timestamptz IS NULL OR t.created_at >= $5)
+            AND ($6::timestamptz IS NULL OR t.created_at < $6)
           ORDER BY t.wallet_version DESC
           LIMIT $4",
         tenant.shop_id,
         wallet_id,
         page.starting_after,
-        page.limit() + 1
+        page.limit() + 1,
+        created_after,
+        created_before
     )
     .fetch_all(conn)
     .await?;

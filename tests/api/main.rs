@@ -3,6 +3,7 @@
 
 mod batches;
 mod billing;
+mod browser;
 mod concurrency;
 mod contracts;
 mod events;

@@ -4,13 +4,15 @@
 
 use std::{process::Command, time::Duration};
 
+use chrono::NaiveDate;
+
 use billing_ledger::{config::WebhookConfig, tenants::Role, webhooks};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use uuid::Uuid;
 
-use crate::{helpers::*, process::database_url};
+use crate::{browser::Browser, helpers::*, process::database_url};
 
 impl TestApp {
     async fn ok(&self, key: &str, path: &str, body: Value) -> Value {
@@ -775,48 +777,185 @@ async fn reports_read_a_streaming_replica_and_say_how_far_behind_it_is(
     assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
 }
 
-/// Runs headless Chromium (Debian's `chromium`) on `url` with `args`, on a
-/// blocking thread: the test's runtime keeps serving the page meanwhile.
-async fn chromium(args: &[&str], url: &str) -> std::process::Output {
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let url = url.to_owned();
-    tokio::task::spawn_blocking(move || chromium_now(&args, &url))
-        .await
-        .unwrap()
+/// What the page shows with a figure of the report: `[JSON pointer, text]`
+/// for every element that carries one.
+const FIGURES: &str =
+    "[...document.querySelectorAll('[data-json]')].map(e => [e.dataset.json, e.textContent])";
+
+/// Every figure the page shows equals the report's JSON at its pointer, and
+/// every section shows some.
+fn figures_match(shown: &Value, report: &Value) {
+    let shown = shown.as_array().unwrap();
+    for pair in shown {
+        let (path, text) = (pair[0].as_str().unwrap(), pair[1].as_str().unwrap());
+        let want = report
+            .pointer(path)
+            .unwrap_or_else(|| panic!("{path} is not in the report"));
+        let want = want
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| want.to_string());
+        assert_eq!(text, want, "{path}");
+    }
+    for section in [
+        "/wallets/",
+        "/daily/",
+        "/reservations/",
+        "/invoices/",
+        "/payments/",
+        "/refunds/summary/",
+        "/grants/summary/",
+        "/recurring/",
+        "/trial_balance/",
+    ] {
+        assert!(
+            shown.iter().any(|p| p[0].as_str().unwrap().starts_with(section)),
+            "the page shows {section}"
+        );
+    }
 }
 
-fn chromium_now(args: &[String], url: &str) -> std::process::Output {
-    Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--hide-scrollbars",
-            "--virtual-time-budget=20000",
-        ])
-        .args(args)
-        .arg(url)
-        .output()
-        .expect("chromium is installed (scripts/ensure-chromium.sh)")
+/// Runs the report in the page as a user would: the key typed into its
+/// field, the period set, Enter pressed.
+fn run_report(b: &mut Browser, key: &str, from: NaiveDate, to: NaiveDate) {
+    b.eval("document.getElementById('key').value = ''; document.getElementById('key').focus()");
+    b.type_text(key);
+    b.eval(&format!(
+        "document.getElementById('from').value = '{from}'; document.getElementById('to').value = '{to}'; \
+         document.body.dataset.state = ''"
+    ));
+    b.press_enter();
+    b.wait_for("document.body.dataset.state === 'rendered'");
+}
+
+fn target_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target")
 }
 
 #[sqlx::test]
-async fn the_report_page_renders_in_headless_chromium(_: PgPoolOptions, connect: PgConnectOptions) {
+async fn the_report_page_shows_every_section_leads_to_failing_rows_and_exports(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
     let app = spawn_app(connect).await;
     let shop = app.shop().await;
+    let k = &shop.key;
     let (a, b) = seed(&app, &shop).await;
-    sqlx::query("UPDATE wallets SET balance = balance - 0.50 WHERE id = $1")
-        .bind(b)
-        .execute(&app.pool)
+    // Refunds, a credit note, an expired grant and a billed recurring
+    // contract beside seed()'s holds, invoices and payments.
+    let debit = app
+        .ok(
+            k,
+            &format!("/v1/wallets/{a}/debit"),
+            json!({"amount": "4.00", "category": "purchase"}),
+        )
+        .await;
+    app.ok(
+        k,
+        &format!(
+            "/v1/wallets/{a}/transactions/{}/refund",
+            debit["id"].as_str().unwrap()
+        ),
+        json!({"amount": "1.50"}),
+    )
+    .await;
+    let invoice = app.open_invoice_of(k, "30.00").await;
+    app.ok(
+        k,
+        &format!("/v1/invoices/{invoice}/pay"),
+        json!({"method": "card", "amount": "10.00"}),
+    )
+    .await;
+    let payments: Value = app
+        .get(k, &format!("/v1/invoices/{invoice}/payments"))
+        .await
+        .json()
         .await
         .unwrap();
-    let finance = app.key(&shop, Role::Finance).await;
+    let payment = payments["data"][0]["id"].as_str().unwrap();
+    app.ok(
+        k,
+        &format!("/v1/invoices/{invoice}/payments/{payment}/refund"),
+        json!({"amount": "1.00", "external_ref": "re_page"}),
+    )
+    .await;
+    app.ok(
+        k,
+        &format!("/v1/invoices/{invoice}/credit-notes"),
+        json!({"amount": "2.00", "reason": "goodwill"}),
+    )
+    .await;
+    let soon = (chrono::Utc::now() + chrono::Duration::seconds(1)).to_rfc3339();
+    app.ok(
+        k,
+        &format!("/v1/wallets/{b}/credit"),
+        json!({"amount": "1.00", "category": "grant", "expires_at": soon}),
+    )
+    .await;
     let today = chrono::Utc::now().date_naive();
-    // The key travels in the fragment, which the browser never sends.
-    let url = app.url(&format!(
-        "/reports/reconciliation#key={finance}&from={}&to={today}",
-        today - chrono::Duration::days(1)
-    ));
+    let contract = app
+        .ok(
+            k,
+            "/v1/contracts",
+            json!({"customer_ref": "c", "title": "Plan", "currency": "USD", "amount": "3.00",
+                   "billing_interval": "monthly", "collection": "wallet", "wallet_id": a,
+                   "starts_on": today.checked_sub_months(chrono::Months::new(1)).unwrap()}),
+        )
+        .await;
+    let contract = contract["id"].as_str().unwrap();
+    for (action, tag) in [("submit", "\"1\""), ("approve", "\"2\"")] {
+        let path = format!("/v1/contracts/{contract}/{action}");
+        let r = app
+            .call(reqwest::Method::POST, k, &path, &fresh(), Some(tag), json!({}))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        billing_ledger::jobs::expire_grants(&app.pool, 100).await.unwrap(),
+        1
+    );
+    let billing = billing_ledger::config::BillingConfig::default();
+    billing_ledger::jobs::bill_contracts_once(&app.pool, &app.state.executor, &billing, None)
+        .await
+        .unwrap();
+
+    let finance = app.key(&shop, Role::Finance).await;
+    let ok = app.report(&finance).await;
+    assert_eq!(ok["failed_checks"], json!([]), "{ok}");
+    assert!(ok["refunds"]["summary"][0]["credit_notes"].as_i64().unwrap() >= 1);
+    assert_eq!(ok["grants"]["summary"][0]["expired"], "1.00");
+    let csv = app
+        .client
+        .get(app.url(&format!("/v1/reports/reconciliation?{}", period())))
+        .bearer_auth(&finance)
+        .header("Accept", "text/csv")
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
+    let (from, to) = (today - chrono::Duration::days(1), today);
+    let window = format!(
+        "created_after={from}T00:00:00Z&created_before={}T00:00:00Z&limit=100",
+        to + chrono::Duration::days(1)
+    );
+    let movements: Value = app
+        .get(&finance, &format!("/v1/wallets/{a}/transactions?{window}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let movement_ids: Vec<Value> = movements["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].clone())
+        .collect();
+    assert!(movement_ids.len() >= 8, "{movements}");
+
     let page = app
         .client
         .get(app.url("/reports/reconciliation"))
@@ -835,43 +974,139 @@ async fn the_report_page_renders_in_headless_chromium(_: PgPoolOptions, connect:
         "no third-party asset"
     );
 
-    let out = chromium(&["--dump-dom"], &url).await;
-    let dom = String::from_utf8_lossy(&out.stdout);
-    assert!(dom.contains("data-state=\"rendered\""), "rendered: {dom}");
-    let row = |wallet: Uuid| {
-        let at = dom
-            .find(&format!("data-wallet=\"{wallet}\""))
-            .expect("a row per wallet");
-        dom[dom[..at].rfind("<tr").unwrap()..at + 300].to_owned()
-    };
-    assert!(row(b).contains("class=\"drift\""), "{}", row(b));
-    assert!(row(b).contains("-0.50"), "the drift is shown: {}", row(b));
-    assert!(!row(a).contains("class=\"drift\""), "{}", row(a));
-    assert!(
-        dom.contains("class=\"fail\" data-check=\"wallet_drift\""),
-        "wallet_drift red"
-    );
-    assert!(
-        dom.contains("class=\"pass\" data-check=\"trial_balance\""),
-        "trial balance green"
-    );
-    assert!(dom.contains("<svg"), "the daily chart is drawn");
+    let downloads = tempdir("report-downloads");
+    let url = app.url("/reports/reconciliation");
+    let shop_id = shop.id;
+    let key = finance.clone();
+    let mut browser = tokio::task::spawn_blocking(move || {
+        let mut b = Browser::open(&downloads);
+        b.goto(&url);
+        run_report(&mut b, &key, from, to);
+        figures_match(&b.eval(FIGURES), &ok);
+        assert_eq!(b.eval("document.querySelectorAll('#checks li.pass[data-check]').length"), json!(8));
+        // Every day of the period is drawn, the quiet ones at zero.
+        assert_eq!(b.eval("document.querySelectorAll('#chart svg g[data-day]').length"), json!(2));
+        assert!(b.eval("document.querySelector('#chart svg').getAttribute('role')") == json!("img"));
+        let quiet = b.eval(&format!(
+            "[...document.querySelectorAll('table.chart-data tr[data-day=\"{from}\"] td')].map(t => t.textContent)"
+        ));
+        if !ok["daily"].as_array().unwrap().iter().any(|d| d["day"] == json!(from.to_string())) {
+            assert_eq!(quiet, json!([from.to_string(), "0.00", "0.00", "0.00"]));
+        }
+        // The key stays in the page.
+        let key_seen = format!(
+            "location.href.includes('{key}') || localStorage.length + sessionStorage.length > 0 \
+             || document.cookie !== ''"
+        );
+        assert_eq!(b.eval(&key_seen), json!(false));
 
-    let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/report-page.png");
-    let _ = std::fs::remove_file(&shot);
-    let out = chromium(
-        &[
-            "--window-size=1280,1100",
-            &format!("--screenshot={}", shot.display()),
-        ],
-        &url,
+        // A wallet's movements in the period, as the API pages them.
+        b.eval(&format!("document.querySelector('tr[data-wallet=\"{a}\"] button.movements-toggle').click()"));
+        b.wait_for(&format!("document.getElementById('movements-{a}')?.dataset.state === 'loaded'"));
+        let shown = b.eval(&format!(
+            "[...document.querySelectorAll('#movements-{a} tr[data-movement]')].map(r => r.dataset.movement)"
+        ));
+        assert_eq!(shown, json!(movement_ids));
+        let refunded = b.eval(&format!(
+            "document.querySelector('#movements-{a} tr[data-movement=\"{}\"]').cells[5].textContent",
+            debit["id"].as_str().unwrap()
+        ));
+        assert_eq!(refunded, json!("1.50"));
+
+        // Download CSV: the API's bytes, named after shop and period.
+        b.eval("document.getElementById('download').click()");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let file = loop {
+            let done = std::fs::read_dir(&downloads)
+                .unwrap()
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .find(|p| p.extension().is_some_and(|x| x == "csv"));
+            if let Some(f) = done {
+                break f;
+            }
+            assert!(std::time::Instant::now() < deadline, "no CSV downloaded");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(
+            file.file_name().unwrap().to_str().unwrap(),
+            format!("reconciliation-{shop_id}-{from}-to-{to}.csv")
+        );
+        assert_eq!(std::fs::read(&file).unwrap(), csv, "the download is the API's CSV");
+
+        // The print layout: no form or buttons, a page per section.
+        b.media("print");
+        let print = b.eval(
+            "[getComputedStyle(document.getElementById('params')).display, \
+              getComputedStyle(document.getElementById('actions')).display, \
+              getComputedStyle(document.getElementById('section-holds')).breakBefore, \
+              getComputedStyle(document.querySelector('table.chart-data')).position]",
+        );
+        assert_eq!(print, json!(["none", "none", "page", "static"]));
+        b.pdf(&target_dir().join("report-page-ok.pdf"));
+        b.media("screen");
+        b.screenshot(&target_dir().join("report-page-ok.png"));
+        b
+    })
+    .await
+    .unwrap();
+
+    // Damage behind the service's back: a drifting wallet and a hold the
+    // expiry job left past its expiry.
+    sqlx::query("UPDATE wallets SET balance = balance - 0.50 WHERE id = $1")
+        .bind(b)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let hold: Uuid = sqlx::query_scalar(
+        "UPDATE credit_reservations SET expires_at = now() - interval '10 minutes'
+          WHERE id = (SELECT id FROM credit_reservations WHERE status = 'active' AND shop_id = $1 LIMIT 1)
+         RETURNING id",
     )
-    .await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(
-        std::fs::metadata(&shot).unwrap().len() > 10_000,
-        "a screenshot of the rendered page"
+    .bind(shop.id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let failing = app.report(&finance).await;
+    // The drift also leaves wallet b's grants apart from its balance.
+    assert_eq!(
+        failing["failed_checks"],
+        json!(["wallet_drift", "reservations_held", "grants"])
     );
+    tokio::task::spawn_blocking(move || {
+        run_report(&mut browser, &finance, from, to);
+        figures_match(&browser.eval(FIGURES), &failing);
+        let (wallet, hold) = (b.to_string(), hold.to_string());
+        for (check, anchor, reached, wanted) in [
+            ("wallet_drift", format!("#wallet-{b}"), "document.querySelector(':target')?.dataset.wallet", &wallet),
+            ("reservations_held", format!("#hold-{hold}"), "document.querySelector(':target')?.textContent", &hold),
+            ("grants", format!("#grant-wallet-{b}"), "document.querySelector(':target')?.textContent", &wallet),
+        ] {
+            let links = browser.eval(&format!(
+                "[...document.querySelectorAll('#checks li.fail[data-check=\"{check}\"] a.row-link')].map(a => a.getAttribute('href'))"
+            ));
+            assert!(links.as_array().unwrap().contains(&json!(anchor)), "{check}: {links}");
+            browser.eval(&format!(
+                "document.querySelector('#checks li[data-check=\"{check}\"] a.row-link[href=\"{anchor}\"]').click()"
+            ));
+            assert_eq!(browser.eval(reached), json!(wanted), "{check}'s link reaches its row");
+        }
+        assert_eq!(
+            browser.eval(&format!("document.querySelector('tr[data-wallet=\"{b}\"]').className")),
+            json!("drift")
+        );
+        browser.screenshot(&target_dir().join("report-page-failing.png"));
+        browser.media("print");
+        browser.pdf(&target_dir().join("report-page-failing.pdf"));
+        for shot in ["report-page-ok.png", "report-page-failing.png", "report-page-ok.pdf"] {
+            assert!(
+                std::fs::metadata(target_dir().join(shot)).unwrap().len() > 10_000,
+                "{shot} holds the rendered page"
+            );
+        }
+    })
+    .await
+    .unwrap();
 }
 
 #[sqlx::test]
@@ -982,4 +1217,11 @@ async fn seed_demo_refuses_a_database_with_pending_migrations(_: PgPoolOptions, 
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("migrate"));
     assert!(out.stdout.is_empty());
+}
+
+/// A fresh directory of its own under the system's temporary directory.
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
