@@ -723,6 +723,27 @@ async fn reports_read_a_streaming_replica_and_say_how_far_behind_it_is(
         .await
         .unwrap();
     assert_eq!(tb["read_from"], "replica", "{tb}");
+    // The page, on the replica-backed service, says where it read and how
+    // far behind that was.
+    let (url, key) = (app.url("/reports/reconciliation"), finance.clone());
+    let today = chrono::Utc::now().date_naive();
+    let said = tokio::task::spawn_blocking(move || {
+        let mut b = Browser::open(&tempdir("replica-page"));
+        b.goto(&url);
+        run_report(&mut b, &key, today - chrono::Duration::days(1), today);
+        b.eval("document.getElementById('status').textContent + ' | ' + document.getElementById('heading').textContent")
+    })
+    .await
+    .unwrap();
+    let said = said.as_str().unwrap();
+    assert!(
+        said.contains("read from a replica ") && said.contains(" ms behind"),
+        "{said}"
+    );
+    assert!(
+        said.contains("provisional"),
+        "today's report is provisional: {said}"
+    );
 
     // A write on the primary: the replica shows it once replayed.
     primary
