@@ -230,6 +230,14 @@
           td.appendChild(el("span", { "data-json": p + t }, v[t]));
           td.appendChild(el("span", { class: "count", "data-json": p + n }, String(v[n])));
         });
+      // Credited in the period: the credit notes of refunds.summary.
+      const k = r.refunds.summary.findIndex((x) => x.currency === v.currency);
+      const credited = cell(row, "");
+      if (k >= 0) {
+        const q = "/refunds/summary/" + k + "/";
+        credited.appendChild(el("span", { "data-json": q + "credit_notes_total" }, r.refunds.summary[k].credit_notes_total));
+        credited.appendChild(el("span", { class: "count", "data-json": q + "credit_notes" }, String(r.refunds.summary[k].credit_notes)));
+      }
       cell(row, v.receivables, p + "receivables");
       verdict(row, v.ok);
     });
