@@ -880,6 +880,15 @@ async fn the_report_page_shows_every_section_leads_to_failing_rows_and_exports(
         json!({"amount": "1.50"}),
     )
     .await;
+    // More movements than the page loads at once (50).
+    for _ in 0..45 {
+        app.ok(
+            k,
+            &format!("/v1/wallets/{a}/debit"),
+            json!({"amount": "0.01", "category": "usage"}),
+        )
+        .await;
+    }
     let invoice = app.open_invoice_of(k, "30.00").await;
     app.ok(
         k,
@@ -975,7 +984,7 @@ async fn the_report_page_shows_every_section_leads_to_failing_rows_and_exports(
         .iter()
         .map(|t| t["id"].clone())
         .collect();
-    assert!(movement_ids.len() >= 8, "{movements}");
+    assert!(movement_ids.len() > 50, "{movements}");
 
     let page = app
         .client
@@ -1022,8 +1031,21 @@ async fn the_report_page_shows_every_section_leads_to_failing_rows_and_exports(
         assert_eq!(b.eval(&key_seen), json!(false));
 
         // A wallet's movements in the period, as the API pages them.
-        b.eval(&format!("document.querySelector('tr[data-wallet=\"{a}\"] button.movements-toggle').click()"));
-        b.wait_for(&format!("document.getElementById('movements-{a}')?.dataset.state === 'loaded'"));
+        b.eval(&format!(
+            "document.querySelector('tr[data-wallet=\"{a}\"] button.movements-toggle').click()"
+        ));
+        b.wait_for(&format!(
+            "document.getElementById('movements-{a}')?.dataset.state === 'loaded'"
+        ));
+        let rows = format!("document.querySelectorAll('#movements-{a} tr[data-movement]').length");
+        assert_eq!(b.eval(&rows), json!(50), "the first page");
+        b.eval(&format!("document.querySelector('#movements-{a} button.more').click()"));
+        b.wait_for(&format!("{rows} === {}", movement_ids.len()));
+        assert_eq!(
+            b.eval(&format!("!!document.querySelector('#movements-{a} button.more')")),
+            json!(false),
+            "no page after the last"
+        );
         let shown = b.eval(&format!(
             "[...document.querySelectorAll('#movements-{a} tr[data-movement]')].map(r => r.dataset.movement)"
         ));
