@@ -287,20 +287,27 @@ pub async fn lease(
     lease: Duration,
 ) -> Result<Vec<Leased>, sqlx::Error> {
     let rows = sqlx::query!(
-        r#"WITH due AS (
+        r#"WITH heads AS (
+               -- Each ordering key's earliest pending delivery, in one pass
+               -- over event_deliveries_order (key, seq): only a head may go.
+               SELECT DISTINCT ON (h.ordering_key) h.id, h.event_seq, h.next_attempt_at, h.leased_until
+                 FROM event_deliveries h
+                WHERE h.shop_id = $1 AND h.endpoint_id = $2 AND h.status = 'pending'
+                ORDER BY h.ordering_key, h.event_seq
+           ),
+           due AS (
                SELECT c.id FROM event_deliveries c
-                WHERE c.shop_id = $1 AND c.endpoint_id = $2 AND c.status = 'pending'
+                WHERE c.shop_id = $1 AND c.status = 'pending'
                   AND c.next_attempt_at <= now() AND (c.leased_until IS NULL OR c.leased_until < now())
-                  AND NOT EXISTS (
-                      SELECT 1 FROM event_deliveries o
-                       WHERE o.shop_id = $1 AND o.endpoint_id = $2 AND o.ordering_key = c.ordering_key
-                         AND o.status = 'pending'
-                         AND o.event_seq < c.event_seq)
+                  AND c.id IN (
+                      SELECT heads.id FROM heads
+                       WHERE heads.next_attempt_at <= now()
+                         AND (heads.leased_until IS NULL OR heads.leased_until < now())
+                       ORDER BY heads.event_seq LIMIT $3)
                   AND EXISTS (
                       SELECT 1 FROM webhook_endpoints p
                        WHERE p.shop_id = $1 AND p.id = $2 AND NOT p.disabled AND p.deleted_at IS NULL)
-                ORDER BY c.event_seq
-                LIMIT $3 FOR UPDATE OF c SKIP LOCKED
+                FOR UPDATE OF c SKIP LOCKED
            ),
            leased AS (
                UPDATE event_deliveries d SET leased_until = now() + $4::interval, updated_at = now()

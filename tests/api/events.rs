@@ -849,3 +849,97 @@ async fn a_rotated_secret_signs_beside_the_old_one_during_the_grace(
     let r = app.get(k, &format!("/v1/webhook-endpoints/{ep_id}")).await;
     problem(r, StatusCode::NOT_FOUND, "not_found").await;
 }
+
+#[sqlx::test]
+async fn a_wallets_later_delivery_waits_while_its_earlier_one_is_in_flight_or_failing(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let config = events_config();
+    let app = spawn_app_with(connect, config_with(config.clone()), Duration::from_secs(5)).await;
+    let shop = app.shop().await;
+    let k = &shop.key;
+    let (_receiver, url) = Receiver::start().await;
+    let ep = app
+        .endpoint(k, &url, json!(["wallet.credited", "wallet.debited"]))
+        .await;
+    let ep_id: Uuid = ep["id"].as_str().unwrap().parse().unwrap();
+    // Wallet w: a credit, then a debit; wallet x: a credit.
+    let w = app.wallet(k, "USD", "5.00").await;
+    assert_eq!(app.debit(k, w, "1.00").await.0, StatusCode::CREATED);
+    let x = app.wallet(k, "USD", "5.00").await;
+    let type_of = |d: &deliveries::Leased| {
+        let wallet = d.event.data["wallet_id"].as_str().unwrap().to_owned();
+        (d.event.type_.clone(), wallet)
+    };
+    let lease = || deliveries::lease(&app.pool, shop.id, ep_id, 10, Duration::from_secs(30));
+
+    // Only each wallet's first delivery goes: w's debit waits for its credit.
+    let first = lease().await.unwrap();
+    let mut got: Vec<(String, String)> = first.iter().map(type_of).collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("wallet.credited".to_owned(), w.to_string()),
+            ("wallet.credited".to_owned(), x.to_string())
+        ]
+    );
+    // While the credit is in flight, nothing more of w's is leased.
+    assert!(lease().await.unwrap().is_empty());
+
+    // w's credit fails (retried later), x's is delivered: w's debit still
+    // waits behind the failing credit.
+    let round: Vec<(deliveries::Leased, deliveries::Attempt)> = first
+        .into_iter()
+        .map(|d| {
+            let failed = type_of(&d).1 == w.to_string();
+            let attempt = deliveries::Attempt {
+                at: chrono::Utc::now(),
+                status_code: Some(if failed { 500 } else { 200 }),
+                latency: Duration::from_millis(1),
+                error: failed.then(|| "answered HTTP 500".to_owned()),
+            };
+            (d, attempt)
+        })
+        .collect();
+    let recorded = deliveries::record_round(&app.pool, &round, &config)
+        .await
+        .unwrap();
+    assert_eq!(recorded.len(), 2);
+    assert!(
+        lease().await.unwrap().is_empty(),
+        "the debit waits for the failing credit"
+    );
+
+    // Once the credit is due again it goes first, and then the debit.
+    sqlx::query("UPDATE event_deliveries SET next_attempt_at = now() WHERE status = 'pending'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let again = lease().await.unwrap();
+    assert_eq!(
+        again.iter().map(type_of).collect::<Vec<_>>(),
+        [("wallet.credited".to_owned(), w.to_string())]
+    );
+    let delivered: Vec<_> = again
+        .into_iter()
+        .map(|d| {
+            let attempt = deliveries::Attempt {
+                at: chrono::Utc::now(),
+                status_code: Some(200),
+                latency: Duration::from_millis(1),
+                error: None,
+            };
+            (d, attempt)
+        })
+        .collect();
+    deliveries::record_round(&app.pool, &delivered, &config)
+        .await
+        .unwrap();
+    let last = lease().await.unwrap();
+    assert_eq!(
+        last.iter().map(type_of).collect::<Vec<_>>(),
+        [("wallet.debited".to_owned(), w.to_string())]
+    );
+}
