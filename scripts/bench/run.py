@@ -232,7 +232,7 @@ def main():
         subprocess.run(["cargo", "build", "--release", "-q"], cwd=ROOT, check=True,
                        env={**os.environ, "SQLX_OFFLINE": "true"})
         baseline_bin = build_baseline(BASELINE) if BASELINE else None
-        for db in ("billing_bench", "billing_bench_tpcb", "billing_bench_base"):
+        for db in ("billing_bench", "billing_bench_tpcb", "billing_bench_base", "billing_bench_minimal"):
             psql(base_url, f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
             psql(base_url, f"CREATE DATABASE {db}")
         settings = psql(bench_url, "SELECT string_agg(name || '=' || setting, ', ') FROM pg_settings "
@@ -394,6 +394,9 @@ def main():
                                "pool_size": int(POOL), "seconds_per_run": DURATION,
                                "postgres_version": psql(bench_url, "SHOW server_version").strip()}}
         sh(["pgbench", "-i", "-q", "-s", "16", tpcb_url])
+        minimal_url = with_db(base_url, "billing_bench_minimal")
+        sh(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", minimal_url,
+            "-f", os.path.join(ROOT, "sql", "bench", "minimal_schema.sql")])
 
         def checkpoint():
             # Each run starts from a clean checkpoint, so none inherits the
@@ -406,6 +409,9 @@ def main():
         checkpoint()
         log("1c pgbench: the fixed yardstick (the rows of one debit, a statement each), 16 clients")
         results["pgbench_yardstick_16"] = pgbench(bench_url, ["-f", os.path.join(ROOT, "sql", "bench", "yardstick.sql")])
+        checkpoint()
+        log("1d pgbench: a minimal ledger's naive debit (one index per table, no foreign keys), 16 clients")
+        results["pgbench_minimal_16"] = pgbench(minimal_url, ["-f", os.path.join(ROOT, "sql", "bench", "minimal.sql")])
         checkpoint()
         log("1b pgbench: tpcb-like, 16 clients")
         results["pgbench_tpcb_16"] = pgbench(tpcb_url, [])
@@ -602,6 +608,7 @@ def main():
         ratios = {
             "new_vs_pgbench_debit": new16 / results["pgbench_debit_16"]["tps"],
             "new_vs_yardstick": new16 / results["pgbench_yardstick_16"]["tps"],
+            "new_vs_minimal": new16 / results["pgbench_minimal_16"]["tps"],
             "replay_vs_new": results["http_replay_16"]["rps"] / new16,
             "hot_vs_new": results["http_hot_16"]["rps"] / new16,
             "transfer_vs_new": results["http_transfer_16"]["rps"] / new16,
@@ -623,6 +630,7 @@ def main():
                                                    / results["baseline_new_16"]["cpu_seconds_per_1000"])
         targets = {
             "new_vs_yardstick >= 0.8": ratios["new_vs_yardstick"] >= 0.8,
+            "new_vs_minimal >= 0.75": ratios["new_vs_minimal"] >= 0.75,
             "replay_vs_new >= 3": ratios["replay_vs_new"] >= 3,
             "hot_vs_new >= 0.4": ratios["hot_vs_new"] >= 0.4,
             "statements_per_debit <= 5": round(results["statements_per_debit"]["counted"], 2) <= 5,
@@ -633,7 +641,7 @@ def main():
             "batch100_debits_vs_new >= 5": ratios["batch100_debits_vs_new"] >= 5,
             "zero non-2xx": all(results[k]["non_2xx"] == 0 for k in results
                                 if k.startswith("http_") or k.startswith("victim_"))
-            and results["pgbench_debit_16"]["failed"] == 0 and results["pgbench_yardstick_16"]["failed"] == 0,
+            and all(results[k]["failed"] == 0 for k in ("pgbench_debit_16", "pgbench_yardstick_16", "pgbench_minimal_16")),
         }
         if baseline:
             targets["cpu_per_debit_vs_baseline <= 0.75"] = ratios["cpu_per_debit_vs_baseline"] <= 0.75
@@ -646,7 +654,8 @@ def main():
         print(f"{'run':<34}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'cpu s/1k':>10}")
         for k, label in (("pgbench_debit_16", "1a pgbench debit.sql (16 cl)"),
                          ("pgbench_tpcb_16", "1b pgbench tpcb-like (16 cl)"),
-                         ("pgbench_yardstick_16", "1c pgbench yardstick (16 cl)")):
+                         ("pgbench_yardstick_16", "1c pgbench yardstick (16 cl)"),
+                         ("pgbench_minimal_16", "1d pgbench minimal ledger (16 cl)")):
             r = results[k]
             print(f"{label:<34}{r['tps']:>10.0f}{r['latency_avg_ms']:>9.2f}{'(avg)':>9}{r['failed']:>9}{'':>10}")
         rows = [("http_new_16", "2  HTTP new debits (16 conn)")]
