@@ -510,3 +510,82 @@ async fn text_postgres_cannot_store_is_refused_up_front(_: PgPoolOptions, connec
     problem(r, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
     assert_eq!(app.balance(&shop.key, w).await, "4.00");
 }
+
+#[sqlx::test]
+async fn a_wallets_movements_narrow_to_a_period(_: PgPoolOptions, connect: PgConnectOptions) {
+    let app = spawn_app(connect).await;
+    let shop = app.shop().await;
+    let k = &shop.key;
+    let id = app.wallet(k, "USD", "10.00").await;
+    for amount in ["1.00", "2.00", "3.00"] {
+        let r = app
+            .post(
+                k,
+                &format!("/v1/wallets/{id}/debit"),
+                &fresh(),
+                &json!({"amount": amount, "category": "usage"}),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let list = |query: String| {
+        let app = &app;
+        async move {
+            let r = app
+                .get(k, &format!("/v1/wallets/{id}/transactions?{query}"))
+                .await;
+            assert_eq!(r.status(), StatusCode::OK, "{query}");
+            let page: Value = r.json().await.unwrap();
+            page["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| {
+                    (
+                        t["amount"].as_str().unwrap().to_owned(),
+                        t["created_at"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let all = list(String::new()).await;
+    assert_eq!(all.len(), 4, "the top-up and three debits");
+    // Newest first: [3.00, 2.00, 1.00, 10.00]; the 2.00 debit's time.
+    let at = all[1].1.replace('+', "%2B");
+    let amounts = |rows: Vec<(String, String)>| rows.into_iter().map(|(a, _)| a).collect::<Vec<_>>();
+    assert_eq!(
+        amounts(list(format!("created_after={at}")).await),
+        ["3.00", "2.00"]
+    );
+    assert_eq!(
+        amounts(list(format!("created_before={at}")).await),
+        ["1.00", "10.00"]
+    );
+    assert_eq!(
+        amounts(list(format!("created_after={at}&created_before={at}")).await),
+        Vec::<String>::new()
+    );
+    // A page of a period goes on after its cursor within the period.
+    let first = app
+        .get(
+            k,
+            &format!(
+                "/v1/wallets/{id}/transactions?created_before={}&limit=1",
+                all[0].1.replace('+', "%2B")
+            ),
+        )
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(first["has_more"], true);
+    assert_eq!(first["data"][0]["amount"], "2.00");
+    let r = app
+        .get(
+            k,
+            &format!("/v1/wallets/{id}/transactions?created_after=yesterday"),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+}
