@@ -8,7 +8,7 @@ DB := scripts/db.sh
 SQLX_CLI_VERSION := 0.8.6
 BIN := target/debug/billing-ledger
 
-.PHONY: run test test-citus readme lint fmt build db-start db-stop migrate prepare sqlx-cli openapi bench conformance chaos
+.PHONY: run test test-citus readme lint fmt build db-start db-stop migrate prepare sqlx-cli openapi bench conformance chaos bench-schema
 
 build:
 	cargo build
@@ -101,3 +101,10 @@ bench:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 	@command -v pgbench >/dev/null 2>&1 || { echo "pgbench missing (Debian package postgresql)"; exit 1; }
 	python3 scripts/bench/run.py
+
+# What each index, foreign key and trigger on a debit's write path costs:
+# the fixed yardstick with each removed in turn (a few minutes; pgbench
+# only). Results in target/bench/schema.json.
+bench-schema:
+	@command -v pgbench >/dev/null 2>&1 || { echo "pgbench missing (Debian package postgresql)"; exit 1; }
+	python3 scripts/bench/schema.py
