@@ -134,6 +134,27 @@ pub fn decode<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<
         .map_err(|e: serde::de::value::Error| StoreError::broken(format!("{what} {text:?}: {e}")))
 }
 
+/// Opens a transaction that a cancelled caller cannot leak. sqlx 0.8's
+/// `begin()` sends `BEGIN` and counts the transaction only once the answer
+/// is read; a future dropped in between (a client that hangs up) returns
+/// the connection to the pool inside a transaction nothing will end, and
+/// the next borrower's statements run in it (transact-rs/sqlx#4393).
+/// Running `begin()` in a task of its own lets it finish: if the caller is
+/// gone, the finished transaction is dropped with the task's output and
+/// rolled back as any dropped transaction is.
+#[allow(clippy::disallowed_methods)] // the one place sqlx's begin() is made safe
+pub async fn begin(pool: &sqlx::PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let pool = pool.clone();
+    match tokio::spawn(async move { pool.begin().await }).await {
+        Ok(begun) => begun,
+        // The task panicked or the runtime is shutting down.
+        Err(e) => {
+            tracing::error!(error = %e, "the task opening a transaction failed");
+            Err(sqlx::Error::WorkerCrashed)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

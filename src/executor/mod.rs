@@ -699,9 +699,9 @@ impl Executor {
             })
             .await?;
         if !*citus {
-            return self.pool.begin().await;
+            return crate::store::begin(&self.pool).await;
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::store::begin(&self.pool).await?;
         let settings = format!(
             "SET LOCAL citus.propagate_set_commands = 'local'; SET LOCAL lock_timeout = '{}ms'",
             self.wait.as_millis()

@@ -70,7 +70,7 @@ async fn snapshot(
     pool: &PgPool,
     shop_id: Uuid,
 ) -> Result<(sqlx::Transaction<'static, sqlx::Postgres>, Source), ReportError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::store::begin(pool).await?;
     // No JIT: the report's queries are short index seeks, but over large
     // tables their estimates can pass jit_above_cost, and compiling them
     // would cost more than running them.
@@ -529,7 +529,7 @@ pub async fn rollup(pool: &PgPool) -> Result<u32, sqlx::Error> {
 async fn rollup_shop(pool: &PgPool, shop: Uuid) -> Result<u32, sqlx::Error> {
     let mut days = 0;
     loop {
-        let mut tx = pool.begin().await?;
+        let mut tx = crate::store::begin(pool).await?;
         let ours: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, hashtext($2::text))")
             .bind(ROLLUP_LOCK)
             .bind(shop)

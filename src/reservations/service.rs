@@ -624,7 +624,7 @@ pub async fn list(
 /// writer), in one transaction. Returns (holds due in the batch, holds
 /// expired).
 async fn expire_batch(pool: &PgPool, shop: Uuid, batch: u32) -> Result<(i64, i64), ReservationError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::store::begin(pool).await?;
     let rows = sqlx::query!(
         "WITH due AS (
              SELECT shop_id, id, wallet_id, amount FROM credit_reservations

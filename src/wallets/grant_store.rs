@@ -259,7 +259,7 @@ pub async fn expire_due(
 /// the lock and expires what is due. Returns (wallets due in the batch,
 /// grants expired).
 async fn expire_batch(pool: &PgPool, shop_id: Uuid, batch: u32) -> Result<(i64, u64), WalletError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::store::begin(pool).await?;
     let locked = sqlx::query!(
         "WITH due AS (
              SELECT DISTINCT wallet_id FROM (

@@ -542,6 +542,61 @@ async fn abandoned_work_cannot_keep_rows_locked(_: PgPoolOptions, connect: PgCon
 }
 
 #[sqlx::test]
+async fn a_transaction_cancelled_while_it_begins_leaves_no_session_inside_it(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    use futures_util::FutureExt;
+    use sqlx::Connection;
+    // One connection, so every use after a cancelled begin gets the same
+    // session, and no ping before handing it out, so the first poll of a
+    // begin sends BEGIN on it; a second connection watches its state.
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .test_before_acquire(false)
+        .connect_with(connect.clone())
+        .await
+        .unwrap();
+    let mut watcher = sqlx::PgConnection::connect_with(&connect).await.unwrap();
+    let state = "SELECT state FROM pg_stat_activity WHERE pid = $1";
+    for round in 0..20 {
+        // Polled once (BEGIN goes out), then dropped, as a request is when
+        // its client hangs up.
+        let polled = billing_ledger::store::begin(&pool).now_or_never();
+        assert!(polled.is_none(), "{:?}", polled.map(|r| r.map(|_| ())));
+        // Held while it is looked at: whatever the cancelled begin left
+        // running has given the session back, and nothing else takes it.
+        let mut session = pool.acquire().await.unwrap();
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut *session)
+            .await
+            .unwrap();
+        let after: String = sqlx::query_scalar(state)
+            .bind(pid)
+            .fetch_one(&mut watcher)
+            .await
+            .unwrap();
+        assert_eq!(
+            after, "idle",
+            "round {round}: the session was left inside a transaction"
+        );
+    }
+    // And a transaction begun to the end is one.
+    let mut tx = billing_ledger::store::begin(&pool).await.unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    let during: String = sqlx::query_scalar(state)
+        .bind(pid)
+        .fetch_one(&mut watcher)
+        .await
+        .unwrap();
+    assert_eq!(during, "idle in transaction");
+    tx.rollback().await.unwrap();
+}
+
+#[sqlx::test]
 async fn a_key_held_by_another_instance_is_409_and_a_held_wallet_is_503(
     _: PgPoolOptions,
     connect: PgConnectOptions,
