@@ -8,7 +8,7 @@ DB := scripts/db.sh
 SQLX_CLI_VERSION := 0.8.6
 BIN := target/debug/billing-ledger
 
-.PHONY: run test test-citus readme lint fmt build db-start db-stop migrate prepare sqlx-cli openapi bench conformance chaos bench-schema
+.PHONY: run test test-citus readme lint fmt build db-start db-stop migrate prepare sqlx-cli openapi bench conformance chaos bench-schema bench-scale
 
 build:
 	cargo build
@@ -108,3 +108,14 @@ bench:
 bench-schema:
 	@command -v pgbench >/dev/null 2>&1 || { echo "pgbench missing (Debian package postgresql)"; exit 1; }
 	python3 scripts/bench/schema.py
+
+# Flat as it grows: debits, replays, a history page and the one-day report
+# on 5,000,000 seeded movements and 1,000,000 live idempotency records
+# beside an empty database, and the cleanup of 1,000,000 expired records
+# while debits run (about 20 minutes plus a release build). Results in
+# target/bench/scale.json.
+bench-scale:
+	@command -v wrk >/dev/null 2>&1 || { DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
+	@command -v pgbench >/dev/null 2>&1 || { echo "pgbench missing (Debian package postgresql)"; exit 1; }
+	python3 scripts/bench/scale.py
