@@ -644,9 +644,47 @@ async fn a_stale_loop_makes_full_health_503(_: PgPoolOptions, connect: PgConnect
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["status"], "degraded");
-    app.state.heartbeats.beat("test_loop");
+    let test_loop = |body: &Value| {
+        body["loops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == "test_loop")
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(test_loop(&body)["ok"], false, "{body}");
+
+    // A beat makes the loop fresh for three intervals: judged at fixed
+    // instants, so a slow machine cannot make the check late.
+    let beats = &app.state.heartbeats;
+    beats.beat("test_loop");
+    let now = chrono::Utc::now();
+    let last = beats
+        .report(now)
+        .into_iter()
+        .find(|l| l.name == "test_loop")
+        .and_then(|l| l.last_success_at)
+        .expect("the beat is recorded");
+    let ok_at = |ms: i64| {
+        beats
+            .report(last + chrono::Duration::milliseconds(ms))
+            .into_iter()
+            .find(|l| l.name == "test_loop")
+            .unwrap()
+            .ok
+    };
+    assert!(ok_at(150), "within three intervals of the beat");
+    assert!(!ok_at(151), "stale again after three intervals");
+
+    // A loop that beats within its intervals leaves the service healthy.
+    beats.register("test_loop", Duration::from_secs(3600));
+    beats.beat("test_loop");
     let r = app.client.get(app.url("/health/full")).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(test_loop(&body)["ok"], true, "{body}");
+    assert_eq!(status, StatusCode::OK, "{body}");
 }
 
 #[sqlx::test]
