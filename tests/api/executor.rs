@@ -558,7 +558,6 @@ async fn a_transaction_cancelled_while_it_begins_leaves_no_session_inside_it(
         .await
         .unwrap();
     let mut watcher = sqlx::PgConnection::connect_with(&connect).await.unwrap();
-    let state = "SELECT state FROM pg_stat_activity WHERE pid = $1";
     for round in 0..20 {
         // Polled once (BEGIN goes out), then dropped, as a request is when
         // its client hangs up.
@@ -567,15 +566,7 @@ async fn a_transaction_cancelled_while_it_begins_leaves_no_session_inside_it(
         // Held while it is looked at: whatever the cancelled begin left
         // running has given the session back, and nothing else takes it.
         let mut session = pool.acquire().await.unwrap();
-        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-            .fetch_one(&mut *session)
-            .await
-            .unwrap();
-        let after: String = sqlx::query_scalar(state)
-            .bind(pid)
-            .fetch_one(&mut watcher)
-            .await
-            .unwrap();
+        let after = session_state(&mut session, &mut watcher).await;
         assert_eq!(
             after, "idle",
             "round {round}: the session was left inside a transaction"
@@ -583,17 +574,22 @@ async fn a_transaction_cancelled_while_it_begins_leaves_no_session_inside_it(
     }
     // And a transaction begun to the end is one.
     let mut tx = billing_ledger::store::begin(&pool).await.unwrap();
-    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-    let during: String = sqlx::query_scalar(state)
-        .bind(pid)
-        .fetch_one(&mut watcher)
-        .await
-        .unwrap();
+    let during = session_state(&mut tx, &mut watcher).await;
     assert_eq!(during, "idle in transaction");
     tx.rollback().await.unwrap();
+}
+
+/// A session's state (`idle`, `idle in transaction`, …) as another sees it.
+async fn session_state(session: &mut sqlx::PgConnection, watcher: &mut sqlx::PgConnection) -> String {
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *session)
+        .await
+        .unwrap();
+    sqlx::query_scalar("SELECT state FROM pg_stat_activity WHERE pid = $1")
+        .bind(pid)
+        .fetch_one(watcher)
+        .await
+        .unwrap()
 }
 
 #[sqlx::test]
