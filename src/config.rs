@@ -435,6 +435,13 @@ pub struct EventConfig {
     #[arg(long = "delivery-poll-interval", env = "DELIVERY_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub delivery_poll_interval: Duration,
 
+    /// How long an endpoint's worker waits after a round that took every
+    /// due delivery before leasing again, so the next round carries more
+    /// (each round costs two statements whatever its size). A delivery may
+    /// wait this much longer.
+    #[arg(long = "delivery-batch-wait", env = "DELIVERY_BATCH_WAIT", default_value = "200ms", value_parser = parse_duration)]
+    pub delivery_batch_wait: Duration,
+
     /// Deliveries in a row that end `failed` before their endpoint is
     /// disabled.
     #[arg(long = "endpoint-failure-limit", env = "ENDPOINT_FAILURE_LIMIT", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -453,6 +460,7 @@ impl Default for EventConfig {
             delivery_concurrency: 32,
             delivery_endpoint_concurrency: 4,
             delivery_poll_interval: Duration::from_secs(1),
+            delivery_batch_wait: Duration::from_millis(200),
             endpoint_failure_limit: 5,
         }
     }

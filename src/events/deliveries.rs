@@ -380,7 +380,8 @@ pub async fn fail_deleted(
 }
 
 /// Records the attempts of one round of an endpoint's leased deliveries in
-/// one statement: each `delivered` on a 2xx, else pending again after
+/// one statement: each `delivered` on a 2xx (that attempt kept on the
+/// delivery's own row), else pending again after
 /// min(base × 2^attempts, max) × (0.5–1.5), or `failed` (dead letter) at
 /// its last attempt; an endpoint whose deliveries ended `failed`
 /// ENDPOINT_FAILURE_LIMIT times in a row is disabled, with why. Returns
@@ -421,6 +422,7 @@ pub async fn record_round(
                       status = CASE WHEN r.delivered THEN 'delivered'
                                     WHEN d.attempts + 1 >= $11 THEN 'failed' ELSE 'pending' END,
                       delivered_at = CASE WHEN r.delivered THEN r.at END,
+                      delivered_latency_ms = CASE WHEN r.delivered THEN r.latency_ms END,
                       next_attempt_at = CASE WHEN r.delivered THEN d.next_attempt_at
                                              ELSE r.next_at END,
                       leased_until = NULL, last_status_code = r.status_code, last_error = r.error,
@@ -430,9 +432,10 @@ pub async fn record_round(
                RETURNING d.id, d.status
            ),
            a AS (
+               -- A delivered attempt stays on its delivery's row.
                INSERT INTO delivery_attempts (shop_id, id, delivery_id, attempted_at, status_code, latency_ms, error)
                SELECT $1, r.attempt_id, r.id, r.at, r.status_code, r.latency_ms, r.error
-                 FROM r JOIN d ON d.id = r.id
+                 FROM r JOIN d ON d.id = r.id WHERE NOT r.delivered
            ),
            tally AS (
                SELECT count(*) FILTER (WHERE d.status = 'failed') AS failed,
@@ -570,6 +573,7 @@ struct Row {
     last_status_code: Option<i32>,
     last_error: Option<String>,
     delivered_at: Option<DateTime<Utc>>,
+    delivered_latency_ms: Option<i32>,
     created_at: DateTime<Utc>,
     attempt_log: Option<serde_json::Value>,
 }
@@ -577,11 +581,20 @@ struct Row {
 impl Row {
     fn view(self) -> Result<Delivery, EventError> {
         let status: DeliveryStatus = crate::store::decode("delivery status", &self.status)?;
-        let attempt_log = match self.attempt_log {
+        let mut attempt_log: Vec<DeliveryAttempt> = match self.attempt_log {
             Some(log) => serde_json::from_value(log)
                 .map_err(|e| crate::store::StoreError::broken(format!("delivery attempts: {e}")))?,
             None => Vec::new(),
         };
+        // The attempt that delivered it lives on the delivery's row.
+        if let (Some(at), Some(latency_ms)) = (self.delivered_at, self.delivered_latency_ms) {
+            attempt_log.push(DeliveryAttempt {
+                attempted_at: at,
+                status_code: self.last_status_code,
+                latency_ms,
+                error: None,
+            });
+        }
         Ok(Delivery {
             id: self.id,
             endpoint_id: self.endpoint_id,
@@ -611,7 +624,7 @@ pub async fn list(
     let rows = sqlx::query_as!(
         Row,
         r#"SELECT d.id, d.endpoint_id, d.event_id, d.event_type, d.status, d.attempts, d.next_attempt_at,
-                  d.last_status_code, d.last_error, d.delivered_at, d.created_at,
+                  d.last_status_code, d.last_error, d.delivered_at, d.delivered_latency_ms, d.created_at,
                   (SELECT jsonb_agg(jsonb_build_object('attempted_at', a.attempted_at,
                               'status_code', a.status_code, 'latency_ms', a.latency_ms, 'error', a.error)
                               ORDER BY a.attempted_at)
@@ -658,14 +671,32 @@ pub async fn retry(
             "the endpoint is disabled: enable it (PATCH disabled=false) to retry its deliveries".into(),
         ));
     }
+    // A delivered one's last attempt moves from its row to the log first,
+    // under the row's lock: a concurrent retry waits, then finds it moved.
+    sqlx::query!(
+        "INSERT INTO delivery_attempts (shop_id, id, delivery_id, attempted_at, status_code, latency_ms)
+         SELECT d.shop_id, $4, d.id, d.delivered_at, d.last_status_code, d.delivered_latency_ms
+           FROM event_deliveries d
+          WHERE d.shop_id = $1 AND d.endpoint_id = $2 AND d.id = $3
+            AND d.delivered_at IS NOT NULL AND d.delivered_latency_ms IS NOT NULL
+            AND (d.leased_until IS NULL OR d.leased_until < now())
+            FOR UPDATE OF d",
+        tenant.shop_id,
+        endpoint_id,
+        id,
+        Uuid::now_v7()
+    )
+    .execute(&mut *conn)
+    .await?;
     let row = sqlx::query_as!(
         Row,
         r#"UPDATE event_deliveries d
-              SET status = 'pending', delivered_at = NULL, next_attempt_at = now(), updated_at = now()
+              SET status = 'pending', delivered_at = NULL, delivered_latency_ms = NULL,
+                  next_attempt_at = now(), updated_at = now()
             WHERE d.shop_id = $1 AND d.endpoint_id = $2 AND d.id = $3
               AND (d.leased_until IS NULL OR d.leased_until < now())
            RETURNING d.id, d.endpoint_id, d.event_id, d.event_type, d.status, d.attempts, d.next_attempt_at,
-                     d.last_status_code, d.last_error, d.delivered_at, d.created_at,
+                     d.last_status_code, d.last_error, d.delivered_at, d.delivered_latency_ms, d.created_at,
                      (SELECT jsonb_agg(jsonb_build_object('attempted_at', a.attempted_at,
                               'status_code', a.status_code, 'latency_ms', a.latency_ms, 'error', a.error)
                               ORDER BY a.attempted_at)

@@ -40,6 +40,7 @@ struct Received {
     id: String,
     signature: String,
     body: Bytes,
+    at: std::time::Instant,
 }
 
 impl Received {
@@ -74,6 +75,7 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> 
         id: header("webhook-id"),
         signature: header("webhook-signature"),
         body,
+        at: std::time::Instant::now(),
     });
     if r.fail_first
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -358,6 +360,40 @@ async fn a_receiver_gets_every_event_signed_even_after_a_worker_died_mid_deliver
 }
 
 #[sqlx::test]
+async fn a_caught_up_worker_waits_its_batch_wait_before_sending_what_committed_meanwhile(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let wait = Duration::from_secs(2);
+    let config = EventConfig {
+        delivery_batch_wait: wait,
+        ..events_config()
+    };
+    let app = spawn_app_with(connect, config_with(config.clone()), Duration::from_secs(5)).await;
+    let k = &app.shop().await.key;
+    let (receiver, url) = Receiver::start().await;
+    app.endpoint(k, &url, json!(["wallet.credited"])).await;
+    app.wallet(k, "USD", "1.00").await;
+    let _stop = start_worker(&app, config);
+    receiver.until("the first event", |g| !g.is_empty()).await;
+    for _ in 0..3 {
+        app.wallet(k, "USD", "1.00").await;
+    }
+    let got = receiver.until("four events", |g| g.len() >= 4).await;
+    assert_eq!(got.len(), 4);
+    // The round that sent the first took every due delivery, so the
+    // worker waited DELIVERY_BATCH_WAIT after it (the poll every 100 ms
+    // would have sent each within a few hundred ms of its commit).
+    for later in &got[1..] {
+        assert!(
+            later.at.duration_since(got[0].at) >= wait,
+            "sent {:?} after the first",
+            later.at.duration_since(got[0].at)
+        );
+    }
+}
+
+#[sqlx::test]
 async fn a_receiver_answering_500_then_200_gets_the_event_after_backoff(
     _: PgPoolOptions,
     connect: PgConnectOptions,
@@ -408,7 +444,7 @@ async fn a_dead_endpoint_ends_failed_is_disabled_and_a_manual_retry_delivers(
     let ep_id = ep["id"].as_str().unwrap();
     let w = app.wallet(k, "USD", "5.00").await;
     app.debit(k, w, "1.00").await;
-    let _stop = start_worker(&app, config);
+    let stop = start_worker(&app, config);
     let d = app
         .deliveries_until(k, ep_id, |d| {
             d.len() == 2 && d.iter().all(|x| x["status"] == "failed")
@@ -468,6 +504,54 @@ async fn a_dead_endpoint_ends_failed_is_disabled_and_a_manual_retry_delivers(
     assert_eq!(delivered.len(), 1, "only the retried one: {d:?}");
     assert_eq!(delivered[0]["id"], first["id"]);
     assert_eq!(delivered[0]["attempts"], 3);
+    // Retried once more after it was delivered: the attempt that delivered
+    // it (kept on the delivery's row) stays in its log beside the new one.
+    let r = app.post(k, &path, &fresh(), &json!({})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let again: Value = r.json().await.unwrap();
+    assert_eq!(again["status"], "pending");
+    assert!(again["delivered_at"].is_null(), "{again}");
+    let codes = |x: &Value| -> Vec<Value> {
+        x["attempt_log"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["status_code"].clone())
+            .collect()
+    };
+    assert_eq!(codes(&again), [json!(503), json!(503), json!(200)], "{again}");
+    let d = app
+        .deliveries_until(k, ep_id, |d| {
+            d.iter()
+                .any(|x| x["id"] == first["id"] && x["status"] == "delivered" && x["attempts"] == 4)
+        })
+        .await;
+    let twice = d.iter().find(|x| x["id"] == first["id"]).unwrap();
+    assert_eq!(
+        codes(twice),
+        [json!(503), json!(503), json!(200), json!(200)],
+        "{twice}"
+    );
+    let log = twice["attempt_log"].as_array().unwrap();
+    let at = |a: &Value| chrono::DateTime::parse_from_rfc3339(a["attempted_at"].as_str().unwrap()).unwrap();
+    assert!(log.windows(2).all(|w| at(&w[0]) <= at(&w[1])), "{twice}");
+    assert_eq!(log[3]["attempted_at"], twice["delivered_at"]);
+    // Retried by eight requests at once, the worker stopped so nothing
+    // delivers it meanwhile: the attempt that delivered it moves to the log
+    // once, not once a request.
+    stop.send(true).unwrap();
+    let keys: Vec<String> = (0..8).map(|_| fresh()).collect();
+    let empty = json!({});
+    let answers = join_all(keys.iter().map(|key| app.post(k, &path, key, &empty))).await;
+    assert!(answers.iter().all(|r| r.status() == StatusCode::OK));
+    let d = app.deliveries(k, ep_id).await;
+    let pending = d.iter().find(|x| x["id"] == first["id"]).unwrap();
+    assert_eq!(pending["status"], "pending", "{pending}");
+    assert_eq!(
+        codes(pending),
+        [json!(503), json!(503), json!(200), json!(200)],
+        "{pending}"
+    );
     // A delivery of another endpoint is not found under this one.
     let r = app
         .post(
@@ -547,6 +631,18 @@ async fn deleting_an_endpoint_with_a_backlog_answers_at_once_and_fails_its_deliv
     let posted = receiver.got().len();
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(receiver.got().len(), posted);
+    // A deleted endpoint keeps its row, so its deliveries still name one
+    // (no foreign key says so: the event's statement writes a delivery
+    // only for a live endpoint, and endpoints are never removed).
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM event_deliveries d WHERE NOT EXISTS (SELECT 1 FROM webhook_endpoints p \
+             WHERE p.shop_id = d.shop_id AND p.id = d.endpoint_id)"
+        )
+        .await,
+        0
+    );
+    assert_eq!(app.count(&format!("SELECT count(*) {of_endpoint}")).await, 30);
 }
 
 #[sqlx::test]
