@@ -231,6 +231,19 @@ def combined(rounds):
     }
 
 
+def beside_new(service, mode, tag):
+    """`mode` in SUBSCRIBED_ROUNDS rounds, each after a round of new
+    debits of the same length, as 6g runs: a ratio to new debits then
+    compares loads that met the same neighbours on the machine, where run 2,
+    minutes earlier, may have met others. Returns (new debits, mode)."""
+    seconds = max(DURATION // SUBSCRIBED_ROUNDS, 3)
+    plain, other = [], []
+    for i in range(SUBSCRIBED_ROUNDS):
+        plain.append(service.wrk(16, "new", f"{tag}n{i}", seconds=seconds))
+        other.append(service.wrk(16, mode, f"{tag}{i}", seconds=seconds))
+    return combined(plain), combined(other)
+
+
 def subscribed_run(service):
     """Run 2 beside itself with an endpoint per shop subscribed to
     `wallet.debited`: every subscribed debit also writes a delivery row,
@@ -492,14 +505,15 @@ def main():
         results["http_new_64"]["peak_rss_mib"] = max(results["http_new_64"]["peak_rss_mib"],
                                                      status_kib(pid, "VmHWM") / 1024)
         checkpoint()
-        log("4 hot wallet, 16 connections")
-        results["http_hot_16"] = service.wrk(16, "hot", "h16")
+        log(f"4 hot wallet, {SUBSCRIBED_ROUNDS} rounds in turn with new debits, 16 connections")
+        results["http_hot_beside_16"], results["http_hot_16"] = beside_new(service, "hot", "h16")
         checkpoint()
-        log("5 replays, 16 connections")
-        results["http_replay_16"] = service.wrk(16, "replay", "r16")
+        log(f"5 replays, {SUBSCRIBED_ROUNDS} rounds in turn with new debits, 16 connections")
+        results["http_replay_beside_16"], results["http_replay_16"] = beside_new(service, "replay", "r16")
         checkpoint()
-        log("6 transfers between random wallet pairs of a shop, 16 connections")
-        results["http_transfer_16"] = service.wrk(16, "transfer", "t16")
+        log(f"6 transfers between random wallet pairs of a shop, {SUBSCRIBED_ROUNDS} rounds in turn with "
+            "new debits, 16 connections")
+        results["http_transfer_beside_16"], results["http_transfer_16"] = beside_new(service, "transfer", "t16")
         checkpoint()
         log("6b reserve + capture pairs on spread wallets, 16 connections")
         results["http_hold_16"] = service.wrk(16, "hold", "p16")
@@ -668,9 +682,10 @@ def main():
             "new_vs_pgbench_debit": new16 / results["pgbench_debit_16"]["tps"],
             "new_vs_yardstick": new16 / results["pgbench_yardstick_16"]["tps"],
             "new_vs_minimal": new16 / results["pgbench_minimal_16"]["tps"],
-            "replay_vs_new": results["http_replay_16"]["rps"] / new16,
-            "hot_vs_new": results["http_hot_16"]["rps"] / new16,
-            "transfer_vs_new": results["http_transfer_16"]["rps"] / new16,
+            # 4, 5 and 6 against the new-debit rounds run in turn with them.
+            "replay_vs_new": results["http_replay_16"]["rps"] / results["http_replay_beside_16"]["rps"],
+            "hot_vs_new": results["http_hot_16"]["rps"] / results["http_hot_beside_16"]["rps"],
+            "transfer_vs_new": results["http_transfer_16"]["rps"] / results["http_transfer_beside_16"]["rps"],
             # A pair is two requests and two transactions: 0.5 would be
             # parity with single debits.
             "hold_pairs_vs_new": results["http_hold_16"]["pairs_per_s"] / new16,
@@ -722,7 +737,11 @@ def main():
         if baseline:
             rows.append(("baseline_new_16", f"2b baseline {BASELINE[:10]} (16 conn)"))
         for k, label in (*rows, ("http_new_64", "3  HTTP new debits (64 conn)"),
-                         ("http_hot_16", "4  HTTP hot wallet (16 conn)"), ("http_replay_16", "5  HTTP replays (16 conn)"),
+                         ("http_hot_beside_16", "4  HTTP new debits beside 4 (16)"),
+                         ("http_hot_16", "4  HTTP hot wallet (16 conn)"),
+                         ("http_replay_beside_16", "5  HTTP new debits beside 5 (16)"),
+                         ("http_replay_16", "5  HTTP replays (16 conn)"),
+                         ("http_transfer_beside_16", "6  HTTP new debits beside 6 (16)"),
                          ("http_transfer_16", "6  HTTP transfers (16 conn)"),
                          ("http_hold_16", "6b HTTP hold+capture reqs (16 conn)"),
                          ("http_pay_external_16", "6c HTTP invoice pay, external (16)"),

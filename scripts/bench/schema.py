@@ -5,7 +5,9 @@ On a database of its own (the project's migrations, 1,000 funded wallets of
 4 shops, written by SQL), pgbench runs the fixed yardstick
 (sql/bench/yardstick.sql: the rows of one idempotent debit, a statement
 each) with every index, foreign key and trigger that a debit's writes pay
-for removed in turn, and restored before the next. After a warm-up run, a
+for removed in turn, and restored before the next, then without each row that
+another row might carry instead (the audit row, the stored answer: the
+yardstick without the statement that writes it). After a warm-up run, a
 baseline with nothing removed runs before the first piece and after each
 one; a piece's cost is the yardstick's rate without it over the mean of
 the two baselines around it, so the machine's drift during the run cancels
@@ -54,6 +56,24 @@ SERVES = {
     "wallet_transactions_shop_id_journal_transaction_id_fkey": "a movement has its journal transaction",
     "journal_balanced": "every journal transaction sums to zero per currency (deferred, at commit)",
 }
+
+# Rows a debit writes that another row might carry instead: the yardstick
+# without the statement that writes each one (its first words), what it
+# serves, and what a merge would give up.
+ROWS = {
+    "audit row": ("INSERT INTO audit_log",
+                  "who (api key), which request and what, for every mutation in one table"),
+    "stored answer": ("UPDATE idempotency_keys",
+                      "a retry's replay of the first answer, byte for byte"),
+}
+
+
+def without_statement(script, start):
+    """The pgbench script without the statement beginning with `start`
+    (up to its semicolon at a line's end)."""
+    at = script.index(start)
+    end = script.index(";\n", at) + 2
+    return script[:at] + script[end:]
 
 
 def psql(url, sql):
@@ -159,11 +179,14 @@ def main():
             INSERT INTO bench_wallets SELECT row_number() OVER (ORDER BY id), 'x', id FROM wallets;
             ANALYZE""")
         found = pieces(url)
-        bench.log(f"{len(found)} pieces on the debit's write path; {bench.DURATION} s of the yardstick each")
+        bench.log(f"{len(found)} pieces and {len(ROWS)} rows on the debit's write path; "
+                  f"{bench.DURATION} s of the yardstick each")
+        script = open(yardstick[1]).read()
+        os.makedirs(bench.OUT, exist_ok=True)
 
-        def measure(label):
+        def measure(label, args=yardstick):
             psql(url, "CHECKPOINT")
-            r = bench.pgbench(url, yardstick)
+            r = bench.pgbench(url, args)
             if r["failed"]:
                 raise RuntimeError(f"{label}: {r['failed']} failed transactions")
             bench.log(f"  {label}: {r['tps']:.0f} tps")
@@ -183,6 +206,15 @@ def main():
             around = (baselines[-2] + baselines[-1]) / 2
             results.append({**piece, "tps_without": tps, "baseline_tps": around,
                             "gain": tps / around - 1, "serves": SERVES.get(piece["name"], "")})
+        for name, (start, serves) in ROWS.items():
+            variant = os.path.join(bench.OUT, "yardstick-without-" + name.replace(" ", "-") + ".sql")
+            with open(variant, "w") as f:
+                f.write(without_statement(script, start))
+            tps = measure(f"without the {name}", ["-f", variant])
+            baselines.append(measure("baseline"))
+            around = (baselines[-2] + baselines[-1]) / 2
+            results.append({"kind": "row", "name": name, "table": start.split()[-1], "tps_without": tps,
+                            "baseline_tps": around, "gain": tps / around - 1, "serves": serves})
         # Every piece at once: what the schema's weight is in all, beside
         # what the rows themselves cost (uuid keys, numeric, row widths).
         # Foreign keys and triggers go first and come back last, so no
@@ -210,7 +242,6 @@ def main():
                "pieces": [{k: r[k] for k in ("kind", "name", "table", "tps_without", "baseline_tps", "gain",
                                           "serves")}
                           for r in results]}
-        os.makedirs(bench.OUT, exist_ok=True)
         with open(os.path.join(bench.OUT, "schema.json"), "w") as f:
             json.dump(out, f, indent=2)
         print(f"\nyardstick baseline: {base_tps:.0f} tps over {len(baselines)} runs "

@@ -4,6 +4,7 @@
 //! row and commits. HTTP routes, the webhook worker (provider event id as the
 //! key) and batches (one key per item) all call it; none of this is HTTP.
 
+mod answered;
 mod in_flight;
 
 use std::{future::Future, sync::Arc, time::Duration};
@@ -18,6 +19,7 @@ use crate::{
     store::{self, StoreError},
     tenants::Tenant,
 };
+use answered::Answered;
 use in_flight::InFlight;
 
 pub const JSON: &str = "application/json";
@@ -662,6 +664,7 @@ pub struct Executor {
     /// How long a duplicate waits for its key's running request.
     wait: Duration,
     in_flight: Arc<InFlight>,
+    answered: Arc<Answered>,
     /// Whether the database is a Citus coordinator, asked once.
     citus: Arc<tokio::sync::OnceCell<bool>>,
 }
@@ -677,6 +680,7 @@ impl Executor {
             ttl_hours,
             wait,
             in_flight: Arc::new(InFlight::new(max_waiters)),
+            answered: Arc::new(Answered::default()),
             citus: Arc::new(tokio::sync::OnceCell::new()),
         }
     }
@@ -710,7 +714,38 @@ impl Executor {
         Ok(tx)
     }
 
+    /// Runs `command` under the request's key, or answers what the key
+    /// already recorded. A retry of a key this instance answered reads its
+    /// record first, in one statement (`Answered`): a retry costs a
+    /// quarter of the round trips, and nothing it reads can be stale
+    /// (what is stored under a live key never changes).
     pub async fn execute<C, R>(&self, actor: Actor, request: &Request, command: C) -> Result<Answer, R>
+    where
+        C: Command,
+        C::Error: Into<R>,
+        R: Rejection,
+    {
+        if self.answered.knows(actor.shop_id, request) {
+            let params = self.claim_params(actor, request);
+            if let Some(response) = idempotency::live_outcome(&self.pool, params)
+                .await
+                .map_err(ExecError::from)?
+            {
+                outcome_metric("replayed");
+                return Ok(Answer {
+                    response,
+                    replayed: true,
+                });
+            }
+        }
+        let answer = self.run(actor, request, command).await?;
+        // Every answer is the key's committed outcome (a failure is an
+        // error and rolled back).
+        self.answered.remember(actor.shop_id, request);
+        Ok(answer)
+    }
+
+    async fn run<C, R>(&self, actor: Actor, request: &Request, command: C) -> Result<Answer, R>
     where
         C: Command,
         C::Error: Into<R>,

@@ -324,6 +324,30 @@ pub async fn recorded(conn: &mut PgConnection, params: ClaimParams<'_>) -> Resul
     }))
 }
 
+/// The committed outcome of the same request under a live key, read
+/// without claiming the key: `None` when there is none (no record yet, an
+/// expired one, or another request's), and then only a claim can tell.
+pub async fn live_outcome(pool: &PgPool, params: ClaimParams<'_>) -> Result<Option<Stored>, sqlx::Error> {
+    let row = sqlx::query!(
+        "SELECT response_status, response_content_type, response_location, response_etag, response_body
+           FROM idempotency_keys
+          WHERE shop_id = $1 AND key = $2 AND fingerprint = $3 AND expires_at > now()
+            AND response_status > 0",
+        params.shop_id,
+        params.key,
+        params.fingerprint
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| Stored {
+        status: r.response_status as u16,
+        content_type: r.response_content_type,
+        location: r.response_location,
+        etag: r.response_etag,
+        body: r.response_body,
+    }))
+}
+
 /// Saves the outcome into the claimed row, with the audit entry of the
 /// change when there is one, in one statement.
 pub async fn complete(conn: &mut PgConnection, done: Completion<'_>) -> Result<(), sqlx::Error> {

@@ -448,3 +448,55 @@ async fn an_expired_key_never_moves_money_twice(_: PgPoolOptions, connect: PgCon
     assert_eq!(app.balance(&shop.key, w).await, "6.00");
     app.assert_ledger_consistent().await;
 }
+
+#[sqlx::test]
+async fn a_retry_of_a_key_this_instance_answered_reads_its_record_without_claiming_it(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let a = spawn_app(connect.clone()).await;
+    let b = spawn_app(connect).await;
+    let shop = a.shop().await;
+    let w = a.wallet(&shop.key, "USD", "10").await;
+    let path = format!("/v1/wallets/{w}/debit");
+    let body = json!({"amount": "3", "category": "usage"});
+    let first = a.post(&shop.key, &path, "retried", &body).await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first = first.bytes().await.unwrap();
+
+    // Every claim of a key now fails: only a retry that claims nothing
+    // can answer.
+    inject(
+        &a.pool,
+        &[
+            "CREATE FUNCTION fail_claim() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$",
+            "CREATE TRIGGER fail_claim BEFORE INSERT ON idempotency_keys FOR EACH ROW
+           EXECUTE FUNCTION fail_claim()",
+        ],
+    )
+    .await;
+    for _ in 0..3 {
+        let again = a.post(&shop.key, &path, "retried", &body).await;
+        assert_eq!(again.status(), StatusCode::CREATED);
+        assert_eq!(again.headers()["idempotent-replayed"], "true");
+        assert_eq!(again.bytes().await.unwrap(), first);
+    }
+    // The instance that never answered it claims the key, as before.
+    let r = b.post(&shop.key, &path, "retried", &body).await;
+    problem(r, StatusCode::INTERNAL_SERVER_ERROR, "internal_error").await;
+    // Another request under the same key is not the one answered: it
+    // claims the key too.
+    let other = json!({"amount": "4", "category": "usage"});
+    let r = a.post(&shop.key, &path, "retried", &other).await;
+    problem(r, StatusCode::INTERNAL_SERVER_ERROR, "internal_error").await;
+
+    inject(&a.pool, &["DROP TRIGGER fail_claim ON idempotency_keys"]).await;
+    let r = b.post(&shop.key, &path, "retried", &body).await;
+    assert_eq!(r.headers()["idempotent-replayed"], "true");
+    assert_eq!(r.bytes().await.unwrap(), first);
+    let r = a.post(&shop.key, &path, "retried", &other).await;
+    problem(r, StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused").await;
+    assert_eq!(a.balance(&shop.key, w).await, "7.00");
+    a.assert_ledger_consistent().await;
+}
