@@ -102,7 +102,8 @@ bench:
 	@command -v pgbench >/dev/null 2>&1 || { echo "pgbench missing (Debian package postgresql)"; exit 1; }
 	python3 scripts/bench/run.py
 
-# What each index, foreign key and trigger on a debit's write path costs:
+# What each index, foreign key and trigger on a debit's write path costs, and
+# the audit row and the stored answer:
 # the fixed yardstick with each removed in turn (a few minutes; pgbench
 # only). Results in target/bench/schema.json.
 bench-schema:
