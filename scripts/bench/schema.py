@@ -49,11 +49,8 @@ SERVES = {
     "audit_log_shop_entity": "an entity's audit trail",
     "wallets_customer_ref": "GET /v1/wallets?customer_ref= (a debit's update is HOT: unused)",
     "wallets_shop_id_id_currency_key": "target of the journal's wallet+currency foreign key",
-    "journal_transactions_shop_id_fkey": "a journal transaction belongs to a shop",
-    "journal_entries_shop_id_journal_transaction_id_fkey": "an entry belongs to its transaction",
     "journal_entries_shop_id_wallet_id_currency_fkey": "an entry's wallet exists, in its currency",
     "wallet_transactions_shop_id_wallet_id_fkey": "a movement's wallet exists",
-    "wallet_transactions_shop_id_journal_transaction_id_fkey": "a movement has its journal transaction",
     "journal_balanced": "every journal transaction sums to zero per currency (deferred, at commit)",
 }
 

@@ -19,6 +19,7 @@ from workload import DECIMALS, Http, problem_code
 
 # Journal transaction kinds the workload posts, by operation.
 GRANT_CHECKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "sql", "checks", "grants.sql")
+LINK_CHECKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "sql", "checks", "links.sql")
 
 KIND_OF = {"credit": "wallet.credit", "debit": "wallet.debit", "transfer": "wallet.transfer",
            "capture": "reservation.capture", "finalize": "invoice.finalize", "pay": "invoice.payment",
@@ -511,12 +512,14 @@ class Checker:
                 add("wallet_version", f"wallet {wid}: version {w['version']}, but {len(history)} movements, "
                                       f"{hold_count[wid]} holds and {freed_count[wid]} freed holds make {versions}")
 
-        # Credit grants: every invariant of sql/checks/grants.sql holds.
-        with open(GRANT_CHECKS) as f:
-            broken = pg.rows(f.read())[0]
-        for name, n in broken.items():
-            if int(n) != 0:
-                add("grants", f"grant invariant {name}: {n} rows break it")
+        # Credit grants: every invariant of sql/checks/grants.sql holds; and
+        # every link of sql/checks/links.sql (no foreign key checks them).
+        for check, what, path in (("grants", "grant invariant", GRANT_CHECKS), ("links", "link", LINK_CHECKS)):
+            with open(path) as f:
+                broken = pg.rows(f.read())[0]
+            for name, n in broken.items():
+                if int(n) != 0:
+                    add(check, f"{what} {name}: {n} rows break it")
         self.figures["grants"] = int(pg.rows("SELECT count(*) AS n FROM credit_grants")[0]["n"])
 
         # The journal: balanced per transaction, per shop and currency, and

@@ -15,7 +15,8 @@ a summary and exits 1 on any anomaly.
 
 --self-test runs a small workload, damages the books on purpose (a balance,
 a journal entry, a movement applied twice, a stored answer, a wallet's
-reserved) and exits 0 only if the checker catches every damage.
+reserved, a grant, an event, a period billed twice, a movement's journal
+transaction) and exits 0 only if the checker catches every damage.
 
 Python 3.11 standard library only; psql for SQL. Logs and summary.json in
 target/chaos/.
@@ -339,7 +340,7 @@ def summarize(args, stats, ops, faults, checker, anomalies, wall, work_time, pan
 # --- the self-test's damage ----------------------------------------------
 
 def damage(pg, world, ops):
-    """Damages the books five ways, each on another wallet, as the database
+    """Damages the books nine ways, mostly each on another wallet, as the database
     owner with triggers off (session_replication_role = replica, the way a
     faulty migration or a hand-made fix would). Returns, per damage, the
     checks that must catch it and a text the anomaly must name."""
@@ -434,6 +435,13 @@ def damage(pg, world, ops):
                                                           'number', i.number + 1000000))).*
           FROM invoices i WHERE i.id = '{row[0]['i']}'""")
     done.append(("a period billed twice", {"billing"}, row[0]["c"]))
+    # 9. A movement's journal transaction lost (its header row deleted; no
+    #    foreign key guards the link, its writer does).
+    n = pg.psql(replica + "DELETE FROM journal_transactions WHERE id = (SELECT journal_transaction_id "
+                "FROM wallet_transactions WHERE category IN ('usage', 'purchase', 'fee', 'adjustment') "
+                "AND type = 'debit' ORDER BY id LIMIT 1) RETURNING 1")
+    assert n.strip(), "no journal transaction to delete"
+    done.append(("a movement's journal transaction deleted", {"links"}, "movements_without_transaction"))
     return done, [debit]
 
 

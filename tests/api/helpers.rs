@@ -268,18 +268,23 @@ impl TestApp {
             captures, 0,
             "a captured hold posted exactly its captured amount; no other did"
         );
+        self.assert_checks(include_str!("../../sql/checks/links.sql"), "link")
+            .await;
         self.assert_grants_consistent().await;
     }
 
     /// The grant invariants (sql/checks/grants.sql): every count 0.
     pub async fn assert_grants_consistent(&self) {
-        let row = sqlx::query(include_str!("../../sql/checks/grants.sql"))
-            .fetch_one(&self.pool)
-            .await
-            .unwrap();
+        self.assert_checks(include_str!("../../sql/checks/grants.sql"), "grant invariant")
+            .await;
+    }
+
+    /// A check of `sql/checks/`: one count per invariant, every one 0.
+    async fn assert_checks(&self, sql: &str, what: &str) {
+        let row = sqlx::query(sql).fetch_one(&self.pool).await.unwrap();
         for (i, column) in row.columns().iter().enumerate() {
             let broken: i64 = row.get(i);
-            assert_eq!(broken, 0, "grant invariant {} breaks", column.name());
+            assert_eq!(broken, 0, "{what} {} breaks", column.name());
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use uuid::Uuid;
 
@@ -431,6 +432,23 @@ async fn the_database_refuses_an_overdrawn_wallet_whatever_the_code_does(
         .await
         .unwrap_err();
     assert!(err.to_string().contains("append-only"), "{err}");
+    // No foreign key refuses an entry of a missing journal transaction (its
+    // writers write both in one statement): the links check finds it.
+    let links = || async {
+        sqlx::query(include_str!("../../sql/checks/links.sql"))
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+            .get::<i64, _>("entries_without_transaction")
+    };
+    assert_eq!(links().await, 0);
+    sqlx::query("INSERT INTO journal_entries (shop_id, journal_transaction_id, line, account, currency, amount) VALUES ($1, $2, 1, 'revenue', 'USD', 5), ($1, $2, 2, 'external_payments', 'USD', -5)")
+        .bind(shop.id)
+        .bind(Uuid::now_v7())
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(links().await, 2);
 }
 
 #[sqlx::test]
