@@ -290,6 +290,32 @@ def subscribed_run(service):
     return combined(plain), result
 
 
+def statement_profile(service, bench_url, mode, tag, count_sql):
+    """Statements and database time per committed request of a 5-second
+    run of `mode` (wrk does not count the requests still in flight when it
+    stops): top level (the authentication cache's refreshes, one lookup per
+    key and AUTH_CACHE_TTL, and this script's own queries apart), nested in
+    triggers, and PostgreSQL's foreign-key checks apart; `db_ms` is the
+    top-level statements' execution time (nested time is inside it)."""
+    psql(bench_url, "SELECT pg_stat_statements_reset()")
+    service.wrk(16, mode, tag, seconds=5)
+    requests = int(psql(bench_url, count_sql))
+    counts = psql(bench_url, """
+        SELECT coalesce(sum(calls) FILTER (WHERE toplevel AND query NOT LIKE '%FROM api_key%'
+                                                 AND query NOT LIKE 'SELECT % FROM ONLY %'), 0) || ' ' ||
+               coalesce(sum(calls) FILTER (WHERE toplevel AND query LIKE '%FROM api_key%'), 0) || ' ' ||
+               coalesce(sum(calls) FILTER (WHERE NOT toplevel AND query NOT LIKE 'SELECT % FROM ONLY %'), 0) || ' ' ||
+               coalesce(sum(calls) FILTER (WHERE query LIKE 'SELECT % FROM ONLY %'), 0) || ' ' ||
+               coalesce(sum(total_exec_time) FILTER (WHERE toplevel AND query NOT LIKE '%FROM api_key%'), 0)
+          FROM pg_stat_statements
+         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'billing_bench')
+           AND query NOT LIKE '%pg_stat_statements%'""").split()
+    n = max(requests, 1)
+    top, auth, nested, fk, ms = (float(c) / n for c in counts)
+    return {"requests": requests, "debits": requests, "top_level": top, "auth_refreshes": auth,
+            "in_triggers": nested, "foreign_key_checks": fk, "counted": top + nested, "db_ms": ms}
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     started_db = subprocess.run([os.path.join(ROOT, "scripts", "db.sh"), "url"],
@@ -546,7 +572,7 @@ def main():
         # triggers; PostgreSQL's own foreign-key checks are counted apart,
         # also the deferred ones, which it runs at top level during COMMIT
         # (a debit consuming a grant checks its consumption's two links).
-        log("7 statements per new debit (pg_stat_statements), 16 connections, 5 s")
+        log("7 statements per new debit and per transfer (pg_stat_statements), 16 connections, 5 s each")
         service.stop()
         psql(bench_url, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         psql(base_url, "ALTER DATABASE billing_bench SET pg_stat_statements.track = 'all'")
@@ -554,28 +580,15 @@ def main():
         # Warm: the pool's sessions are open (their set-up statements are
         # not the debits') before counting starts.
         service.wrk(16, "new", "w16", seconds=1)
-        psql(bench_url, "SELECT pg_stat_statements_reset()")
-        counted = service.wrk(16, "new", "s16", seconds=5)
+        results["statements_per_debit"] = statement_profile(
+            service, bench_url, "new", "s16",
+            "SELECT count(*) FROM wallet_transactions WHERE idempotency_key LIKE 's16-%'")
+        # The same for transfers (only a transfer's debit leg carries its
+        # key): the profile of their gap to new debits.
+        results["statements_per_transfer"] = statement_profile(
+            service, bench_url, "transfer", "x16",
+            "SELECT count(*) FROM wallet_transactions WHERE idempotency_key LIKE 'x16-%'")
         psql(base_url, "ALTER DATABASE billing_bench RESET pg_stat_statements.track")
-        # Per committed debit of this run (wrk does not count the requests
-        # still in flight when it stops); the authentication cache's
-        # refreshes (one lookup per key and AUTH_CACHE_TTL) and this
-        # script's own queries apart.
-        debits = int(psql(bench_url, "SELECT count(*) FROM wallet_transactions WHERE idempotency_key LIKE 's16-%'"))
-        counts = psql(bench_url, """
-            SELECT coalesce(sum(calls) FILTER (WHERE toplevel AND query NOT LIKE '%FROM api_key%'
-                                                     AND query NOT LIKE 'SELECT % FROM ONLY %'), 0) || ' ' ||
-                   coalesce(sum(calls) FILTER (WHERE toplevel AND query LIKE '%FROM api_key%'), 0) || ' ' ||
-                   coalesce(sum(calls) FILTER (WHERE NOT toplevel AND query NOT LIKE 'SELECT % FROM ONLY %'), 0) || ' ' ||
-                   coalesce(sum(calls) FILTER (WHERE query LIKE 'SELECT % FROM ONLY %'), 0)
-              FROM pg_stat_statements
-             WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'billing_bench')
-               AND query NOT LIKE '%pg_stat_statements%'""").split()
-        n = max(debits, 1)
-        top, auth, nested, fk = (int(float(c)) / n for c in counts)
-        results["statements_per_debit"] = {"debits": debits, "top_level": top, "auth_refreshes": auth,
-                                           "in_triggers": nested, "foreign_key_checks": fk,
-                                           "counted": top + nested}
 
         # One shop floods (64 connections of reads) while another shop's
         # debits (4 connections) and /healthz are measured, with per-shop
@@ -777,7 +790,12 @@ def main():
         print(f"statements per new debit (pg_stat_statements, run 7, {st['debits']} debits): {st['counted']:.2f} "
               f"= {st['top_level']:.2f} top level + {st['in_triggers']:.2f} nested "
               f"(plus {st['auth_refreshes']:.3f} auth cache refreshes and "
-              f"{st['foreign_key_checks']:.2f} foreign-key checks)")
+              f"{st['foreign_key_checks']:.2f} foreign-key checks), {st['db_ms']:.3f} ms of database time")
+        tr = results["statements_per_transfer"]
+        print(f"statements per transfer (run 7, {tr['requests']} transfers): {tr['counted']:.2f} "
+              f"= {tr['top_level']:.2f} top level + {tr['in_triggers']:.2f} nested "
+              f"(plus {tr['foreign_key_checks']:.2f} foreign-key checks), {tr['db_ms']:.3f} ms of database time "
+              f"({tr['db_ms'] / max(st['db_ms'], 1e-9):.2f} x a debit's)")
         for k, v in ratios.items():
             print(f"ratio {k:<24} {v:.2f}")
         for k, ok in targets.items():

@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::Value;
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{
@@ -31,7 +32,7 @@ use super::{
     service::{self, Kind, Leg, Request},
 };
 use crate::{
-    executor::{Answer, Claimed, Unit},
+    executor::{Answer, Claimed, Ran, Unit},
     idempotency::{Completion, query_completing},
     ledger::{self, Account, Posting},
     money::Money,
@@ -131,23 +132,7 @@ pub async fn apply(
     if !fresh(unit, tenant, &ids, &keys).await? {
         return Ok(None);
     }
-    // One time for every row, no earlier than any wallet's last movement.
-    let at = locked.iter().map(|w| w.at).max().unwrap_or_else(Utc::now);
-    let mut wallets: HashMap<Uuid, Wallet> = locked
-        .into_iter()
-        .map(|mut w| {
-            w.at = at;
-            let start = w.balance;
-            (
-                w.id,
-                Wallet {
-                    locked: w,
-                    start,
-                    moves: 0,
-                },
-            )
-        })
-        .collect();
+    let (mut wallets, at) = moving(locked);
     let mut rows = Rows::default();
     let mut done = Completion::none(tenant.shop_id);
     let mut answers = Vec::with_capacity(items.len());
@@ -168,13 +153,58 @@ pub async fn apply(
         answers.push(answer);
     }
     let prints: Vec<&[u8]> = items.iter().map(|i| i.request.fingerprint.as_slice()).collect();
-    rows.write(unit, done, &prints, &wallets, at).await?;
-    for lent in &rows.lent {
-        grant_store::lend_holds(unit.conn(), tenant.shop_id, None, lent)
-            .await
-            .map_err(store)?;
-    }
+    let ttl_hours = unit.ttl_hours() as i32;
+    rows.write(unit.conn(), ttl_hours, done, Some(&prints), &wallets, at)
+        .await?;
     Ok(Some(answers))
+}
+
+/// A single transfer between two locked wallets, neither with balance
+/// alerts, written as a batch writes its transfers: both legs, their
+/// journal transaction, grants, consumptions and the stored answer in one
+/// statement, where writing leg by leg takes two. Only the claimed key's
+/// answer is stored (no item keys).
+pub(super) async fn transfer(
+    unit: &mut Unit<'_>,
+    key: Claimed,
+    locked: Vec<Locked>,
+    req: &TransferRequest,
+) -> Result<Ran<Transfer>, WalletError> {
+    let (mut wallets, at) = moving(locked);
+    let mut rows = Rows::default();
+    let view = rows.transfer(&mut wallets, req, unit.key())?;
+    let ttl_hours = unit.ttl_hours() as i32;
+    let (conn, done, ran) = unit.complete(key, view);
+    rows.write(conn, ttl_hours, done, None, &wallets, at)
+        .await
+        .map_err(|e| match e {
+            BulkError::Item(_, e) => e,
+            BulkError::Store(e) => WalletError::Store(e),
+            BulkError::KeyTaken => StoreError::broken("a transfer wrote no item key").into(),
+        })?;
+    Ok(ran)
+}
+
+/// The locked wallets as a set-wise write moves them, at one time for
+/// every row, no earlier than any wallet's last movement.
+fn moving(locked: Vec<Locked>) -> (HashMap<Uuid, Wallet>, DateTime<Utc>) {
+    let at = locked.iter().map(|w| w.at).max().unwrap_or_else(Utc::now);
+    let wallets = locked
+        .into_iter()
+        .map(|mut w| {
+            w.at = at;
+            let start = w.balance;
+            (
+                w.id,
+                Wallet {
+                    locked: w,
+                    start,
+                    moves: 0,
+                },
+            )
+        })
+        .collect();
+    (wallets, at)
 }
 
 /// Whether the set-wise path may run: no item's key has a record (nor an
@@ -477,26 +507,34 @@ impl Rows {
         Ok((view, delta))
     }
 
-    /// Writes every row and `done` in one statement, and checks every
-    /// wallet ends where the plan says.
+    /// Writes every row and `done` in one statement (its answers under new
+    /// keys of these fingerprints with `new_keys`), checks every wallet
+    /// ends where the plan says, and lends what movements spent of other
+    /// holds' credit.
     async fn write(
         &self,
-        unit: &mut Unit<'_>,
+        conn: &mut PgConnection,
+        ttl_hours: i32,
         mut done: Completion<'_>,
-        fingerprints: &[&[u8]],
+        new_keys: Option<&[&[u8]]>,
         wallets: &HashMap<Uuid, Wallet>,
         at: DateTime<Utc>,
     ) -> Result<(), BulkError> {
+        let shop_id = done.shop_id;
         let moved: Vec<&Wallet> = wallets.values().filter(|w| w.moves > 0).collect();
         let n = &self.new_grants;
-        // The items' keys are new rows written with their answers here
-        // (`fresh` found none), not claimed first and completed after.
+        // A batch's items' keys are new rows written with their answers
+        // here (`fresh` found none), not claimed first and completed after;
+        // a single transfer's key was claimed: `done` completes it.
         let items = Completion {
-            stored: std::mem::take(&mut done.stored),
+            stored: if new_keys.is_some() {
+                std::mem::take(&mut done.stored)
+            } else {
+                Vec::new()
+            },
             ..Completion::none(done.shop_id)
         };
         let keys = items.stored_rows();
-        let ttl_hours = unit.ttl_hours() as i32;
         let r = query_completing!(
             done,
             ", ik AS (
@@ -617,19 +655,24 @@ impl Rows {
             &self.transfer_ids as &[Option<Uuid>],                 // $62
             ttl_hours,                                             // $63
             &keys.keys as &[&str],                                 // $64
-            fingerprints as &[&[u8]],                             // $65
+            new_keys.unwrap_or_default() as &[&[u8]],             // $65
             &keys.statuses,                                        // $66
             &keys.content_types as &[&str],                        // $67
             &keys.locations as &[Option<&str>],                    // $68
             &keys.etags as &[Option<&str>],                        // $69
             &keys.bodies as &[&[u8]],                              // $70
         )
-        .fetch_all(unit.conn())
+        .fetch_all(&mut *conn)
         .await?;
         if r.len() != self.ids.len() {
             // Only if the rows were not locked as assumed: never commit
             // answers that differ from the books.
             return Err(StoreError::broken("a batch's wallets moved while locked").into());
+        }
+        for lent in &self.lent {
+            grant_store::lend_holds(conn, shop_id, None, lent)
+                .await
+                .map_err(store)?;
         }
         Ok(())
     }

@@ -976,7 +976,10 @@ pub async fn debit(
 
 /// Moves money between two wallets of the shop. Both rows are locked in id
 /// order, so opposite transfers queue instead of deadlocking; the key is
-/// claimed in the same statement and the answer stored with the last leg.
+/// claimed in the same statement. Both legs and the answer are then written
+/// by one statement as a batch writes them (`bulk::transfer`), or, when a
+/// wallet has balance alerts, leg by leg (each leg's alerts flip after it),
+/// the answer stored with the last leg.
 pub async fn transfer(
     unit: &mut Unit<'_>,
     key: Unclaimed,
@@ -1015,6 +1018,9 @@ pub async fn transfer(
             .map(|t| key.earlier(t));
     }
     from.ensure_can_spend(amount)?;
+    if !from.has_alerts && !to.has_alerts {
+        return super::bulk::transfer(unit, key, wallets, &req).await;
+    }
 
     let transfer_id = Uuid::now_v7();
     let journal_id = Uuid::now_v7();

@@ -843,6 +843,48 @@ async fn fifty_concurrent_debits_crossing_a_threshold_fire_one_alert(
     assert_eq!(below["data"].as_array().unwrap().len(), 1);
 }
 
+/// A transfer whose wallets have alerts is written leg by leg, each leg's
+/// alerts flipping after it (without alerts, both legs are one statement).
+#[sqlx::test]
+async fn a_transfer_crossing_both_wallets_alerts_fires_each_once(
+    _: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let app = spawn_app(connect).await;
+    let k = &app.shop().await.key;
+    let from = app.wallet(k, "USD", "100.00").await;
+    let to = app.wallet(k, "USD", "10.00").await;
+    let mut alerts = Vec::new();
+    for w in [from, to] {
+        let r = app
+            .post(
+                k,
+                &format!("/v1/wallets/{w}/balance-alerts"),
+                &fresh(),
+                &json!({"available_below": "50.00"}),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        alerts.push(r.json::<Value>().await.unwrap()["id"].clone());
+    }
+    let body = json!({"from_wallet_id": from, "to_wallet_id": to, "amount": "60.00"});
+    let r = app.post(k, "/v1/transfers", &fresh(), &body).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(app.balance(k, from).await, "40.00");
+    assert_eq!(app.balance(k, to).await, "70.00");
+    let below = app.event_page(k, "?type=wallet.balance_below").await;
+    let below = below["data"].as_array().unwrap();
+    assert_eq!(below.len(), 1, "{below:?}");
+    assert_eq!(below[0]["data"]["alert_id"], alerts[0]);
+    assert_eq!(below[0]["data"]["wallet"]["available"], "40.00");
+    let recovered = app.event_page(k, "?type=wallet.balance_recovered").await;
+    let recovered = recovered["data"].as_array().unwrap();
+    assert_eq!(recovered.len(), 1, "{recovered:?}");
+    assert_eq!(recovered[0]["data"]["alert_id"], alerts[1]);
+    assert_eq!(recovered[0]["data"]["wallet"]["available"], "70.00");
+    app.assert_ledger_consistent().await;
+}
+
 #[sqlx::test]
 async fn catching_up_by_starting_after_returns_every_event_once_in_commit_order(
     _: PgPoolOptions,
