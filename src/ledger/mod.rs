@@ -142,21 +142,6 @@ pub struct Rows {
     pub amounts: Vec<Decimal>,
 }
 
-impl Rows {
-    /// No entries (and no journal transaction): for a statement that writes
-    /// the journal only when it has entries, e.g. a transfer's second leg.
-    pub fn empty() -> Self {
-        Rows {
-            kind: "",
-            currency: "",
-            lines: vec![],
-            accounts: vec![],
-            wallets: vec![],
-            amounts: vec![],
-        }
-    }
-}
-
 impl Posting {
     /// The rows to write; refuses an unbalanced posting.
     pub fn rows(&self) -> Result<Rows, LedgerError> {

@@ -159,22 +159,25 @@ pub async fn apply(
     Ok(Some(answers))
 }
 
-/// A single transfer between two locked wallets, neither with balance
-/// alerts, written as a batch writes its transfers: both legs, their
-/// journal transaction, grants, consumptions and the stored answer in one
-/// statement, where writing leg by leg takes two. Only the claimed key's
-/// answer is stored (no item keys).
+/// A single transfer between two locked wallets (`from`, `to`), written
+/// as a batch writes its transfers: both legs, their journal transaction,
+/// grants, consumptions and the stored answer in one statement. Only the
+/// claimed key's answer is stored (no item keys). Then, under the same
+/// locks, each wallet's balance alerts flip (each wallet moved once, so
+/// as after its own leg) and fire.
 pub(super) async fn transfer(
     unit: &mut Unit<'_>,
     key: Claimed,
     locked: Vec<Locked>,
     req: &TransferRequest,
 ) -> Result<Ran<Transfer>, WalletError> {
+    let alerted: Vec<Uuid> = locked.iter().filter(|w| w.has_alerts).map(|w| w.id).collect();
     let (mut wallets, at) = moving(locked);
     let mut rows = Rows::default();
     let view = rows.transfer(&mut wallets, req, unit.key())?;
     let ttl_hours = unit.ttl_hours() as i32;
     let (conn, done, ran) = unit.complete(key, view);
+    let shop_id = done.shop_id;
     rows.write(conn, ttl_hours, done, None, &wallets, at)
         .await
         .map_err(|e| match e {
@@ -182,6 +185,10 @@ pub(super) async fn transfer(
             BulkError::Store(e) => WalletError::Store(e),
             BulkError::KeyTaken => StoreError::broken("a transfer wrote no item key").into(),
         })?;
+    for wallet_id in alerted {
+        let flipped = service::flip_alerts(conn, shop_id, wallet_id).await?;
+        crate::events::alerts::fire(conn, shop_id, wallet_id, &flipped).await?;
+    }
     Ok(ran)
 }
 

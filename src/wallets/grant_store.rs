@@ -246,7 +246,7 @@ pub async fn expire_due(
         // the grant and what left it.
         let event = Event::new(crate::events::GRANT_EXPIRED, wallet.id, &leg.view()?)?;
         let done = Completion::audit_only(shop_id, std::slice::from_ref(&entry)).with_events(vec![event]);
-        let (_, delta) = write_leg(&mut *conn, leg, Some(&posting), done, None).await?;
+        let (_, delta) = write_leg(&mut *conn, leg, &posting, done, None).await?;
         wallet.balance += delta;
         metrics::counter!("grants_expired_total").increment(1);
     }

@@ -16,7 +16,7 @@ use super::{
 use crate::{
     executor::{Claimed, Ran, Taken, Unclaimed, Unit},
     idempotency::{ClaimParams, Completion, query_claiming, query_completing},
-    ledger::{self, Account, Posting, Rows},
+    ledger::{self, Account, Posting},
     metadata::{self, Metadata},
     money::{Currency, Decimalish, InvalidAmount, Money},
     pagination::{Page, PageParams},
@@ -507,7 +507,7 @@ fn consumptions(
     Ok(lines)
 }
 
-/// Writes one leg, the journal transaction when there is a `posting`, its
+/// Writes one leg, its journal transaction (`posting`), its
 /// grants' changes and whatever `done` stores, in one statement. The row
 /// must match the leg's view, which may already be the stored answer.
 /// Returns the balance alerts the leg flipped, each with its new `armed`:
@@ -518,11 +518,10 @@ fn consumptions(
 pub(super) async fn apply(
     conn: &mut PgConnection,
     leg: &Leg<'_>,
-    posting: Option<&Posting>,
+    posting: &Posting,
     done: Completion<'_>,
 ) -> Result<Vec<(Uuid, bool)>, WalletError> {
-    // Without a posting the arrays are empty and the journal CTEs write nothing.
-    let j = posting.map_or_else(|| Ok(Rows::empty()), Posting::rows)?;
+    let j = posting.rows()?;
     let g = GrantRows::of(&leg.grants);
     let done_shop = done.shop_id;
     // $1 shop, $2–$18 the completion (key, stored outcome, audit rows,
@@ -625,15 +624,25 @@ pub(super) async fn apply(
     if !leg.wallet.has_alerts {
         return Ok(Vec::new());
     }
-    // Under the wallet's lock, so no other movement's flip interleaves.
+    flip_alerts(conn, done_shop, leg.wallet.id).await
+}
+
+/// Flips the alerts of a wallet that just moved whose side of their
+/// threshold changed, and returns each flipped alert with its new `armed`.
+/// Run under the wallet's lock, so no other movement's flip interleaves.
+pub(super) async fn flip_alerts(
+    conn: &mut PgConnection,
+    shop_id: Uuid,
+    wallet_id: Uuid,
+) -> Result<Vec<(Uuid, bool)>, WalletError> {
     let flipped = sqlx::query!(
         "UPDATE balance_alerts a SET armed = NOT a.armed
            FROM wallets w
           WHERE a.shop_id = $1 AND a.wallet_id = $2 AND w.shop_id = $1 AND w.id = $2
             AND a.armed <> (w.balance - w.reserved >= a.available_below)
          RETURNING a.id, a.armed",
-        done_shop,
-        leg.wallet.id
+        shop_id,
+        wallet_id
     )
     .fetch_all(&mut *conn)
     .await?;
@@ -691,7 +700,7 @@ impl GrantRows {
 pub(super) async fn write_leg(
     conn: &mut PgConnection,
     leg: Leg<'_>,
-    posting: Option<&Posting>,
+    posting: &Posting,
     done: Completion<'_>,
     own_hold: Option<Uuid>,
 ) -> Result<(WalletTransaction, Decimal), WalletError> {
@@ -784,7 +793,7 @@ pub async fn move_locked(
         grants,
     };
     let none = Completion::none(tenant.shop_id);
-    let (view, delta) = write_leg(conn, leg, Some(&posting), none, own_hold).await?;
+    let (view, delta) = write_leg(conn, leg, &posting, none, own_hold).await?;
     wallet.balance += delta;
     wallet.reserved -= movement.release;
     Ok(view)
@@ -848,7 +857,7 @@ async fn movement(
     };
     let view = leg.view()?;
     let (conn, done, ran) = unit.complete(key, view);
-    write_leg(conn, leg, Some(&posting), done, None).await?;
+    write_leg(conn, leg, &posting, done, None).await?;
     Ok(ran)
 }
 
@@ -977,9 +986,7 @@ pub async fn debit(
 /// Moves money between two wallets of the shop. Both rows are locked in id
 /// order, so opposite transfers queue instead of deadlocking; the key is
 /// claimed in the same statement. Both legs and the answer are then written
-/// by one statement as a batch writes them (`bulk::transfer`), or, when a
-/// wallet has balance alerts, leg by leg (each leg's alerts flip after it),
-/// the answer stored with the last leg.
+/// by one statement, as a batch writes its transfers (`bulk::transfer`).
 pub async fn transfer(
     unit: &mut Unit<'_>,
     key: Unclaimed,
@@ -1018,53 +1025,7 @@ pub async fn transfer(
             .map(|t| key.earlier(t));
     }
     from.ensure_can_spend(amount)?;
-    if !from.has_alerts && !to.has_alerts {
-        return super::bulk::transfer(unit, key, wallets, &req).await;
-    }
-
-    let transfer_id = Uuid::now_v7();
-    let journal_id = Uuid::now_v7();
-    let posting = Posting::new(ledger::Kind::WalletTransfer, from.currency).transfer(
-        Account::Wallet(from.id),
-        Account::Wallet(to.id),
-        amount,
-    );
-    let metadata = req.metadata.clone().unwrap_or_default();
-    let request_key = unit.key();
-    // What leaves the source arrives as grants like those it came from.
-    let taken = from.grants.spend(amount, from.at, &[]);
-    let carried = from.grants.carried(&taken, amount);
-    let given = to.grants.credit(to.balance, to.at, carried);
-    let leg = |wallet, type_, category, key, grants| Leg {
-        id: Uuid::now_v7(),
-        wallet,
-        type_,
-        category,
-        amount,
-        description: req.description.as_deref(),
-        metadata: &metadata,
-        key,
-        transfer_id: Some(transfer_id),
-        refund_of: None,
-        journal_id,
-        release: Decimal::ZERO,
-        grants,
-    };
-    // Only the debit leg carries the key: the key is unique per shop.
-    let out = leg(
-        &*from,
-        TransactionType::Debit,
-        Category::TransferOut,
-        Some(request_key),
-        taken,
-    );
-    let into = leg(&*to, TransactionType::Credit, Category::TransferIn, None, given);
-    let view = transfer_view(transfer_id, req.description.clone(), out.view()?, into.view()?);
-    let (conn, done, ran) = unit.complete(key, view);
-    let none = Completion::none(done.shop_id);
-    write_leg(conn, out, Some(&posting), none, None).await?;
-    write_leg(conn, into, None, done, None).await?;
-    Ok(ran)
+    super::bulk::transfer(unit, key, wallets, &req).await
 }
 
 pub(super) fn transfer_view(
@@ -1325,7 +1286,7 @@ pub async fn refund(
     let view = MovementRefund(leg.view()?);
     let request_id = unit.request_id();
     let (conn, done, ran) = unit.complete(key, view);
-    let (_, delta) = write_leg(conn, leg, Some(&posting), done, None).await?;
+    let (_, delta) = write_leg(conn, leg, &posting, done, None).await?;
     wallet.balance += delta;
     // Credit given back for a grant past its deadline expires at once.
     grant_store::expire_due(conn, tenant.shop_id, Some(tenant.key_id), request_id, &mut wallet).await?;

@@ -843,8 +843,8 @@ async fn fifty_concurrent_debits_crossing_a_threshold_fire_one_alert(
     assert_eq!(below["data"].as_array().unwrap().len(), 1);
 }
 
-/// A transfer whose wallets have alerts is written leg by leg, each leg's
-/// alerts flipping after it (without alerts, both legs are one statement).
+/// A transfer writes both legs in one statement; each wallet's alerts then
+/// flip as after its own leg (each wallet moved once).
 #[sqlx::test]
 async fn a_transfer_crossing_both_wallets_alerts_fires_each_once(
     _: PgPoolOptions,
