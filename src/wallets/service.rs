@@ -999,17 +999,13 @@ pub async fn transfer(
     let ids = [req.from_wallet_id, req.to_wallet_id];
     let Locks {
         key,
-        mut wallets,
+        wallets,
         earlier,
     } = match lock(unit, key, tenant, &ids).await? {
         Ok(locks) => locks,
         Err(taken) => return Ok(taken.replay()),
     };
-    // One time for both legs and their journal transaction, no earlier
-    // than either wallet's last movement.
-    let at = wallets[0].at.max(wallets[1].at);
-    wallets.iter_mut().for_each(|w| w.at = at);
-    let [from, to] = &mut wallets[..] else {
+    let [from, to] = &wallets[..] else {
         return Err(WalletError::NotFound);
     };
     if from.currency != to.currency {
@@ -1024,7 +1020,8 @@ pub async fn transfer(
             .await
             .map(|t| key.earlier(t));
     }
-    from.ensure_can_spend(amount)?;
+    // Planned (the balance checked, one time for both legs) and written
+    // as a batch's transfer.
     super::bulk::transfer(unit, key, wallets, &req).await
 }
 

@@ -758,16 +758,7 @@ async fn fifty_concurrent_debits_crossing_a_threshold_fire_one_alert(
     let app = spawn_app(connect).await;
     let k = &app.shop().await.key;
     let w = app.wallet(k, "USD", "100.00").await;
-    let r = app
-        .post(
-            k,
-            &format!("/v1/wallets/{w}/balance-alerts"),
-            &fresh(),
-            &json!({"available_below": "50.00"}),
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let alert: Value = r.json().await.unwrap();
+    let alert = app.alert(k, w, "50.00").await;
     assert_eq!(alert["armed"], true);
     let r = app
         .post(
@@ -854,19 +845,10 @@ async fn a_transfer_crossing_both_wallets_alerts_fires_each_once(
     let k = &app.shop().await.key;
     let from = app.wallet(k, "USD", "100.00").await;
     let to = app.wallet(k, "USD", "10.00").await;
-    let mut alerts = Vec::new();
-    for w in [from, to] {
-        let r = app
-            .post(
-                k,
-                &format!("/v1/wallets/{w}/balance-alerts"),
-                &fresh(),
-                &json!({"available_below": "50.00"}),
-            )
-            .await;
-        assert_eq!(r.status(), StatusCode::CREATED);
-        alerts.push(r.json::<Value>().await.unwrap()["id"].clone());
-    }
+    let alerts = [
+        app.alert(k, from, "50.00").await["id"].clone(),
+        app.alert(k, to, "50.00").await["id"].clone(),
+    ];
     let body = json!({"from_wallet_id": from, "to_wallet_id": to, "amount": "60.00"});
     let r = app.post(k, "/v1/transfers", &fresh(), &body).await;
     assert_eq!(r.status(), StatusCode::CREATED);

@@ -199,6 +199,20 @@ impl TestApp {
         w["balance"].as_str().unwrap().to_owned()
     }
 
+    /// A balance alert on `wallet` at `below` (201), as the API shows it.
+    pub async fn alert(&self, key: &str, wallet: Uuid, below: &str) -> Value {
+        let r = self
+            .post(
+                key,
+                &format!("/v1/wallets/{wallet}/balance-alerts"),
+                &fresh(),
+                &json!({ "available_below": below }),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        r.json().await.unwrap()
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         sqlx::query_scalar::<_, i64>(sql)
             .fetch_one(&self.pool)
