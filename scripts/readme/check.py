@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Run the README's walk-through against a server started like `make run`.
 
-    python3 scripts/readme/check.py [README]     (what `make readme` runs)
+    python3 scripts/readme/check.py [PAGE ...]   (what `make readme` runs)
 
-Every ```sh / ```bash block of the README runs, in order, in one bash session
+Every ```sh / ```bash block of the pages (README.md, then docs/tour.md,
+which continues its walk-through) runs, in order, in one bash session
 (`set -Eeuo pipefail`), unless the line before its fence is a
 `<!-- not checked ... -->` comment. A block is cut into steps: the lines up to
 a comment that starts with an HTTP status (`# 201 {...}`), whose following
@@ -69,9 +70,10 @@ class Step:
     status: int | None = None
     pairs: list[str] = field(default_factory=list)
     headers: list[str] = field(default_factory=list)
+    file: str = "README.md"
 
     def where(self) -> str:
-        return f"block {self.block}, README line {self.line}"
+        return f"block {self.block}, {self.file} line {self.line}"
 
     def title(self) -> str:
         for _, text in self.code:
@@ -80,10 +82,10 @@ class Step:
         return next(t.strip() for _, t in self.code if t.strip() and not t.lstrip().startswith("#"))
 
 
-def parse(readme: Path) -> list[Step]:
+def parse(readme: Path, block_no: int = 0) -> list[Step]:
+    """The steps of `readme`, its blocks numbered on from `block_no`."""
     lines = readme.read_text().split("\n")
     steps: list[Step] = []
-    block_no = 0
     i = 0
     prev = ""  # previous non-blank line outside blocks
     while i < len(lines):
@@ -101,7 +103,7 @@ def parse(readme: Path) -> list[Step]:
             body.append((i + 1, lines[i]))
             i += 1
         if i == len(lines):
-            raise Failure(f"README line {start + 1}: unclosed code fence")
+            raise Failure(f"{readme} line {start + 1}: unclosed code fence")
         i += 1
         skipped = prev.startswith(SKIP_MARK)
         prev = ""
@@ -110,7 +112,10 @@ def parse(readme: Path) -> list[Step]:
         block_no += 1
         steps.extend(split_block(block_no, body))
     if not steps:
-        raise Failure("no ```sh blocks found")
+        raise Failure(f"{readme}: no ```sh blocks found")
+    name = str(readme.relative_to(ROOT)) if readme.is_relative_to(ROOT) else str(readme)
+    for s in steps:
+        s.file = name
     return steps
 
 
@@ -386,7 +391,9 @@ def follow(
 
 
 def main() -> int:
-    readme = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "README.md"
+    # The README's walk-through, then the tour that continues it in the
+    # same session.
+    pages = [Path(a).resolve() for a in sys.argv[1:]] or [ROOT / "README.md", ROOT / "docs" / "tour.md"]
     binary = Path(os.environ.get("BIN", "target/debug/billing-ledger"))
     if not binary.is_absolute():
         binary = ROOT / binary
@@ -400,10 +407,12 @@ def main() -> int:
                 raise Failure(f"{tool} is not installed")
         if not os.access(binary, os.X_OK):
             raise Failure(f"{binary} not found (make build, or set BIN)")
-        steps = parse(readme)
+        steps: list[Step] = []
+        for page in pages:
+            steps += parse(page, steps[-1].block if steps else 0)
         server = Server(binary, admin_key(steps), workdir)
         script(steps, server.base)  # refuse a malformed README before starting anything
-        print(f"{readme}: {len(steps)} steps in {steps[-1].block} blocks; server {binary} on {server.base}", flush=True)
+        print(f"{' + '.join(s.file for s in {s.file: s for s in steps}.values())}: {len(steps)} steps in {steps[-1].block} blocks; server {binary} on {server.base}", flush=True)
         server.start()
         run(steps, server, workdir)
         ok = True
@@ -421,7 +430,7 @@ def main() -> int:
         else:
             print(f"(kept {workdir})", file=sys.stderr)
     if ok:
-        print(f"\nREADME walk-through: all {len(steps)} steps passed in {time.monotonic() - started:.1f} s")
+        print(f"\nwalk-through (README.md, docs/tour.md): all {len(steps)} steps passed in {time.monotonic() - started:.1f} s")
     return 0 if ok else 1
 
 
